@@ -1,0 +1,75 @@
+//! Command-line flags of `lifeboat-backup`.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use lifeboat_cli::CommonArgs;
+use lifeboat_core::config::{CompressionName, PgFormat};
+
+const EXAMPLES: &str = "\
+Examples:
+  # Run every job in ./lifeboat.toml (what cron runs every night)
+  lifeboat-backup
+
+  # Run one job of a given file
+  lifeboat-backup --config /etc/lifeboat.toml app-db
+
+  # No file: back up one database to a directory
+  lifeboat-backup --engine postgres --url \"$DATABASE_URL\" --repo /var/backups/lifeboat
+
+Exit codes: 0 ok, 1 the backup failed (nothing was committed), 2 usage or configuration error,
+4 another run holds the lock.";
+
+/// Back up databases into a Lifeboat repository: stream the dump through checksums and
+/// compression into the store; the snapshot exists only once its manifest is written.
+#[derive(Debug, Parser)]
+#[command(name = "lifeboat-backup", version, after_help = EXAMPLES)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Jobs of the configuration file to run [default: all]
+    #[arg(value_name = "JOB")]
+    pub jobs: Vec<String>,
+
+    /// Back up one database without a file: its engine (with --url)
+    #[arg(long, value_enum, requires = "url")]
+    pub engine: Option<EngineArg>,
+
+    /// Connection URL of the database for --engine, e.g. "$DATABASE_URL"
+    #[arg(long, value_name = "URL", requires = "engine", hide_env_values = true)]
+    pub url: Option<String>,
+
+    /// Job name for --engine [default: the database name]
+    #[arg(long, value_name = "NAME", requires = "engine")]
+    pub job: Option<String>,
+
+    /// PostgreSQL dump format for --engine [default: custom]
+    #[arg(long, value_name = "custom|plain")]
+    pub format: Option<PgFormat>,
+
+    /// Compression, overriding the file [default: zstd]
+    #[arg(long, value_name = "zstd|gzip|none")]
+    pub compression: Option<CompressionName>,
+
+    /// Compression level (zstd 1-19, default 3; gzip 1-9, default 6)
+    #[arg(long, value_name = "N")]
+    pub compression_level: Option<i32>,
+
+    /// Directory of pg_dump/pg_restore/psql of the right major version
+    #[arg(long, value_name = "DIR")]
+    pub pg_bin_dir: Option<PathBuf>,
+
+    /// Unfinished uploads older than this many minutes are removed at the start of a run
+    #[arg(long, value_name = "MINUTES", default_value_t = 60)]
+    pub leftover_grace_mins: u64,
+
+    /// Print the merged configuration (passwords hidden) and exit
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EngineArg {
+    Postgres,
+}

@@ -1,0 +1,268 @@
+//! `lifeboat-restore`: list snapshots, or plan, confirm and apply a restore.
+
+mod args;
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::process::ExitCode;
+
+use args::{Command, ListArgs, RestoreArgs, RestoreFlags};
+use clap::Parser;
+use lifeboat_cli::{human_bytes, print_json, report_error, usage, CommonArgs};
+use lifeboat_core::catalog::{self, parse_time, Selector, SnapshotId};
+use lifeboat_core::restore::{self, RestoreOptions, RestorePlan};
+use lifeboat_core::secret::SecretUrl;
+use lifeboat_core::sink::postgres::tools_dir;
+use lifeboat_core::store::{LocalStore, Store};
+use lifeboat_core::{Error, ErrorKind, Result};
+
+fn main() -> ExitCode {
+    let args = RestoreArgs::parse();
+    lifeboat_cli::init_logging(&args.common);
+    let json = args.common.json;
+    let code = match lifeboat_cli::runtime() {
+        Ok(rt) => rt.block_on(async {
+            let work = async {
+                match &args.command {
+                    Some(Command::List(list)) => run_list(&args.common, list).await,
+                    None => run_restore(&args.common, &args.restore).await,
+                }
+            };
+            match lifeboat_cli::until_signal(work).await {
+                Ok(()) => 0,
+                Err(e) => report_error(&e, json),
+            }
+        }),
+        Err(e) => report_error(
+            &Error::store(format!("cannot start the async runtime: {e}")),
+            json,
+        ),
+    };
+    ExitCode::from(code as u8)
+}
+
+async fn open_repository(
+    common: &CommonArgs,
+) -> Result<(LocalStore, Option<lifeboat_core::config::Config>)> {
+    let config = lifeboat_cli::load_config(common)?;
+    let store = lifeboat_cli::open_store(common, config.as_ref())?;
+    if !catalog::check_repository(&store).await? {
+        return Err(Error::not_found(format!(
+            "{} is not a Lifeboat repository (no lifeboat.json)",
+            store.describe()
+        ))
+        .with_hint("check --repo or the [store] url of the configuration"));
+    }
+    Ok((store, config))
+}
+
+async fn run_list(common: &CommonArgs, list: &ListArgs) -> Result<()> {
+    let (store, _) = open_repository(common).await?;
+    let jobs = if list.job.is_empty() {
+        catalog::list_jobs(&store).await?
+    } else {
+        list.job.clone()
+    };
+    let mut out = Vec::new();
+    for job in &jobs {
+        let listing = catalog::list_snapshots(&store, job).await?;
+        if !common.json {
+            println!("Job {job:?} ({} snapshots):", listing.snapshots.len());
+            println!(
+                "  {:<24} {:<21} {:<10} {:>10} {:>10}  COMPRESSION",
+                "ID", "CONSISTENT AT", "FORMAT", "STORED", "RAW"
+            );
+            for m in listing.snapshots.iter().rev() {
+                println!(
+                    "  {:<24} {:<21} {:<10} {:>10} {:>10}  {}",
+                    m.id.as_str(),
+                    m.consistent_at.format("%Y-%m-%d %H:%M:%SZ").to_string(),
+                    m.dump_format,
+                    human_bytes(m.object.stored_size),
+                    human_bytes(m.object.raw_size),
+                    serde_json::to_value(m.compression)
+                        .ok()
+                        .and_then(|v| v
+                            .get("algorithm")
+                            .and_then(|a| a.as_str())
+                            .map(str::to_string))
+                        .unwrap_or_default(),
+                );
+            }
+            for d in &listing.damaged {
+                println!("  DAMAGED {}: {}", d.key, d.error);
+            }
+        }
+        out.push(serde_json::json!({
+            "job": job,
+            "snapshots": listing.snapshots.iter().rev().map(|m| serde_json::json!({
+                "id": m.id,
+                "consistent_at": m.consistent_at,
+                "engine": m.engine,
+                "dump_format": m.dump_format,
+                "stored_size": m.object.stored_size,
+                "raw_size": m.object.raw_size,
+                "compression": m.compression,
+                "key": m.object.key,
+            })).collect::<Vec<_>>(),
+            "damaged": listing.damaged,
+        }));
+    }
+    if common.json {
+        print_json(&serde_json::json!({"ok": true, "jobs": out}));
+    }
+    Ok(())
+}
+
+async fn run_restore(common: &CommonArgs, flags: &RestoreFlags) -> Result<()> {
+    let target = flags.to.as_deref().ok_or_else(|| {
+        usage("which database should be restored into? pass --to URL")
+            .with_hint("e.g. --to postgres://user@host:5432/new_db (create it first with createdb)")
+    })?;
+    let target = SecretUrl::parse(target).map_err(|e| usage(format!("--to: {e}")))?;
+    if !matches!(target.scheme(), "postgres" | "postgresql") || target.database().is_none() {
+        return Err(usage(format!(
+            "--to {target}: expected postgres://user@host:port/dbname"
+        )));
+    }
+    let selector = match (&flags.snapshot, flags.latest, &flags.at) {
+        (Some(id), _, _) => Selector::Id(id.parse::<SnapshotId>().map_err(usage)?),
+        (None, true, _) => Selector::Latest,
+        (None, false, Some(at)) => {
+            Selector::At(parse_time(at).map_err(|e| usage(format!("--at: {e}")))?)
+        }
+        (None, false, None) => {
+            return Err(
+                usage("which snapshot? pass --snapshot ID, --latest or --at TIME")
+                    .with_hint("`lifeboat-restore list` shows the snapshots"),
+            )
+        }
+    };
+    if flags.hold_back_mib == 0 {
+        return Err(usage("--hold-back-mib must be at least 1"));
+    }
+    let (store, config) = open_repository(common).await?;
+    let job = match &flags.job {
+        Some(j) => j.clone(),
+        None => {
+            let jobs = catalog::list_jobs(&store).await?;
+            match jobs.as_slice() {
+                [only] => only.clone(),
+                _ => {
+                    return Err(usage("which job? pass --job NAME").with_hint(format!(
+                        "jobs in {}: {}",
+                        store.describe(),
+                        if jobs.is_empty() {
+                            "none".to_string()
+                        } else {
+                            jobs.join(", ")
+                        }
+                    )))
+                }
+            }
+        }
+    };
+    let pg_bin_dir = flags.pg_bin_dir.clone().or_else(|| {
+        let c = config.as_ref()?;
+        let j = c.jobs.iter().find(|j| j.name == job)?;
+        let lifeboat_core::config::EngineJob::Postgres(pg) = &j.engine;
+        pg.bin_dir.clone()
+    });
+    let options = RestoreOptions {
+        clean: flags.clean,
+        no_owner: flags.no_owner,
+        tools: tools_dir(pg_bin_dir.as_deref()),
+        hold_back: flags.hold_back_mib * 1024 * 1024,
+    };
+    let plan = restore::plan(&store, &job, &selector, &target, &options).await?;
+    if flags.dry_run {
+        if common.json {
+            print_json(&serde_json::json!({"ok": true, "dry_run": true, "plan": plan_json(&plan)}));
+        } else {
+            print_plan(&plan);
+            println!("Dry run: nothing was changed.");
+        }
+        return Ok(());
+    }
+    if !common.json {
+        print_plan(&plan);
+    }
+    if std::io::stdin().is_terminal() && !flags.yes && !confirm()? {
+        return Err(Error::new(
+            ErrorKind::Refused,
+            "restore cancelled at the prompt; nothing was changed",
+        ));
+    }
+    let report = restore::apply(&store, &plan, &options).await?;
+    if common.json {
+        print_json(&serde_json::json!({"ok": true, "report": report}));
+    } else {
+        println!(
+            "Restored snapshot {} (consistent at {}) into {}: {} read, {} applied, both digests verified, in {:.1}s.",
+            report.snapshot,
+            report.consistent_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            report.target,
+            human_bytes(report.stored_bytes),
+            human_bytes(report.raw_bytes),
+            report.duration_secs
+        );
+    }
+    Ok(())
+}
+
+fn plan_json(plan: &RestorePlan) -> serde_json::Value {
+    serde_json::json!({
+        "job": plan.job,
+        "snapshot": plan.snapshot.id,
+        "consistent_at": plan.snapshot.consistent_at,
+        "dump_format": plan.snapshot.dump_format,
+        "stored_size": plan.snapshot.object.stored_size,
+        "raw_size": plan.snapshot.object.raw_size,
+        "target": plan.target,
+        "target_server_version": plan.target_state.server_version,
+        "target_objects": plan.target_state.objects,
+        "clean": plan.clean,
+    })
+}
+
+fn print_plan(plan: &RestorePlan) {
+    let m = &plan.snapshot;
+    println!("Restore plan:");
+    println!("  job            {}", plan.job);
+    println!("  snapshot       {} ({})", m.id, m.dump_format);
+    println!(
+        "  consistent at  {}",
+        m.consistent_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    println!(
+        "  source         {} (PostgreSQL {})",
+        m.source.url, m.source.server_version
+    );
+    println!(
+        "  size           {} stored, {} raw",
+        human_bytes(m.object.stored_size),
+        human_bytes(m.object.raw_size)
+    );
+    println!(
+        "  target         {} (PostgreSQL {})",
+        plan.target, plan.target_state.server_version
+    );
+    if plan.clean {
+        println!(
+            "  --clean        objects of the dump that exist in the target are dropped and replaced ({} objects there now)",
+            plan.target_state.objects
+        );
+    }
+    println!("  safety         one transaction; committed only after both SHA-256 digests match");
+}
+
+fn confirm() -> Result<bool> {
+    eprint!("Restore into the target now? [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| usage(format!("cannot read the answer: {e}")))?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES"))
+}

@@ -1,0 +1,69 @@
+//! Command-line flags of `lifeboat-verify`.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use lifeboat_cli::CommonArgs;
+use lifeboat_core::verify::Level;
+
+const EXAMPLES: &str = "\
+Examples:
+  # Download the newest snapshot of every job and check both digests and the dump's structure
+  lifeboat-verify --level content
+
+  # Every snapshot of one job exists with the right size (cheap)
+  lifeboat-verify --repo /var/backups/lifeboat --job app-db --all --level stored
+
+  # DR drill: restore into a scratch database, compare the fingerprint, drop it
+  lifeboat-verify --job app-db --latest --level drill --scratch-url postgres://admin@db:5432/postgres
+
+  # Freshness alarm for cron: fail (exit 5) when the newest good snapshot is older than 26 h
+  lifeboat-verify --job app-db --max-age 26h
+
+Exit codes: 0 ok, 1 the check could not run, 2 usage or configuration error, 3 missing or
+damaged data, 5 the newest good snapshot is older than --max-age.";
+
+/// Prove that backups restore: check stored objects, their digests and structure, or restore
+/// them into a scratch database and compare fingerprints.
+#[derive(Debug, Parser)]
+#[command(name = "lifeboat-verify", version, after_help = EXAMPLES)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Job to verify [default: every job of the file, or every job in the store]
+    #[arg(long, value_name = "JOB")]
+    pub job: Vec<String>,
+
+    /// Verify this snapshot
+    #[arg(long, value_name = "ID", conflicts_with_all = ["latest", "all"])]
+    pub snapshot: Option<String>,
+
+    /// Verify the newest snapshot (the default)
+    #[arg(long)]
+    pub latest: bool,
+
+    /// Verify every snapshot
+    #[arg(long, conflicts_with = "latest")]
+    pub all: bool,
+
+    /// How thoroughly: stored (exists, size), content (digests, structure), drill (restore)
+    #[arg(long, value_name = "stored|content|drill", default_value = "content")]
+    pub level: Level,
+
+    /// PostgreSQL server URL where a drill may create and drop a scratch database
+    #[arg(long, value_name = "URL", hide_env_values = true)]
+    pub scratch_url: Option<String>,
+
+    /// Fail with exit 5 if the newest good snapshot is older than this (e.g. 26h) [default: the job's max-age]
+    #[arg(long, value_name = "DURATION")]
+    pub max_age: Option<String>,
+
+    /// Directory of pg_restore/psql of the right major version
+    #[arg(long, value_name = "DIR")]
+    pub pg_bin_dir: Option<PathBuf>,
+
+    /// Do not record the results in the repository
+    #[arg(long)]
+    pub no_record: bool,
+}

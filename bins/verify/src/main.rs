@@ -1,0 +1,203 @@
+//! `lifeboat-verify`: parse flags, verify each job, print findings, exit 0/1/3/5.
+
+mod args;
+
+use std::process::ExitCode;
+
+use args::VerifyArgs;
+use clap::Parser;
+use lifeboat_cli::{print_json, report_error, usage};
+use lifeboat_core::catalog::{self, SnapshotId};
+use lifeboat_core::config::{self, Config};
+use lifeboat_core::secret::SecretUrl;
+use lifeboat_core::sink::postgres::tools_dir;
+use lifeboat_core::verify::{verify, VerifyOptions, VerifyReport, Which};
+use lifeboat_core::{Error, ErrorKind, Result};
+
+fn main() -> ExitCode {
+    let args = VerifyArgs::parse();
+    lifeboat_cli::init_logging(&args.common);
+    let json = args.common.json;
+    let code = match lifeboat_cli::runtime() {
+        Ok(rt) => rt.block_on(async {
+            match lifeboat_cli::until_signal(run(&args)).await {
+                Ok(code) => code,
+                Err(e) => report_error(&e, json),
+            }
+        }),
+        Err(e) => report_error(
+            &Error::store(format!("cannot start the async runtime: {e}")),
+            json,
+        ),
+    };
+    ExitCode::from(code as u8)
+}
+
+async fn run(args: &VerifyArgs) -> Result<i32> {
+    let config = lifeboat_cli::load_config(&args.common)?;
+    let store = lifeboat_cli::open_store(&args.common, config.as_ref())?;
+    if !catalog::check_repository(&store).await? {
+        return Err(Error::not_found(format!(
+            "{} is not a Lifeboat repository (no lifeboat.json)",
+            lifeboat_core::store::Store::describe(&store)
+        ))
+        .with_hint(
+            "check --repo or the [store] url; a repository is created by the first lifeboat-backup",
+        ));
+    }
+    let jobs = jobs_to_verify(args, config.as_ref(), &store).await?;
+    let which = match (&args.snapshot, args.all) {
+        (Some(id), _) => Which::Id(id.parse::<SnapshotId>().map_err(usage)?),
+        (None, true) => Which::All,
+        (None, false) => Which::Latest,
+    };
+    let scratch_url = args
+        .scratch_url
+        .as_deref()
+        .map(SecretUrl::parse)
+        .transpose()
+        .map_err(|e| usage(format!("--scratch-url: {e}")))?;
+    let flag_max_age = args
+        .max_age
+        .as_deref()
+        .map(config::parse_duration)
+        .transpose()
+        .map_err(|e| usage(format!("--max-age: {e}")))?;
+
+    let mut worst: Option<ErrorKind> = None;
+    let mut reports = Vec::new();
+    for job in &jobs {
+        let max_age = flag_max_age.or_else(|| {
+            config
+                .as_ref()
+                .and_then(|c| c.jobs.iter().find(|j| &j.name == job))
+                .and_then(|j| j.max_age)
+        });
+        let pg_bin_dir = args.pg_bin_dir.clone().or_else(|| {
+            config
+                .as_ref()
+                .and_then(|c| c.jobs.iter().find(|j| &j.name == job))
+                .map(|j| {
+                    let config::EngineJob::Postgres(pg) = &j.engine;
+                    pg.bin_dir.clone()
+                })?
+        });
+        let options = VerifyOptions {
+            level: args.level,
+            which: which.clone(),
+            scratch_url: scratch_url.clone(),
+            tools: tools_dir(pg_bin_dir.as_deref()),
+            max_age,
+            now: chrono::Utc::now(),
+            record: !args.no_record,
+        };
+        let report = verify(&store, job, &options).await?;
+        if !args.common.json {
+            print_report(&report);
+        }
+        if let Some(kind) = report.failure() {
+            worst = Some(match worst {
+                Some(w) if rank(w) >= rank(kind) => w,
+                _ => kind,
+            });
+        }
+        reports.push(report);
+    }
+    if args.common.json {
+        print_json(&serde_json::json!({"ok": worst.is_none(), "jobs": reports}));
+    }
+    Ok(worst.map_or(0, ErrorKind::exit_code))
+}
+
+/// Which failure decides the exit code when jobs fail differently.
+fn rank(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::Integrity => 3,
+        ErrorKind::Freshness => 2,
+        _ => 1,
+    }
+}
+
+async fn jobs_to_verify(
+    args: &VerifyArgs,
+    config: Option<&Config>,
+    store: &lifeboat_core::store::LocalStore,
+) -> Result<Vec<String>> {
+    if !args.job.is_empty() {
+        for j in &args.job {
+            config::validate_job_name(j)?;
+        }
+        return Ok(args.job.clone());
+    }
+    if let Some(c) = config {
+        if !c.jobs.is_empty() {
+            return Ok(c.jobs.iter().map(|j| j.name.clone()).collect());
+        }
+    }
+    let jobs = catalog::list_jobs(store).await?;
+    if jobs.is_empty() {
+        return Err(Error::not_found("the repository holds no jobs yet")
+            .with_hint("run lifeboat-backup first"));
+    }
+    Ok(jobs)
+}
+
+fn print_report(report: &VerifyReport) {
+    if report.checks.is_empty() {
+        println!("Job {:?}: no snapshots to verify.", report.job);
+    }
+    for c in &report.checks {
+        let status = if c.ok {
+            "ok"
+        } else if c.damaged {
+            "DAMAGED"
+        } else {
+            "FAILED"
+        };
+        let restore = c
+            .restore_secs
+            .map(|s| format!(", restore took {s:.1}s"))
+            .unwrap_or_default();
+        println!(
+            "{status:7} {} job {:?} snapshot {} (consistent at {}) level {:?} in {:.1}s{restore}",
+            if c.ok { "✓" } else { "✗" },
+            report.job,
+            c.snapshot,
+            c.consistent_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            c.level,
+            c.duration_secs,
+        );
+        for f in &c.findings {
+            println!("        - {f}");
+        }
+    }
+    for d in &report.damaged_manifests {
+        println!("DAMAGED ✗ job {:?}: {}: {}", report.job, d.key, d.error);
+    }
+    if let Some(f) = &report.freshness {
+        match (&f.newest_good, f.age_secs) {
+            (Some(id), Some(age)) => println!(
+                "{} job {:?}: newest good snapshot {id} is {} old (max {})",
+                if f.ok { "fresh  " } else { "STALE  " },
+                report.job,
+                human_duration(age),
+                human_duration(f.max_age_secs as i64)
+            ),
+            _ => println!(
+                "STALE   job {:?}: no good snapshot was found (max age {})",
+                report.job,
+                human_duration(f.max_age_secs as i64)
+            ),
+        }
+    }
+}
+
+fn human_duration(secs: i64) -> String {
+    let (d, h, m) = (secs / 86_400, (secs % 86_400) / 3600, (secs % 3600) / 60);
+    match (d, h) {
+        (0, 0) => format!("{m}m"),
+        (0, _) => format!("{h}h{m:02}m"),
+        _ => format!("{d}d{h:02}h"),
+    }
+}

@@ -1,0 +1,213 @@
+//! Glue shared by the three binaries: common flags, configuration and store resolution,
+//! logging, signal handling, and turning library errors into messages and exit codes.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+use lifeboat_core::config::{self, Config};
+use lifeboat_core::store::{self, LocalStore, Store};
+use lifeboat_core::{Error, ErrorKind, Result};
+
+/// Flags every binary takes.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// Configuration file [default: ./lifeboat.toml if it exists]
+    #[arg(
+        long,
+        short = 'c',
+        env = "LIFEBOAT_CONFIG",
+        value_name = "FILE",
+        global = true
+    )]
+    pub config: Option<PathBuf>,
+
+    /// The store: a directory (or s3://bucket/prefix, not supported yet); overrides the file
+    #[arg(long, env = "LIFEBOAT_REPO", value_name = "REPO", global = true)]
+    pub repo: Option<String>,
+
+    /// Print results as JSON on stdout
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Format of log lines on stderr
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
+    /// More log output (-v: debug, -vv: trace)
+    #[arg(long, short = 'v', action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Sets up logging on stderr. `LIFEBOAT_LOG` overrides the level filter.
+pub fn init_logging(common: &CommonArgs) {
+    let default = match common.verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LIFEBOAT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let _ = match common.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+    };
+}
+
+/// Reads an environment variable (the binaries are the only place that does).
+pub fn env_lookup(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Loads the configuration: `--config`/`LIFEBOAT_CONFIG`, else `./lifeboat.toml` if present.
+pub fn load_config(common: &CommonArgs) -> Result<Option<Config>> {
+    match &common.config {
+        Some(path) => config::load(path, &env_lookup).map(Some),
+        None => {
+            let default = Path::new("lifeboat.toml");
+            if default.exists() {
+                config::load(default, &env_lookup).map(Some)
+            } else {
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Opens the store: `--repo`/`LIFEBOAT_REPO`, else the file's `[store]`, else the default
+/// directory.
+pub fn open_store(common: &CommonArgs, config: Option<&Config>) -> Result<LocalStore> {
+    let location = match (&common.repo, config.and_then(|c| c.store.clone())) {
+        (Some(repo), _) => repo.clone(),
+        (None, Some(from_file)) => from_file,
+        (None, None) => {
+            let home = std::env::var_os("HOME").map(PathBuf::from);
+            config::default_repo(home.as_deref()).display().to_string()
+        }
+    };
+    let store = store::open(&location)?;
+    tracing::debug!("Using the store at {}.", store.describe());
+    Ok(store)
+}
+
+/// A multi-threaded runtime: the dump reader, the compressor and stderr drains run side by side.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+}
+
+/// Runs `work` until it ends or SIGINT/SIGTERM arrives. On a signal, `work` is dropped: child
+/// processes are killed and unfinished uploads removed (their `Drop`), nothing is committed.
+pub async fn until_signal<T>(work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        r = work => r,
+        _ = tokio::signal::ctrl_c() => Err(interrupted("SIGINT")),
+        _ = terminate => Err(interrupted("SIGTERM")),
+    }
+}
+
+fn interrupted(signal: &str) -> Error {
+    Error::new(
+        ErrorKind::Cancelled,
+        format!("interrupted by {signal}; nothing was committed"),
+    )
+}
+
+/// Prints an error (with its causes and hint) on stderr, or as JSON on stdout; returns the exit
+/// code. The error is logged here, once.
+pub fn report_error(err: &Error, json: bool) -> i32 {
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        causes.push(s.to_string());
+        source = s.source();
+    }
+    if json {
+        let value = serde_json::json!({
+            "ok": false,
+            "error": {
+                "kind": err.kind().as_str(),
+                "message": err.message(),
+                "causes": causes,
+                "hint": err.hint(),
+                "exit_code": err.exit_code(),
+            }
+        });
+        println!("{value}");
+    }
+    let mut text = format!("error: {}", err.message());
+    for cause in &causes {
+        text.push_str(&format!("\n  caused by: {cause}"));
+    }
+    if let Some(hint) = err.hint() {
+        text.push_str(&format!("\n  hint: {hint}"));
+    }
+    eprintln!("{text}");
+    err.exit_code()
+}
+
+/// Prints a value as one line of JSON.
+pub fn print_json(value: &impl serde::Serialize) {
+    match serde_json::to_string(value) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("error: cannot encode the result as JSON: {e}"),
+    }
+}
+
+/// `1536` -> `1.5 KiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// Exit code for a usage error found after parsing.
+pub fn usage(message: impl Into<String>) -> Error {
+    Error::new(ErrorKind::Config, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_are_human() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
+    }
+}

@@ -1,0 +1,274 @@
+//! The backup operation: source -> hash(raw) -> compress -> hash(stored) -> store, manifest last.
+//!
+//! The dump is read by one task (which digests the raw bytes) and compressed and written by
+//! another, so reading, hashing and compression overlap; memory is bounded by the chunk size
+//! times the channel depth, never by the size of the database.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use crate::catalog::{
+    self, Fingerprint, Manifest, ObjectInfo, SnapshotId, SourceInfo, MANIFEST_FORMAT,
+};
+use crate::config::{EngineJob, Job, PgFormat};
+use crate::error::{Error, ErrorKind, Result};
+use crate::pipeline::hash::Hasher;
+use crate::pipeline::{Compression, Digest, HashingWriter, CHUNK_SIZE};
+use crate::source::postgres;
+use crate::store::{ObjectKey, ObjectWriter, Store};
+
+/// Chunks in flight between the reading and the compressing task.
+const CHANNEL_DEPTH: usize = 8;
+
+pub struct BackupOptions {
+    /// The start time (the caller reads the clock).
+    pub now: DateTime<Utc>,
+    /// Unfinished uploads older than this are removed at the start of a run.
+    pub leftover_grace: Duration,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BackupReport {
+    pub job: String,
+    pub snapshot: SnapshotId,
+    pub consistent_at: DateTime<Utc>,
+    pub duration_secs: f64,
+    pub raw_size: u64,
+    pub stored_size: u64,
+    pub raw_sha256: Digest,
+    pub stored_sha256: Digest,
+    pub tables: usize,
+    pub rows: i64,
+    pub object_key: String,
+    /// Unfinished uploads of earlier runs removed at the start.
+    pub leftovers_removed: Vec<String>,
+}
+
+/// Runs one backup job to a committed snapshot, or fails leaving nothing visible.
+pub async fn backup<S: Store>(
+    store: &S,
+    job: &Job,
+    options: &BackupOptions,
+) -> Result<BackupReport> {
+    let started = std::time::Instant::now();
+    catalog::ensure_repository(store, options.now).await?;
+    let leftovers_removed = store
+        .remove_incomplete(&catalog::job_prefix(&job.name), options.leftover_grace)
+        .await?;
+    for path in &leftovers_removed {
+        tracing::warn!("Removed the unfinished upload {path} left by an earlier run.");
+    }
+    // Committed data objects without a manifest are leftovers too (a crash between the two).
+    let mut leftovers_removed = leftovers_removed;
+    leftovers_removed.extend(remove_orphans(store, &job.name, options).await?);
+
+    let EngineJob::Postgres(pg) = &job.engine;
+    let dump = postgres::start_dump(pg).await?;
+    let id = SnapshotId::generate(options.now);
+    let ext = match pg.format {
+        PgFormat::Custom => "pgdump",
+        PgFormat::Plain => "sql",
+    };
+    let key = ObjectKey::new(format!(
+        "{}data.{ext}{}",
+        catalog::snapshot_prefix(&job.name, &id),
+        job.compression.extension()
+    ))?;
+    tracing::info!(
+        "Backing up job {:?} ({}) to {} as snapshot {id}.",
+        job.name,
+        pg.url,
+        store.describe()
+    );
+    let mut dump = dump;
+    let stdout = dump
+        .child
+        .take_stdout()
+        .ok_or_else(|| Error::source_failed("pg_dump has no stdout"))?;
+    let mut writer = store.create(&key).await?;
+
+    let (streamed, fingerprint) = tokio::join!(
+        stream_compressed(stdout, job.compression, &mut writer),
+        dump.fingerprint()
+    );
+    let source = SourceFacts {
+        consistent_at: dump.consistent_at,
+        server_version: dump.server_version.clone(),
+        database: dump.database.clone(),
+        dump_tool: dump.dump_tool.clone(),
+    };
+    // pg_dump's exit status comes first: a dump that failed explains a short stream best.
+    let outcome = match dump.finish().await {
+        Err(e) => Err(e),
+        Ok(()) => streamed.and_then(|s| fingerprint.map(|f| (s, f))),
+    };
+    let ((raw_sha256, raw_size, stored_sha256, stored_size), fingerprint) = match outcome {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = writer.abort().await;
+            return Err(e);
+        }
+    };
+    let stored = writer.finish().await?;
+
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        id: id.clone(),
+        job: job.name.clone(),
+        engine: "postgres".into(),
+        tool_version: format!("lifeboat {}", env!("CARGO_PKG_VERSION")),
+        started_at: options.now,
+        finished_at: options.now
+            + chrono::Duration::from_std(started.elapsed()).unwrap_or_default(),
+        consistent_at: source.consistent_at,
+        source: SourceInfo {
+            url: pg.url.to_string(),
+            server_version: source.server_version,
+            databases: vec![source.database],
+            dump_tool: source.dump_tool,
+        },
+        dump_format: match pg.format {
+            PgFormat::Custom => "pg_custom".into(),
+            PgFormat::Plain => "pg_plain".into(),
+        },
+        compression: job.compression,
+        encryption: None,
+        object: ObjectInfo {
+            key: key.to_string(),
+            stored_size,
+            stored_sha256,
+            raw_size,
+            raw_sha256,
+        },
+        fingerprint: Fingerprint::Postgres(fingerprint.clone()),
+    };
+    if stored.size != stored_size {
+        let _ = store.delete(&key).await;
+        return Err(Error::store(format!(
+            "the store reports {} bytes for {key}, but {} were written",
+            stored.size, stored_size
+        )));
+    }
+    // The manifest is the commit: written last, in one step.
+    if let Err(e) = store
+        .put(&catalog::manifest_key(&job.name, &id)?, &manifest.to_json())
+        .await
+    {
+        let _ = store.delete(&key).await;
+        return Err(e);
+    }
+    Ok(BackupReport {
+        job: job.name.clone(),
+        snapshot: id,
+        consistent_at: manifest.consistent_at,
+        duration_secs: started.elapsed().as_secs_f64(),
+        raw_size,
+        stored_size,
+        raw_sha256,
+        stored_sha256,
+        tables: fingerprint.tables.len(),
+        rows: fingerprint.tables.values().sum(),
+        object_key: key.to_string(),
+        leftovers_removed,
+    })
+}
+
+/// Facts about the source recorded in the manifest.
+struct SourceFacts {
+    consistent_at: DateTime<Utc>,
+    server_version: String,
+    database: String,
+    dump_tool: String,
+}
+
+/// Reads `source` in one task (digesting the raw bytes) and compresses and writes in this one.
+async fn stream_compressed<R, W>(
+    source: R,
+    compression: Compression,
+    writer: &mut W,
+) -> Result<(Digest, u64, Digest, u64)>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: ObjectWriter,
+{
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(CHANNEL_DEPTH);
+    let reader = tokio::spawn(async move {
+        let mut source = source;
+        let mut hasher = Hasher::default();
+        loop {
+            let mut chunk = vec![0u8; CHUNK_SIZE];
+            let mut filled = 0;
+            // Fill whole chunks: pipes deliver 64 KiB at a time, and fewer, larger messages
+            // keep the per-chunk overhead low.
+            while filled < CHUNK_SIZE {
+                let n = source.read(&mut chunk[filled..]).await?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            if filled == 0 {
+                return Ok::<_, std::io::Error>(hasher);
+            }
+            chunk.truncate(filled);
+            hasher.update(&chunk);
+            if tx.send(chunk).await.is_err() {
+                return Ok(hasher); // the writer failed; its error is reported
+            }
+        }
+    });
+    let mut hashing = HashingWriter::new(&mut *writer);
+    let write_result: std::io::Result<()> = async {
+        let mut encoder = compression.encoder(&mut hashing);
+        while let Some(chunk) = rx.recv().await {
+            encoder.write_all(&chunk).await?;
+        }
+        encoder.shutdown().await?;
+        Ok(())
+    }
+    .await;
+    drop(rx);
+    let (_, stored_digest, stored_len) = hashing.into_parts();
+    let read_result = reader
+        .await
+        .map_err(|e| Error::source_failed(format!("the dump reader task failed: {e}")))?;
+    let hasher = read_result
+        .map_err(|e| Error::new(ErrorKind::Source, format!("reading the dump failed: {e}")))?;
+    write_result.map_err(|e| {
+        Error::store(format!("writing the snapshot failed: {e}"))
+            .with_hint("check free space and permissions of the store")
+    })?;
+    let (raw_digest, raw_len) = hasher.finish();
+    Ok((raw_digest, raw_len, stored_digest, stored_len))
+}
+
+/// Removes data objects that have no manifest and were last written longer ago than the grace
+/// period (an earlier run crashed between the data and the manifest).
+async fn remove_orphans<S: Store>(
+    store: &S,
+    job: &str,
+    options: &BackupOptions,
+) -> Result<Vec<String>> {
+    let objects = store.list(&catalog::snapshots_prefix(job)).await?;
+    let mut removed = Vec::new();
+    let cutoff = std::time::SystemTime::from(options.now) - options.leftover_grace;
+    for object in &objects {
+        let folder = object.key.as_str().rsplit_once('/').map_or("", |(d, _)| d);
+        let has_manifest = objects
+            .iter()
+            .any(|o| o.key.as_str() == format!("{folder}/manifest.json"));
+        if !has_manifest && object.modified <= cutoff {
+            store.delete(&object.key).await?;
+            tracing::warn!(
+                "Removed {} (data without a manifest, left by an earlier run).",
+                object.key
+            );
+            removed.push(object.key.to_string());
+        }
+    }
+    Ok(removed)
+}

@@ -1,0 +1,123 @@
+//! `manifest.json`: what a snapshot is. Written last; a snapshot exists iff its manifest does.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::SnapshotId;
+use crate::pipeline::{Compression, Digest};
+
+/// Version of the manifest layout. Readers ignore fields they do not know.
+pub const MANIFEST_FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub id: SnapshotId,
+    pub job: String,
+    pub engine: String,
+    /// The Lifeboat version that wrote the snapshot.
+    pub tool_version: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    /// The instant the data is consistent as of (for PostgreSQL: when the snapshot was taken).
+    pub consistent_at: DateTime<Utc>,
+    pub source: SourceInfo,
+    /// `pg_custom` (pg_dump -Fc) or `pg_plain` (SQL).
+    pub dump_format: String,
+    pub compression: Compression,
+    /// `None`: stored unencrypted.
+    pub encryption: Option<serde_json::Value>,
+    pub object: ObjectInfo,
+    pub fingerprint: Fingerprint,
+}
+
+/// Where the data came from, with no secrets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceInfo {
+    /// The source URL with its password hidden.
+    pub url: String,
+    pub server_version: String,
+    pub databases: Vec<String>,
+    /// e.g. `pg_dump (PostgreSQL) 15.18`.
+    pub dump_tool: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObjectInfo {
+    /// Key relative to the store root.
+    pub key: String,
+    pub stored_size: u64,
+    pub stored_sha256: Digest,
+    pub raw_size: u64,
+    pub raw_sha256: Digest,
+}
+
+/// What a drill compares after restoring.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "engine", rename_all = "lowercase")]
+pub enum Fingerprint {
+    Postgres(PgFingerprint),
+}
+
+/// Exact row counts per table, taken inside the snapshot pg_dump dumped, plus the names of
+/// indexes and constraints and the number of large objects.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PgFingerprint {
+    /// `schema.table` (quoted as PostgreSQL quotes identifiers) -> rows.
+    pub tables: BTreeMap<String, i64>,
+    pub indexes: Vec<String>,
+    pub constraints: Vec<String>,
+    pub large_objects: i64,
+}
+
+impl PgFingerprint {
+    /// Human-readable differences between what was recorded and what was found.
+    pub fn differences(&self, found: &PgFingerprint) -> Vec<String> {
+        let mut out = Vec::new();
+        for (table, rows) in &self.tables {
+            match found.tables.get(table) {
+                None => out.push(format!("table {table} is missing")),
+                Some(r) if r != rows => out.push(format!(
+                    "table {table} has {r} rows, the backup recorded {rows}"
+                )),
+                Some(_) => {}
+            }
+        }
+        for table in found.tables.keys() {
+            if !self.tables.contains_key(table) {
+                out.push(format!("table {table} was not in the backup"));
+            }
+        }
+        for (what, want, got) in [
+            ("index", &self.indexes, &found.indexes),
+            ("constraint", &self.constraints, &found.constraints),
+        ] {
+            for name in want.iter().filter(|n| !got.contains(n)) {
+                out.push(format!("{what} {name} is missing"));
+            }
+            for name in got.iter().filter(|n| !want.contains(n)) {
+                out.push(format!("{what} {name} was not in the backup"));
+            }
+        }
+        if self.large_objects != found.large_objects {
+            out.push(format!(
+                "{} large objects found, the backup recorded {}",
+                found.large_objects, self.large_objects
+            ));
+        }
+        out
+    }
+}
+
+impl Manifest {
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serializing plain data with string keys cannot fail.
+        serde_json::to_vec_pretty(self).unwrap_or_default()
+    }
+
+    pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}

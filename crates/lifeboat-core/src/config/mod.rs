@@ -1,0 +1,446 @@
+//! Configuration: a TOML file (plus `${VAR}` interpolation) and command-line overrides become
+//! validated [`Job`] values.
+//!
+//! `*Spec` types mirror what the file says (kebab-case keys, unknown keys rejected); [`load`]
+//! turns them into [`Config`], whose errors name the file, line and column.
+
+pub mod interpolate;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::pipeline::Compression;
+use crate::secret::SecretUrl;
+
+pub use interpolate::Lookup;
+
+/// Environment variables Lifeboat reads (in the binaries), with what each one does.
+pub const ENV_VARS: &[(&str, &str)] = &[
+    (
+        "LIFEBOAT_CONFIG",
+        "path of the configuration file (default ./lifeboat.toml)",
+    ),
+    (
+        "LIFEBOAT_REPO",
+        "the store: a directory or s3://bucket/prefix (overrides the file)",
+    ),
+    (
+        "LIFEBOAT_LOG",
+        "log filter, e.g. `info` or `lifeboat_core=debug`",
+    ),
+];
+
+/// The default store when none is configured: a directory, so everything runs on one machine.
+pub fn default_repo(home: Option<&Path>) -> PathBuf {
+    match home {
+        Some(h) => h.join(".local/share/lifeboat/repo"),
+        None => PathBuf::from("lifeboat-repo"),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileSpec {
+    pub store: Option<StoreSpec>,
+    #[serde(default)]
+    pub defaults: DefaultsSpec,
+    #[serde(default, rename = "job")]
+    pub jobs: Vec<JobSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StoreSpec {
+    pub url: String,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DefaultsSpec {
+    pub compression: Option<CompressionName>,
+    pub compression_level: Option<i32>,
+    pub pg_bin_dir: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct JobSpec {
+    pub name: String,
+    pub engine: EngineName,
+    pub url: String,
+    pub format: Option<PgFormat>,
+    pub compression: Option<CompressionName>,
+    pub compression_level: Option<i32>,
+    /// Directory holding `pg_dump`/`pg_restore`/`psql` of the right major version.
+    pub pg_bin_dir: Option<String>,
+    /// Retention policy: applied by `prune` (not built yet); kept so files written for it load.
+    pub retention: Option<toml::Value>,
+    /// Cron expression; used by generated schedules and freshness checks.
+    pub schedule: Option<String>,
+    /// The RPO: `lifeboat-verify` fails (exit 5) when the newest good snapshot is older.
+    pub max_age: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EngineName {
+    Postgres,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum PgFormat {
+    /// `pg_dump -Fc -Z0`: restorable selectively, with a table of contents to verify.
+    #[default]
+    Custom,
+    /// Plain SQL, restored with `psql`.
+    Plain,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CompressionName {
+    Zstd,
+    Gzip,
+    None,
+}
+
+impl std::str::FromStr for CompressionName {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "zstd" => Ok(CompressionName::Zstd),
+            "gzip" => Ok(CompressionName::Gzip),
+            "none" => Ok(CompressionName::None),
+            _ => Err(format!(
+                "unknown compression {s:?}; expected zstd, gzip or none"
+            )),
+        }
+    }
+}
+
+impl std::str::FromStr for PgFormat {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "custom" => Ok(PgFormat::Custom),
+            "plain" => Ok(PgFormat::Plain),
+            _ => Err(format!("unknown format {s:?}; expected custom or plain")),
+        }
+    }
+}
+
+/// A validated job, ready to run.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub name: String,
+    pub engine: EngineJob,
+    pub compression: Compression,
+    pub max_age: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub enum EngineJob {
+    Postgres(PgJob),
+}
+
+#[derive(Debug, Clone)]
+pub struct PgJob {
+    pub url: SecretUrl,
+    pub format: PgFormat,
+    pub bin_dir: Option<PathBuf>,
+}
+
+impl PgJob {
+    /// Path of a PostgreSQL client program (`pg_dump`, `pg_restore`, `psql`).
+    pub fn program(&self, name: &str) -> PathBuf {
+        match &self.bin_dir {
+            Some(dir) => dir.join(name),
+            None => PathBuf::from(name),
+        }
+    }
+}
+
+/// The merged, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the file came from, if any (for messages).
+    pub file: Option<PathBuf>,
+    /// The store, as a directory path or URL, if the file names one.
+    pub store: Option<String>,
+    pub defaults: DefaultsSpec,
+    pub jobs: Vec<Job>,
+}
+
+impl Config {
+    pub fn job(&self, name: &str) -> Result<&Job> {
+        self.jobs.iter().find(|j| j.name == name).ok_or_else(|| {
+            let known: Vec<&str> = self.jobs.iter().map(|j| j.name.as_str()).collect();
+            Error::config(format!("no job named {name:?} in the configuration")).with_hint(
+                if known.is_empty() {
+                    "the configuration defines no jobs; add a [[job]] table".to_string()
+                } else {
+                    format!("configured jobs: {}", known.join(", "))
+                },
+            )
+        })
+    }
+}
+
+/// Reads and validates a configuration file.
+pub fn load(path: &Path, lookup: Lookup<'_>) -> Result<Config> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::config(format!(
+            "cannot read configuration file {}: {e}",
+            path.display()
+        ))
+        .with_hint("pass --config PATH, set LIFEBOAT_CONFIG, or create ./lifeboat.toml")
+    })?;
+    parse(&text, Some(path), lookup)
+}
+
+/// Parses and validates configuration text; `path` is only used in messages.
+pub fn parse(text: &str, path: Option<&Path>, lookup: Lookup<'_>) -> Result<Config> {
+    let file = path.map_or_else(|| "<config>".to_string(), |p| p.display().to_string());
+    let at = |offset: usize| {
+        let (line, col) = interpolate::line_col(text, offset);
+        format!("{file}:{line}:{col}")
+    };
+    interpolate::check_file(text, lookup).map_err(|m| {
+        Error::config(format!(
+            "{}: environment variable {} is not set (or is empty)",
+            at(m.offset),
+            m.name
+        ))
+        .with_hint(format!(
+            "export {} before running, or write ${{{}:-default}} to give a default",
+            m.name, m.name
+        ))
+    })?;
+    let spec: FileSpec = toml::from_str(text).map_err(|e| {
+        let place = e.span().map_or_else(|| file.clone(), |s| at(s.start));
+        Error::config(format!("{place}: {}", e.message().trim_end()))
+            .with_hint("see the example configuration in README.md")
+    })?;
+    let expand = |s: &str| -> String {
+        // Every reference was checked above; a value that vanished since is left as written.
+        interpolate::expand(s, lookup).unwrap_or_else(|_| s.to_string())
+    };
+    let locate = |needle: &str| -> String { text.find(needle).map_or_else(|| file.clone(), at) };
+
+    let mut jobs = Vec::new();
+    for spec_job in &spec.jobs {
+        let place = locate(&format!("\"{}\"", spec_job.name));
+        if jobs.iter().any(|j: &Job| j.name == spec_job.name) {
+            return Err(Error::config(format!(
+                "{place}: job name {:?} is used twice",
+                spec_job.name
+            ))
+            .with_hint("give every [[job]] its own name"));
+        }
+        let mut spec_job = spec_job.clone();
+        spec_job.url = expand(&spec_job.url);
+        jobs.push(validate_job(&spec_job, &spec.defaults).map_err(|e| {
+            Error::config(format!("{place}: {}", e.message()))
+                .with_hint(e.hint().unwrap_or_default().to_string())
+        })?);
+    }
+    Ok(Config {
+        file: path.map(Path::to_path_buf),
+        store: spec.store.map(|s| expand(&s.url)),
+        defaults: spec.defaults,
+        jobs,
+    })
+}
+
+/// Validates one job spec (also used for the one-liner built from flags).
+pub fn validate_job(spec: &JobSpec, defaults: &DefaultsSpec) -> Result<Job> {
+    validate_job_name(&spec.name)?;
+    let url = SecretUrl::parse(&spec.url)
+        .map_err(|e| Error::config(format!("job {:?}: url: {e}", spec.name)))?;
+    let engine = match spec.engine {
+        EngineName::Postgres => {
+            if !matches!(url.scheme(), "postgres" | "postgresql") {
+                return Err(Error::config(format!(
+                    "job {:?}: engine postgres needs a postgres:// URL, got {}://",
+                    spec.name,
+                    url.scheme()
+                )));
+            }
+            if url.database().is_none() {
+                return Err(Error::config(format!(
+                    "job {:?}: the URL {url} names no database",
+                    spec.name
+                ))
+                .with_hint(
+                    "add the database name as the URL path: postgres://user@host:5432/DBNAME",
+                ));
+            }
+            EngineJob::Postgres(PgJob {
+                url,
+                format: spec.format.unwrap_or_default(),
+                bin_dir: spec
+                    .pg_bin_dir
+                    .as_ref()
+                    .or(defaults.pg_bin_dir.as_ref())
+                    .map(PathBuf::from),
+            })
+        }
+    };
+    let compression = Compression::from_spec(
+        spec.compression
+            .or(defaults.compression)
+            .unwrap_or(CompressionName::Zstd),
+        spec.compression_level.or(defaults.compression_level),
+    )
+    .map_err(|e| Error::config(format!("job {:?}: {e}", spec.name)))?;
+    let max_age = spec
+        .max_age
+        .as_deref()
+        .map(parse_duration)
+        .transpose()
+        .map_err(|e| Error::config(format!("job {:?}: max-age: {e}", spec.name)))?;
+    Ok(Job {
+        name: spec.name.clone(),
+        engine,
+        compression,
+        max_age,
+    })
+}
+
+/// Job names become path segments in the repository, so they are kept simple.
+pub fn validate_job_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with(['.', '-'])
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::config(format!("{name:?} is not a valid job name"))
+            .with_hint("use 1-64 letters, digits, '-', '_' or '.', not starting with '.' or '-'"))
+    }
+}
+
+/// Parses durations like `26h`, `90m`, `7d`, `1h30m`, `45s`.
+pub fn parse_duration(input: &str) -> std::result::Result<Duration, String> {
+    let s = input.trim();
+    let bad = || format!("{input:?} is not a duration; use e.g. 26h, 90m, 7d or 1h30m");
+    if s.is_empty() {
+        return Err(bad());
+    }
+    let mut total: u64 = 0;
+    let mut number = String::new();
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let n: u64 = number.parse().map_err(|_| bad())?;
+        number.clear();
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            'w' => 7 * 86_400,
+            _ => return Err(bad()),
+        };
+        total = total
+            .checked_add(n.checked_mul(unit).ok_or_else(bad)?)
+            .ok_or_else(bad)?;
+    }
+    if !number.is_empty() {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        (name == "DATABASE_URL").then(|| "postgres://app:pw@db:5432/shop".to_string())
+    }
+
+    #[test]
+    fn a_full_file_loads() {
+        let text = r#"
+[store]
+url = "/var/backups/lifeboat"
+
+[defaults]
+compression = "gzip"
+
+[[job]]
+name = "app-db"
+engine = "postgres"
+url = "${DATABASE_URL}"
+format = "plain"
+max-age = "26h"
+retention = { keep-daily = 7 }
+"#;
+        let c = parse(text, Some(Path::new("lifeboat.toml")), &env).unwrap();
+        assert_eq!(c.store.as_deref(), Some("/var/backups/lifeboat"));
+        let job = c.job("app-db").unwrap();
+        assert_eq!(job.max_age, Some(Duration::from_secs(26 * 3600)));
+        assert!(matches!(job.compression, Compression::Gzip { .. }));
+        let EngineJob::Postgres(pg) = &job.engine;
+        assert_eq!(pg.format, PgFormat::Plain);
+        assert_eq!(pg.url.database().as_deref(), Some("shop"));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_line_and_column() {
+        let text = "[[job]]\nname = \"a\"\nengine = \"postgres\"\nurll = \"x\"\n";
+        let e = parse(text, Some(Path::new("lb.toml")), &env).unwrap_err();
+        assert!(
+            e.message().starts_with("lb.toml:4:1: unknown field `urll`"),
+            "{}",
+            e.message()
+        );
+    }
+
+    #[test]
+    fn missing_variables_are_named() {
+        let text = "[[job]]\nname = \"a\"\nengine = \"postgres\"\nurl = \"${NOPE}\"\n";
+        let e = parse(text, Some(Path::new("lb.toml")), &env).unwrap_err();
+        assert!(e.message().contains("lb.toml:4:8"), "{}", e.message());
+        assert!(e.message().contains("NOPE"));
+    }
+
+    #[test]
+    fn bad_values_point_at_the_job() {
+        let text = "[[job]]\nname = \"a\"\nengine = \"postgres\"\nurl = \"mysql://h/db\"\n";
+        let e = parse(text, Some(Path::new("lb.toml")), &env).unwrap_err();
+        assert!(e.message().starts_with("lb.toml:2:8:"), "{}", e.message());
+        let text = "[[job]]\nname = \"a\"\nengine = \"oracle\"\nurl = \"x\"\n";
+        let e = parse(text, Some(Path::new("lb.toml")), &env).unwrap_err();
+        assert!(e.message().starts_with("lb.toml:3:10:"), "{}", e.message());
+    }
+
+    #[test]
+    fn passwords_in_the_file_are_not_echoed() {
+        let text = "[[job]]\nname = \"a\"\nengine = \"postgres\"\nurl = \"postgres://u:hunter2@h\"\nx = 1\n";
+        let e = parse(text, None, &env).unwrap_err();
+        assert!(!e.message().contains("hunter2"));
+        let text =
+            "[[job]]\nname = \"a\"\nengine = \"postgres\"\nurl = \"postgres://u:hunter2@h\"\n";
+        let e = parse(text, None, &env).unwrap_err();
+        assert!(!e.message().contains("hunter2"), "{}", e.message());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
+        assert!(parse_duration("26").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+}

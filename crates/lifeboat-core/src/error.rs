@@ -1,0 +1,192 @@
+//! One public error type for the library, cut by what the caller can do about it.
+//!
+//! An [`Error`] has a [`ErrorKind`] (which maps to the documented exit codes), a message that
+//! says what failed and where, an optional hint that says what to do next, and the underlying
+//! cause kept as a `source()` chain rather than flattened into the message.
+
+use std::fmt;
+
+/// What kind of failure this is, from the point of view of the person who must act on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The configuration file, a flag or an environment variable is wrong.
+    Config,
+    /// The request makes sense but is refused to protect data (e.g. a non-empty target).
+    Refused,
+    /// The database or tool we back up from failed (connection, pg_dump...).
+    Source,
+    /// The database or tool we restore into failed.
+    Sink,
+    /// The store (a directory or a bucket) failed.
+    Store,
+    /// Stored data is missing, damaged or does not match its manifest.
+    Integrity,
+    /// A snapshot, job or object that was asked for does not exist.
+    NotFound,
+    /// Another run holds the job's lock.
+    Lock,
+    /// The newest good snapshot is older than the allowed age (the RPO).
+    Freshness,
+    /// The run was interrupted (SIGINT/SIGTERM) and cleaned up after itself.
+    Cancelled,
+}
+
+impl ErrorKind {
+    /// The process exit code documented in DESIGN.md and RUNBOOK.md.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            ErrorKind::Config | ErrorKind::Refused => 2,
+            ErrorKind::Integrity => 3,
+            ErrorKind::Lock => 4,
+            ErrorKind::Freshness => 5,
+            ErrorKind::Source
+            | ErrorKind::Sink
+            | ErrorKind::Store
+            | ErrorKind::NotFound
+            | ErrorKind::Cancelled => 1,
+        }
+    }
+
+    /// A short lowercase name, used in JSON output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Config => "config",
+            ErrorKind::Refused => "refused",
+            ErrorKind::Source => "source",
+            ErrorKind::Sink => "sink",
+            ErrorKind::Store => "store",
+            ErrorKind::Integrity => "integrity",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Lock => "lock",
+            ErrorKind::Freshness => "freshness",
+            ErrorKind::Cancelled => "cancelled",
+        }
+    }
+}
+
+type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The library's error: a kind, a message, an optional hint and the cause.
+#[derive(Debug)]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    hint: Option<String>,
+    source: Option<Cause>,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+            hint: None,
+            source: None,
+        }
+    }
+
+    pub fn config(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Config, message)
+    }
+
+    pub fn source_failed(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Source, message)
+    }
+
+    pub fn sink_failed(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Sink, message)
+    }
+
+    pub fn store(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Store, message)
+    }
+
+    pub fn integrity(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Integrity, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::NotFound, message)
+    }
+
+    /// Adds what the reader should do next.
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// Keeps the underlying cause as the `source()` of this error.
+    pub fn with_source(mut self, source: impl Into<Cause>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    pub fn hint(&self) -> Option<&str> {
+        self.hint.as_deref()
+    }
+
+    pub fn exit_code(&self) -> i32 {
+        self.kind.exit_code()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_ref()
+            .map(|e| e.as_ref() as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// Adds context to an `io::Error` or any other cause while choosing the kind.
+pub trait ResultExt<T> {
+    fn or_kind(self, kind: ErrorKind, message: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T, E> ResultExt<T> for std::result::Result<T, E>
+where
+    E: Into<Cause>,
+{
+    fn or_kind(self, kind: ErrorKind, message: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| Error::new(kind, message()).with_source(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_match_the_design() {
+        assert_eq!(ErrorKind::Config.exit_code(), 2);
+        assert_eq!(ErrorKind::Source.exit_code(), 1);
+        assert_eq!(ErrorKind::Integrity.exit_code(), 3);
+        assert_eq!(ErrorKind::Lock.exit_code(), 4);
+        assert_eq!(ErrorKind::Freshness.exit_code(), 5);
+    }
+
+    #[test]
+    fn cause_is_kept_as_a_chain() {
+        let io = std::io::Error::other("disk on fire");
+        let e = Error::store("could not write x").with_source(io);
+        assert_eq!(e.to_string(), "could not write x");
+        let cause = std::error::Error::source(&e).map(|c| c.to_string());
+        assert_eq!(cause.as_deref(), Some("disk on fire"));
+    }
+}

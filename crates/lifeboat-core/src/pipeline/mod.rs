@@ -1,0 +1,19 @@
+//! Stages over byte streams, in the order the data flows.
+//!
+//! Backup: raw dump -> [`hash`] (raw digest) -> [`compress`] -> [`hash`] (stored digest) -> store.
+//! Restore: store -> [`hash`] (stored) -> decompress -> [`hash`] (raw) -> [`holdback`] -> sink.
+//! Every stage is an `AsyncRead`/`AsyncWrite` adapter; writers must be shut down so trailers are
+//! written, and nothing is considered complete until the digests are known.
+
+pub mod compress;
+pub mod hash;
+pub mod holdback;
+pub mod read;
+
+pub use compress::Compression;
+pub use hash::{Digest, HashingReader, HashingWriter};
+pub use holdback::HoldBackWriter;
+pub use read::{read_snapshot, Discard, RawSink, ReadReport};
+
+/// Size of the chunks read from a dump and handed between stages.
+pub const CHUNK_SIZE: usize = 256 * 1024;

@@ -1,0 +1,161 @@
+//! The restore read path, shared by restore, verify and drills: store reader -> SHA-256 of the
+//! stored bytes -> decompress -> SHA-256 of the raw dump -> a [`RawSink`].
+//!
+//! Both digests are compared with the manifest at the end. If the sink or the decompressor gives
+//! up early, the rest of the stored object is still read and digested, so the caller can tell a
+//! damaged object (an integrity error, exit 3) from a failing sink.
+
+use std::future::Future;
+
+use tokio::io::{AsyncReadExt, BufReader};
+
+use super::hash::{Digest, HashingReader};
+use super::CHUNK_SIZE;
+use crate::catalog::Manifest;
+use crate::error::{Error, ErrorKind, Result};
+use crate::store::{ObjectKey, Store};
+
+/// Where the raw (decompressed) dump goes.
+pub trait RawSink: Send {
+    fn write(&mut self, chunk: &[u8]) -> impl Future<Output = std::io::Result<()>> + Send;
+}
+
+/// Discards the raw stream (digests only).
+pub struct Discard;
+
+impl RawSink for Discard {
+    async fn write(&mut self, _chunk: &[u8]) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What a read found when the digests matched.
+#[derive(Debug)]
+pub struct ReadReport {
+    pub stored_bytes: u64,
+    pub raw_bytes: u64,
+    /// The sink failed (e.g. the child exited); the stored object itself is intact.
+    pub sink_error: Option<std::io::Error>,
+}
+
+/// Streams a snapshot's data object into `sink`, checking both digests against the manifest.
+pub async fn read_snapshot<S: Store, K: RawSink>(
+    store: &S,
+    manifest: &Manifest,
+    sink: &mut K,
+) -> Result<ReadReport> {
+    let key = ObjectKey::new(manifest.object.key.clone())?;
+    let object = store.open(&key, 0).await.map_err(|e| {
+        if e.kind() == ErrorKind::Integrity {
+            Error::integrity(format!(
+                "snapshot {} of job {:?}: its data object {key} is missing from {}",
+                manifest.id,
+                manifest.job,
+                store.describe()
+            ))
+        } else {
+            e
+        }
+    })?;
+    let mut stored = HashingReader::new(object);
+    let mut raw_hasher = super::hash::Hasher::default();
+    let mut decode_error = None;
+    let mut sink_error = None;
+    let mut store_error = None;
+    {
+        let buffered = BufReader::with_capacity(CHUNK_SIZE, &mut stored);
+        let mut decoder = manifest.compression.decoder(buffered);
+        let mut buf = vec![0u8; CHUNK_SIZE];
+        loop {
+            let n = match decoder.read(&mut buf).await {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) => {
+                    decode_error = Some(e);
+                    break;
+                }
+            };
+            raw_hasher.update(&buf[..n]);
+            if let Err(e) = sink.write(&buf[..n]).await {
+                sink_error = Some(e);
+                break;
+            }
+        }
+    }
+    // Digest whatever the decoder did not consume: trailing or remaining bytes count too.
+    let mut rest = vec![0u8; CHUNK_SIZE];
+    loop {
+        match stored.read(&mut rest).await {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                store_error = Some(e);
+                break;
+            }
+        }
+    }
+    if let Some(e) = store_error {
+        return Err(Error::store(format!(
+            "snapshot {}: reading {key} from {} failed: {e}",
+            manifest.id,
+            store.describe()
+        )));
+    }
+    let (stored_digest, stored_bytes) = stored.finish();
+    let object = &manifest.object;
+    if stored_digest != object.stored_sha256 || stored_bytes != object.stored_size {
+        return Err(mismatch(
+            manifest,
+            "stored",
+            &object.stored_sha256,
+            object.stored_size,
+            &stored_digest,
+            stored_bytes,
+        ));
+    }
+    if let Some(e) = decode_error {
+        return Err(Error::integrity(format!(
+            "snapshot {} of job {:?}: the stored object matches its digest but cannot be decompressed: {e}",
+            manifest.id, manifest.job
+        )));
+    }
+    if sink_error.is_none() {
+        let (raw_digest, raw_bytes) = raw_hasher.finish();
+        if raw_digest != object.raw_sha256 || raw_bytes != object.raw_size {
+            return Err(mismatch(
+                manifest,
+                "raw",
+                &object.raw_sha256,
+                object.raw_size,
+                &raw_digest,
+                raw_bytes,
+            ));
+        }
+        return Ok(ReadReport {
+            stored_bytes,
+            raw_bytes,
+            sink_error,
+        });
+    }
+    Ok(ReadReport {
+        stored_bytes,
+        raw_bytes: raw_hasher.len(),
+        sink_error,
+    })
+}
+
+fn mismatch(
+    manifest: &Manifest,
+    which: &str,
+    want: &Digest,
+    want_len: u64,
+    got: &Digest,
+    got_len: u64,
+) -> Error {
+    Error::integrity(format!(
+        "snapshot {} of job {:?} is damaged: the {which} data has SHA-256 {got} ({got_len} bytes) \
+         but the manifest records {want} ({want_len} bytes)",
+        manifest.id, manifest.job
+    ))
+    .with_hint("do not restore this snapshot; pick an older one with --snapshot or --at, and check the store")
+}

@@ -1,0 +1,382 @@
+//! PostgreSQL: `pg_dump` of an exported snapshot, and the fingerprint of that same snapshot.
+//!
+//! A REPEATABLE READ transaction exports its snapshot (`pg_export_snapshot()`), `pg_dump
+//! --snapshot` dumps exactly that snapshot, and the fingerprint (exact row counts, index and
+//! constraint names) is taken inside the exporting transaction while pg_dump runs, so the
+//! fingerprint describes exactly the data dumped. The transaction stays open until pg_dump ends.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::process::Command;
+use tokio_postgres::{Client, NoTls};
+
+use super::ChildProcess;
+use crate::catalog::PgFingerprint;
+use crate::config::{PgFormat, PgJob};
+use crate::error::{Error, ErrorKind, Result};
+use crate::secret::SecretUrl;
+
+pub const CLIENT_INSTALL_HINT: &str = "install the PostgreSQL client programs (Debian/Ubuntu: \
+     apt-get install postgresql-client; use the server's major version or newer), or point \
+     pg-bin-dir / --pg-bin-dir at the directory that holds them";
+
+/// An open connection plus facts about the server.
+pub struct PgConnection {
+    pub client: Client,
+    /// e.g. `15.18 (Debian 15.18-0+deb12u1)`.
+    pub server_version: String,
+    pub server_major: u32,
+}
+
+/// What to call the connection in messages: "source" or "target".
+fn where_(url: &SecretUrl) -> String {
+    format!(
+        "PostgreSQL at {}:{} (database {:?}, user {:?})",
+        url.host().unwrap_or_else(|| "localhost".into()),
+        url.port().unwrap_or(5432),
+        url.database().unwrap_or_default(),
+        url.username()
+    )
+}
+
+/// Connects with tokio-postgres. The password is given to the driver only; messages name the
+/// host, port, database and user.
+pub async fn connect(url: &SecretUrl, kind: ErrorKind) -> Result<PgConnection> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(url.host().unwrap_or_else(|| "localhost".into()))
+        .port(url.port().unwrap_or(5432))
+        .user(url.username())
+        .dbname(url.database().unwrap_or_default())
+        .application_name("lifeboat")
+        .connect_timeout(std::time::Duration::from_secs(30));
+    if let Some(pw) = url.password() {
+        config.password(pw.expose());
+    }
+    for (k, v) in url.query_pairs() {
+        if k == "sslmode" && matches!(v.as_str(), "require" | "verify-ca" | "verify-full") {
+            return Err(Error::config(format!(
+                "{}: sslmode={v} is not supported yet by Lifeboat's own PostgreSQL connection",
+                where_(url)
+            ))
+            .with_hint("use sslmode=prefer or disable on a trusted network"));
+        }
+    }
+    let (client, connection) = config.connect(NoTls).await.map_err(|e| {
+        let detail = e
+            .as_db_error()
+            .map_or_else(|| describe_pg_error(&e), |db| db.message().to_string());
+        Error::new(kind, format!("cannot connect to {}: {detail}", where_(url))).with_hint(
+            "check that the server is running and reachable, and that the user and password in the URL are right",
+        )
+    })?;
+    tokio::spawn(async move {
+        // The connection ends when the client is dropped; errors surface on queries.
+        let _ = connection.await;
+    });
+    let row = client
+        .query_one(
+            "SELECT current_setting('server_version'), current_setting('server_version_num')::int4",
+            &[],
+        )
+        .await
+        .map_err(|e| query_error(kind, url, "read the server version", &e))?;
+    let server_version: String = row.get(0);
+    let num: i32 = row.get(1);
+    Ok(PgConnection {
+        client,
+        server_version,
+        server_major: (num / 10_000) as u32,
+    })
+}
+
+fn describe_pg_error(e: &tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+pub fn query_error(
+    kind: ErrorKind,
+    url: &SecretUrl,
+    what: &str,
+    e: &tokio_postgres::Error,
+) -> Error {
+    let detail = e
+        .as_db_error()
+        .map_or_else(|| describe_pg_error(e), |db| db.message().to_string());
+    Error::new(kind, format!("cannot {what} on {}: {detail}", where_(url)))
+}
+
+/// The version of a PostgreSQL client program, e.g. `("pg_dump (PostgreSQL) 15.18", 15)`.
+pub async fn client_version(program: &Path, kind: ErrorKind) -> Result<(String, u32)> {
+    let output = Command::new(program)
+        .arg("--version")
+        .output()
+        .await
+        .map_err(|e| {
+            Error::new(kind, format!("cannot run {}: {e}", program.display()))
+                .with_hint(CLIENT_INSTALL_HINT)
+        })?;
+    let text = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    let major = parse_client_major(&text).ok_or_else(|| {
+        Error::new(
+            kind,
+            format!(
+                "cannot tell the version of {} from {text:?}",
+                program.display()
+            ),
+        )
+    })?;
+    Ok((text, major))
+}
+
+/// `pg_dump (PostgreSQL) 15.18 (Debian ...)` -> 15; `pg_dump (PostgreSQL) 9.6.24` -> 9.
+fn parse_client_major(text: &str) -> Option<u32> {
+    let after = text.split(") ").nth(1)?;
+    let version = after.split_whitespace().next()?;
+    version.split(['.', 'b', 'r', 'd']).next()?.parse().ok()
+}
+
+/// Refuses a client program older than the server (pg_dump cannot dump newer servers).
+pub fn check_client_version(
+    program: &str,
+    client: &str,
+    client_major: u32,
+    server: &str,
+    server_major: u32,
+) -> Result<()> {
+    if client_major >= server_major {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::Source,
+        format!(
+            "{program} is version {client_major} ({client}) but the server runs PostgreSQL {server_major} ({server}); \
+             {program} must be at least the server's major version"
+        ),
+    )
+    .with_hint(format!(
+        "install postgresql-client-{server_major} (or newer) and point pg-bin-dir / --pg-bin-dir at its bin directory, \
+         e.g. /usr/lib/postgresql/{server_major}/bin"
+    )))
+}
+
+/// A dump in progress: pg_dump's stream, plus the open snapshot transaction.
+pub struct PgDump {
+    pub child: ChildProcess,
+    pub consistent_at: DateTime<Utc>,
+    pub server_version: String,
+    pub dump_tool: String,
+    pub database: String,
+    client: Arc<Client>,
+    url: SecretUrl,
+}
+
+/// Pre-flight checks, snapshot export and pg_dump start.
+pub async fn start_dump(job: &PgJob) -> Result<PgDump> {
+    let conn = connect(&job.url, ErrorKind::Source).await?;
+    let pg_dump = job.program("pg_dump");
+    let (dump_tool, client_major) = client_version(&pg_dump, ErrorKind::Source).await?;
+    check_client_version(
+        "pg_dump",
+        &dump_tool,
+        client_major,
+        &conn.server_version,
+        conn.server_major,
+    )?;
+
+    let client = conn.client;
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await
+        .map_err(|e| {
+            query_error(
+                ErrorKind::Source,
+                &job.url,
+                "start the snapshot transaction",
+                &e,
+            )
+        })?;
+    // The snapshot is taken by this first statement, so clock_timestamp() here is the instant
+    // the data is consistent as of.
+    let row = client
+        .query_one(
+            "SELECT pg_export_snapshot(), (extract(epoch from clock_timestamp()) * 1000000)::int8",
+            &[],
+        )
+        .await
+        .map_err(|e| query_error(ErrorKind::Source, &job.url, "export a snapshot", &e))?;
+    let snapshot: String = row.get(0);
+    let micros: i64 = row.get(1);
+    let consistent_at = DateTime::from_timestamp_micros(micros).unwrap_or_else(Utc::now);
+
+    let mut cmd = Command::new(&pg_dump);
+    cmd.arg(format!("--snapshot={snapshot}"))
+        .arg("--no-password");
+    match job.format {
+        PgFormat::Custom => cmd.args(["--format=custom", "--compress=0"]),
+        PgFormat::Plain => cmd.arg("--format=plain"),
+    };
+    cmd.arg(format!("--dbname={}", job.url.without_password()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    set_password_env(&mut cmd, &job.url);
+    let child = ChildProcess::spawn(cmd, &pg_dump, ErrorKind::Source, CLIENT_INSTALL_HINT)?;
+    Ok(PgDump {
+        child,
+        consistent_at,
+        server_version: conn.server_version,
+        dump_tool,
+        database: job.url.database().unwrap_or_default(),
+        client: Arc::new(client),
+        url: job.url.clone(),
+    })
+}
+
+/// Hands the password to a libpq child through its environment, never its arguments.
+pub fn set_password_env(cmd: &mut Command, url: &SecretUrl) {
+    cmd.env_remove("PGPASSWORD");
+    if let Some(pw) = url.password() {
+        cmd.env("PGPASSWORD", pw.expose());
+    }
+    // A password prompt would hang a cron job; --no-password makes libpq fail instead.
+    cmd.env("PGCONNECT_TIMEOUT", "30");
+}
+
+impl PgDump {
+    /// Takes the fingerprint inside the exported snapshot (can run while pg_dump streams).
+    pub async fn fingerprint(&self) -> Result<PgFingerprint> {
+        fingerprint(&self.client, &self.url, ErrorKind::Source).await
+    }
+
+    /// Waits for pg_dump to exit successfully, then ends the snapshot transaction.
+    pub async fn finish(self) -> Result<()> {
+        self.child.finish().await.map_err(|e| {
+            let msg = format!("the dump of {} failed: {}", where_(&self.url), e.message());
+            Error::new(ErrorKind::Source, msg)
+                .with_hint("nothing was committed; fix the cause above and run the backup again")
+        })?;
+        let _ = self.client.batch_execute("COMMIT").await;
+        Ok(())
+    }
+}
+
+const USER_SCHEMAS: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') \
+     AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'";
+
+/// Exact row counts per table, index and constraint names, and the number of large objects.
+/// Objects that belong to extensions are left out: pg_dump does not dump them either.
+pub async fn fingerprint(
+    client: &Client,
+    url: &SecretUrl,
+    kind: ErrorKind,
+) -> Result<PgFingerprint> {
+    let err = |what: &str, e: tokio_postgres::Error| query_error(kind, url, what, &e);
+    let not_extension = |class: &str, oid: &str| {
+        format!(
+            "NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = '{class}'::regclass \
+             AND d.objid = {oid} AND d.deptype = 'e')"
+        )
+    };
+    let tables = client
+        .query(
+            &format!(
+                "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.relkind IN ('r', 'p', 'm') AND c.relispopulated AND {USER_SCHEMAS} AND {} \
+                 ORDER BY 1",
+                not_extension("pg_class", "c.oid")
+            ),
+            &[],
+        )
+        .await
+        .map_err(|e| err("list tables", e))?;
+    let mut fp = PgFingerprint::default();
+    for row in tables {
+        let name: String = row.get(0);
+        let count: i64 = client
+            .query_one(&format!("SELECT count(*) FROM {name}"), &[])
+            .await
+            .map_err(|e| err(&format!("count the rows of {name}"), e))?
+            .get(0);
+        fp.tables.insert(name, count);
+    }
+    fp.indexes = client
+        .query(
+            &format!(
+                "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_index i \
+                 JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE {USER_SCHEMAS} AND {} ORDER BY 1",
+                not_extension("pg_class", "i.indrelid")
+            ),
+            &[],
+        )
+        .await
+        .map_err(|e| err("list indexes", e))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    fp.constraints = client
+        .query(
+            &format!(
+                "SELECT format('%I.%I.%I', n.nspname, \
+                   coalesce((SELECT relname FROM pg_class WHERE oid = c.conrelid), \
+                            (SELECT typname FROM pg_type WHERE oid = c.contypid)), c.conname) \
+                 FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace \
+                 WHERE {USER_SCHEMAS} AND {} AND (c.conrelid = 0 OR {}) ORDER BY 1",
+                not_extension("pg_constraint", "c.oid"),
+                not_extension("pg_class", "c.conrelid")
+            ),
+            &[],
+        )
+        .await
+        .map_err(|e| err("list constraints", e))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    fp.large_objects = client
+        .query_one("SELECT count(*) FROM pg_largeobject_metadata", &[])
+        .await
+        .map_err(|e| err("count large objects", e))?
+        .get(0);
+    Ok(fp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_versions_parse() {
+        assert_eq!(
+            parse_client_major("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"),
+            Some(15)
+        );
+        assert_eq!(parse_client_major("pg_dump (PostgreSQL) 17.2"), Some(17));
+        assert_eq!(parse_client_major("pg_dump (PostgreSQL) 9.6.24"), Some(9));
+        assert_eq!(
+            parse_client_major("pg_restore (PostgreSQL) 18beta1"),
+            Some(18)
+        );
+        assert_eq!(parse_client_major("something else"), None);
+    }
+
+    #[test]
+    fn an_older_pg_dump_is_refused_naming_both_versions() {
+        let e = check_client_version("pg_dump", "pg_dump (PostgreSQL) 15.18", 15, "17.2", 17)
+            .unwrap_err();
+        assert!(e.message().contains("version 15"), "{}", e.message());
+        assert!(e.message().contains("PostgreSQL 17"), "{}", e.message());
+        assert!(e.hint().unwrap().contains("postgresql-client-17"));
+        assert!(check_client_version("pg_dump", "x", 17, "15.1", 15).is_ok());
+    }
+}

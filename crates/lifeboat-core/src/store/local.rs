@@ -1,0 +1,418 @@
+//! A store in a local directory.
+//!
+//! Writes go to a hidden temporary name in the destination folder, are fsynced, renamed into
+//! place and the folder fsynced, so a crash leaves either the old state or the complete object,
+//! never a partial one under the real name. Hidden names (starting with `.`) are never listed.
+
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use tokio::io::{AsyncSeekExt, AsyncWrite, AsyncWriteExt, BufWriter};
+
+use super::{ObjectKey, ObjectMeta, ObjectReader, ObjectWriter, Store};
+use crate::error::{Error, ErrorKind, Result, ResultExt};
+
+/// Marks in-progress files; such names are hidden from listings.
+const TEMP_MARK: &str = ".lifeboat-tmp-";
+
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    /// Opens (creating if needed) a directory store.
+    pub fn open(root: impl AsRef<Path>) -> Result<Self> {
+        let root = root.as_ref().to_path_buf();
+        std::fs::create_dir_all(&root).map_err(|e| {
+            Error::store(format!(
+                "cannot create the store directory {}: {e}",
+                root.display()
+            ))
+            .with_hint("check the path and its permissions, or pass another --repo")
+        })?;
+        Ok(LocalStore { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, key: &ObjectKey) -> PathBuf {
+        self.root.join(key.as_str())
+    }
+
+    fn temp_path(&self, key: &ObjectKey) -> PathBuf {
+        let mut random = [0u8; 4];
+        let _ = getrandom::fill(&mut random);
+        let path = self.path(key);
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        dir.join(format!(
+            "{TEMP_MARK}{}-{}",
+            hex::encode(random),
+            key.file_name()
+        ))
+    }
+
+    fn io_error(&self, what: &str, path: &Path, e: std::io::Error) -> Error {
+        Error::store(format!("cannot {what} {}: {e}", path.display()))
+            .with_hint("check free space and permissions of the store directory")
+    }
+}
+
+async fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    tokio::fs::File::open(dir).await?.sync_all().await
+}
+
+impl Store for LocalStore {
+    type Writer = LocalWriter;
+
+    fn describe(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    async fn create(&self, key: &ObjectKey) -> Result<LocalWriter> {
+        let final_path = self.path(key);
+        let temp_path = self.temp_path(key);
+        if let Some(dir) = final_path.parent() {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| self.io_error("create the directory", dir, e))?;
+        }
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp_path)
+            .await
+            .map_err(|e| self.io_error("create", &temp_path, e))?;
+        Ok(LocalWriter {
+            file: Some(BufWriter::with_capacity(1024 * 1024, file)),
+            temp_path,
+            final_path,
+            key: key.clone(),
+        })
+    }
+
+    async fn put(&self, key: &ObjectKey, bytes: &[u8]) -> Result<()> {
+        let mut w = self.create(key).await?;
+        w.write_all(bytes)
+            .await
+            .map_err(|e| self.io_error("write", &w.temp_path, e))?;
+        w.finish().await.map(|_| ())
+    }
+
+    async fn get(&self, key: &ObjectKey) -> Result<Option<Vec<u8>>> {
+        let path = self.path(key);
+        match tokio::fs::read(&path).await {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.io_error("read", &path, e)),
+        }
+    }
+
+    async fn open(&self, key: &ObjectKey, offset: u64) -> Result<ObjectReader> {
+        let path = self.path(key);
+        let mut file = tokio::fs::File::open(&path).await.map_err(|e| {
+            let kind = if e.kind() == std::io::ErrorKind::NotFound {
+                ErrorKind::Integrity
+            } else {
+                ErrorKind::Store
+            };
+            Error::new(kind, format!("cannot open {}: {e}", path.display()))
+        })?;
+        if offset > 0 {
+            file.seek(std::io::SeekFrom::Start(offset))
+                .await
+                .map_err(|e| self.io_error("seek in", &path, e))?;
+        }
+        Ok(Box::new(file))
+    }
+
+    async fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>> {
+        let path = self.path(key);
+        match tokio::fs::metadata(&path).await {
+            Ok(m) if m.is_file() => Ok(Some(ObjectMeta {
+                key: key.clone(),
+                size: m.len(),
+                modified: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            })),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.io_error("inspect", &path, e)),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let mut out = Vec::new();
+        let start = self.root.join(prefix.trim_end_matches('/'));
+        let mut stack = vec![start];
+        while let Some(dir) = stack.pop() {
+            let mut entries = match tokio::fs::read_dir(&dir).await {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(self.io_error("list", &dir, e)),
+            };
+            while let Some(entry) = entries
+                .next_entry()
+                .await
+                .map_err(|e| self.io_error("list", &dir, e))?
+            {
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else { continue };
+                if name.starts_with('.') {
+                    continue;
+                }
+                let meta = entry
+                    .metadata()
+                    .await
+                    .map_err(|e| self.io_error("inspect", &entry.path(), e))?;
+                if meta.is_dir() {
+                    stack.push(entry.path());
+                } else if meta.is_file() {
+                    let rel = entry
+                        .path()
+                        .strip_prefix(&self.root)
+                        .map(|p| p.to_string_lossy().replace('\\', "/"))
+                        .unwrap_or_default();
+                    if let Ok(key) = ObjectKey::new(rel) {
+                        out.push(ObjectMeta {
+                            key,
+                            size: meta.len(),
+                            modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                        });
+                    }
+                }
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn delete(&self, key: &ObjectKey) -> Result<()> {
+        let path = self.path(key);
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(self.io_error("delete", &path, e)),
+        }
+        // Empty snapshot folders are removed so listings stay clean; failure is harmless.
+        let mut dir = path.parent().map(Path::to_path_buf);
+        while let Some(d) = dir {
+            if d == self.root || tokio::fs::remove_dir(&d).await.is_err() {
+                break;
+            }
+            dir = d.parent().map(Path::to_path_buf);
+        }
+        Ok(())
+    }
+
+    async fn remove_incomplete(&self, prefix: &str, older_than: Duration) -> Result<Vec<String>> {
+        let mut removed = Vec::new();
+        let now = SystemTime::now();
+        let mut stack = vec![self.root.join(prefix.trim_end_matches('/'))];
+        while let Some(dir) = stack.pop() {
+            let Ok(mut entries) = tokio::fs::read_dir(&dir).await else {
+                continue;
+            };
+            while let Ok(Some(entry)) = entries.next_entry().await {
+                let Ok(meta) = entry.metadata().await else {
+                    continue;
+                };
+                if meta.is_dir() {
+                    stack.push(entry.path());
+                    continue;
+                }
+                let is_temp = entry.file_name().to_string_lossy().starts_with(TEMP_MARK);
+                let age = meta
+                    .modified()
+                    .ok()
+                    .and_then(|m| now.duration_since(m).ok())
+                    .unwrap_or_default();
+                if is_temp && age >= older_than {
+                    tokio::fs::remove_file(entry.path())
+                        .await
+                        .or_kind(ErrorKind::Store, || {
+                            format!("cannot remove the leftover {}", entry.path().display())
+                        })?;
+                    removed.push(entry.path().display().to_string());
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// An upload in progress to a [`LocalStore`].
+pub struct LocalWriter {
+    file: Option<BufWriter<tokio::fs::File>>,
+    temp_path: PathBuf,
+    final_path: PathBuf,
+    key: ObjectKey,
+}
+
+impl LocalWriter {
+    fn file(&mut self) -> std::io::Result<&mut BufWriter<tokio::fs::File>> {
+        self.file
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("the upload was already finished"))
+    }
+}
+
+impl AsyncWrite for LocalWriter {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.file() {
+            Ok(f) => Pin::new(f).poll_write(cx, buf),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.file() {
+            Ok(f) => Pin::new(f).poll_flush(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        // Shutting down only flushes: the object is committed by `finish`, never implicitly.
+        self.poll_flush(cx)
+    }
+}
+
+impl ObjectWriter for LocalWriter {
+    async fn finish(mut self) -> Result<ObjectMeta> {
+        let Some(mut file) = self.file.take() else {
+            return Err(Error::store("the upload was already finished"));
+        };
+        let temp = self.temp_path.clone();
+        let io = |what: &str, e: std::io::Error| {
+            Error::store(format!("cannot {what} {}: {e}", temp.display()))
+                .with_hint("check free space and permissions of the store directory")
+        };
+        file.flush().await.map_err(|e| io("write", e))?;
+        let file = file.into_inner();
+        file.sync_all().await.map_err(|e| io("fsync", e))?;
+        let size = file.metadata().await.map_err(|e| io("inspect", e))?.len();
+        drop(file);
+        tokio::fs::rename(&self.temp_path, &self.final_path)
+            .await
+            .map_err(|e| io("rename", e))?;
+        if let Some(dir) = self.final_path.parent() {
+            sync_dir(dir)
+                .await
+                .map_err(|e| io("fsync the folder of", e))?;
+        }
+        Ok(ObjectMeta {
+            key: self.key.clone(),
+            size,
+            modified: SystemTime::now(),
+        })
+    }
+
+    async fn abort(mut self) -> Result<()> {
+        self.file.take();
+        match tokio::fs::remove_file(&self.temp_path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::store(format!(
+                "cannot remove the unfinished upload {}: {e}",
+                self.temp_path.display()
+            ))),
+        }
+    }
+}
+
+impl Drop for LocalWriter {
+    fn drop(&mut self) {
+        // An unfinished upload is thrown away (cancellation, errors); this never commits.
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.temp_path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    fn temp_root(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("lifeboat-local-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[tokio::test]
+    async fn an_object_is_invisible_until_finished() {
+        let store = LocalStore::open(temp_root("visible")).unwrap();
+        let key = ObjectKey::new("jobs/a/snapshots/x/data.bin").unwrap();
+        let mut w = store.create(&key).await.unwrap();
+        w.write_all(b"hello").await.unwrap();
+        assert!(store.head(&key).await.unwrap().is_none());
+        assert!(store.list("jobs/").await.unwrap().is_empty());
+        let meta = w.finish().await.unwrap();
+        assert_eq!(meta.size, 5);
+        assert_eq!(
+            store.get(&key).await.unwrap().as_deref(),
+            Some(&b"hello"[..])
+        );
+        let mut r = store.open(&key, 2).await.unwrap();
+        let mut s = String::new();
+        r.read_to_string(&mut s).await.unwrap();
+        assert_eq!(s, "llo");
+        assert_eq!(store.list("jobs/").await.unwrap().len(), 1);
+        store.delete(&key).await.unwrap();
+        assert!(store.list("jobs/").await.unwrap().is_empty());
+        assert!(
+            !store.root().join("jobs").exists(),
+            "empty folders are removed"
+        );
+    }
+
+    #[tokio::test]
+    async fn dropped_and_aborted_uploads_leave_nothing() {
+        let root = temp_root("abort");
+        let store = LocalStore::open(&root).unwrap();
+        let key = ObjectKey::new("jobs/a/x/data").unwrap();
+        let mut w = store.create(&key).await.unwrap();
+        w.write_all(b"partial").await.unwrap();
+        drop(w);
+        let mut w = store.create(&key).await.unwrap();
+        w.write_all(b"partial").await.unwrap();
+        w.abort().await.unwrap();
+        let leftovers: Vec<_> = std::fs::read_dir(root.join("jobs/a/x")).unwrap().collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[tokio::test]
+    async fn stale_temporary_files_are_removed() {
+        let root = temp_root("stale");
+        let store = LocalStore::open(&root).unwrap();
+        std::fs::create_dir_all(root.join("jobs/a/s")).unwrap();
+        std::fs::write(root.join("jobs/a/s/.lifeboat-tmp-00-data"), b"x").unwrap();
+        let kept = store
+            .remove_incomplete("jobs/a/", Duration::from_secs(3600))
+            .await
+            .unwrap();
+        assert!(kept.is_empty());
+        let removed = store
+            .remove_incomplete("jobs/a/", Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(removed.len(), 1);
+    }
+
+    #[test]
+    fn keys_cannot_escape_the_root() {
+        for bad in ["", "/etc/passwd", "a/../b", "a//b", "./a", "a/.hidden"] {
+            assert!(ObjectKey::new(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! Where bytes live. One small [`Store`] trait; [`local`] keeps objects in a directory.
+//!
+//! Objects are written through an [`ObjectWriter`], which only becomes visible under its key when
+//! [`ObjectWriter::finish`] succeeds; dropping or aborting a writer leaves nothing behind.
+
+pub mod local;
+
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::error::{Error, Result};
+pub use local::LocalStore;
+
+/// A key inside the store, relative to its root: `/`-separated, no `.`/`..` segments.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectKey(String);
+
+impl ObjectKey {
+    pub fn new(key: impl Into<String>) -> Result<Self> {
+        let key = key.into();
+        let valid = !key.is_empty()
+            && !key.starts_with('/')
+            && key
+                .split('/')
+                .all(|seg| !seg.is_empty() && seg != "." && seg != ".." && !seg.starts_with('.'));
+        if valid {
+            Ok(ObjectKey(key))
+        } else {
+            Err(Error::store(format!("{key:?} is not a valid object key")))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The last segment.
+    pub fn file_name(&self) -> &str {
+        self.0.rsplit('/').next().unwrap_or(&self.0)
+    }
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub key: ObjectKey,
+    pub size: u64,
+    pub modified: SystemTime,
+}
+
+/// A streaming upload: write bytes, then `finish()` to make the object visible under its key.
+pub trait ObjectWriter: AsyncWrite + Unpin + Send {
+    /// Makes the object durable and visible. Until this returns `Ok`, the key shows nothing.
+    fn finish(self) -> impl Future<Output = Result<ObjectMeta>> + Send;
+    /// Throws away what was written. Dropping a writer does the same, best effort.
+    fn abort(self) -> impl Future<Output = Result<()>> + Send;
+}
+
+pub type ObjectReader = Box<dyn AsyncRead + Unpin + Send>;
+
+/// The operations Lifeboat needs from a place that keeps objects.
+pub trait Store: Send + Sync {
+    type Writer: ObjectWriter;
+
+    /// Where this store is, for messages (no secrets).
+    fn describe(&self) -> String;
+
+    /// Starts a streaming upload to `key`.
+    fn create(&self, key: &ObjectKey) -> impl Future<Output = Result<Self::Writer>> + Send;
+
+    /// Writes a small object in one step, atomically (all or nothing).
+    fn put(&self, key: &ObjectKey, bytes: &[u8]) -> impl Future<Output = Result<()>> + Send;
+
+    /// Reads a whole small object; `None` if it does not exist.
+    fn get(&self, key: &ObjectKey) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
+
+    /// Streams an object from `offset`.
+    fn open(
+        &self,
+        key: &ObjectKey,
+        offset: u64,
+    ) -> impl Future<Output = Result<ObjectReader>> + Send;
+
+    /// Metadata of one object; `None` if it does not exist.
+    fn head(&self, key: &ObjectKey) -> impl Future<Output = Result<Option<ObjectMeta>>> + Send;
+
+    /// Every committed object whose key starts with `prefix` (a `/`-terminated folder), sorted.
+    fn list(&self, prefix: &str) -> impl Future<Output = Result<Vec<ObjectMeta>>> + Send;
+
+    /// Deletes an object; deleting a missing object is not an error.
+    fn delete(&self, key: &ObjectKey) -> impl Future<Output = Result<()>> + Send;
+
+    /// Removes uploads under `prefix` that never finished and are older than `older_than`
+    /// (crashed runs); returns what was removed.
+    fn remove_incomplete(
+        &self,
+        prefix: &str,
+        older_than: Duration,
+    ) -> impl Future<Output = Result<Vec<String>>> + Send;
+}
+
+/// Opens the store named by a `--repo` value or the file's `[store] url`.
+pub fn open(location: &str) -> Result<LocalStore> {
+    if let Some(rest) = location.strip_prefix("s3://") {
+        return Err(Error::config(format!(
+            "S3 stores (s3://{rest}) are not supported by this build yet"
+        ))
+        .with_hint("use a local directory for now, e.g. --repo /var/backups/lifeboat"));
+    }
+    if location.contains("://") && !location.starts_with("file://") {
+        return Err(Error::config(format!(
+            "{location:?} is not a store Lifeboat knows; use a directory path (or s3://bucket/prefix once supported)"
+        )));
+    }
+    LocalStore::open(location.strip_prefix("file://").unwrap_or(location))
+}

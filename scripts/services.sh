@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Installs (if missing) and starts the servers Lifeboat's tests and demo use, on loopback ports
+# that do not clash with default installs. Idempotent: running it again leaves running servers be.
+#
+#   scripts/services.sh start     install + start (default)
+#   scripts/services.sh stop      stop what this script started
+#   scripts/services.sh env       print the variables the tests read
+#
+# PostgreSQL: superuser "lifeboat", password "lifeboat-test-password", 127.0.0.1:${LIFEBOAT_PG_PORT:-54329}.
+set -euo pipefail
+
+SERVICES_DIR="${LIFEBOAT_SERVICES_DIR:-/tmp/lifeboat-services}"
+PG_PORT="${LIFEBOAT_PG_PORT:-54329}"
+PG_USER=lifeboat
+PG_PASSWORD=lifeboat-test-password
+PG_DATA="$SERVICES_DIR/pg/data"
+PG_LOG="$SERVICES_DIR/pg/server.log"
+# The server refuses to run as root; it runs as this system user.
+PG_OS_USER=postgres
+
+log() { echo "services: $*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_install() {
+  log "installing $* (Debian packages)"
+  if [ -z "${APT_UPDATED:-}" ]; then
+    as_root apt-get update -qq
+    APT_UPDATED=1
+  fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+pg_bin_dir() {
+  # The newest installed server version.
+  ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
+}
+
+install_postgres() {
+  local bin
+  bin="$(pg_bin_dir || true)"
+  if [ -z "$bin" ] || [ ! -x "$bin/postgres" ] || [ ! -x "$bin/pg_dump" ]; then
+    # Debian would create and start a default cluster on 5432; we run our own instead.
+    as_root mkdir -p /etc/postgresql-common
+    echo "create_main_cluster = false" | as_root tee /etc/postgresql-common/createcluster.conf >/dev/null
+    apt_install postgresql postgresql-client
+  fi
+  if ! id "$PG_OS_USER" >/dev/null 2>&1; then
+    as_root useradd --system --no-create-home --shell /usr/sbin/nologin "$PG_OS_USER"
+  fi
+}
+
+run_as_pg() {
+  if [ "$(id -un)" = "$PG_OS_USER" ]; then "$@"; else as_root runuser -u "$PG_OS_USER" -- "$@"; fi
+}
+
+pg_ready() {
+  "$(pg_bin_dir)/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" >/dev/null 2>&1
+}
+
+start_postgres() {
+  install_postgres
+  local bin; bin="$(pg_bin_dir)"
+  if pg_ready; then
+    log "PostgreSQL already running on 127.0.0.1:$PG_PORT"
+    return
+  fi
+  as_root mkdir -p "$SERVICES_DIR/pg"
+  as_root chmod 755 "$SERVICES_DIR"
+  as_root chown -R "$PG_OS_USER" "$SERVICES_DIR/pg"
+  if [ ! -f "$PG_DATA/PG_VERSION" ]; then
+    log "creating a PostgreSQL cluster in $PG_DATA"
+    local pwfile="$SERVICES_DIR/pg/pwfile"
+    echo "$PG_PASSWORD" | as_root tee "$pwfile" >/dev/null
+    as_root chown "$PG_OS_USER" "$pwfile"
+    run_as_pg "$bin/initdb" -D "$PG_DATA" -U "$PG_USER" --pwfile="$pwfile" \
+      --auth-host=scram-sha-256 --auth-local=trust -E UTF8 --locale=C.UTF-8 >/dev/null
+    as_root rm -f "$pwfile"
+  fi
+  log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
+  run_as_pg "$bin/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t 60 start \
+    -o "-h 127.0.0.1 -p $PG_PORT -k $SERVICES_DIR/pg -c max_connections=200 -c fsync=off -c full_page_writes=off -c synchronous_commit=off" >/dev/null
+  for _ in $(seq 1 60); do pg_ready && break; sleep 0.5; done
+  pg_ready || { log "PostgreSQL did not start; see $PG_LOG"; tail -n 20 "$PG_LOG" >&2 || true; exit 1; }
+}
+
+stop_postgres() {
+  local bin; bin="$(pg_bin_dir || true)"
+  if [ -n "$bin" ] && [ -f "$PG_DATA/postmaster.pid" ]; then
+    run_as_pg "$bin/pg_ctl" -D "$PG_DATA" -m fast -w stop >/dev/null || true
+  fi
+}
+
+print_env() {
+  echo "export LIFEBOAT_TEST_PG_URL=postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/postgres"
+  echo "export LIFEBOAT_TEST_PG_BIN=$(pg_bin_dir)"
+}
+
+case "${1:-start}" in
+  start) start_postgres; print_env ;;
+  stop) stop_postgres ;;
+  env) print_env ;;
+  *) echo "usage: $0 [start|stop|env]" >&2; exit 2 ;;
+esac
