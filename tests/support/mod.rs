@@ -1,1 +1,316 @@
+//! Helpers for the end-to-end tests: the real binaries, a real PostgreSQL (started by
+//! `scripts/services.sh`), scratch databases and repositories, and data digests to compare.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+pub const DEFAULT_PG_URL: &str =
+    "postgres://lifeboat:lifeboat-test-password@127.0.0.1:54329/postgres";
+/// The test server's password: it must never appear in any output.
+pub const PG_PASSWORD: &str = "lifeboat-test-password";
+
+/// The URL of the test server's maintenance database.
+pub fn admin_url() -> String {
+    std::env::var("LIFEBOAT_TEST_PG_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_string())
+}
+
+/// The same server, another database.
+pub fn db_url(db: &str) -> String {
+    let admin = admin_url();
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap();
+    format!("{base}/{db}")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Runs SQL (possibly several statements) and returns the rows of every result as text.
+pub fn sql(url: &str, query: &str) -> Vec<Vec<Option<String>>> {
+    runtime().block_on(async {
+        let (client, conn) = match tokio_postgres::connect(url, tokio_postgres::NoTls).await {
+            Ok(c) => c,
+            Err(e) => panic!(
+                "cannot reach the test PostgreSQL ({e}).\n\
+                 Start it with: eval \"$(scripts/services.sh start)\" (or run scripts/test.sh)"
+            ),
+        };
+        tokio::spawn(conn);
+        let messages = client
+            .simple_query(query)
+            .await
+            .unwrap_or_else(|e| panic!("SQL failed: {e:?}\n{query}"));
+        messages
+            .into_iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => Some(
+                    (0..row.len())
+                        .map(|i| row.get(i).map(str::to_string))
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .collect()
+    })
+}
+
+pub fn sql_one(url: &str, query: &str) -> String {
+    sql(url, query)[0][0].clone().unwrap_or_default()
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A database that is dropped when the test ends.
+pub struct TestDb {
+    pub name: String,
+}
+
+impl TestDb {
+    pub fn create(label: &str) -> TestDb {
+        let name = format!(
+            "lbt_{label}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        sql(&admin_url(), &format!("DROP DATABASE IF EXISTS {name}"));
+        sql(&admin_url(), &format!("CREATE DATABASE {name}"));
+        TestDb { name }
+    }
+
+    /// A database filled with the awkward dataset.
+    pub fn awkward(label: &str) -> TestDb {
+        let db = TestDb::create(label);
+        sql(&db.url(), include_str!("../fixtures/awkward.sql"));
+        db
+    }
+
+    pub fn url(&self) -> String {
+        db_url(&self.name)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let _ = std::panic::catch_unwind(|| {
+            sql(
+                &admin_url(),
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            )
+        });
+    }
+}
+
+/// A scratch directory removed when the test ends.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!(
+            "lifeboat-test-{label}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.0.join(p)
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Path of one of the workspace's binaries, built by `cargo build --bins` (scripts/test.sh).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (cargo build --workspace --bins, or run scripts/test.sh)",
+        path.display()
+    );
+    path
+}
+
+/// A finished run of a binary.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn output(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+
+    #[track_caller]
+    pub fn assert_code(&self, code: i32) -> &Run {
+        assert_eq!(
+            self.code,
+            code,
+            "unexpected exit code; output:\n{}",
+            self.output()
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn assert_contains(&self, needle: &str) -> &Run {
+        assert!(
+            self.output().contains(needle),
+            "output lacks {needle:?}:\n{}",
+            self.output()
+        );
+        self
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(self.stdout.trim())
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+    }
+}
+
+pub fn command(name: &str) -> Command {
+    let mut cmd = Command::new(bin(name));
+    // Tests never read a developer's config or default repository.
+    cmd.env_remove("LIFEBOAT_CONFIG")
+        .env_remove("LIFEBOAT_REPO")
+        .env_remove("PGPASSWORD")
+        .env("LIFEBOAT_LOG", "info")
+        .stdin(Stdio::null());
+    if let Ok(dir) = std::env::var("LIFEBOAT_TEST_PG_BIN") {
+        cmd.env(
+            "PATH",
+            format!("{dir}:{}", std::env::var("PATH").unwrap_or_default()),
+        );
+    }
+    cmd
+}
+
+/// Runs a binary to completion. Every run also checks that no password leaked into the output.
+pub fn run(name: &str, args: &[&str]) -> Run {
+    finish(command(name).args(args).output().unwrap())
+}
+
+pub fn finish(out: Output) -> Run {
+    let run = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert!(
+        !run.output().contains(PG_PASSWORD),
+        "a password leaked into the output:\n{}",
+        run.output()
+    );
+    run
+}
+
+/// Files under a directory (relative paths), for checking what a run left behind.
+pub fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The data objects of a repository's snapshots (committed or not).
+pub fn data_objects(repo: &Path) -> Vec<PathBuf> {
+    files_under(repo)
+        .into_iter()
+        .filter(|f| f.contains("/snapshots/") && !f.ends_with("manifest.json"))
+        .map(|f| repo.join(f))
+        .collect()
+}
+
+/// Everything a restore must bring back, as digests: the ordered rows of every table and
+/// materialized view, sequence states, large objects, and the definitions of views, functions,
+/// triggers, indexes, constraints, types and comments.
+pub fn db_digest(url: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let relations = sql(
+        url,
+        "SELECT format('%I.%I', n.nspname, c.relname), c.relkind FROM pg_class c \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind IN ('r', 'm', 'S') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+           AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1",
+    );
+    for row in relations {
+        let name = row[0].clone().unwrap();
+        let kind = row[1].clone().unwrap();
+        let query = if kind == "S" {
+            format!("SELECT last_value || '/' || is_called FROM {name}")
+        } else {
+            format!("SELECT count(*) || ':' || md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), '')) FROM {name} t")
+        };
+        out.insert(format!("{kind} {name}"), sql_one(url, &query));
+    }
+    // Each query yields one text column; the digest is over its values in order.
+    let catalog_queries = [
+        ("large objects", "SELECT oid::text || ':' || md5(lo_get(oid)) FROM pg_largeobject_metadata"),
+        ("views", "SELECT schemaname || '.' || viewname || '=' || md5(definition) FROM pg_views WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"),
+        ("functions", "SELECT p.oid::regprocedure::text || '=' || md5(pg_get_functiondef(p.oid)) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')"),
+        ("triggers", "SELECT tgname || '=' || md5(pg_get_triggerdef(oid)) FROM pg_trigger WHERE NOT tgisinternal"),
+        ("indexes", "SELECT indexname || '=' || md5(indexdef) FROM pg_indexes WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"),
+        ("constraints", "SELECT conname || '=' || md5(pg_get_constraintdef(c.oid)) FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')"),
+        ("enums", "SELECT t.typname || '.' || lpad(e.enumsortorder::text, 8) || e.enumlabel FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid"),
+        ("comments", "SELECT d.description FROM pg_description d JOIN pg_class c ON c.oid = d.objoid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')"),
+        ("partitions", "SELECT c.relname || '=' || pg_get_expr(c.relpartbound, c.oid) FROM pg_class c WHERE c.relispartition"),
+    ];
+    for (what, query) in catalog_queries {
+        let wrapped = format!("SELECT string_agg(x, ',' ORDER BY x) FROM ({query}) AS s(x)");
+        out.insert(what.to_string(), sql_one(url, &wrapped));
+    }
+    out
+}
+
+/// The single committed manifest of a job in a repository.
+pub fn manifests(repo: &Path, job: &str) -> Vec<serde_json::Value> {
+    let mut out: Vec<serde_json::Value> = files_under(&repo.join(format!("jobs/{job}/snapshots")))
+        .into_iter()
+        .filter(|f| f.ends_with("manifest.json"))
+        .map(|f| {
+            let path = repo.join(format!("jobs/{job}/snapshots")).join(f);
+            serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+        })
+        .collect();
+    out.sort_by_key(|m| m["id"].as_str().unwrap().to_string());
+    out
+}

@@ -144,7 +144,7 @@ impl RawSink for HoldBackWriter<ChildStdin> {
 pub enum PgStructureCheck {
     /// `pg_restore --list` reads the custom format's table of contents from its stdin.
     Custom {
-        child: Option<ChildProcess>,
+        child: Option<Box<ChildProcess>>,
         stdin: Option<ChildStdin>,
         first: Vec<u8>,
     },
@@ -167,7 +167,7 @@ impl PgStructureCheck {
                     ChildProcess::spawn(cmd, &program, ErrorKind::Sink, CLIENT_INSTALL_HINT)?;
                 let stdin = child.take_stdin();
                 Ok(PgStructureCheck::Custom {
-                    child: Some(child),
+                    child: Some(Box::new(child)),
                     stdin,
                     first: Vec::new(),
                 })
