@@ -66,6 +66,12 @@ pub async fn backup<S: Store>(
     let mut leftovers_removed = leftovers_removed;
     leftovers_removed.extend(remove_orphans(store, &job.name, options).await?);
 
+    if job.retention_configured {
+        tracing::warn!(
+            "Job {:?} has a retention policy, but pruning is not built yet: no snapshot is deleted.",
+            job.name
+        );
+    }
     let EngineJob::Postgres(pg) = &job.engine;
     let dump = postgres::start_dump(pg).await?;
     let id = SnapshotId::generate(options.now);
@@ -101,10 +107,17 @@ pub async fn backup<S: Store>(
         database: dump.database.clone(),
         dump_tool: dump.dump_tool.clone(),
     };
-    // pg_dump's exit status comes first: a dump that failed explains a short stream best.
-    let outcome = match dump.finish().await {
-        Err(e) => Err(e),
-        Ok(()) => streamed.and_then(|s| fingerprint.map(|f| (s, f))),
+    // A store failure (e.g. a full disk) is the cause: pg_dump only died of the closed pipe.
+    // Otherwise pg_dump's exit status comes first: a failed dump explains a short stream best.
+    let outcome = match streamed {
+        Err(e) if e.kind() == ErrorKind::Store => {
+            dump.abort().await;
+            Err(e)
+        }
+        streamed => match dump.finish().await {
+            Err(e) => Err(e),
+            Ok(()) => streamed.and_then(|s| fingerprint.map(|f| (s, f))),
+        },
     };
     let ((raw_sha256, raw_size, stored_sha256, stored_size), fingerprint) = match outcome {
         Ok(v) => v,

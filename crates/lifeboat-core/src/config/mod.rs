@@ -140,6 +140,8 @@ pub struct Job {
     pub engine: EngineJob,
     pub compression: Compression,
     pub max_age: Option<Duration>,
+    /// A retention policy was configured; pruning is not built yet, so it is not applied.
+    pub retention_configured: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -308,6 +310,7 @@ pub fn validate_job(spec: &JobSpec, defaults: &DefaultsSpec) -> Result<Job> {
         engine,
         compression,
         max_age,
+        retention_configured: spec.retention.is_some(),
     })
 }
 

@@ -258,6 +258,12 @@ impl PgDump {
         fingerprint(&self.client, &self.url, ErrorKind::Source).await
     }
 
+    /// Stops pg_dump (after a failure elsewhere) and ends the snapshot transaction.
+    pub async fn abort(self) {
+        self.child.kill().await;
+        let _ = self.client.batch_execute("ROLLBACK").await;
+    }
+
     /// Waits for pg_dump to exit successfully, then ends the snapshot transaction.
     pub async fn finish(self) -> Result<()> {
         self.child.finish().await.map_err(|e| {

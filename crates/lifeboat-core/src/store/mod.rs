@@ -3,6 +3,7 @@
 //! Objects are written through an [`ObjectWriter`], which only becomes visible under its key when
 //! [`ObjectWriter::finish`] succeeds; dropping or aborting a writer leaves nothing behind.
 
+pub mod faulty;
 pub mod local;
 
 use std::future::Future;

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Benchmark: Lifeboat vs the baselines it replaces, on the same ~1 GB PostgreSQL database, in one
+# run. Prints a markdown report and writes it to benches/last-run.md. Not a test: machines here
+# are shared and noisy, so compare the ratios within one run, not absolute times across runs.
+#
+#   scripts/bench.sh                 # ~1 GB database (reused if it already exists)
+#   LIFEBOAT_BENCH_ROWS=500000 scripts/bench.sh   # smaller, for a quick look
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lifeboat/target}"
+ROWS="${LIFEBOAT_BENCH_ROWS:-3600000}"
+DB="lifeboat_bench_${ROWS}"
+
+eval "$(scripts/services.sh start)"
+export PATH="$LIFEBOAT_TEST_PG_BIN:$PATH"
+export PGOPTIONS="-c client_min_messages=warning"
+command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
+
+cargo build --release --workspace --bins --locked --quiet
+BIN="$CARGO_TARGET_DIR/release"
+SERVER="${LIFEBOAT_TEST_PG_URL%/*}"
+SRC="$SERVER/$DB"
+OUT="$(mktemp -d /tmp/lifeboat-bench.XXXXXX)"
+trap 'rm -rf "$OUT"' EXIT
+
+if [ "$(psql -X -A -t "$SERVER/postgres" -c "SELECT count(*) FROM pg_database WHERE datname = '$DB'")" != 1 ]; then
+  echo "Creating $DB with $ROWS rows (realistic mixed rows: text, jsonb, numbers, timestamps)..." >&2
+  psql -X -q -v ON_ERROR_STOP=1 "$SERVER/postgres" -c "CREATE DATABASE $DB"
+  psql -X -q -v ON_ERROR_STOP=1 "$SRC" <<SQL
+CREATE TABLE accounts (id serial PRIMARY KEY, name text, email text, plan text, created_at timestamptz);
+INSERT INTO accounts (name, email, plan, created_at)
+  SELECT 'Account ' || g, 'user' || g || '@example.com', (ARRAY['free','pro','team'])[1 + g % 3],
+         timestamptz '2024-01-01' + g * interval '13 minutes'
+  FROM generate_series(1, 50000) g;
+CREATE TABLE events (
+  id bigserial PRIMARY KEY, account_id int REFERENCES accounts, kind text, amount numeric(12,2),
+  payload jsonb, note text, created_at timestamptz);
+INSERT INTO events (account_id, kind, amount, payload, note, created_at)
+  SELECT 1 + g % 50000,
+         (ARRAY['signup','login','purchase','refund','page_view','logout'])[1 + g % 6],
+         (g % 100000) / 100.0,
+         jsonb_build_object('ip', '10.' || g % 255 || '.' || (g / 255) % 255 || '.7', 'ua', 'Mozilla/5.0 (X11; Linux x86_64) build ' || g % 977,
+                            'path', '/app/' || md5((g % 5000)::text), 'ms', g % 1500),
+         CASE WHEN g % 4 = 0 THEN 'customer wrote: ' || md5(g::text) || ' ' || md5((g * 3)::text) ELSE NULL END,
+         timestamptz '2025-01-01' + g * interval '7 seconds'
+  FROM generate_series(1, $ROWS) g;
+CREATE INDEX events_account_idx ON events (account_id);
+VACUUM ANALYZE;
+SQL
+fi
+DB_SIZE="$(psql -X -A -t "$SRC" -c "SELECT pg_size_pretty(pg_database_size(current_database()))")"
+
+# measure NAME COMMAND...: wall seconds and peak RSS (KiB) of the command (and its children).
+declare -A WALL RSS
+measure() {
+  local name="$1"; shift
+  sync
+  /usr/bin/time -f '%e %M' -o "$OUT/time" "$@"
+  read -r WALL[$name] RSS[$name] < "$OUT/time"
+  echo "  $name: ${WALL[$name]} s, peak RSS $((${RSS[$name]} / 1024)) MiB" >&2
+}
+size_of() { du -sb "$1" | cut -f1; }
+fresh_db() { psql -X -q "$SERVER/postgres" -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1"; }
+
+echo "Backups of $DB ($DB_SIZE):" >&2
+measure floor bash -c "pg_dump -Fc -Z0 -d '$SRC' > /dev/null"
+measure oldway bash -o pipefail -c "pg_dump -d '$SRC' | gzip > '$OUT/old.sql.gz'"
+measure lifeboat "$BIN/lifeboat-backup" --engine postgres --url "$SRC" --job bench --repo "$OUT/repo"
+pg_dump -Fc -Z0 -d "$SRC" > "$OUT/local.dump"
+GZ_SIZE="$(size_of "$OUT/old.sql.gz")"
+LB_SIZE="$(find "$OUT/repo" -name 'data.*' -exec du -b {} + | cut -f1)"
+RAW_SIZE="$(size_of "$OUT/local.dump")"
+
+echo "Verify:" >&2
+measure verify "$BIN/lifeboat-verify" --repo "$OUT/repo" --job bench --level content --no-record
+measure rawread bash -c "cat '$(find "$OUT/repo" -name 'data.*')' > /dev/null"
+
+echo "Restores:" >&2
+fresh_db bench_restore_a
+measure pg_restore pg_restore --single-transaction -d "$SERVER/bench_restore_a" "$OUT/local.dump"
+fresh_db bench_restore_b
+measure gunzip_psql bash -o pipefail -c "gunzip -c '$OUT/old.sql.gz' | psql -X -q -v ON_ERROR_STOP=1 --single-transaction -d '$SERVER/bench_restore_b' > /dev/null"
+fresh_db bench_restore_c
+measure lb_restore "$BIN/lifeboat-restore" --repo "$OUT/repo" --job bench --latest --to "$SERVER/bench_restore_c" --yes
+psql -X -q "$SERVER/postgres" -c "DROP DATABASE bench_restore_a" -c "DROP DATABASE bench_restore_b" -c "DROP DATABASE bench_restore_c"
+
+ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
+best_restore="$(python3 -c "print(min(${WALL[pg_restore]}, ${WALL[gunzip_psql]}))")"
+REPORT="$(cat <<MD
+### PostgreSQL, $(date -u +%Y-%m-%d), $(nproc) cores, database of $DB_SIZE ($ROWS event rows), pg_dump -Fc -Z0 output $((RAW_SIZE / 1048576)) MiB
+
+| what | wall (s) | peak RSS (MiB) | stored (MiB) |
+| --- | ---: | ---: | ---: |
+| \`pg_dump -Fc -Z0 > /dev/null\` (the floor) | ${WALL[floor]} | $((${RSS[floor]} / 1024)) | - |
+| \`pg_dump \| gzip > f.sql.gz\` (the old way) | ${WALL[oldway]} | - | $((GZ_SIZE / 1048576)) |
+| \`lifeboat-backup\` (zstd 3, local store) | ${WALL[lifeboat]} | $((${RSS[lifeboat]} / 1024)) | $((LB_SIZE / 1048576)) |
+| \`lifeboat-verify --level content\` | ${WALL[verify]} | $((${RSS[verify]} / 1024)) | - |
+| \`cat object > /dev/null\` (raw read) | ${WALL[rawread]} | - | - |
+| \`pg_restore --single-transaction\` of a local uncompressed dump | ${WALL[pg_restore]} | - | - |
+| \`gunzip -c f.sql.gz \| psql --single-transaction\` | ${WALL[gunzip_psql]} | - | - |
+| \`lifeboat-restore\` | ${WALL[lb_restore]} | $((${RSS[lb_restore]} / 1024)) | - |
+
+- backup vs floor: **$(ratio "${WALL[lifeboat]}" "${WALL[floor]}")x** (target <= 1.15x); vs the old way: $(ratio "${WALL[lifeboat]}" "${WALL[oldway]}")x
+- lifeboat-backup peak RSS: **$((${RSS[lifeboat]} / 1024)) MiB** (target <= 64 MiB)
+- stored size vs gzip file: **$(ratio "$LB_SIZE" "$GZ_SIZE")x** (target <= 0.9x)
+- restore vs the faster baseline ($best_restore s): **$(ratio "${WALL[lb_restore]}" "$best_restore")x** (target <= 1.10x)
+MD
+)"
+echo "$REPORT" | tee benches/last-run.md
