@@ -43,6 +43,7 @@ async fn a_store_failing_mid_upload_commits_nothing_and_does_not_hang() {
     let options = BackupOptions {
         now: chrono::Utc::now(),
         leftover_grace: Duration::from_secs(3600),
+        compression_threads: 1,
     };
     let result = tokio::time::timeout(Duration::from_secs(120), backup(&store, &job, &options))
         .await

@@ -94,6 +94,10 @@ fn plain_format_round_trip_with_gzip() {
     let target = TestDb::create("plain_dst");
     restore(&repo, &target, &["--latest"]).assert_code(0);
     assert_eq!(db_digest(&source.url()), db_digest(&target.url()));
+    // A plain dump cannot --clean; the plan already says so, before anything is touched.
+    restore(&repo, &target, &["--latest", "--clean", "--dry-run"])
+        .assert_code(2)
+        .assert_contains("plain SQL dump");
 }
 
 #[test]
@@ -448,6 +452,15 @@ fn unreachable_servers_and_wrong_passwords_name_the_host_not_the_password() {
     r.assert_code(1)
         .assert_contains("password authentication failed");
     assert!(!r.output().contains("not-the-password"));
+    // A target database that does not exist says how to create it.
+    let missing = db_url("lbt_no_such_database");
+    run(
+        "lifeboat-restore",
+        &["--repo", repo.as_str(), "--latest", "--to", &missing],
+    )
+    .assert_code(1)
+    .assert_contains("does not exist")
+    .assert_contains("createdb");
 }
 
 fn corrupt(repo: &TempDir, how: &str) -> String {

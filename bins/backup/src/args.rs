@@ -60,6 +60,11 @@ pub struct BackupArgs {
     #[arg(long, value_name = "DIR")]
     pub pg_bin_dir: Option<PathBuf>,
 
+    /// zstd worker threads. 1 compresses inline, beside the dump reader; more helps only when
+    /// cores are idle, and each worker buffers several MiB
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub compression_threads: u32,
+
     /// Unfinished uploads older than this many minutes are removed at the start of a run
     #[arg(long, value_name = "MINUTES", default_value_t = 60)]
     pub leftover_grace_mins: u64,

@@ -47,6 +47,7 @@ async fn run(args: BackupArgs) -> i32 {
         let options = BackupOptions {
             now: chrono::Utc::now(),
             leftover_grace: Duration::from_secs(args.leftover_grace_mins * 60),
+            compression_threads: args.compression_threads,
         };
         match lifeboat_cli::until_signal(backup(&store, job, &options)).await {
             Ok(report) => {

@@ -29,6 +29,8 @@ pub struct BackupOptions {
     pub now: DateTime<Utc>,
     /// Unfinished uploads older than this are removed at the start of a run.
     pub leftover_grace: Duration,
+    /// Worker threads for zstd (1: compress inline).
+    pub compression_threads: u32,
 }
 
 #[derive(Debug, Serialize)]
@@ -98,7 +100,12 @@ pub async fn backup<S: Store>(
     let mut writer = store.create(&key).await?;
 
     let (streamed, fingerprint) = tokio::join!(
-        stream_compressed(stdout, job.compression, &mut writer),
+        stream_compressed(
+            stdout,
+            job.compression,
+            options.compression_threads,
+            &mut writer
+        ),
         dump.fingerprint()
     );
     let source = SourceFacts {
@@ -202,6 +209,7 @@ struct SourceFacts {
 async fn stream_compressed<R, W>(
     source: R,
     compression: Compression,
+    threads: u32,
     writer: &mut W,
 ) -> Result<(Digest, u64, Digest, u64)>
 where
@@ -236,7 +244,7 @@ where
     });
     let mut hashing = HashingWriter::new(&mut *writer);
     let write_result: std::io::Result<()> = async {
-        let mut encoder = compression.encoder(&mut hashing);
+        let mut encoder = compression.encoder(&mut hashing, threads);
         while let Some(chunk) = rx.recv().await {
             encoder.write_all(&chunk).await?;
         }

@@ -64,6 +64,16 @@ pub async fn plan<S: Store>(
             ),
         ));
     }
+    if options.clean && snapshot.dump_format == "pg_plain" {
+        return Err(Error::new(
+            ErrorKind::Refused,
+            format!(
+                "snapshot {} is a plain SQL dump, which cannot --clean a database",
+                snapshot.id
+            ),
+        )
+        .with_hint("restore it into a new, empty database (createdb NAME) instead"));
+    }
     let target_state = pg_sink::inspect_target(target).await?;
     if target_state.objects > 0 && !options.clean {
         return Err(Error::new(

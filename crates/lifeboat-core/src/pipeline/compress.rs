@@ -60,12 +60,22 @@ impl Compression {
     }
 
     /// Wraps a writer so that what is written to it is compressed. Shut it down to write the
-    /// trailer.
+    /// trailer. `threads` > 1 lets zstd compress on that many worker threads, so that on a
+    /// machine where the database server and pg_dump leave a core idle, compression uses it
+    /// instead of becoming the bottleneck (gzip is single-threaded).
     pub fn encoder<'a, W: AsyncWrite + Unpin + Send + 'a>(
         &self,
         inner: W,
+        threads: u32,
     ) -> Box<dyn AsyncWrite + Unpin + Send + 'a> {
         match *self {
+            Compression::Zstd { level } if threads > 1 => {
+                Box::new(ZstdEncoder::with_quality_and_params(
+                    inner,
+                    Level::Precise(level),
+                    &[async_compression::zstd::CParameter::nb_workers(threads)],
+                ))
+            }
             Compression::Zstd { level } => {
                 Box::new(ZstdEncoder::with_quality(inner, Level::Precise(level)))
             }
@@ -130,12 +140,13 @@ mod tests {
             Compression::Gzip { level: 6 },
             Compression::None,
         ] {
-            let mut enc = c.encoder(Vec::new());
-            enc.write_all(&data).await.unwrap();
-            enc.shutdown().await.unwrap();
-            drop(enc);
+            let threads = if matches!(c, Compression::Zstd { .. }) {
+                2
+            } else {
+                1
+            };
             let mut compressed = Vec::new();
-            let mut enc = c.encoder(&mut compressed);
+            let mut enc = c.encoder(&mut compressed, threads);
             enc.write_all(&data).await.unwrap();
             enc.shutdown().await.unwrap();
             drop(enc);
@@ -157,7 +168,7 @@ mod tests {
         let data = vec![42u8; 100_000];
         let c = Compression::Zstd { level: 3 };
         let mut compressed = Vec::new();
-        let mut enc = c.encoder(&mut compressed);
+        let mut enc = c.encoder(&mut compressed, 1);
         enc.write_all(&data).await.unwrap();
         enc.shutdown().await.unwrap();
         drop(enc);

@@ -69,9 +69,16 @@ pub async fn connect(url: &SecretUrl, kind: ErrorKind) -> Result<PgConnection> {
         let detail = e
             .as_db_error()
             .map_or_else(|| describe_pg_error(&e), |db| db.message().to_string());
-        Error::new(kind, format!("cannot connect to {}: {detail}", where_(url))).with_hint(
-            "check that the server is running and reachable, and that the user and password in the URL are right",
-        )
+        let hint = if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_CATALOG_NAME) {
+            format!(
+                "create the database first (createdb -h HOST -U USER {}), or fix the name in the URL",
+                url.database().unwrap_or_default()
+            )
+        } else {
+            "check that the server is running and reachable, and that the user and password in the URL are right"
+                .to_string()
+        };
+        Error::new(kind, format!("cannot connect to {}: {detail}", where_(url))).with_hint(hint)
     })?;
     tokio::spawn(async move {
         // The connection ends when the client is dropped; errors surface on queries.
