@@ -9,12 +9,16 @@ use std::time::Duration;
 use lifeboat_tests::*;
 
 fn backup(repo: &TempDir, db: &TestDb, extra: &[&str]) -> Run {
-    let url = db.url();
+    backup_url(repo, &db.url(), extra)
+}
+
+/// The one-liner backup of `url` as job "app".
+fn backup_url(repo: &TempDir, url: &str, extra: &[&str]) -> Run {
     let mut args = vec![
         "--engine",
         "postgres",
         "--url",
-        &url,
+        url,
         "--repo",
         repo.as_str(),
         "--job",
@@ -293,19 +297,7 @@ fn a_failing_pg_dump_commits_nothing_and_its_stderr_is_shown() {
         1,
     );
     let repo = TempDir::new("dumpfail");
-    let r = run(
-        "lifeboat-backup",
-        &[
-            "--engine",
-            "postgres",
-            "--url",
-            &url,
-            "--repo",
-            repo.as_str(),
-            "--job",
-            "app",
-        ],
-    );
+    let r = backup_url(&repo, &url, &[]);
     r.assert_code(1)
         .assert_contains("pg_dump exited with status 1")
         .assert_contains("permission denied");

@@ -257,36 +257,33 @@ pub fn scratch_database_name(manifest: &Manifest) -> String {
     )
 }
 
-/// Creates or drops a database through a maintenance connection.
+/// Creates a scratch database through a maintenance connection.
 pub async fn create_database(server: &SecretUrl, name: &str) -> Result<()> {
-    let conn = connect(server, ErrorKind::Sink).await?;
-    conn.client
-        .batch_execute(&format!("CREATE DATABASE \"{name}\""))
-        .await
-        .map_err(|e| {
-            query_error(
-                ErrorKind::Sink,
-                server,
-                &format!("create the scratch database {name}"),
-                &e,
-            )
-        })
-        .map_err(|e| e.with_hint("the --scratch-url user needs the CREATEDB privilege"))
+    maintenance(
+        server,
+        &format!("CREATE DATABASE \"{name}\""),
+        &format!("create the scratch database {name}"),
+    )
+    .await
+    .map_err(|e| e.with_hint("the --scratch-url user needs the CREATEDB privilege"))
 }
 
 pub async fn drop_database(server: &SecretUrl, name: &str) -> Result<()> {
+    maintenance(
+        server,
+        &format!("DROP DATABASE IF EXISTS \"{name}\""),
+        &format!("drop the scratch database {name}"),
+    )
+    .await
+}
+
+/// Runs one statement that cannot run inside a transaction (CREATE/DROP DATABASE).
+async fn maintenance(server: &SecretUrl, statement: &str, what: &str) -> Result<()> {
     let conn = connect(server, ErrorKind::Sink).await?;
     conn.client
-        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\""))
+        .batch_execute(statement)
         .await
-        .map_err(|e| {
-            query_error(
-                ErrorKind::Sink,
-                server,
-                &format!("drop the scratch database {name}"),
-                &e,
-            )
-        })
+        .map_err(|e| query_error(ErrorKind::Sink, server, what, &e))
 }
 
 pub fn tools_dir(dir: Option<&Path>) -> PgTools {
