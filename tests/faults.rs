@@ -39,7 +39,7 @@ async fn a_store_failing_mid_upload_commits_nothing_and_does_not_hang() {
         schedule: None,
         max_age: None,
     };
-    let job = config::validate_job(&spec, &Default::default()).unwrap();
+    let job = config::validate_job(&spec, &Default::default(), None).unwrap();
     let options = BackupOptions {
         now: chrono::Utc::now(),
         leftover_grace: Duration::from_secs(3600),

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 use lifeboat_cli::CommonArgs;
 use lifeboat_core::config::{CompressionName, PgFormat};
 
@@ -14,8 +14,14 @@ Examples:
   # Run one job of a given file
   lifeboat-backup --config /etc/lifeboat.toml app-db
 
-  # No file: back up one database to a directory
-  lifeboat-backup --engine postgres --url \"$DATABASE_URL\" --repo /var/backups/lifeboat
+  # No file: back up one database to a directory, keeping a grandfather-father-son history
+  lifeboat-backup --engine postgres --url \"$DATABASE_URL\" --repo /var/backups/lifeboat --retention gfs
+
+  # What would retention forget? (prints every snapshot with keep/forget and why)
+  lifeboat-backup prune --dry-run
+
+After each successful backup of a job with a retention policy, its snapshots are pruned (unless
+--no-prune); a failed backup never prunes. Presets: keep-7-days, keep-30-days, gfs, hourly.
 
 Exit codes: 0 ok, 1 the backup failed (nothing was committed), 2 usage or configuration error,
 4 another run holds the lock.";
@@ -23,10 +29,13 @@ Exit codes: 0 ok, 1 the backup failed (nothing was committed), 2 usage or config
 /// Back up databases into a Lifeboat repository: stream the dump through checksums and
 /// compression into the store; the snapshot exists only once its manifest is written.
 #[derive(Debug, Parser)]
-#[command(name = "lifeboat-backup", version, after_help = EXAMPLES)]
+#[command(name = "lifeboat-backup", version, after_help = EXAMPLES, args_conflicts_with_subcommands = true)]
 pub struct BackupArgs {
     #[command(flatten)]
     pub common: CommonArgs,
+
+    #[command(subcommand)]
+    pub command: Option<BackupCommand>,
 
     /// Jobs of the configuration file to run [default: all]
     #[arg(value_name = "JOB")]
@@ -72,6 +81,43 @@ pub struct BackupArgs {
     /// Print the merged configuration (passwords hidden) and exit
     #[arg(long)]
     pub print_config: bool,
+
+    /// Retention policy (a preset such as gfs, or a .toml path), overriding the file
+    #[arg(long, value_name = "POLICY")]
+    pub retention: Option<String>,
+
+    /// Do not prune after the backup
+    #[arg(long)]
+    pub no_prune: bool,
+
+    /// Prune: data without a manifest is removed once older than this many hours
+    #[arg(long, value_name = "HOURS", default_value_t = 24)]
+    pub orphan_grace_hours: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Apply the retention policies: forget snapshots the policy does not keep
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Jobs to prune [default: every configured job with a retention policy]
+    #[arg(value_name = "JOB")]
+    pub jobs: Vec<String>,
+
+    /// Print every snapshot with keep or forget and the rule that decided it; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Retention policy (a preset or a .toml path), overriding the file
+    #[arg(long, value_name = "POLICY")]
+    pub retention: Option<String>,
+
+    /// Data without a manifest is removed once older than this many hours
+    #[arg(long, value_name = "HOURS", default_value_t = 24)]
+    pub orphan_grace_hours: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -5,11 +5,13 @@ mod args;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use args::{BackupArgs, EngineArg};
+use args::{BackupArgs, BackupCommand, EngineArg, PruneArgs};
 use clap::Parser;
 use lifeboat_cli::{human_bytes, print_json, report_error, usage, CommonArgs};
 use lifeboat_core::backup::{backup, BackupOptions, BackupReport};
 use lifeboat_core::config::{self, Config, EngineJob, EngineName, Job, JobSpec};
+use lifeboat_core::prune::{prune, PruneOptions, PruneReport};
+use lifeboat_core::retention::{self, Policy};
 use lifeboat_core::store::Store;
 use lifeboat_core::{Error, Result};
 
@@ -29,6 +31,12 @@ fn main() -> ExitCode {
 
 async fn run(args: BackupArgs) -> i32 {
     let json = args.common.json;
+    if let Some(BackupCommand::Prune(prune_args)) = &args.command {
+        return match lifeboat_cli::until_signal(run_prune(&args, prune_args)).await {
+            Ok(code) => code,
+            Err(e) => report_error(&e, json),
+        };
+    }
     let (config, jobs) = match resolve_jobs(&args) {
         Ok(v) => v,
         Err(e) => return report_error(&e, json),
@@ -54,7 +62,37 @@ async fn run(args: BackupArgs) -> i32 {
                 if !json {
                     print_report(&report, job, &store);
                 }
-                reports.push(serde_json::json!({"ok": true, "report": report}));
+                // Only after a committed snapshot: a failed backup never prunes.
+                let pruned = match (&job.retention, args.no_prune) {
+                    (Some(policy), false) => {
+                        let options = PruneOptions {
+                            now: chrono::Utc::now(),
+                            dry_run: false,
+                            orphan_grace: Duration::from_secs(args.orphan_grace_hours * 3600),
+                        };
+                        match lifeboat_cli::until_signal(prune(&store, &job.name, policy, &options))
+                            .await
+                        {
+                            Ok(p) => {
+                                if !json {
+                                    print_prune_summary(&p);
+                                }
+                                Some(p)
+                            }
+                            Err(e) => {
+                                let e = Error::new(e.kind(), format!("job {:?}: the snapshot was committed, but pruning failed: {}", job.name, e.message()))
+                                    .with_hint("run `lifeboat-backup prune --dry-run` to see the plan");
+                                let code = report_error(&e, false);
+                                if exit == 0 {
+                                    exit = code;
+                                }
+                                None
+                            }
+                        }
+                    }
+                    _ => None,
+                };
+                reports.push(serde_json::json!({"ok": true, "report": report, "prune": pruned}));
             }
             Err(e) => {
                 let e = Error::new(e.kind(), format!("job {:?}: {}", job.name, e.message()))
@@ -144,7 +182,8 @@ fn resolve_jobs(args: &BackupArgs) -> Result<(Option<Config>, Vec<Job>)> {
             schedule: None,
             max_age: None,
         };
-        let job = config::validate_job(&spec, &Default::default())?;
+        let mut job = config::validate_job(&spec, &Default::default(), None)?;
+        apply_overrides(&mut job, args, None)?;
         return Ok((None, vec![job]));
     }
     let config = lifeboat_cli::load_config(&args.common)?.ok_or_else(|| {
@@ -169,14 +208,25 @@ fn resolve_jobs(args: &BackupArgs) -> Result<(Option<Config>, Vec<Job>)> {
         ))
         .with_hint("add a [[job]] table with name, engine and url"));
     }
+    let dir = config.file.as_deref().and_then(std::path::Path::parent);
     for job in &mut jobs {
-        apply_overrides(job, args)?;
+        apply_overrides(job, args, dir)?;
     }
     Ok((Some(config), jobs))
 }
 
 /// Flags say how this run behaves; they override the file.
-fn apply_overrides(job: &mut Job, args: &BackupArgs) -> Result<()> {
+fn apply_overrides(
+    job: &mut Job,
+    args: &BackupArgs,
+    config_dir: Option<&std::path::Path>,
+) -> Result<()> {
+    if let Some(name) = &args.retention {
+        job.retention = Some(
+            retention::resolve_name(name, config_dir)
+                .map_err(|e| usage(format!("--retention: {e}")))?,
+        );
+    }
     if args.compression.is_some() || args.compression_level.is_some() {
         let name = args.compression.unwrap_or(match job.compression {
             lifeboat_core::pipeline::Compression::Zstd { .. } => config::CompressionName::Zstd,
@@ -195,6 +245,122 @@ fn apply_overrides(job: &mut Job, args: &BackupArgs) -> Result<()> {
         pg.bin_dir = Some(dir.clone());
     }
     Ok(())
+}
+
+/// `lifeboat-backup prune`: plan (and apply) retention for the chosen jobs.
+async fn run_prune(args: &BackupArgs, prune_args: &PruneArgs) -> Result<i32> {
+    let json = args.common.json;
+    let config = lifeboat_cli::load_config(&args.common)?;
+    let dir = config
+        .as_ref()
+        .and_then(|c| c.file.as_deref())
+        .and_then(std::path::Path::parent);
+    let override_policy = prune_args
+        .retention
+        .as_deref()
+        .map(|n| retention::resolve_name(n, dir))
+        .transpose()
+        .map_err(|e| usage(format!("--retention: {e}")))?;
+    let configured: Vec<(String, Option<Policy>)> = config
+        .as_ref()
+        .map(|c| {
+            c.jobs
+                .iter()
+                .map(|j| (j.name.clone(), j.retention.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut targets: Vec<(String, Policy)> = Vec::new();
+    if prune_args.jobs.is_empty() {
+        for (name, policy) in &configured {
+            match (override_policy.clone().or_else(|| policy.clone()), json) {
+                (Some(p), _) => targets.push((name.clone(), p)),
+                (None, false) => {
+                    println!("Job {name:?} has no retention policy: nothing to prune.")
+                }
+                (None, true) => {}
+            }
+        }
+        if configured.is_empty() {
+            return Err(usage("which jobs? name them (lifeboat-backup prune JOB --retention POLICY) or use a configuration file"));
+        }
+    } else {
+        for name in &prune_args.jobs {
+            config::validate_job_name(name)?;
+            let policy = override_policy
+                .clone()
+                .or_else(|| configured.iter().find(|(n, _)| n == name).and_then(|(_, p)| p.clone()))
+                .ok_or_else(|| {
+                    usage(format!("job {name:?} has no retention policy"))
+                        .with_hint("set retention = \"gfs\" (or another preset) in its [[job]], or pass --retention")
+                })?;
+            targets.push((name.clone(), policy));
+        }
+    }
+    let store = lifeboat_cli::open_store(&args.common, config.as_ref())?;
+    let options = PruneOptions {
+        now: chrono::Utc::now(),
+        dry_run: prune_args.dry_run,
+        orphan_grace: Duration::from_secs(prune_args.orphan_grace_hours * 3600),
+    };
+    let mut reports = Vec::new();
+    for (job, policy) in &targets {
+        let report = prune(&store, job, policy, &options).await?;
+        if !json {
+            print!("Job {job:?}:\n{}", report.plan.render());
+            print_prune_summary(&report);
+        }
+        reports.push(report);
+    }
+    if json {
+        print_json(
+            &serde_json::json!({"ok": true, "dry_run": prune_args.dry_run, "jobs": reports}),
+        );
+    }
+    Ok(0)
+}
+
+fn print_prune_summary(report: &PruneReport) {
+    let kept = report.plan.kept().count();
+    if report.dry_run {
+        println!(
+            "Dry run: job {:?} would keep {kept} and forget {} snapshots; nothing was changed.",
+            report.job,
+            report.plan.forgotten().count()
+        );
+        return;
+    }
+    println!(
+        "Pruned job {:?} with {}: kept {kept}, forgot {}{}.",
+        report.job,
+        report.plan.policy,
+        report.forgotten.len(),
+        if report.forgotten.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({})",
+                report
+                    .forgotten
+                    .iter()
+                    .map(|i| i.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    );
+    if !report.orphans_removed.is_empty() {
+        println!(
+            "  removed {} leftover objects of interrupted runs",
+            report.orphans_removed.len()
+        );
+    }
+    for d in &report.damaged {
+        println!(
+            "  not touched (unreadable manifest): {}: {}",
+            d.key, d.error
+        );
+    }
 }
 
 /// The database name when it is a valid job name, else `postgres`.
@@ -227,6 +393,7 @@ fn print_config(common: &CommonArgs, config: Option<&Config>, jobs: &[Job]) {
                 "compression": j.compression,
                 "pg-bin-dir": pg.bin_dir,
                 "max-age-secs": j.max_age.map(|d| d.as_secs()),
+                "retention": j.retention.as_ref().map(Policy::describe),
             })
         })
         .collect();

@@ -10,9 +10,11 @@ use clap::Parser;
 use lifeboat_cli::{human_bytes, print_json, report_error, usage, CommonArgs};
 use lifeboat_core::catalog::{self, parse_time, Selector, SnapshotId};
 use lifeboat_core::restore::{self, RestoreOptions, RestorePlan};
+use lifeboat_core::retention::{self, SnapshotFacts};
 use lifeboat_core::secret::SecretUrl;
 use lifeboat_core::sink::postgres::tools_dir;
 use lifeboat_core::store::{LocalStore, Store};
+use lifeboat_core::verify;
 use lifeboat_core::{Error, ErrorKind, Result};
 
 fn main() -> ExitCode {
@@ -56,7 +58,7 @@ async fn open_repository(
 }
 
 async fn run_list(common: &CommonArgs, list: &ListArgs) -> Result<()> {
-    let (store, _) = open_repository(common).await?;
+    let (store, config) = open_repository(common).await?;
     let jobs = if list.job.is_empty() {
         catalog::list_jobs(&store).await?
     } else {
@@ -65,27 +67,73 @@ async fn run_list(common: &CommonArgs, list: &ListArgs) -> Result<()> {
     let mut out = Vec::new();
     for job in &jobs {
         let listing = catalog::list_snapshots(&store, job).await?;
+        let records = verify::records(&store, job).await?;
+        let policy = config
+            .as_ref()
+            .and_then(|c| c.jobs.iter().find(|j| &j.name == job))
+            .and_then(|j| j.retention.clone());
+        let plan = policy.as_ref().map(|p| {
+            let facts: Vec<SnapshotFacts> = listing
+                .snapshots
+                .iter()
+                .map(|m| SnapshotFacts {
+                    id: m.id.clone(),
+                    time: m.consistent_at,
+                })
+                .collect();
+            retention::plan(
+                p,
+                &facts,
+                verify::newest_verified(&records, &listing.snapshots).as_ref(),
+            )
+        });
+        let verified = |id: &SnapshotId| records.iter().rev().find(|r| &r.snapshot == id);
+        let action = |id: &SnapshotId| {
+            plan.as_ref()
+                .and_then(|p| p.decisions.iter().find(|d| &d.id == id))
+                .map(|d| {
+                    if d.keep {
+                        format!("keep: {}", d.reasons.join(", "))
+                    } else {
+                        "forget".to_string()
+                    }
+                })
+        };
         if !common.json {
-            println!("Job {job:?} ({} snapshots):", listing.snapshots.len());
             println!(
-                "  {:<24} {:<21} {:<10} {:>10} {:>10}  COMPRESSION",
-                "ID", "CONSISTENT AT", "FORMAT", "STORED", "RAW"
+                "Job {job:?} ({} snapshots; retention: {}):",
+                listing.snapshots.len(),
+                policy
+                    .as_ref()
+                    .map_or_else(|| "none configured".to_string(), |p| p.describe())
+            );
+            println!(
+                "  {:<24} {:<21} {:<10} {:>10} {:>10} {:<6} {:<22} POLICY",
+                "ID", "CONSISTENT AT", "FORMAT", "STORED", "RAW", "COMP", "VERIFIED"
             );
             for m in listing.snapshots.iter().rev() {
+                let v = verified(&m.id).map_or_else(
+                    || "-".to_string(),
+                    |r| {
+                        format!(
+                            "{} {:?} {}",
+                            if r.ok { "ok" } else { "FAILED" },
+                            r.level,
+                            r.checked_at.format("%Y-%m-%d %H:%M")
+                        )
+                        .to_lowercase()
+                    },
+                );
                 println!(
-                    "  {:<24} {:<21} {:<10} {:>10} {:>10}  {}",
+                    "  {:<24} {:<21} {:<10} {:>10} {:>10} {:<6} {:<22} {}",
                     m.id.as_str(),
                     m.consistent_at.format("%Y-%m-%d %H:%M:%SZ").to_string(),
                     m.dump_format,
                     human_bytes(m.object.stored_size),
                     human_bytes(m.object.raw_size),
-                    serde_json::to_value(m.compression)
-                        .ok()
-                        .and_then(|v| v
-                            .get("algorithm")
-                            .and_then(|a| a.as_str())
-                            .map(str::to_string))
-                        .unwrap_or_default(),
+                    compression_name(m),
+                    v,
+                    action(&m.id).unwrap_or_else(|| "-".to_string()),
                 );
             }
             for d in &listing.damaged {
@@ -94,6 +142,7 @@ async fn run_list(common: &CommonArgs, list: &ListArgs) -> Result<()> {
         }
         out.push(serde_json::json!({
             "job": job,
+            "retention": policy.as_ref().map(|p| p.describe()),
             "snapshots": listing.snapshots.iter().rev().map(|m| serde_json::json!({
                 "id": m.id,
                 "consistent_at": m.consistent_at,
@@ -103,6 +152,8 @@ async fn run_list(common: &CommonArgs, list: &ListArgs) -> Result<()> {
                 "raw_size": m.object.raw_size,
                 "compression": m.compression,
                 "key": m.object.key,
+                "verified": verified(&m.id).map(|r| serde_json::json!({"ok": r.ok, "level": r.level, "at": r.checked_at})),
+                "policy": plan.as_ref().and_then(|p| p.decisions.iter().find(|d| d.id == m.id)),
             })).collect::<Vec<_>>(),
             "damaged": listing.damaged,
         }));
@@ -111,6 +162,14 @@ async fn run_list(common: &CommonArgs, list: &ListArgs) -> Result<()> {
         print_json(&serde_json::json!({"ok": true, "jobs": out}));
     }
     Ok(())
+}
+
+fn compression_name(m: &lifeboat_core::catalog::Manifest) -> &'static str {
+    match m.compression {
+        lifeboat_core::pipeline::Compression::Zstd { .. } => "zstd",
+        lifeboat_core::pipeline::Compression::Gzip { .. } => "gzip",
+        lifeboat_core::pipeline::Compression::None => "none",
+    }
 }
 
 async fn run_restore(common: &CommonArgs, flags: &RestoreFlags) -> Result<()> {

@@ -66,14 +66,14 @@ pub async fn backup<S: Store>(
     }
     // Committed data objects without a manifest are leftovers too (a crash between the two).
     let mut leftovers_removed = leftovers_removed;
-    leftovers_removed.extend(remove_orphans(store, &job.name, options).await?);
+    let orphan_options = crate::prune::PruneOptions {
+        now: options.now,
+        dry_run: false,
+        orphan_grace: options.leftover_grace,
+    };
+    leftovers_removed
+        .extend(crate::prune::remove_orphans(store, &job.name, &orphan_options).await?);
 
-    if job.retention_configured {
-        tracing::warn!(
-            "Job {:?} has a retention policy, but pruning is not built yet: no snapshot is deleted.",
-            job.name
-        );
-    }
     let EngineJob::Postgres(pg) = &job.engine;
     let dump = postgres::start_dump(pg).await?;
     let id = SnapshotId::generate(options.now);
@@ -265,31 +265,4 @@ where
     })?;
     let (raw_digest, raw_len) = hasher.finish();
     Ok((raw_digest, raw_len, stored_digest, stored_len))
-}
-
-/// Removes data objects that have no manifest and were last written longer ago than the grace
-/// period (an earlier run crashed between the data and the manifest).
-async fn remove_orphans<S: Store>(
-    store: &S,
-    job: &str,
-    options: &BackupOptions,
-) -> Result<Vec<String>> {
-    let objects = store.list(&catalog::snapshots_prefix(job)).await?;
-    let mut removed = Vec::new();
-    let cutoff = std::time::SystemTime::from(options.now) - options.leftover_grace;
-    for object in &objects {
-        let folder = object.key.as_str().rsplit_once('/').map_or("", |(d, _)| d);
-        let has_manifest = objects
-            .iter()
-            .any(|o| o.key.as_str() == format!("{folder}/manifest.json"));
-        if !has_manifest && object.modified <= cutoff {
-            store.delete(&object.key).await?;
-            tracing::warn!(
-                "Removed {} (data without a manifest, left by an earlier run).",
-                object.key
-            );
-            removed.push(object.key.to_string());
-        }
-    }
-    Ok(removed)
 }

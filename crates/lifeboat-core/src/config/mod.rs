@@ -76,7 +76,7 @@ pub struct JobSpec {
     pub compression_level: Option<i32>,
     /// Directory holding `pg_dump`/`pg_restore`/`psql` of the right major version.
     pub pg_bin_dir: Option<String>,
-    /// Retention policy: applied by `prune` (not built yet); kept so files written for it load.
+    /// Retention policy: a preset name (`gfs`), a path to a TOML file, or an inline table.
     pub retention: Option<toml::Value>,
     /// Cron expression; used by generated schedules and freshness checks.
     pub schedule: Option<String>,
@@ -140,8 +140,8 @@ pub struct Job {
     pub engine: EngineJob,
     pub compression: Compression,
     pub max_age: Option<Duration>,
-    /// A retention policy was configured; pruning is not built yet, so it is not applied.
-    pub retention_configured: bool,
+    /// The retention policy applied by prune (after each successful backup).
+    pub retention: Option<crate::retention::Policy>,
 }
 
 #[derive(Debug, Clone)]
@@ -245,10 +245,12 @@ pub fn parse(text: &str, path: Option<&Path>, lookup: Lookup<'_>) -> Result<Conf
         }
         let mut spec_job = spec_job.clone();
         spec_job.url = expand(&spec_job.url);
-        jobs.push(validate_job(&spec_job, &spec.defaults).map_err(|e| {
-            Error::config(format!("{place}: {}", e.message()))
-                .with_hint(e.hint().unwrap_or_default().to_string())
-        })?);
+        jobs.push(
+            validate_job(&spec_job, &spec.defaults, path.and_then(Path::parent)).map_err(|e| {
+                Error::config(format!("{place}: {}", e.message()))
+                    .with_hint(e.hint().unwrap_or_default().to_string())
+            })?,
+        );
     }
     Ok(Config {
         file: path.map(Path::to_path_buf),
@@ -258,8 +260,13 @@ pub fn parse(text: &str, path: Option<&Path>, lookup: Lookup<'_>) -> Result<Conf
     })
 }
 
-/// Validates one job spec (also used for the one-liner built from flags).
-pub fn validate_job(spec: &JobSpec, defaults: &DefaultsSpec) -> Result<Job> {
+/// Validates one job spec (also used for the one-liner built from flags). `config_dir` is where
+/// relative retention policy paths are looked up.
+pub fn validate_job(
+    spec: &JobSpec,
+    defaults: &DefaultsSpec,
+    config_dir: Option<&Path>,
+) -> Result<Job> {
     validate_job_name(&spec.name)?;
     let url = SecretUrl::parse(&spec.url)
         .map_err(|e| Error::config(format!("job {:?}: url: {e}", spec.name)))?;
@@ -310,7 +317,12 @@ pub fn validate_job(spec: &JobSpec, defaults: &DefaultsSpec) -> Result<Job> {
         engine,
         compression,
         max_age,
-        retention_configured: spec.retention.is_some(),
+        retention: spec
+            .retention
+            .as_ref()
+            .map(|v| crate::retention::resolve(v, config_dir))
+            .transpose()
+            .map_err(|e| Error::config(format!("job {:?}: {e}", spec.name)))?,
     })
 }
 

@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::catalog::{self, DamagedSnapshot, Fingerprint, Manifest, SnapshotId};
 use crate::error::{Error, ErrorKind, Result};
@@ -23,7 +23,7 @@ use crate::sink::postgres::{self as pg_sink, PgStructureCheck, PgTools};
 use crate::source::postgres as pg_source;
 use crate::store::{ObjectKey, Store};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     Stored,
@@ -65,7 +65,7 @@ pub struct VerifyOptions {
     pub record: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SnapshotCheck {
     pub snapshot: SnapshotId,
     pub consistent_at: DateTime<Utc>,
@@ -168,6 +168,38 @@ pub async fn verify<S: Store>(
         checks,
         damaged_manifests: listing.damaged,
         freshness,
+    })
+}
+
+/// Every readable verification record of a job, oldest first (unreadable ones are skipped:
+/// they only ever add protection).
+pub async fn records<S: Store>(store: &S, job: &str) -> Result<Vec<SnapshotCheck>> {
+    let mut out = Vec::new();
+    for object in store.list(&format!("jobs/{job}/verifications/")).await? {
+        if let Some(bytes) = store.get(&object.key).await? {
+            if let Ok(check) = serde_json::from_slice::<SnapshotCheck>(&bytes) {
+                out.push(check);
+            }
+        }
+    }
+    out.sort_by_key(|c| c.checked_at);
+    Ok(out)
+}
+
+/// The newest snapshot (among `snapshots`) that passed a content or drill verification.
+pub fn newest_verified(
+    records: &[SnapshotCheck],
+    snapshots: &[Manifest],
+) -> Option<crate::retention::Verified> {
+    snapshots.iter().rev().find_map(|m| {
+        records
+            .iter()
+            .rev()
+            .find(|r| r.snapshot == m.id && r.ok && r.level >= Level::Content)
+            .map(|r| crate::retention::Verified {
+                id: m.id.clone(),
+                level: format!("{:?}", r.level).to_lowercase(),
+            })
     })
 }
 

@@ -1,0 +1,131 @@
+//! The prune operation: plan retention for one job, then forget what the plan forgets.
+//!
+//! Deletion order makes an interrupted prune harmless: a snapshot's manifest goes first (the
+//! snapshot disappears in one step), then its data objects and verification records. What an
+//! interruption leaves behind is data without a manifest, which the next prune removes once it
+//! is older than the grace period (so a backup that is still uploading is never hit).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::catalog::{self, DamagedSnapshot, SnapshotId};
+use crate::error::Result;
+use crate::retention::{self, Policy, RetentionPlan, SnapshotFacts};
+use crate::store::Store;
+use crate::verify;
+
+pub struct PruneOptions {
+    pub now: DateTime<Utc>,
+    /// Print the plan, change nothing.
+    pub dry_run: bool,
+    /// Data without a manifest is removed only once it is older than this.
+    pub orphan_grace: Duration,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PruneReport {
+    pub job: String,
+    pub dry_run: bool,
+    pub plan: RetentionPlan,
+    /// Snapshots whose manifests were deleted.
+    pub forgotten: Vec<SnapshotId>,
+    /// Objects removed because no manifest refers to them (earlier interrupted runs).
+    pub orphans_removed: Vec<String>,
+    /// Snapshots with unreadable manifests: never touched, reported.
+    pub damaged: Vec<DamagedSnapshot>,
+}
+
+/// Plans and (unless dry-run) applies retention to the snapshots of `job` only.
+pub async fn prune<S: Store>(
+    store: &S,
+    job: &str,
+    policy: &Policy,
+    options: &PruneOptions,
+) -> Result<PruneReport> {
+    let listing = catalog::list_snapshots(store, job).await?;
+    let records = verify::records(store, job).await?;
+    let verified = verify::newest_verified(&records, &listing.snapshots);
+    let facts: Vec<SnapshotFacts> = listing
+        .snapshots
+        .iter()
+        .map(|m| SnapshotFacts {
+            id: m.id.clone(),
+            time: m.consistent_at,
+        })
+        .collect();
+    let plan = retention::plan(policy, &facts, verified.as_ref());
+    let mut report = PruneReport {
+        job: job.to_string(),
+        dry_run: options.dry_run,
+        plan,
+        forgotten: Vec::new(),
+        orphans_removed: Vec::new(),
+        damaged: listing.damaged,
+    };
+    if options.dry_run {
+        return Ok(report);
+    }
+    let forget: Vec<SnapshotId> = report.plan.forgotten().map(|d| d.id.clone()).collect();
+    for id in forget {
+        // The manifest first: from here on the snapshot does not exist.
+        store.delete(&catalog::manifest_key(job, &id)?).await?;
+        tracing::info!("Forgot snapshot {id} of job {job:?}.");
+        for object in store.list(&catalog::snapshot_prefix(job, &id)).await? {
+            store.delete(&object.key).await?;
+        }
+        delete_all(store, &format!("jobs/{job}/verifications/{id}/")).await?;
+        report.forgotten.push(id);
+    }
+    report.orphans_removed = remove_orphans(store, job, options).await?;
+    Ok(report)
+}
+
+async fn delete_all<S: Store>(store: &S, prefix: &str) -> Result<()> {
+    for object in store.list(prefix).await? {
+        store.delete(&object.key).await?;
+    }
+    Ok(())
+}
+
+/// Removes data objects that have no manifest and are older than the grace period, and
+/// verification records of snapshots that no longer exist.
+pub async fn remove_orphans<S: Store>(
+    store: &S,
+    job: &str,
+    options: &PruneOptions,
+) -> Result<Vec<String>> {
+    let objects = store.list(&catalog::snapshots_prefix(job)).await?;
+    let cutoff = std::time::SystemTime::from(options.now) - options.orphan_grace;
+    let has_manifest = |folder: &str| {
+        objects
+            .iter()
+            .any(|o| o.key.as_str() == format!("{folder}/manifest.json"))
+    };
+    let mut removed = Vec::new();
+    for object in &objects {
+        let folder = object.key.as_str().rsplit_once('/').map_or("", |(d, _)| d);
+        if !has_manifest(folder) && object.modified <= cutoff {
+            store.delete(&object.key).await?;
+            tracing::warn!(
+                "Removed {} (data without a manifest, left by an interrupted run).",
+                object.key
+            );
+            removed.push(object.key.to_string());
+        }
+    }
+    let snapshot_ids: Vec<String> = objects
+        .iter()
+        .filter(|o| o.key.file_name() == "manifest.json")
+        .filter_map(|o| o.key.as_str().split('/').nth(3).map(str::to_string))
+        .collect();
+    for record in store.list(&format!("jobs/{job}/verifications/")).await? {
+        let id = record.key.as_str().split('/').nth(3).unwrap_or_default();
+        if !snapshot_ids.iter().any(|s| s == id) {
+            store.delete(&record.key).await?;
+            removed.push(record.key.to_string());
+        }
+    }
+    Ok(removed)
+}

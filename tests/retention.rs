@@ -1,0 +1,341 @@
+//! Retention end to end: real snapshots (one real backup, cloned to chosen times through the
+//! repository format), pruned by the real binary on the local store.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use chrono::{DateTime, Duration as ChronoDuration, TimeZone, Utc};
+use lifeboat_tests::*;
+
+/// Backs up a tiny database once as `job` and returns the snapshot folder.
+fn real_snapshot(repo: &TempDir, job: &str) -> std::path::PathBuf {
+    let db = TestDb::create("ret");
+    sql(
+        &db.url(),
+        "CREATE TABLE t (id int); INSERT INTO t VALUES (1), (2), (3)",
+    );
+    let url = db.url();
+    run(
+        "lifeboat-backup",
+        &[
+            "--engine",
+            "postgres",
+            "--url",
+            &url,
+            "--repo",
+            repo.as_str(),
+            "--job",
+            job,
+        ],
+    )
+    .assert_code(0);
+    let id = manifests(repo.path(), job).last().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    repo.join(&format!("jobs/{job}/snapshots/{id}"))
+}
+
+/// Copies a committed snapshot as a new one consistent at `at` (same data, so digests hold).
+fn clone_snapshot(repo: &TempDir, from: &std::path::Path, job: &str, at: DateTime<Utc>) -> String {
+    let id = format!(
+        "{}-{:06x}",
+        at.format("%Y%m%dT%H%M%SZ"),
+        at.timestamp() as u32 & 0xff_ffff
+    );
+    let folder = repo.join(&format!("jobs/{job}/snapshots/{id}"));
+    std::fs::create_dir_all(&folder).unwrap();
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(from.join("manifest.json")).unwrap()).unwrap();
+    let data_name = manifest["object"]["key"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    std::fs::copy(from.join(&data_name), folder.join(&data_name)).unwrap();
+    manifest["id"] = id.clone().into();
+    manifest["job"] = job.into();
+    for field in ["started_at", "finished_at", "consistent_at"] {
+        manifest[field] = at.to_rfc3339().into();
+    }
+    manifest["object"]["key"] = format!("jobs/{job}/snapshots/{id}/{data_name}").into();
+    std::fs::write(
+        folder.join("manifest.json"),
+        serde_json::to_vec_pretty(&manifest).unwrap(),
+    )
+    .unwrap();
+    id
+}
+
+fn write_config(dir: &TempDir, repo: &TempDir, retention: &str) -> String {
+    let file = dir.join("lifeboat.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[store]\nurl = \"{}\"\n\n[[job]]\nname = \"app\"\nengine = \"postgres\"\nurl = \"postgres://127.0.0.1/unused\"\nretention = {retention}\n",
+            repo.as_str()
+        ),
+    )
+    .unwrap();
+    file.to_str().unwrap().to_string()
+}
+
+#[test]
+fn prune_keeps_what_the_policy_and_the_guards_say_and_touches_nothing_else() {
+    let repo = TempDir::new("prune");
+    let dir = TempDir::new("prune-cfg");
+    let newest = real_snapshot(&repo, "app");
+    // 40 daily snapshots at 03:00 UTC, 2025-10-01 .. 2025-11-09, and another job's old ones.
+    let first = Utc.with_ymd_and_hms(2025, 10, 1, 3, 0, 0).unwrap();
+    let ids: Vec<String> = (0..40)
+        .map(|d| clone_snapshot(&repo, &newest, "app", first + ChronoDuration::days(d)))
+        .collect();
+    let other: Vec<String> = (0..3)
+        .map(|d| clone_snapshot(&repo, &newest, "other", first + ChronoDuration::days(d)))
+        .collect();
+    assert_eq!(manifests(repo.path(), "app").len(), 41);
+
+    // The oldest snapshot passed a content verification: the guard keeps it.
+    run(
+        "lifeboat-verify",
+        &[
+            "--repo",
+            repo.as_str(),
+            "--job",
+            "app",
+            "--snapshot",
+            &ids[0],
+            "--level",
+            "content",
+        ],
+    )
+    .assert_code(0);
+
+    let config = write_config(&dir, &repo, "{ keep-daily = 5, keep-monthly = 2 }");
+    let dry = run(
+        "lifeboat-backup",
+        &["prune", "--config", &config, "--dry-run", "--json"],
+    );
+    dry.assert_code(0);
+    let plan = &dry.json()["jobs"][0]["plan"];
+    let kept: Vec<(String, String)> = plan["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["keep"] == true)
+        .map(|d| {
+            (
+                d["id"].as_str().unwrap().to_string(),
+                d["reasons"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.as_str().unwrap())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            )
+        })
+        .collect();
+    let reasons: Vec<&str> = kept.iter().map(|(_, r)| r.as_str()).collect();
+    assert_eq!(
+        reasons,
+        [
+            "newest snapshot, daily 1/5, monthly 1/2", // the real backup, today
+            "daily 2/5, monthly 2/2",                  // 2025-11-09: also the newest of Nov 2025
+            "daily 3/5",
+            "daily 4/5",
+            "daily 5/5",                 // 2025-11-06
+            "newest verified (content)", // 2025-10-01
+        ],
+        "{plan}"
+    );
+    assert_eq!(kept[5].0, ids[0]);
+    assert_eq!(
+        manifests(repo.path(), "app").len(),
+        41,
+        "a dry run changes nothing"
+    );
+    let text = run(
+        "lifeboat-backup",
+        &["prune", "--config", &config, "--dry-run"],
+    );
+    text.assert_code(0)
+        .assert_contains("forget")
+        .assert_contains("would keep 6 and forget 35");
+
+    let r = run("lifeboat-backup", &["prune", "--config", &config]);
+    r.assert_code(0).assert_contains("kept 6, forgot 35");
+    let left: Vec<String> = manifests(repo.path(), "app")
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(left.len(), 6);
+    assert!(left.contains(&ids[0]) && left.contains(&ids[39]) && !left.contains(&ids[30]));
+    // Forgotten snapshots are gone entirely: no data objects without manifests remain.
+    assert_eq!(data_objects(repo.path()).len(), 6 + 3);
+    // Another job's snapshots are never touched.
+    assert_eq!(manifests(repo.path(), "other").len(), 3);
+    assert_eq!(other.len(), 3);
+    // list shows verification and what the policy does; planning again forgets nothing more.
+    run(
+        "lifeboat-restore",
+        &["list", "--config", &config, "--job", "app"],
+    )
+    .assert_code(0)
+    .assert_contains("keep: newest verified (content)")
+    .assert_contains("ok content");
+    run("lifeboat-backup", &["prune", "--config", &config])
+        .assert_code(0)
+        .assert_contains("kept 6, forgot 0");
+    // What is left still verifies.
+    run(
+        "lifeboat-verify",
+        &[
+            "--repo",
+            repo.as_str(),
+            "--job",
+            "app",
+            "--all",
+            "--level",
+            "content",
+        ],
+    )
+    .assert_code(0);
+}
+
+#[test]
+fn an_interrupted_prune_leaves_only_orphans_which_the_next_prune_removes() {
+    let repo = TempDir::new("orphans");
+    let dir = TempDir::new("orphans-cfg");
+    let newest = real_snapshot(&repo, "app");
+    let old = clone_snapshot(
+        &repo,
+        &newest,
+        "app",
+        Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap(),
+    );
+    let fresh = clone_snapshot(
+        &repo,
+        &newest,
+        "app",
+        Utc.with_ymd_and_hms(2025, 1, 2, 0, 0, 0).unwrap(),
+    );
+    // An interrupted prune deleted the manifests, not yet the data: the snapshots are gone.
+    for id in [&old, &fresh] {
+        std::fs::remove_file(repo.join(&format!("jobs/app/snapshots/{id}/manifest.json"))).unwrap();
+    }
+    let old_data = data_objects(repo.path())
+        .into_iter()
+        .find(|p| p.to_str().unwrap().contains(&old))
+        .unwrap();
+    let status = std::process::Command::new("touch")
+        .args(["-d", "2 days ago", old_data.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(manifests(repo.path(), "app").len(), 1);
+
+    let config = write_config(&dir, &repo, "\"keep-7-days\"");
+    let r = run("lifeboat-backup", &["prune", "--config", &config, "--json"]);
+    r.assert_code(0);
+    let removed = r.json()["jobs"][0]["orphans_removed"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(removed.len(), 1, "{removed:?}");
+    assert!(removed[0].as_str().unwrap().contains(&old));
+    // The recent orphan may be a backup still uploading: it is kept until the grace period ends.
+    assert!(data_objects(repo.path())
+        .iter()
+        .any(|p| p.to_str().unwrap().contains(&fresh)));
+    assert!(!old_data.exists());
+}
+
+#[test]
+fn backups_prune_after_success_only_and_policies_that_keep_nothing_are_refused() {
+    let repo = TempDir::new("after");
+    let dir = TempDir::new("after-cfg");
+    let policy = dir.join("two.toml");
+    std::fs::write(&policy, "keep-last = 2\n").unwrap();
+    let policy = policy.to_str().unwrap();
+    let db = TestDb::create("after");
+    sql(&db.url(), "CREATE TABLE t (id int)");
+    let url = db.url();
+    for _ in 0..3 {
+        run(
+            "lifeboat-backup",
+            &[
+                "--engine",
+                "postgres",
+                "--url",
+                &url,
+                "--repo",
+                repo.as_str(),
+                "--job",
+                "app",
+                "--retention",
+                policy,
+            ],
+        )
+        .assert_code(0);
+    }
+    assert_eq!(manifests(repo.path(), "app").len(), 2);
+    // A failed backup never prunes, even with a policy that would forget.
+    let one = dir.join("one.toml");
+    std::fs::write(&one, "keep-last = 1\n").unwrap();
+    run(
+        "lifeboat-backup",
+        &[
+            "--engine",
+            "postgres",
+            "--url",
+            "postgres://u:p@127.0.0.1:1/app",
+            "--repo",
+            repo.as_str(),
+            "--job",
+            "app",
+            "--retention",
+            one.to_str().unwrap(),
+        ],
+    )
+    .assert_code(1);
+    assert_eq!(manifests(repo.path(), "app").len(), 2);
+    // --no-prune skips it.
+    run(
+        "lifeboat-backup",
+        &[
+            "--engine",
+            "postgres",
+            "--url",
+            &url,
+            "--repo",
+            repo.as_str(),
+            "--job",
+            "app",
+            "--retention",
+            one.to_str().unwrap(),
+            "--no-prune",
+        ],
+    )
+    .assert_code(0);
+    assert_eq!(manifests(repo.path(), "app").len(), 3);
+
+    let config = write_config(&dir, &repo, "{ keep-daily = 0 }");
+    run("lifeboat-backup", &["prune", "--config", &config])
+        .assert_code(2)
+        .assert_contains("keeps nothing");
+    run(
+        "lifeboat-backup",
+        &[
+            "prune",
+            "--repo",
+            repo.as_str(),
+            "app",
+            "--retention",
+            "nonsense",
+        ],
+    )
+    .assert_code(2)
+    .assert_contains("keep-7-days, keep-30-days, gfs, hourly");
+}
