@@ -7,6 +7,8 @@
 #   scripts/services.sh env       print the variables the tests read
 #
 # PostgreSQL: superuser "lifeboat", password "lifeboat-test-password", 127.0.0.1:${LIFEBOAT_PG_PORT:-54329}.
+# S3: moto server 5.1.22 (pinned: 5.2.x fails to complete multipart uploads from the Rust SDK) in
+#     its own Python venv, http://127.0.0.1:${LIFEBOAT_S3_PORT:-54390}, any access key.
 set -euo pipefail
 
 SERVICES_DIR="${LIFEBOAT_SERVICES_DIR:-/tmp/lifeboat-services}"
@@ -17,6 +19,10 @@ PG_DATA="$SERVICES_DIR/pg/data"
 PG_LOG="$SERVICES_DIR/pg/server.log"
 # The server refuses to run as root; it runs as this system user.
 PG_OS_USER=postgres
+S3_PORT="${LIFEBOAT_S3_PORT:-54390}"
+MOTO_VERSION=5.1.22
+MOTO_VENV="${LIFEBOAT_MOTO_VENV:-$HOME/.cache/lifeboat/moto-$MOTO_VERSION}"
+S3_LOG="$SERVICES_DIR/s3/moto.log"
 
 log() { echo "services: $*" >&2; }
 
@@ -93,14 +99,51 @@ stop_postgres() {
   fi
 }
 
+s3_ready() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$S3_PORT") 2>/dev/null
+}
+
+install_moto() {
+  if [ ! -x "$MOTO_VENV/bin/moto_server" ]; then
+    log "installing moto[server]==$MOTO_VERSION into $MOTO_VENV (Python packages)"
+    if ! python3 -m venv "$MOTO_VENV" >/dev/null 2>&1; then
+      apt_install python3-venv
+      python3 -m venv "$MOTO_VENV"
+    fi
+    "$MOTO_VENV/bin/pip" install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+  fi
+}
+
+start_s3() {
+  install_moto
+  if s3_ready; then
+    log "S3 (moto) already running on 127.0.0.1:$S3_PORT"
+    return
+  fi
+  mkdir -p "$SERVICES_DIR/s3"
+  log "starting S3 (moto $MOTO_VERSION) on 127.0.0.1:$S3_PORT"
+  nohup "$MOTO_VENV/bin/moto_server" -H 127.0.0.1 -p "$S3_PORT" >"$S3_LOG" 2>&1 &
+  echo $! >"$SERVICES_DIR/s3/pid"
+  for _ in $(seq 1 60); do s3_ready && break; sleep 0.5; done
+  s3_ready || { log "moto did not start; see $S3_LOG"; tail -n 20 "$S3_LOG" >&2 || true; exit 1; }
+}
+
+stop_s3() {
+  if [ -f "$SERVICES_DIR/s3/pid" ]; then
+    kill "$(cat "$SERVICES_DIR/s3/pid")" 2>/dev/null || true
+    rm -f "$SERVICES_DIR/s3/pid"
+  fi
+}
+
 print_env() {
   echo "export LIFEBOAT_TEST_PG_URL=postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/postgres"
   echo "export LIFEBOAT_TEST_PG_BIN=$(pg_bin_dir)"
+  echo "export LIFEBOAT_TEST_S3_ENDPOINT=http://127.0.0.1:$S3_PORT"
 }
 
 case "${1:-start}" in
-  start) start_postgres; print_env ;;
-  stop) stop_postgres ;;
+  start) start_postgres; start_s3; print_env ;;
+  stop) stop_postgres; stop_s3 ;;
   env) print_env ;;
   *) echo "usage: $0 [start|stop|env]" >&2; exit 2 ;;
 esac

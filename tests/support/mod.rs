@@ -194,6 +194,63 @@ impl Run {
     }
 }
 
+/// The test S3 server (moto, started by scripts/services.sh).
+pub fn s3_endpoint() -> String {
+    std::env::var("LIFEBOAT_TEST_S3_ENDPOINT")
+        .unwrap_or_else(|_| "http://127.0.0.1:54390".to_string())
+}
+
+/// Credentials the test S3 server accepts, for this process and the binaries it runs.
+pub const S3_ENV: &[(&str, &str)] = &[
+    ("AWS_ACCESS_KEY_ID", "lifeboat-test"),
+    ("AWS_SECRET_ACCESS_KEY", "lifeboat-test-secret"),
+    ("AWS_REGION", "us-east-1"),
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+];
+
+/// Creates a bucket on the test S3 server (once per name) and returns its name.
+pub fn s3_bucket(name: &str) -> String {
+    static ENV: std::sync::Once = std::sync::Once::new();
+    ENV.call_once(|| {
+        for (k, v) in S3_ENV {
+            std::env::set_var(k, v);
+        }
+    });
+    let bucket = format!("lbt-{name}-{}", std::process::id());
+    runtime().block_on(async {
+        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .load()
+            .await;
+        let conf = aws_sdk_s3::config::Builder::from(&shared)
+            .endpoint_url(s3_endpoint())
+            .force_path_style(true)
+            .build();
+        let client = aws_sdk_s3::Client::from_conf(conf);
+        if let Err(e) = client.create_bucket().bucket(&bucket).send().await {
+            let owned = e
+                .as_service_error()
+                .is_some_and(|s| s.is_bucket_already_owned_by_you());
+            assert!(
+                owned,
+                "cannot create bucket {bucket} on the test S3 server at {} ({}).\n\
+                 Start it with: eval \"$(scripts/services.sh start)\" (or run scripts/test.sh)",
+                s3_endpoint(),
+                aws_sdk_s3::error::DisplayErrorContext(&e)
+            );
+        }
+    });
+    bucket
+}
+
+/// The flags that point a binary at the test S3 server.
+pub fn s3_flags() -> Vec<String> {
+    vec![
+        "--s3-endpoint".into(),
+        s3_endpoint(),
+        "--s3-path-style".into(),
+    ]
+}
+
 pub fn command(name: &str) -> Command {
     let mut cmd = Command::new(bin(name));
     // Tests never read a developer's config or default repository.
@@ -201,6 +258,7 @@ pub fn command(name: &str) -> Command {
         .env_remove("LIFEBOAT_REPO")
         .env_remove("PGPASSWORD")
         .env("LIFEBOAT_LOG", "info")
+        .envs(S3_ENV.iter().copied())
         .stdin(Stdio::null());
     if let Ok(dir) = std::env::var("LIFEBOAT_TEST_PG_BIN") {
         cmd.env(

@@ -45,7 +45,7 @@ async fn run(args: BackupArgs) -> i32 {
         print_config(&args.common, config.as_ref(), &jobs);
         return 0;
     }
-    let store = match lifeboat_cli::open_store(&args.common, config.as_ref()) {
+    let store = match lifeboat_cli::open_store(&args.common, config.as_ref()).await {
         Ok(s) => s,
         Err(e) => return report_error(&e, json),
     };
@@ -297,7 +297,7 @@ async fn run_prune(args: &BackupArgs, prune_args: &PruneArgs) -> Result<i32> {
             targets.push((name.clone(), policy));
         }
     }
-    let store = lifeboat_cli::open_store(&args.common, config.as_ref())?;
+    let store = lifeboat_cli::open_store(&args.common, config.as_ref()).await?;
     let options = PruneOptions {
         now: chrono::Utc::now(),
         dry_run: prune_args.dry_run,
@@ -376,7 +376,7 @@ fn print_config(common: &CommonArgs, config: Option<&Config>, jobs: &[Job]) {
     let store = common
         .repo
         .clone()
-        .or_else(|| config.and_then(|c| c.store.clone()))
+        .or_else(|| config.and_then(|c| c.store.url.clone()))
         .unwrap_or_else(|| {
             let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
             config::default_repo(home.as_deref()).display().to_string()

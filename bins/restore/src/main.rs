@@ -13,7 +13,7 @@ use lifeboat_core::restore::{self, RestoreOptions, RestorePlan};
 use lifeboat_core::retention::{self, SnapshotFacts};
 use lifeboat_core::secret::SecretUrl;
 use lifeboat_core::sink::postgres::tools_dir;
-use lifeboat_core::store::{LocalStore, Store};
+use lifeboat_core::store::{AnyStore, Store};
 use lifeboat_core::verify;
 use lifeboat_core::{Error, ErrorKind, Result};
 
@@ -44,9 +44,9 @@ fn main() -> ExitCode {
 
 async fn open_repository(
     common: &CommonArgs,
-) -> Result<(LocalStore, Option<lifeboat_core::config::Config>)> {
+) -> Result<(AnyStore, Option<lifeboat_core::config::Config>)> {
     let config = lifeboat_cli::load_config(common)?;
-    let store = lifeboat_cli::open_store(common, config.as_ref())?;
+    let store = lifeboat_cli::open_store(common, config.as_ref()).await?;
     if !catalog::check_repository(&store).await? {
         return Err(Error::not_found(format!(
             "{} is not a Lifeboat repository (no lifeboat.json)",

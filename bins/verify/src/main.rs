@@ -35,7 +35,7 @@ fn main() -> ExitCode {
 
 async fn run(args: &VerifyArgs) -> Result<i32> {
     let config = lifeboat_cli::load_config(&args.common)?;
-    let store = lifeboat_cli::open_store(&args.common, config.as_ref())?;
+    let store = lifeboat_cli::open_store(&args.common, config.as_ref()).await?;
     if !catalog::check_repository(&store).await? {
         return Err(Error::not_found(format!(
             "{} is not a Lifeboat repository (no lifeboat.json)",
@@ -121,7 +121,7 @@ fn rank(kind: ErrorKind) -> u8 {
 async fn jobs_to_verify(
     args: &VerifyArgs,
     config: Option<&Config>,
-    store: &lifeboat_core::store::LocalStore,
+    store: &lifeboat_core::store::AnyStore,
 ) -> Result<Vec<String>> {
     if !args.job.is_empty() {
         for j in &args.job {

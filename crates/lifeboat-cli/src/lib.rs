@@ -5,8 +5,9 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
+use lifeboat_core::config::StoreSpec;
 use lifeboat_core::config::{self, Config};
-use lifeboat_core::store::{self, LocalStore, Store};
+use lifeboat_core::store::{self, AnyStore, Store};
 use lifeboat_core::{Error, ErrorKind, Result};
 
 /// Flags every binary takes.
@@ -22,9 +23,21 @@ pub struct CommonArgs {
     )]
     pub config: Option<PathBuf>,
 
-    /// The store: a directory (or s3://bucket/prefix, not supported yet); overrides the file
+    /// The store: a directory or s3://bucket/prefix; overrides the file
     #[arg(long, env = "LIFEBOAT_REPO", value_name = "REPO", global = true)]
     pub repo: Option<String>,
+
+    /// S3-compatible endpoint, e.g. https://ACCOUNT.r2.cloudflarestorage.com (overrides the file)
+    #[arg(long, value_name = "URL", global = true)]
+    pub s3_endpoint: Option<String>,
+
+    /// S3 region (`auto` for R2) (overrides the file)
+    #[arg(long, value_name = "REGION", global = true)]
+    pub s3_region: Option<String>,
+
+    /// Use path-style S3 addressing (MinIO, most self-hosted servers)
+    #[arg(long, global = true)]
+    pub s3_path_style: bool,
 
     /// Print results as JSON on stdout
     #[arg(long, global = true)]
@@ -87,17 +100,30 @@ pub fn load_config(common: &CommonArgs) -> Result<Option<Config>> {
 }
 
 /// Opens the store: `--repo`/`LIFEBOAT_REPO`, else the file's `[store]`, else the default
-/// directory.
-pub fn open_store(common: &CommonArgs, config: Option<&Config>) -> Result<LocalStore> {
-    let location = match (&common.repo, config.and_then(|c| c.store.clone())) {
-        (Some(repo), _) => repo.clone(),
-        (None, Some(from_file)) => from_file,
-        (None, None) => {
+/// directory. S3 settings come from the file's `[store]` table, overridden by `--s3-*` flags;
+/// credentials from the standard AWS chain.
+pub async fn open_store(common: &CommonArgs, config: Option<&Config>) -> Result<AnyStore> {
+    let mut spec: StoreSpec = config.map(|c| c.store.clone()).unwrap_or_default();
+    if let Some(repo) = &common.repo {
+        spec.url = Some(repo.clone());
+    }
+    if common.s3_endpoint.is_some() {
+        spec.endpoint = common.s3_endpoint.clone();
+    }
+    if common.s3_region.is_some() {
+        spec.region = common.s3_region.clone();
+    }
+    if common.s3_path_style {
+        spec.path_style = Some(true);
+    }
+    let location = match &spec.url {
+        Some(url) => url.clone(),
+        None => {
             let home = std::env::var_os("HOME").map(PathBuf::from);
             config::default_repo(home.as_deref()).display().to_string()
         }
     };
-    let store = store::open(&location)?;
+    let store = store::open(&location, &spec.s3_options()?).await?;
     tracing::debug!("Using the store at {}.", store.describe());
     Ok(store)
 }

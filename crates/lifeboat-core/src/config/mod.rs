@@ -51,10 +51,64 @@ pub struct FileSpec {
     pub jobs: Vec<JobSpec>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct StoreSpec {
-    pub url: String,
+    /// A directory, or `s3://bucket/prefix`.
+    pub url: Option<String>,
+    /// S3-compatible endpoint (R2: `https://ACCOUNT.r2.cloudflarestorage.com`); omit for AWS.
+    pub endpoint: Option<String>,
+    /// `auto` for R2.
+    pub region: Option<String>,
+    /// Path-style addressing (MinIO and most self-hosted servers).
+    pub path_style: Option<bool>,
+    /// Multipart part size (default 16 MiB, at least 5).
+    pub part_size_mib: Option<usize>,
+    /// Parts uploaded at once (default 4); memory is about part size x (this + 2).
+    pub parts_in_flight: Option<usize>,
+    /// `when-required` (default: works on AWS, R2 and others) or `when-supported` (the AWS
+    /// SDK's own default, which some S3-compatible stores reject).
+    pub request_checksums: Option<ChecksumMode>,
+    /// e.g. `STANDARD_IA`, `GLACIER_IR`.
+    pub storage_class: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChecksumMode {
+    WhenRequired,
+    WhenSupported,
+}
+
+impl StoreSpec {
+    /// The S3 settings this table describes.
+    pub fn s3_options(&self) -> Result<crate::store::S3Options> {
+        let mut o = crate::store::S3Options {
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            path_style: self.path_style.unwrap_or(false),
+            checksums_when_supported: self.request_checksums == Some(ChecksumMode::WhenSupported),
+            storage_class: self.storage_class.clone(),
+            ..Default::default()
+        };
+        if let Some(mib) = self.part_size_mib {
+            if !(5..=5120).contains(&mib) {
+                return Err(Error::config(format!(
+                    "[store] part-size-mib must be 5..=5120 (S3's limits), got {mib}"
+                )));
+            }
+            o.part_size = mib * 1024 * 1024;
+        }
+        if let Some(n) = self.parts_in_flight {
+            if !(1..=64).contains(&n) {
+                return Err(Error::config(format!(
+                    "[store] parts-in-flight must be 1..=64, got {n}"
+                )));
+            }
+            o.parts_in_flight = n;
+        }
+        Ok(o)
+    }
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -171,8 +225,8 @@ impl PgJob {
 pub struct Config {
     /// Where the file came from, if any (for messages).
     pub file: Option<PathBuf>,
-    /// The store, as a directory path or URL, if the file names one.
-    pub store: Option<String>,
+    /// The `[store]` table, with `${VAR}`s expanded.
+    pub store: StoreSpec,
     pub defaults: DefaultsSpec,
     pub jobs: Vec<Job>,
 }
@@ -254,7 +308,14 @@ pub fn parse(text: &str, path: Option<&Path>, lookup: Lookup<'_>) -> Result<Conf
     }
     Ok(Config {
         file: path.map(Path::to_path_buf),
-        store: spec.store.map(|s| expand(&s.url)),
+        store: spec
+            .store
+            .map(|s| StoreSpec {
+                url: s.url.as_deref().map(expand),
+                endpoint: s.endpoint.as_deref().map(expand),
+                ..s
+            })
+            .unwrap_or_default(),
         defaults: spec.defaults,
         jobs,
     })
@@ -402,7 +463,7 @@ max-age = "26h"
 retention = { keep-daily = 7 }
 "#;
         let c = parse(text, Some(Path::new("lifeboat.toml")), &env).unwrap();
-        assert_eq!(c.store.as_deref(), Some("/var/backups/lifeboat"));
+        assert_eq!(c.store.url.as_deref(), Some("/var/backups/lifeboat"));
         let job = c.job("app-db").unwrap();
         assert_eq!(job.max_age, Some(Duration::from_secs(26 * 3600)));
         assert!(matches!(job.compression, Compression::Gzip { .. }));

@@ -3,8 +3,10 @@
 //! Objects are written through an [`ObjectWriter`], which only becomes visible under its key when
 //! [`ObjectWriter::finish`] succeeds; dropping or aborting a writer leaves nothing behind.
 
+pub mod any;
 pub mod faulty;
 pub mod local;
+pub mod s3;
 
 use std::future::Future;
 use std::time::{Duration, SystemTime};
@@ -12,7 +14,9 @@ use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::error::{Error, Result};
+pub use any::{AnyStore, AnyWriter};
 pub use local::LocalStore;
+pub use s3::{S3Options, S3Store};
 
 /// A key inside the store, relative to its root: `/`-separated, no `.`/`..` segments.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -107,18 +111,16 @@ pub trait Store: Send + Sync {
     ) -> impl Future<Output = Result<Vec<String>>> + Send;
 }
 
-/// Opens the store named by a `--repo` value or the file's `[store] url`.
-pub fn open(location: &str) -> Result<LocalStore> {
-    if let Some(rest) = location.strip_prefix("s3://") {
-        return Err(Error::config(format!(
-            "S3 stores (s3://{rest}) are not supported by this build yet"
-        ))
-        .with_hint("use a local directory for now, e.g. --repo /var/backups/lifeboat"));
+/// Opens the store named by a `--repo` value or the file's `[store] url`: a directory path
+/// (or `file://` URL), or `s3://bucket/prefix` with the given S3 settings.
+pub async fn open(location: &str, s3: &S3Options) -> Result<AnyStore> {
+    if location.starts_with("s3://") {
+        return S3Store::open(location, s3.clone()).await.map(AnyStore::S3);
     }
     if location.contains("://") && !location.starts_with("file://") {
         return Err(Error::config(format!(
-            "{location:?} is not a store Lifeboat knows; use a directory path (or s3://bucket/prefix once supported)"
+            "{location:?} is not a store Lifeboat knows; use a directory path or s3://bucket/prefix"
         )));
     }
-    LocalStore::open(location.strip_prefix("file://").unwrap_or(location))
+    LocalStore::open(location.strip_prefix("file://").unwrap_or(location)).map(AnyStore::Local)
 }

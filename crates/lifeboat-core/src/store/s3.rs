@@ -1,0 +1,720 @@
+//! A store in an S3 bucket (AWS S3, Cloudflare R2, MinIO, or any S3-compatible server).
+//!
+//! Uploads stream: bytes written to an [`S3Writer`] go through a small in-memory pipe to an
+//! upload task that cuts them into parts of `part_size` bytes and uploads at most
+//! `parts_in_flight` of them at once, so memory is bounded by part size x (parts in flight + 1)
+//! plus the pipe, never by the size of the stream. All parts have the same size except the last
+//! (R2 requires it). A stream that fits in one part is sent with a single PUT. The upload is
+//! completed only when [`ObjectWriter::finish`] says so; any error, an explicit abort, or a
+//! dropped writer aborts the multipart upload, so no partial object ever appears under the key.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::Client;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
+use tokio::sync::oneshot;
+use tokio::task::{JoinHandle, JoinSet};
+
+use super::{ObjectKey, ObjectMeta, ObjectReader, ObjectWriter, Store};
+use crate::error::{Error, Result};
+
+/// S3 allows at most 10,000 parts per multipart upload.
+pub const MAX_PARTS: u32 = 10_000;
+/// S3's minimum part size (all parts but the last).
+pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
+
+/// Settings of an S3 store (from the `[store]` table).
+#[derive(Debug, Clone)]
+pub struct S3Options {
+    /// Custom endpoint for R2, MinIO and others; `None` for AWS.
+    pub endpoint: Option<String>,
+    /// `auto` for R2; default: the standard chain (AWS_REGION, profile), else us-east-1.
+    pub region: Option<String>,
+    /// Path-style addressing (`endpoint/bucket/key`), needed by MinIO and most test servers.
+    pub path_style: bool,
+    pub part_size: usize,
+    pub parts_in_flight: usize,
+    /// Send SDK checksum headers on every request (`true`) or only where S3 requires them.
+    /// Lifeboat's own SHA-256 digests are the integrity source of truth; some S3-compatible
+    /// stores reject the SDK's default CRC headers, so the default is "when required".
+    pub checksums_when_supported: bool,
+    pub storage_class: Option<String>,
+}
+
+impl Default for S3Options {
+    fn default() -> Self {
+        S3Options {
+            endpoint: None,
+            region: None,
+            path_style: false,
+            part_size: 16 * 1024 * 1024,
+            parts_in_flight: 4,
+            checksums_when_supported: false,
+            storage_class: None,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+    prefix: String,
+    options: S3Options,
+}
+
+impl std::fmt::Debug for S3Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "S3Store({})", self.describe())
+    }
+}
+
+fn s3_error<E>(what: String, e: E) -> Error
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    Error::store(format!("{what}: {}", DisplayErrorContext(&e))).with_hint(
+        "check the bucket name, endpoint, region and credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, \
+         AWS_PROFILE, or an instance role)",
+    )
+}
+
+impl S3Store {
+    /// Opens `s3://bucket/prefix` with the standard AWS credential chain.
+    pub async fn open(url: &str, options: S3Options) -> Result<Self> {
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| Error::config(format!("{url:?} is not an s3:// URL")))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(Error::config(format!(
+                "{url:?} names no bucket; use s3://bucket/prefix"
+            )));
+        }
+        if options.part_size < MIN_PART_SIZE {
+            return Err(Error::config(format!(
+                "part-size-mib must be at least 5 (S3's minimum part size), got {} bytes",
+                options.part_size
+            )));
+        }
+        let region = aws_config::meta::region::RegionProviderChain::first_try(
+            options.region.clone().map(Region::new),
+        )
+        .or_default_provider()
+        .or_else(Region::new("us-east-1"));
+        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(region)
+            .load()
+            .await;
+        let mut builder = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(options.path_style)
+            .retry_config(RetryConfig::standard().with_max_attempts(6))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(10))
+                    .read_timeout(Duration::from_secs(60))
+                    .operation_attempt_timeout(Duration::from_secs(600))
+                    .build(),
+            );
+        if options.checksums_when_supported {
+            builder = builder
+                .request_checksum_calculation(RequestChecksumCalculation::WhenSupported)
+                .response_checksum_validation(ResponseChecksumValidation::WhenSupported);
+        } else {
+            builder = builder
+                .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+                .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        }
+        if let Some(endpoint) = &options.endpoint {
+            builder = builder.endpoint_url(endpoint);
+        }
+        Ok(S3Store {
+            client: Client::from_conf(builder.build()),
+            bucket: bucket.to_string(),
+            prefix: prefix.trim_matches('/').to_string(),
+            options,
+        })
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        if self.prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}/{key}", self.prefix)
+        }
+    }
+
+    fn relative_key(&self, full: &str) -> Option<String> {
+        if self.prefix.is_empty() {
+            Some(full.to_string())
+        } else {
+            full.strip_prefix(&format!("{}/", self.prefix))
+                .map(str::to_string)
+        }
+    }
+
+    fn location(&self, key: &str) -> String {
+        format!("s3://{}/{}", self.bucket, self.full_key(key))
+    }
+}
+
+fn to_system_time(t: Option<&aws_sdk_s3::primitives::DateTime>) -> SystemTime {
+    t.and_then(|d| SystemTime::try_from(*d).ok())
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+impl Store for S3Store {
+    type Writer = S3Writer;
+
+    fn describe(&self) -> String {
+        let mut s = format!("s3://{}/{}", self.bucket, self.prefix);
+        if let Some(e) = &self.options.endpoint {
+            s.push_str(&format!(" at {e}"));
+        }
+        s
+    }
+
+    async fn create(&self, key: &ObjectKey) -> Result<S3Writer> {
+        // The pipe is small: the upload task holds the parts, so memory stays bounded.
+        let (writer, reader) = tokio::io::duplex(256 * 1024);
+        let (commit_tx, commit_rx) = oneshot::channel();
+        let upload = Upload {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key: self.full_key(key.as_str()),
+            part_size: self.options.part_size,
+            parts_in_flight: self.options.parts_in_flight.max(1),
+            storage_class: self.options.storage_class.clone(),
+        };
+        let task = tokio::spawn(upload.run(reader, commit_rx));
+        Ok(S3Writer {
+            pipe: Some(writer),
+            commit: Some(commit_tx),
+            task: Some(task),
+            key: key.clone(),
+        })
+    }
+
+    async fn put(&self, key: &ObjectKey, bytes: &[u8]) -> Result<()> {
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key.as_str()))
+            .body(ByteStream::from(bytes.to_vec()));
+        if let Some(class) = &self.options.storage_class {
+            req = req.storage_class(class.as_str().into());
+        }
+        req.send()
+            .await
+            .map_err(|e| s3_error(format!("cannot write {}", self.location(key.as_str())), e))?;
+        Ok(())
+    }
+
+    async fn get(&self, key: &ObjectKey) -> Result<Option<Vec<u8>>> {
+        let out = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key.as_str()))
+            .send()
+            .await
+        {
+            Ok(o) => o,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
+            Err(e) => {
+                return Err(s3_error(
+                    format!("cannot read {}", self.location(key.as_str())),
+                    e,
+                ))
+            }
+        };
+        let bytes = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| s3_error(format!("cannot read {}", self.location(key.as_str())), e))?;
+        Ok(Some(bytes.into_bytes().to_vec()))
+    }
+
+    async fn open(&self, key: &ObjectKey, offset: u64) -> Result<ObjectReader> {
+        let mut req = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key.as_str()));
+        if offset > 0 {
+            req = req.range(format!("bytes={offset}-"));
+        }
+        match req.send().await {
+            Ok(out) => Ok(Box::new(out.body.into_async_read())),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Err(
+                Error::integrity(format!("{} does not exist", self.location(key.as_str()))),
+            ),
+            Err(e) => Err(s3_error(
+                format!("cannot read {}", self.location(key.as_str())),
+                e,
+            )),
+        }
+    }
+
+    async fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key.as_str()))
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(ObjectMeta {
+                key: key.clone(),
+                size: out.content_length().unwrap_or(0).max(0) as u64,
+                modified: to_system_time(out.last_modified()),
+            })),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
+            Err(e) => Err(s3_error(
+                format!("cannot inspect {}", self.location(key.as_str())),
+                e,
+            )),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(self.full_key(prefix))
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page =
+                page.map_err(|e| s3_error(format!("cannot list {}", self.location(prefix)), e))?;
+            for object in page.contents() {
+                let Some(rel) = object.key().and_then(|k| self.relative_key(k)) else {
+                    continue;
+                };
+                // Keys Lifeboat did not write (or cannot address) are not part of the repository.
+                let Ok(key) = ObjectKey::new(rel) else {
+                    continue;
+                };
+                out.push(ObjectMeta {
+                    key,
+                    size: object.size().unwrap_or(0).max(0) as u64,
+                    modified: to_system_time(object.last_modified()),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn delete(&self, key: &ObjectKey) -> Result<()> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key.as_str()))
+            .send()
+            .await
+            .map_err(|e| s3_error(format!("cannot delete {}", self.location(key.as_str())), e))?;
+        Ok(())
+    }
+
+    async fn remove_incomplete(&self, prefix: &str, older_than: Duration) -> Result<Vec<String>> {
+        let cutoff = SystemTime::now() - older_than;
+        let mut removed = Vec::new();
+        for upload in self.unfinished_uploads(prefix).await? {
+            if upload.initiated <= cutoff {
+                self.client
+                    .abort_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(&upload.key)
+                    .upload_id(&upload.upload_id)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        s3_error(
+                            format!(
+                                "cannot abort the unfinished upload of s3://{}/{}",
+                                self.bucket, upload.key
+                            ),
+                            e,
+                        )
+                    })?;
+                removed.push(format!(
+                    "s3://{}/{} (upload {})",
+                    self.bucket, upload.key, upload.upload_id
+                ));
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// A multipart upload that was started and neither completed nor aborted.
+#[derive(Debug, Clone)]
+pub struct UnfinishedUpload {
+    /// Full key in the bucket.
+    pub key: String,
+    pub upload_id: String,
+    pub initiated: SystemTime,
+}
+
+impl S3Store {
+    /// Lists unfinished multipart uploads under `prefix` without touching them.
+    pub async fn unfinished_uploads(&self, prefix: &str) -> Result<Vec<UnfinishedUpload>> {
+        let mut out = Vec::new();
+        let mut key_marker: Option<String> = None;
+        let mut upload_marker: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(self.full_key(prefix))
+                .set_key_marker(key_marker.clone())
+                .set_upload_id_marker(upload_marker.clone())
+                .send()
+                .await
+                .map_err(|e| {
+                    s3_error(
+                        format!(
+                            "cannot list unfinished uploads under {}",
+                            self.location(prefix)
+                        ),
+                        e,
+                    )
+                })?;
+            for upload in page.uploads() {
+                if let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) {
+                    out.push(UnfinishedUpload {
+                        key: key.to_string(),
+                        upload_id: id.to_string(),
+                        initiated: to_system_time(upload.initiated()),
+                    });
+                }
+            }
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = page.next_key_marker().map(str::to_string);
+            upload_marker = page.next_upload_id_marker().map(str::to_string);
+        }
+        Ok(out)
+    }
+}
+
+/// What the upload task needs.
+struct Upload {
+    client: Client,
+    bucket: String,
+    key: String,
+    part_size: usize,
+    parts_in_flight: usize,
+    storage_class: Option<String>,
+}
+
+impl Upload {
+    fn location(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.key)
+    }
+
+    /// Reads the pipe to its end, uploading as it goes; commits only if `commit` fired.
+    async fn run(self, mut pipe: DuplexStream, mut commit: oneshot::Receiver<()>) -> Result<u64> {
+        let mut upload_id: Option<String> = None;
+        let mut parts: Vec<CompletedPart> = Vec::new();
+        let mut in_flight: JoinSet<Result<CompletedPart>> = JoinSet::new();
+        let mut part_number: u32 = 0;
+        let mut total: u64 = 0;
+        let result: Result<()> = async {
+            loop {
+                let chunk = read_part(&mut pipe, self.part_size).await.map_err(|e| {
+                    Error::store(format!(
+                        "cannot read the stream for {}: {e}",
+                        self.location()
+                    ))
+                })?;
+                let last = chunk.len() < self.part_size;
+                total += chunk.len() as u64;
+                if upload_id.is_none() && last {
+                    // Small stream: one PUT, only if committed.
+                    if wait_commit(&mut commit).await {
+                        let mut req = self
+                            .client
+                            .put_object()
+                            .bucket(&self.bucket)
+                            .key(&self.key)
+                            .body(ByteStream::from(chunk));
+                        if let Some(class) = &self.storage_class {
+                            req = req.storage_class(class.as_str().into());
+                        }
+                        req.send().await.map_err(|e| {
+                            s3_error(format!("cannot write {}", self.location()), e)
+                        })?;
+                        return Ok(());
+                    }
+                    return Err(Error::store(format!(
+                        "the upload to {} was abandoned",
+                        self.location()
+                    )));
+                }
+                if upload_id.is_none() {
+                    let mut req = self
+                        .client
+                        .create_multipart_upload()
+                        .bucket(&self.bucket)
+                        .key(&self.key);
+                    if let Some(class) = &self.storage_class {
+                        req = req.storage_class(class.as_str().into());
+                    }
+                    let created = req.send().await.map_err(|e| {
+                        s3_error(
+                            format!("cannot start a multipart upload to {}", self.location()),
+                            e,
+                        )
+                    })?;
+                    upload_id = created.upload_id().map(str::to_string);
+                    if upload_id.is_none() {
+                        return Err(Error::store(format!(
+                            "the store returned no upload id for {}",
+                            self.location()
+                        )));
+                    }
+                }
+                if !chunk.is_empty() {
+                    part_number += 1;
+                    if part_number > MAX_PARTS {
+                        return Err(Error::store(format!(
+                            "the stream to {} needs more than {MAX_PARTS} parts of {} MiB",
+                            self.location(),
+                            self.part_size / (1024 * 1024)
+                        ))
+                        .with_hint("raise part-size-mib in the [store] table"));
+                    }
+                    // Back-pressure: wait for a slot before starting another part.
+                    while in_flight.len() >= self.parts_in_flight {
+                        parts.push(join_part(&mut in_flight).await?);
+                    }
+                    let client = self.client.clone();
+                    let (bucket, key, id) = (
+                        self.bucket.clone(),
+                        self.key.clone(),
+                        upload_id.clone().unwrap_or_default(),
+                    );
+                    let n = part_number;
+                    in_flight.spawn(async move {
+                        let out = client
+                            .upload_part()
+                            .bucket(&bucket)
+                            .key(&key)
+                            .upload_id(id)
+                            .part_number(n as i32)
+                            .body(ByteStream::from(chunk))
+                            .send()
+                            .await
+                            .map_err(|e| {
+                                s3_error(
+                                    format!("cannot upload part {n} of s3://{bucket}/{key}"),
+                                    e,
+                                )
+                            })?;
+                        Ok(CompletedPart::builder()
+                            .part_number(n as i32)
+                            .set_e_tag(out.e_tag().map(str::to_string))
+                            .build())
+                    });
+                }
+                if last {
+                    break;
+                }
+            }
+            while !in_flight.is_empty() {
+                parts.push(join_part(&mut in_flight).await?);
+            }
+            if !wait_commit(&mut commit).await {
+                return Err(Error::store(format!(
+                    "the upload to {} was abandoned",
+                    self.location()
+                )));
+            }
+            parts.sort_by_key(|p| p.part_number());
+            self.client
+                .complete_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&self.key)
+                .upload_id(upload_id.clone().unwrap_or_default())
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts.clone()))
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| {
+                    s3_error(
+                        format!("cannot complete the upload to {}", self.location()),
+                        e,
+                    )
+                })?;
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            in_flight.abort_all();
+            if let Some(id) = upload_id {
+                if let Err(abort) = self
+                    .client
+                    .abort_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(&self.key)
+                    .upload_id(&id)
+                    .send()
+                    .await
+                {
+                    tracing::warn!(
+                        "Could not abort the multipart upload {id} to {}: {}; the next backup of the job removes it after 24 h.",
+                        self.location(),
+                        DisplayErrorContext(&abort)
+                    );
+                }
+            }
+            return Err(e);
+        }
+        Ok(total)
+    }
+}
+
+/// `true` if the writer committed (the sender sent), `false` if it was dropped.
+async fn wait_commit(commit: &mut oneshot::Receiver<()>) -> bool {
+    commit.await.is_ok()
+}
+
+async fn join_part(set: &mut JoinSet<Result<CompletedPart>>) -> Result<CompletedPart> {
+    match set.join_next().await {
+        Some(Ok(part)) => part,
+        Some(Err(e)) => Err(Error::store(format!("a part upload task failed: {e}"))),
+        None => Err(Error::store("no part upload in flight")),
+    }
+}
+
+/// Reads up to `size` bytes (less only at the end of the stream).
+async fn read_part(pipe: &mut DuplexStream, size: usize) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; size];
+    let mut filled = 0;
+    while filled < size {
+        let n = pipe.read(&mut buf[filled..]).await?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    buf.truncate(filled);
+    Ok(buf)
+}
+
+/// A streaming upload to an [`S3Store`].
+pub struct S3Writer {
+    pipe: Option<DuplexStream>,
+    commit: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<u64>>>,
+    key: ObjectKey,
+}
+
+impl S3Writer {
+    fn pipe(&mut self) -> std::io::Result<&mut DuplexStream> {
+        self.pipe
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("the upload was already finished"))
+    }
+
+    async fn end(mut self, commit: bool) -> Result<u64> {
+        if commit {
+            if let Some(tx) = self.commit.take() {
+                let _ = tx.send(());
+            }
+        } else {
+            self.commit.take();
+        }
+        if let Some(mut pipe) = self.pipe.take() {
+            let _ = pipe.shutdown().await;
+        }
+        match self.task.take() {
+            Some(task) => task.await.map_err(|e| {
+                Error::store(format!("the upload task of {} failed: {e}", self.key))
+            })?,
+            None => Err(Error::store("the upload was already finished")),
+        }
+    }
+}
+
+impl AsyncWrite for S3Writer {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.pipe() {
+            Ok(p) => match Pin::new(p).poll_write(cx, buf) {
+                // The upload task ended early (an error): its result explains why.
+                Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                    Poll::Ready(Err(std::io::Error::other(
+                        "the upload failed; see the store error",
+                    )))
+                }
+                other => other,
+            },
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.pipe() {
+            Ok(p) => Pin::new(p).poll_flush(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        // Only flushes: ending the stream is `finish` or `abort`, never implicit.
+        self.as_mut().poll_flush(cx)
+    }
+}
+
+impl ObjectWriter for S3Writer {
+    async fn finish(self) -> Result<ObjectMeta> {
+        let key = self.key.clone();
+        let size = self.end(true).await?;
+        Ok(ObjectMeta {
+            key,
+            size,
+            modified: SystemTime::now(),
+        })
+    }
+
+    async fn abort(self) -> Result<()> {
+        match self.end(false).await {
+            Ok(_) => Ok(()),
+            // The task reports the abandonment it was asked for.
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+impl Drop for S3Writer {
+    fn drop(&mut self) {
+        // Dropping the pipe without a commit makes the upload task abort the multipart upload;
+        // the task runs on (detached) to do so. Nothing is committed here.
+        self.commit.take();
+        self.pipe.take();
+    }
+}
