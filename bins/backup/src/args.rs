@@ -23,6 +23,10 @@ Examples:
 After each successful backup of a job with a retention policy, its snapshots are pruned (unless
 --no-prune); a failed backup never prunes. Presets: keep-7-days, keep-30-days, gfs, hourly.
 
+Each run holds the job's lock (jobs/<job>/lock in the store) while it backs up and prunes, so
+two runs of one job never overlap, even on different machines; a crashed run's lock expires
+after 10 minutes, or can be removed with `lifeboat-backup unlock JOB`.
+
 Exit codes: 0 ok, 1 the backup failed (nothing was committed), 2 usage or configuration error,
 4 another run holds the lock.";
 
@@ -99,6 +103,19 @@ pub struct BackupArgs {
 pub enum BackupCommand {
     /// Apply the retention policies: forget snapshots the policy does not keep
     Prune(PruneArgs),
+    /// Remove a job's lock by hand, after making sure no run of the job is active
+    Unlock(UnlockArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UnlockArgs {
+    /// The job whose lock to remove
+    #[arg(value_name = "JOB")]
+    pub job: String,
+
+    /// Do not ask for confirmation on a terminal
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]

@@ -5,11 +5,12 @@ mod args;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use args::{BackupArgs, BackupCommand, EngineArg, PruneArgs};
+use args::{BackupArgs, BackupCommand, EngineArg, PruneArgs, UnlockArgs};
 use clap::Parser;
 use lifeboat_cli::{human_bytes, print_json, report_error, usage, CommonArgs};
 use lifeboat_core::backup::{backup, BackupOptions, BackupReport};
 use lifeboat_core::config::{self, Config, EngineJob, EngineName, Job, JobSpec};
+use lifeboat_core::lock::{self, Holder};
 use lifeboat_core::prune::{prune, PruneOptions, PruneReport};
 use lifeboat_core::retention::{self, Policy};
 use lifeboat_core::store::Store;
@@ -31,8 +32,15 @@ fn main() -> ExitCode {
 
 async fn run(args: BackupArgs) -> i32 {
     let json = args.common.json;
-    if let Some(BackupCommand::Prune(prune_args)) = &args.command {
-        return match lifeboat_cli::until_signal(run_prune(&args, prune_args)).await {
+    let sub = match &args.command {
+        Some(BackupCommand::Prune(prune_args)) => {
+            Some(lifeboat_cli::until_signal(run_prune(&args, prune_args)).await)
+        }
+        Some(BackupCommand::Unlock(unlock_args)) => Some(run_unlock(&args, unlock_args).await),
+        None => None,
+    };
+    if let Some(result) = sub {
+        return match result {
             Ok(code) => code,
             Err(e) => report_error(&e, json),
         };
@@ -52,12 +60,37 @@ async fn run(args: BackupArgs) -> i32 {
     let mut exit = 0;
     let mut reports = Vec::new();
     for job in &jobs {
+        let guard = match lock::acquire(
+            &store,
+            &job.name,
+            &holder(),
+            lock::DEFAULT_LEASE,
+            chrono::Utc::now(),
+        )
+        .await
+        {
+            Ok(g) => g,
+            Err(e) => {
+                let code = report_error(&e, false);
+                reports.push(serde_json::json!({
+                    "ok": false,
+                    "job": job.name,
+                    "error": {"kind": e.kind().as_str(), "message": e.message(), "hint": e.hint()}
+                }));
+                if exit == 0 {
+                    exit = code;
+                }
+                continue;
+            }
+        };
+        // The start time is read once the lock is held: runs of a job never overlap.
         let options = BackupOptions {
             now: chrono::Utc::now(),
             leftover_grace: Duration::from_secs(args.leftover_grace_mins * 60),
             compression_threads: args.compression_threads,
         };
-        match lifeboat_cli::until_signal(backup(&store, job, &options)).await {
+        let outcome = lifeboat_cli::until_signal(backup(&store, job, &options)).await;
+        match outcome {
             Ok(report) => {
                 if !json {
                     print_report(&report, job, &store);
@@ -111,9 +144,16 @@ async fn run(args: BackupArgs) -> i32 {
                     exit = code;
                 }
                 if e.kind() == lifeboat_core::ErrorKind::Cancelled {
+                    drop(guard);
                     break;
                 }
             }
+        }
+        if let Err(e) = guard.release().await {
+            tracing::warn!(
+                "Could not release the lock of job {:?}: {e}; it expires by itself.",
+                job.name
+            );
         }
     }
     if json {
@@ -305,7 +345,25 @@ async fn run_prune(args: &BackupArgs, prune_args: &PruneArgs) -> Result<i32> {
     };
     let mut reports = Vec::new();
     for (job, policy) in &targets {
-        let report = prune(&store, job, policy, &options).await?;
+        let guard = if prune_args.dry_run {
+            None
+        } else {
+            Some(
+                lock::acquire(
+                    &store,
+                    job,
+                    &holder(),
+                    lock::DEFAULT_LEASE,
+                    chrono::Utc::now(),
+                )
+                .await?,
+            )
+        };
+        let report = prune(&store, job, policy, &options).await;
+        if let Some(g) = guard {
+            let _ = g.release().await;
+        }
+        let report = report?;
         if !json {
             print!("Job {job:?}:\n{}", report.plan.render());
             print_prune_summary(&report);
@@ -317,6 +375,49 @@ async fn run_prune(args: &BackupArgs, prune_args: &PruneArgs) -> Result<i32> {
             &serde_json::json!({"ok": true, "dry_run": prune_args.dry_run, "jobs": reports}),
         );
     }
+    Ok(0)
+}
+
+/// Who this run is, for the lock.
+fn holder() -> Holder {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown-host".to_string());
+    Holder {
+        owner: "lifeboat-backup".to_string(),
+        host,
+        pid: std::process::id(),
+    }
+}
+
+/// `lifeboat-backup unlock JOB`: remove a lock left by a crashed run, after asking.
+async fn run_unlock(args: &BackupArgs, unlock: &UnlockArgs) -> Result<i32> {
+    use std::io::{BufRead, IsTerminal, Write};
+    config::validate_job_name(&unlock.job)?;
+    let config = lifeboat_cli::load_config(&args.common)?;
+    let store = lifeboat_cli::open_store(&args.common, config.as_ref()).await?;
+    let Some(held) = lock::current(&store, &unlock.job).await? else {
+        println!("Job {:?} is not locked.", unlock.job);
+        return Ok(0);
+    };
+    println!("Job {:?} is locked by {}.", unlock.job, held.describe());
+    if std::io::stdin().is_terminal() && !unlock.yes {
+        eprint!("Remove the lock? Only do this if that run is not active. [y/N] ");
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut answer);
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Err(Error::new(
+                lifeboat_core::ErrorKind::Refused,
+                "the lock was left in place",
+            ));
+        }
+    }
+    lock::force_unlock(&store, &unlock.job).await?;
+    println!("Removed the lock of job {:?}.", unlock.job);
     Ok(0)
 }
 

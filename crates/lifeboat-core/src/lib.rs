@@ -17,6 +17,7 @@ pub mod backup;
 pub mod catalog;
 pub mod config;
 pub mod error;
+pub mod lock;
 pub mod pipeline;
 pub mod prune;
 pub mod restore;

@@ -94,6 +94,10 @@ impl Store for AnyStore {
         forward!(self, s => s.put(key, bytes).await)
     }
 
+    async fn create_exclusive(&self, key: &ObjectKey, bytes: &[u8]) -> Result<bool> {
+        forward!(self, s => s.create_exclusive(key, bytes).await)
+    }
+
     async fn get(&self, key: &ObjectKey) -> Result<Option<Vec<u8>>> {
         forward!(self, s => s.get(key).await)
     }

@@ -87,6 +87,10 @@ impl<S: Store> Store for FaultyStore<S> {
         self.inner.put(key, bytes).await
     }
 
+    async fn create_exclusive(&self, key: &ObjectKey, bytes: &[u8]) -> Result<bool> {
+        self.inner.create_exclusive(key, bytes).await
+    }
+
     async fn get(&self, key: &ObjectKey) -> Result<Option<Vec<u8>>> {
         self.inner.get(key).await
     }

@@ -103,6 +103,41 @@ impl Store for LocalStore {
         w.finish().await.map(|_| ())
     }
 
+    async fn create_exclusive(&self, key: &ObjectKey, bytes: &[u8]) -> Result<bool> {
+        // Write the content under a temporary name, then hard-link it into place: the link
+        // fails if the name exists, and readers never see a half-written object.
+        let path = self.path(key);
+        if let Some(dir) = path.parent() {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| self.io_error("create the directory", dir, e))?;
+        }
+        let temp = self.temp_path(key);
+        let write = async {
+            let mut f = tokio::fs::File::create(&temp).await?;
+            f.write_all(bytes).await?;
+            f.sync_all().await
+        };
+        if let Err(e) = write.await {
+            let _ = tokio::fs::remove_file(&temp).await;
+            return Err(self.io_error("write", &temp, e));
+        }
+        let linked = tokio::fs::hard_link(&temp, &path).await;
+        let _ = tokio::fs::remove_file(&temp).await;
+        match linked {
+            Ok(()) => {
+                if let Some(dir) = path.parent() {
+                    sync_dir(dir)
+                        .await
+                        .map_err(|e| self.io_error("fsync", dir, e))?;
+                }
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(self.io_error("create", &path, e)),
+        }
+    }
+
     async fn get(&self, key: &ObjectKey) -> Result<Option<Vec<u8>>> {
         let path = self.path(key);
         match tokio::fs::read(&path).await {

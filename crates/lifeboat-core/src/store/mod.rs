@@ -83,6 +83,14 @@ pub trait Store: Send + Sync {
     /// Writes a small object in one step, atomically (all or nothing).
     fn put(&self, key: &ObjectKey, bytes: &[u8]) -> impl Future<Output = Result<()>> + Send;
 
+    /// Writes a small object only if none exists under `key` (S3 `If-None-Match: *`, a
+    /// directory's `create_new`). `Ok(false)`: something was there already.
+    fn create_exclusive(
+        &self,
+        key: &ObjectKey,
+        bytes: &[u8],
+    ) -> impl Future<Output = Result<bool>> + Send;
+
     /// Reads a whole small object; `None` if it does not exist.
     fn get(&self, key: &ObjectKey) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
 

@@ -219,6 +219,41 @@ impl Store for S3Store {
         Ok(())
     }
 
+    async fn create_exclusive(&self, key: &ObjectKey, bytes: &[u8]) -> Result<bool> {
+        use aws_sdk_s3::error::ProvideErrorMetadata;
+        match self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key.as_str()))
+            .if_none_match("*")
+            .body(ByteStream::from(bytes.to_vec()))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            // 412: the object exists. 409: a concurrent conditional write won the race.
+            Err(e)
+                if matches!(
+                    e.code(),
+                    Some("PreconditionFailed" | "ConditionalRequestConflict")
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e)
+                if e.raw_response()
+                    .is_some_and(|r| matches!(r.status().as_u16(), 409 | 412)) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(s3_error(
+                format!("cannot create {}", self.location(key.as_str())),
+                e,
+            )),
+        }
+    }
+
     async fn get(&self, key: &ObjectKey) -> Result<Option<Vec<u8>>> {
         let out = match self
             .client

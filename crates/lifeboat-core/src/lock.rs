@@ -1,0 +1,276 @@
+//! One writer per job, across machines: `jobs/<job>/lock`, created only if absent.
+//!
+//! The lock holds who took it (owner, host, pid), a random token, when, and when it expires.
+//! A running holder renews it (a lease) so a long backup keeps it; a crashed holder stops
+//! renewing, and once `expires_at` has passed the next run takes the lock over with a warning.
+//! Stores that silently ignore conditional create (some S3-compatible servers accept
+//! `If-None-Match` and overwrite anyway) are detected before the first use and refused.
+//!
+//! Takeover of an expired lock deletes it and creates a new one; two runs taking over the same
+//! expired lock at once are told apart by re-reading the token after creating it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::store::{AnyStore, ObjectKey, Store};
+
+/// How long a lock lives without renewal.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(10 * 60);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockInfo {
+    /// What holds it, e.g. `lifeboat-backup`.
+    pub owner: String,
+    pub host: String,
+    pub pid: u32,
+    pub token: String,
+    pub started_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl LockInfo {
+    pub fn describe(&self) -> String {
+        format!(
+            "{} on {} (pid {}) since {}, lease until {}",
+            self.owner,
+            self.host,
+            self.pid,
+            self.started_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            self.expires_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )
+    }
+}
+
+/// Who is asking for the lock (the binary fills this in: the library reads no environment).
+#[derive(Debug, Clone)]
+pub struct Holder {
+    pub owner: String,
+    pub host: String,
+    pub pid: u32,
+}
+
+pub fn lock_key(job: &str) -> Result<ObjectKey> {
+    ObjectKey::new(format!("jobs/{job}/lock"))
+}
+
+fn random_token() -> String {
+    let mut b = [0u8; 12];
+    let _ = getrandom::fill(&mut b);
+    hex::encode(b)
+}
+
+async fn read_lock(store: &AnyStore, key: &ObjectKey) -> Result<Option<LockInfo>> {
+    match store.get(key).await? {
+        None => Ok(None),
+        Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            Error::new(
+                ErrorKind::Lock,
+                format!("the lock {key} in {} is unreadable: {e}", store.describe()),
+            )
+            .with_hint("if no run is active, remove it with `lifeboat-backup unlock JOB`")
+        }),
+    }
+}
+
+/// Refuses stores whose conditional create does not work (they would let two runs in).
+pub async fn check_conditional_create(store: &AnyStore, job: &str) -> Result<()> {
+    let probe = ObjectKey::new(format!("jobs/{job}/lock-probe-{}", random_token()))?;
+    let first = store.create_exclusive(&probe, b"probe").await?;
+    let second = store.create_exclusive(&probe, b"probe").await;
+    let _ = store.delete(&probe).await;
+    match (first, second?) {
+        (true, false) => Ok(()),
+        _ => Err(Error::new(
+            ErrorKind::Lock,
+            format!(
+                "{} does not honour conditional create (If-None-Match: *): a second create of the same key succeeded",
+                store.describe()
+            ),
+        )
+        .with_hint("locks cannot work on this store; use AWS S3, R2, a recent MinIO, or a directory")),
+    }
+}
+
+/// A held lock. Renewed in the background until [`LockGuard::release`].
+pub struct LockGuard {
+    store: AnyStore,
+    key: ObjectKey,
+    info: LockInfo,
+    stop: Arc<Notify>,
+    renewer: Option<JoinHandle<()>>,
+    /// An expired lock that was taken over, for the report.
+    pub took_over: Option<LockInfo>,
+}
+
+/// Takes the job's lock, or fails with [`ErrorKind::Lock`] naming who holds it.
+pub async fn acquire(
+    store: &AnyStore,
+    job: &str,
+    holder: &Holder,
+    lease: Duration,
+    now: DateTime<Utc>,
+) -> Result<LockGuard> {
+    check_conditional_create(store, job).await?;
+    let key = lock_key(job)?;
+    let lease_chrono = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(10));
+    let info = LockInfo {
+        owner: holder.owner.clone(),
+        host: holder.host.clone(),
+        pid: holder.pid,
+        token: random_token(),
+        started_at: now,
+        expires_at: now + lease_chrono,
+    };
+    let bytes = serde_json::to_vec_pretty(&info).unwrap_or_default();
+    let mut took_over = None;
+    if !store.create_exclusive(&key, &bytes).await? {
+        let current = read_lock(store, &key).await?;
+        match current {
+            Some(held) if held.expires_at > now => {
+                return Err(Error::new(
+                    ErrorKind::Lock,
+                    format!("job {job:?} is locked by {}", held.describe()),
+                )
+                .with_hint(format!(
+                    "another run is active; wait for it. If it is not (a crashed machine), the lock expires by itself, \
+                     or remove it with `lifeboat-backup unlock {job}`"
+                )));
+            }
+            stale => {
+                if let Some(s) = &stale {
+                    tracing::warn!(
+                        "Taking over the expired lock of job {job:?} held by {}.",
+                        s.describe()
+                    );
+                }
+                store.delete(&key).await?;
+                if !store.create_exclusive(&key, &bytes).await? {
+                    let winner = read_lock(store, &key).await?;
+                    return Err(Error::new(
+                        ErrorKind::Lock,
+                        format!(
+                            "job {job:?} is locked by {}",
+                            winner.map_or_else(|| "another run".to_string(), |w| w.describe())
+                        ),
+                    ));
+                }
+                took_over = stale;
+            }
+        }
+    }
+    // Two runs taking over the same expired lock at once: only the one whose token is there
+    // now holds it.
+    match read_lock(store, &key).await? {
+        Some(l) if l.token == info.token => {}
+        other => {
+            return Err(Error::new(
+                ErrorKind::Lock,
+                format!(
+                    "job {job:?} is locked by {}",
+                    other.map_or_else(|| "another run".to_string(), |w| w.describe())
+                ),
+            ))
+        }
+    }
+    let stop = Arc::new(Notify::new());
+    let renewer = tokio::spawn(renew(
+        store.clone(),
+        key.clone(),
+        info.clone(),
+        lease,
+        stop.clone(),
+    ));
+    Ok(LockGuard {
+        store: store.clone(),
+        key,
+        info,
+        stop,
+        renewer: Some(renewer),
+        took_over,
+    })
+}
+
+/// Renews the lease every third of its length while the lock is still ours.
+async fn renew(
+    store: AnyStore,
+    key: ObjectKey,
+    mut info: LockInfo,
+    lease: Duration,
+    stop: Arc<Notify>,
+) {
+    let every = lease / 3;
+    loop {
+        tokio::select! {
+            _ = stop.notified() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        match read_lock(&store, &key).await {
+            Ok(Some(current)) if current.token == info.token => {
+                info.expires_at = Utc::now()
+                    + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(10));
+                if let Err(e) = store
+                    .put(&key, &serde_json::to_vec_pretty(&info).unwrap_or_default())
+                    .await
+                {
+                    tracing::warn!("Could not renew the lock {key}: {e}");
+                }
+            }
+            _ => {
+                tracing::error!(
+                    "The lock {key} is no longer held by this run (it was removed or taken over)."
+                );
+                return;
+            }
+        }
+    }
+}
+
+impl LockGuard {
+    pub fn info(&self) -> &LockInfo {
+        &self.info
+    }
+
+    /// Stops renewing and removes the lock if it is still ours.
+    pub async fn release(mut self) -> Result<()> {
+        self.stop.notify_one();
+        if let Some(r) = self.renewer.take() {
+            let _ = r.await;
+        }
+        if let Some(current) = read_lock(&self.store, &self.key).await? {
+            if current.token == self.info.token {
+                self.store.delete(&self.key).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        // Not released (an error or a signal): stop renewing; the lease then expires by itself.
+        if let Some(r) = self.renewer.take() {
+            r.abort();
+        }
+    }
+}
+
+/// Who holds the job's lock, if anyone.
+pub async fn current(store: &AnyStore, job: &str) -> Result<Option<LockInfo>> {
+    read_lock(store, &lock_key(job)?).await
+}
+
+/// Removes a job's lock by hand (after the operator confirmed no run is active).
+pub async fn force_unlock(store: &AnyStore, job: &str) -> Result<Option<LockInfo>> {
+    let key = lock_key(job)?;
+    let held = read_lock(store, &key).await.ok().flatten();
+    store.delete(&key).await?;
+    Ok(held)
+}
