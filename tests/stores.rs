@@ -318,3 +318,71 @@ fn postgres_round_trip_through_s3() {
         .assert_code(1)
         .assert_contains("NoSuchBucket");
 }
+
+#[test]
+fn sigterm_during_an_s3_upload_aborts_it_and_commits_nothing() {
+    let bucket = s3_bucket("sigterm");
+    let source = TestDb::create("sigterm");
+    sql(&source.url(), "CREATE TABLE big AS SELECT g, md5(g::text) || md5((g + 1)::text) AS v FROM generate_series(1, 1200000) g");
+    let dir = TempDir::new("sigterm");
+    let prefix = format!("sig-{}", std::process::id());
+    let config = dir.join("lifeboat.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\nurl = \"s3://{bucket}/{prefix}\"\nendpoint = \"{}\"\npath-style = true\npart-size-mib = 5\nparts-in-flight = 1\n\n\
+             [[job]]\nname = \"app\"\nengine = \"postgres\"\nurl = \"{}\"\ncompression = \"none\"\n",
+            s3_endpoint(),
+            source.url()
+        ),
+    )
+    .unwrap();
+    let child = command("lifeboat-backup")
+        .args(["--config", config.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = rt
+        .block_on(S3Store::open(
+            &format!("s3://{bucket}/{prefix}"),
+            S3Options {
+                endpoint: Some(s3_endpoint()),
+                path_style: true,
+                ..S3Options::default()
+            },
+        ))
+        .unwrap();
+    // Wait until a multipart upload is under way, then interrupt the run.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while rt
+        .block_on(store.unfinished_uploads("jobs/"))
+        .unwrap()
+        .is_empty()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no multipart upload started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let run = finish(child.wait_with_output().unwrap());
+    run.assert_code(1).assert_contains("interrupted by SIGTERM");
+    assert!(
+        rt.block_on(store.unfinished_uploads("jobs/"))
+            .unwrap()
+            .is_empty(),
+        "the multipart upload was left behind"
+    );
+    let left = rt.block_on(store.list("jobs/")).unwrap();
+    assert!(left.is_empty(), "objects were left: {left:?}");
+}

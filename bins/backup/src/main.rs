@@ -144,7 +144,25 @@ async fn run(args: BackupArgs) -> i32 {
                     exit = code;
                 }
                 if e.kind() == lifeboat_core::ErrorKind::Cancelled {
-                    drop(guard);
+                    // The upload was dropped mid-stream. This run still holds the job's lock,
+                    // so every unfinished upload of the job is its own: abort them now rather
+                    // than leave them to the next run.
+                    let prefix = lifeboat_core::catalog::job_prefix(&job.name);
+                    match store.remove_incomplete(&prefix, Duration::ZERO).await {
+                        Ok(aborted) if !aborted.is_empty() => {
+                            tracing::info!(
+                                "Aborted {} unfinished upload(s) of job {:?}.",
+                                aborted.len(),
+                                job.name
+                            )
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(
+                            "Could not abort the unfinished upload of job {:?}: {e}",
+                            job.name
+                        ),
+                    }
+                    let _ = guard.release().await;
                     break;
                 }
             }
