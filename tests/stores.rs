@@ -8,6 +8,7 @@ use std::time::Duration;
 use lifeboat_core::store::{
     AnyStore, LocalStore, ObjectKey, ObjectWriter, S3Options, S3Store, Store,
 };
+use lifeboat_tests::proxy;
 use lifeboat_tests::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -385,4 +386,93 @@ fn sigterm_during_an_s3_upload_aborts_it_and_commits_nothing() {
     );
     let left = rt.block_on(store.list("jobs/")).unwrap();
     assert!(left.is_empty(), "objects were left: {left:?}");
+}
+
+/// An S3 store reached through a fault-injecting proxy, and the same bucket reached directly.
+async fn through_proxy(label: &str, timeout_secs: u64) -> (S3Store, S3Store, proxy::FaultProxy) {
+    let bucket = tokio::task::spawn_blocking(|| s3_bucket("faults-net"))
+        .await
+        .unwrap();
+    let upstream = s3_endpoint().trim_start_matches("http://").to_string();
+    let proxy = proxy::FaultProxy::start(&upstream);
+    let url = format!("s3://{bucket}/{label}-{}", std::process::id());
+    let options = |endpoint: String| S3Options {
+        endpoint: Some(endpoint),
+        path_style: true,
+        part_size: 5 * MIB,
+        timeout: Duration::from_secs(timeout_secs),
+        max_attempts: 3,
+        ..S3Options::default()
+    };
+    let direct = S3Store::open(&url, options(s3_endpoint())).await.unwrap();
+    let faulty = S3Store::open(&url, options(proxy.endpoint.clone()))
+        .await
+        .unwrap();
+    (direct, faulty, proxy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloads_resume_after_a_dropped_connection() {
+    use std::sync::atomic::Ordering;
+    let (direct, faulty, proxy) = through_proxy("resume", 10).await;
+    let k = key("jobs/a/snapshots/s/data.bin");
+    let data = pattern(12 * MIB);
+    direct.put(&k, &data).await.unwrap();
+    proxy
+        .faults
+        .cut_after
+        .store(3 * MIB as u64, Ordering::SeqCst);
+    let mut got = Vec::new();
+    faulty
+        .open(&k, 0)
+        .await
+        .unwrap()
+        .read_to_end(&mut got)
+        .await
+        .unwrap();
+    assert!(
+        got == data,
+        "resumed download differs ({} of {} bytes)",
+        got.len(),
+        data.len()
+    );
+    assert!(
+        proxy.faults.ranged.load(Ordering::SeqCst) >= 1,
+        "no ranged GET was made"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_is_retried_and_a_silent_server_times_out() {
+    use std::sync::atomic::Ordering;
+    let (direct, faulty, proxy) = through_proxy("throttle", 2).await;
+    let k = key("jobs/a/snapshots/s/manifest.json");
+    // Two 503 SlowDown answers, then the real server: retried with backoff, succeeds.
+    proxy.faults.slow_down.store(2, Ordering::SeqCst);
+    faulty.put(&k, b"after throttling").await.unwrap();
+    assert_eq!(
+        direct.get(&k).await.unwrap().as_deref(),
+        Some(&b"after throttling"[..])
+    );
+    assert_eq!(
+        proxy.faults.slow_down.load(Ordering::SeqCst),
+        0,
+        "the 503s were not hit"
+    );
+    // A server that accepts connections and never answers: each attempt times out, the
+    // request is retried, then fails with a clear error; no hang.
+    proxy.faults.stall.store(true, Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    let err = faulty.get(&k).await.unwrap_err();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(60), "took {took:?}");
+    assert!(
+        proxy.faults.connections.load(Ordering::SeqCst) > 3,
+        "not retried"
+    );
+    let text = err.to_string().to_lowercase();
+    assert!(
+        text.contains("timeout") || text.contains("timed out"),
+        "{err}"
+    );
 }

@@ -71,6 +71,10 @@ pub struct StoreSpec {
     pub request_checksums: Option<ChecksumMode>,
     /// e.g. `STANDARD_IA`, `GLACIER_IR`.
     pub storage_class: Option<String>,
+    /// A request with no progress for this long is cut and retried (default 60).
+    pub timeout_secs: Option<u64>,
+    /// Attempts per request, with exponential backoff and jitter (default 6).
+    pub max_attempts: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -98,6 +102,15 @@ impl StoreSpec {
                 )));
             }
             o.part_size = mib * 1024 * 1024;
+        }
+        if let Some(secs) = self.timeout_secs {
+            if secs == 0 {
+                return Err(Error::config("[store] timeout-secs must be at least 1"));
+            }
+            o.timeout = std::time::Duration::from_secs(secs);
+        }
+        if let Some(n) = self.max_attempts {
+            o.max_attempts = n.clamp(1, 20);
         }
         if let Some(n) = self.parts_in_flight {
             if !(1..=64).contains(&n) {

@@ -47,6 +47,11 @@ pub struct S3Options {
     /// stores reject the SDK's default CRC headers, so the default is "when required".
     pub checksums_when_supported: bool,
     pub storage_class: Option<String>,
+    /// A request that sends or receives nothing for this long is cut and retried.
+    pub timeout: Duration,
+    /// Attempts per request (throttling, 5xx, timeouts and dropped connections are retried
+    /// with exponential backoff and jitter).
+    pub max_attempts: u32,
 }
 
 impl Default for S3Options {
@@ -59,6 +64,8 @@ impl Default for S3Options {
             parts_in_flight: 4,
             checksums_when_supported: false,
             storage_class: None,
+            timeout: Duration::from_secs(60),
+            max_attempts: 6,
         }
     }
 }
@@ -116,12 +123,12 @@ impl S3Store {
             .await;
         let mut builder = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(options.path_style)
-            .retry_config(RetryConfig::standard().with_max_attempts(6))
+            .retry_config(RetryConfig::standard().with_max_attempts(options.max_attempts.max(1)))
             .timeout_config(
                 TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(10))
-                    .read_timeout(Duration::from_secs(60))
-                    .operation_attempt_timeout(Duration::from_secs(600))
+                    .connect_timeout(options.timeout.min(Duration::from_secs(10)))
+                    .read_timeout(options.timeout)
+                    .operation_attempt_timeout(options.timeout * 10)
                     .build(),
             );
         if options.checksums_when_supported {
@@ -281,24 +288,17 @@ impl Store for S3Store {
     }
 
     async fn open(&self, key: &ObjectKey, offset: u64) -> Result<ObjectReader> {
-        let mut req = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key.as_str()));
-        if offset > 0 {
-            req = req.range(format!("bytes={offset}-"));
-        }
-        match req.send().await {
-            Ok(out) => Ok(Box::new(out.body.into_async_read())),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Err(
-                Error::integrity(format!("{} does not exist", self.location(key.as_str()))),
-            ),
-            Err(e) => Err(s3_error(
-                format!("cannot read {}", self.location(key.as_str())),
-                e,
-            )),
-        }
+        let full = self.full_key(key.as_str());
+        let (body, total) = self.get_range(&full, offset).await?;
+        Ok(Box::new(ResumingReader {
+            store: self.clone(),
+            key: full,
+            offset,
+            total,
+            body: Some(body),
+            reopening: None,
+            resumes_left: self.options.max_attempts,
+        }))
     }
 
     async fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>> {
@@ -405,7 +405,31 @@ pub struct UnfinishedUpload {
     pub initiated: SystemTime,
 }
 
+type Body = Pin<Box<dyn tokio::io::AsyncBufRead + Send>>;
+type Reopening = Pin<Box<dyn std::future::Future<Output = Result<(Body, u64)>> + Send>>;
+
 impl S3Store {
+    /// Starts a GET from `offset`; returns the body and the object's total length.
+    async fn get_range(&self, full_key: &str, offset: u64) -> Result<(Body, u64)> {
+        let mut req = self.client.get_object().bucket(&self.bucket).key(full_key);
+        if offset > 0 {
+            req = req.range(format!("bytes={offset}-"));
+        }
+        match req.send().await {
+            Ok(out) => {
+                let total = offset + out.content_length().unwrap_or(0).max(0) as u64;
+                Ok((Box::pin(out.body.into_async_read()), total))
+            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Err(
+                Error::integrity(format!("s3://{}/{full_key} does not exist", self.bucket)),
+            ),
+            Err(e) => Err(s3_error(
+                format!("cannot read s3://{}/{full_key}", self.bucket),
+                e,
+            )),
+        }
+    }
+
     /// Lists unfinished multipart uploads under `prefix` without touching them.
     pub async fn unfinished_uploads(&self, prefix: &str) -> Result<Vec<UnfinishedUpload>> {
         let mut out = Vec::new();
@@ -446,6 +470,92 @@ impl S3Store {
             upload_marker = page.next_upload_id_marker().map(str::to_string);
         }
         Ok(out)
+    }
+}
+
+/// A download that picks up where it stopped: after a dropped connection (an error, or an
+/// end of stream before the object's length), it asks again with a ranged GET from the last
+/// byte received, up to `resumes_left` times.
+struct ResumingReader {
+    store: S3Store,
+    key: String,
+    offset: u64,
+    total: u64,
+    body: Option<Body>,
+    reopening: Option<Reopening>,
+    resumes_left: u32,
+}
+
+impl ResumingReader {
+    fn resume(&mut self, why: &str) -> std::io::Result<()> {
+        if self.resumes_left == 0 {
+            return Err(std::io::Error::other(format!(
+                "reading s3://{}/{} failed at byte {} of {}: {why}",
+                self.store.bucket, self.key, self.offset, self.total
+            )));
+        }
+        self.resumes_left -= 1;
+        tracing::warn!(
+            "Reading s3://{}/{} stopped at byte {} of {} ({why}); resuming with a ranged GET.",
+            self.store.bucket,
+            self.key,
+            self.offset,
+            self.total
+        );
+        self.body = None;
+        let store = self.store.clone();
+        let key = self.key.clone();
+        let offset = self.offset;
+        self.reopening = Some(Box::pin(async move { store.get_range(&key, offset).await }));
+        Ok(())
+    }
+}
+
+impl tokio::io::AsyncRead for ResumingReader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            if let Some(fut) = this.reopening.as_mut() {
+                match fut.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(e)) => {
+                        this.reopening = None;
+                        return Poll::Ready(Err(std::io::Error::other(e.to_string())));
+                    }
+                    Poll::Ready(Ok((body, _))) => {
+                        this.reopening = None;
+                        this.body = Some(body);
+                    }
+                }
+            }
+            let Some(body) = this.body.as_mut() else {
+                return Poll::Ready(Ok(()));
+            };
+            let before = buf.filled().len();
+            match body.as_mut().poll_read(cx, buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(())) => {
+                    let n = (buf.filled().len() - before) as u64;
+                    this.offset += n;
+                    if n == 0 && this.offset < this.total {
+                        if let Err(e) = this.resume("the connection ended early") {
+                            return Poll::Ready(Err(e));
+                        }
+                        continue;
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Ready(Err(e)) => {
+                    if let Err(e) = this.resume(&e.to_string()) {
+                        return Poll::Ready(Err(e));
+                    }
+                }
+            }
+        }
     }
 }
 

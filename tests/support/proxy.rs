@@ -1,0 +1,138 @@
+//! A TCP proxy on loopback in front of the test S3 server that injects network faults: cut a
+//! response after N bytes, answer 503 SlowDown, or accept and never answer. The S3 server
+//! behind it is real; only the network between is made unreliable.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Default)]
+pub struct Faults {
+    /// The next connection's response is cut after this many bytes (one-shot; 0 = off).
+    pub cut_after: AtomicU64,
+    /// The next N connections get `503 SlowDown` instead of an answer.
+    pub slow_down: AtomicU32,
+    /// Every connection is accepted and never answered.
+    pub stall: AtomicBool,
+    /// Connections seen.
+    pub connections: AtomicU32,
+    /// Requests that carried a `Range` header.
+    pub ranged: AtomicU32,
+}
+
+pub struct FaultProxy {
+    pub endpoint: String,
+    pub faults: Arc<Faults>,
+}
+
+impl FaultProxy {
+    /// Starts a proxy to `upstream` (host:port) on its own thread.
+    pub fn start(upstream: &str) -> FaultProxy {
+        let faults = Arc::new(Faults::default());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let upstream = upstream.to_string();
+        let shared = faults.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(listener.local_addr().unwrap().port()).unwrap();
+                loop {
+                    let Ok((client, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    tokio::spawn(handle(client, upstream.clone(), shared.clone()));
+                }
+            });
+        });
+        let port = rx.recv().unwrap();
+        FaultProxy {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            faults,
+        }
+    }
+}
+
+async fn handle(mut client: TcpStream, upstream: String, faults: Arc<Faults>) {
+    faults.connections.fetch_add(1, Ordering::SeqCst);
+    if faults.stall.load(Ordering::SeqCst) {
+        let mut sink = [0u8; 8192];
+        // Read and never answer, until the client gives up.
+        while let Ok(n) = client.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+        return;
+    }
+    if faults
+        .slow_down
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match client.read(&mut byte).await {
+                Ok(1) => head.push(byte[0]),
+                _ => return,
+            }
+        }
+        let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+        let response = format!(
+            "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = client.write_all(response.as_bytes()).await;
+        let _ = client.shutdown().await;
+        return;
+    }
+    let cut = faults.cut_after.swap(0, Ordering::SeqCst);
+    let Ok(server) = TcpStream::connect(&upstream).await else {
+        return;
+    };
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = server.into_split();
+    let counting = faults.clone();
+    let up = tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n) = cr.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            let lower = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+            if lower.contains("\r\nrange: bytes=") {
+                counting.ranged.fetch_add(1, Ordering::SeqCst);
+            }
+            if sw.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut sent: u64 = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Ok(n) = sr.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        let n = if cut > 0 {
+            n.min((cut - sent) as usize)
+        } else {
+            n
+        };
+        if cw.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+        sent += n as u64;
+        if cut > 0 && sent >= cut {
+            break; // drop the connection mid-response
+        }
+    }
+    up.abort();
+}
