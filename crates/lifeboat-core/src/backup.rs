@@ -74,6 +74,12 @@ pub async fn backup<S: Store>(
     leftovers_removed
         .extend(crate::prune::remove_orphans(store, &job.name, &orphan_options).await?);
 
+    // The previous snapshot's size sizes the upload's parts (S3 allows 10,000 per upload).
+    let size_hint = catalog::list_snapshots(store, &job.name)
+        .await?
+        .snapshots
+        .last()
+        .map(|m| m.object.stored_size);
     let EngineJob::Postgres(pg) = &job.engine;
     let dump = postgres::start_dump(pg).await?;
     let id = SnapshotId::generate(options.now);
@@ -97,7 +103,7 @@ pub async fn backup<S: Store>(
         .child
         .take_stdout()
         .ok_or_else(|| Error::source_failed("pg_dump has no stdout"))?;
-    let mut writer = store.create(&key).await?;
+    let mut writer = store.create_sized(&key, size_hint).await?;
 
     let (streamed, fingerprint) = tokio::join!(
         stream_compressed(

@@ -94,6 +94,13 @@ impl Store for AnyStore {
         forward!(self, s => s.put(key, bytes).await)
     }
 
+    async fn create_sized(&self, key: &ObjectKey, size_hint: Option<u64>) -> Result<AnyWriter> {
+        match self {
+            AnyStore::Local(s) => s.create_sized(key, size_hint).await.map(AnyWriter::Local),
+            AnyStore::S3(s) => s.create_sized(key, size_hint).await.map(AnyWriter::S3),
+        }
+    }
+
     async fn create_exclusive(&self, key: &ObjectKey, bytes: &[u8]) -> Result<bool> {
         forward!(self, s => s.create_exclusive(key, bytes).await)
     }

@@ -83,6 +83,18 @@ pub trait Store: Send + Sync {
     /// Writes a small object in one step, atomically (all or nothing).
     fn put(&self, key: &ObjectKey, bytes: &[u8]) -> impl Future<Output = Result<()>> + Send;
 
+    /// Starts a streaming upload whose size is expected to be about `size_hint` bytes (e.g. the
+    /// previous snapshot's). Stores whose uploads come in a limited number of parts use it to
+    /// choose the part size, which cannot change mid-upload.
+    fn create_sized(
+        &self,
+        key: &ObjectKey,
+        size_hint: Option<u64>,
+    ) -> impl Future<Output = Result<Self::Writer>> + Send {
+        let _ = size_hint;
+        self.create(key)
+    }
+
     /// Writes a small object only if none exists under `key` (S3 `If-None-Match: *`, a
     /// directory's `create_new`). `Ok(false)`: something was there already.
     fn create_exclusive(

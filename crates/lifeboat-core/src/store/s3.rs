@@ -190,6 +190,19 @@ impl Store for S3Store {
     }
 
     async fn create(&self, key: &ObjectKey) -> Result<S3Writer> {
+        self.create_sized(key, None).await
+    }
+
+    async fn create_sized(&self, key: &ObjectKey, size_hint: Option<u64>) -> Result<S3Writer> {
+        let part_size = part_size_for(self.options.part_size, size_hint);
+        if part_size != self.options.part_size {
+            tracing::info!(
+                "Using {} MiB parts for {} (about {} MiB expected), so the upload stays within {MAX_PARTS} parts.",
+                part_size / (1024 * 1024),
+                self.location(key.as_str()),
+                size_hint.unwrap_or(0) / (1024 * 1024)
+            );
+        }
         // The pipe is small: the upload task holds the parts, so memory stays bounded.
         let (writer, reader) = tokio::io::duplex(256 * 1024);
         let (commit_tx, commit_rx) = oneshot::channel();
@@ -197,7 +210,7 @@ impl Store for S3Store {
             client: self.client.clone(),
             bucket: self.bucket.clone(),
             key: self.full_key(key.as_str()),
-            part_size: self.options.part_size,
+            part_size,
             parts_in_flight: self.options.parts_in_flight.max(1),
             storage_class: self.options.storage_class.clone(),
         };
@@ -559,6 +572,16 @@ impl tokio::io::AsyncRead for ResumingReader {
     }
 }
 
+/// The part size for an upload of about `hint` bytes: the configured size, or larger so that
+/// twice the hint (room to grow) fits in [`MAX_PARTS`] parts; whole MiB, at most 5 GiB.
+pub fn part_size_for(configured: usize, hint: Option<u64>) -> usize {
+    const MIB: u64 = 1024 * 1024;
+    let Some(hint) = hint else { return configured };
+    let needed = (hint.saturating_mul(2)).div_ceil(u64::from(MAX_PARTS));
+    let needed = needed.div_ceil(MIB) * MIB;
+    (configured as u64).max(needed).min(5 * 1024 * MIB) as usize
+}
+
 /// What the upload task needs.
 struct Upload {
     client: Client,
@@ -644,7 +667,9 @@ impl Upload {
                             self.location(),
                             self.part_size / (1024 * 1024)
                         ))
-                        .with_hint("raise part-size-mib in the [store] table"));
+                        .with_hint(
+                            "raise part-size-mib in the [store] table; the next backup also sizes parts from this one",
+                        ));
                     }
                     // Back-pressure: wait for a slot before starting another part.
                     while in_flight.len() >= self.parts_in_flight {
@@ -861,5 +886,26 @@ impl Drop for S3Writer {
         // the task runs on (detached) to do so. Nothing is committed here.
         self.commit.take();
         self.pipe.take();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_size_grows_with_the_expected_size() {
+        const MIB: usize = 1024 * 1024;
+        assert_eq!(part_size_for(16 * MIB, None), 16 * MIB);
+        assert_eq!(
+            part_size_for(16 * MIB, Some(10 * 1024 * MIB as u64)),
+            16 * MIB
+        );
+        // 200 GiB expected: 400 GiB / 10,000 parts = 41 MiB (rounded up to whole MiB).
+        let big = 200 * 1024 * MIB as u64;
+        let size = part_size_for(16 * MIB, Some(big));
+        assert_eq!(size, 41 * MIB);
+        assert!((size as u64) * u64::from(MAX_PARTS) >= 2 * big);
+        assert_eq!(part_size_for(16 * MIB, Some(u64::MAX)), 5 * 1024 * MIB);
     }
 }
