@@ -339,3 +339,184 @@ fn backups_prune_after_success_only_and_policies_that_keep_nothing_are_refused()
     .assert_code(2)
     .assert_contains("keep-7-days, keep-30-days, gfs, hourly");
 }
+
+/// A configuration whose store is `s3://bucket/prefix` on the test S3 server.
+fn write_s3_config(dir: &TempDir, store: &str, extra_store: &str, job: &str) -> String {
+    let file = dir.join("lifeboat.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[store]\nurl = \"{store}\"\nendpoint = \"{}\"\npath-style = true\n{extra_store}\n\n[[job]]\n{job}\n",
+            s3_endpoint()
+        ),
+    )
+    .unwrap();
+    file.to_str().unwrap().to_string()
+}
+
+#[test]
+fn prune_on_s3_stays_under_the_prefix_and_finishes_an_interrupted_prune() {
+    let repo = TempDir::new("prune-s3");
+    let dir = TempDir::new("prune-s3-cfg");
+    let newest = real_snapshot(&repo, "app");
+    let first = Utc.with_ymd_and_hms(2025, 3, 1, 3, 0, 0).unwrap();
+    let ids: Vec<String> = (0..30)
+        .map(|d| clone_snapshot(&repo, &newest, "app", first + ChronoDuration::days(d)))
+        .collect();
+    clone_snapshot(&repo, &newest, "other", first);
+    let bucket = s3_bucket("prune");
+    mirror_to_s3(repo.path(), &bucket, "team/lifeboat");
+    // Neighbours that share the prefix's first characters, or sit beside it: never touched.
+    mirror_to_s3(repo.path(), &bucket, "team/lifeboat-old");
+    let outside_before = s3_keys(&bucket, "team/lifeboat-old/");
+
+    let config = write_s3_config(
+        &dir,
+        &format!("s3://{bucket}/team/lifeboat"),
+        "",
+        "name = \"app\"\nengine = \"postgres\"\nurl = \"postgres://127.0.0.1/unused\"\nretention = { keep-daily = 4 }",
+    );
+    let dry = run(
+        "lifeboat-backup",
+        &["prune", "--config", &config, "--dry-run"],
+    );
+    dry.assert_code(0).assert_contains("would keep 4 and forget 27");
+
+    // An interrupted prune: it deleted the manifests of the two oldest snapshots, not their data.
+    block_on(async {
+        let client = s3_client().await;
+        for id in &ids[..2] {
+            client
+                .delete_object()
+                .bucket(&bucket)
+                .key(format!("team/lifeboat/jobs/app/snapshots/{id}/manifest.json"))
+                .send()
+                .await
+                .unwrap();
+        }
+    });
+    // S3 cannot backdate objects: a zero grace period makes these orphans old enough.
+    let r = run(
+        "lifeboat-backup",
+        &["prune", "--config", &config, "--orphan-grace-hours", "0", "--json"],
+    );
+    r.assert_code(0);
+    let report = &r.json()["jobs"][0];
+    assert_eq!(report["forgotten"].as_array().unwrap().len(), 25, "{report}");
+    assert_eq!(report["orphans_removed"].as_array().unwrap().len(), 2, "{report}");
+
+    let app = s3_keys(&bucket, "team/lifeboat/jobs/app/snapshots/");
+    assert_eq!(app.len(), 4 * 2, "4 snapshots, manifest + data each: {app:?}");
+    for id in &ids[..26] {
+        assert!(!app.iter().any(|k| k.contains(id.as_str())), "{id} left objects");
+    }
+    assert_eq!(s3_keys(&bucket, "team/lifeboat/jobs/other/").len(), 2);
+    assert_eq!(s3_keys(&bucket, "team/lifeboat-old/"), outside_before);
+    block_on(async {
+        let lock = s3_client()
+            .await
+            .get_object()
+            .bucket(&bucket)
+            .key("locked/jobs/app/lock")
+            .send()
+            .await;
+        // The lock is gone after the run; had it been retained, deleting it would have failed.
+        assert!(lock.is_err());
+    });
+    run(
+        "lifeboat-verify",
+        &["--config", &config, "--job", "app", "--all", "--level", "content"],
+    )
+    .assert_code(0);
+}
+
+#[test]
+fn snapshots_under_object_lock_are_reported_protected_and_kept() {
+    let dir = TempDir::new("lock-cfg");
+    let db = TestDb::create("objlock");
+    // About 11 MB of stored data: with 5 MiB parts the upload is multipart.
+    sql(
+        &db.url(),
+        "CREATE TABLE t AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS v \
+         FROM generate_series(1, 300000) g",
+    );
+    let bucket = s3_bucket_with_object_lock("objlock");
+    let config = write_s3_config(
+        &dir,
+        &format!("s3://{bucket}/locked"),
+        "part-size-mib = 5\nsse = \"AES256\"\nobject-lock = { mode = \"governance\", days = 1 }",
+        &format!(
+            "name = \"app\"\nengine = \"postgres\"\nurl = \"{}\"\nretention = {{ keep-last = 1 }}",
+            db.url()
+        ),
+    );
+    run("lifeboat-backup", &["--config", &config]).assert_code(0);
+    let second = run("lifeboat-backup", &["--config", &config]);
+    second
+        .assert_code(0)
+        .assert_contains("is protected by object lock (governance) until");
+    let manifests = s3_keys(&bucket, "locked/jobs/app/snapshots/")
+        .into_iter()
+        .filter(|k| k.ends_with("/manifest.json"))
+        .count();
+    assert_eq!(manifests, 2, "the locked snapshot stays whole and listed");
+
+    let dry = run(
+        "lifeboat-backup",
+        &["prune", "--config", &config, "--dry-run", "--json"],
+    );
+    dry.assert_code(0);
+    let protected = dry.json()["jobs"][0]["protected"].clone();
+    assert_eq!(protected.as_array().unwrap().len(), 1, "{protected}");
+    let until: DateTime<Utc> = protected[0]["protection"]["until"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let ahead = until - Utc::now();
+    assert!(
+        ahead > ChronoDuration::hours(23) && ahead <= ChronoDuration::days(1),
+        "{until}"
+    );
+
+    // Every snapshot object is encrypted and locked; the lock file is encrypted, not locked.
+    let keys = s3_keys(&bucket, "locked/jobs/app/snapshots/");
+    block_on(async {
+        let client = s3_client().await;
+        for key in keys {
+            let head = client
+                .head_object()
+                .bucket(&bucket)
+                .key(&key)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                head.server_side_encryption().map(|s| s.as_str()),
+                Some("AES256"),
+                "{key}"
+            );
+            assert_eq!(
+                head.object_lock_mode().map(|m| m.as_str()),
+                Some("GOVERNANCE"),
+                "{key}"
+            );
+        }
+    });
+    block_on(async {
+        let lock = s3_client()
+            .await
+            .get_object()
+            .bucket(&bucket)
+            .key("locked/jobs/app/lock")
+            .send()
+            .await;
+        // The lock is gone after the run; had it been retained, deleting it would have failed.
+        assert!(lock.is_err());
+    });
+    run(
+        "lifeboat-verify",
+        &["--config", &config, "--job", "app", "--all", "--level", "content"],
+    )
+    .assert_code(0);
+}

@@ -210,25 +210,48 @@ pub const S3_ENV: &[(&str, &str)] = &[
     ("AWS_EC2_METADATA_DISABLED", "true"),
 ];
 
-/// Creates a bucket on the test S3 server (once per name) and returns its name.
-pub fn s3_bucket(name: &str) -> String {
+/// A client of the test S3 server, with the test credentials.
+pub async fn s3_client() -> aws_sdk_s3::Client {
     static ENV: std::sync::Once = std::sync::Once::new();
     ENV.call_once(|| {
         for (k, v) in S3_ENV {
             std::env::set_var(k, v);
         }
     });
+    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    let conf = aws_sdk_s3::config::Builder::from(&shared)
+        .endpoint_url(s3_endpoint())
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+/// Runs a future to completion from a synchronous test.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    runtime().block_on(f)
+}
+
+/// Creates a bucket on the test S3 server (once per name) and returns its name.
+pub fn s3_bucket(name: &str) -> String {
+    create_bucket(name, false)
+}
+
+/// Creates a bucket with object lock (and so versioning) enabled.
+pub fn s3_bucket_with_object_lock(name: &str) -> String {
+    create_bucket(name, true)
+}
+
+fn create_bucket(name: &str, object_lock: bool) -> String {
     let bucket = format!("lbt-{name}-{}", std::process::id());
-    runtime().block_on(async {
-        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .load()
-            .await;
-        let conf = aws_sdk_s3::config::Builder::from(&shared)
-            .endpoint_url(s3_endpoint())
-            .force_path_style(true)
-            .build();
-        let client = aws_sdk_s3::Client::from_conf(conf);
-        if let Err(e) = client.create_bucket().bucket(&bucket).send().await {
+    block_on(async {
+        let client = s3_client().await;
+        let req = client
+            .create_bucket()
+            .bucket(&bucket)
+            .object_lock_enabled_for_bucket(object_lock);
+        if let Err(e) = req.send().await {
             let owned = e
                 .as_service_error()
                 .is_some_and(|s| s.is_bucket_already_owned_by_you());
@@ -242,6 +265,45 @@ pub fn s3_bucket(name: &str) -> String {
         }
     });
     bucket
+}
+
+/// Copies every file under `dir` to `s3://bucket/prefix/<relative path>`.
+pub fn mirror_to_s3(dir: &Path, bucket: &str, prefix: &str) {
+    block_on(async {
+        let client = s3_client().await;
+        for rel in files_under(dir) {
+            let body = std::fs::read(dir.join(&rel)).unwrap();
+            client
+                .put_object()
+                .bucket(bucket)
+                .key(format!("{prefix}/{rel}"))
+                .body(body.into())
+                .send()
+                .await
+                .unwrap();
+        }
+    });
+}
+
+/// Every key in the bucket under `prefix`.
+pub fn s3_keys(bucket: &str, prefix: &str) -> Vec<String> {
+    block_on(async {
+        let client = s3_client().await;
+        let mut pages = client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        let mut keys = Vec::new();
+        while let Some(page) = pages.next().await {
+            for o in page.unwrap().contents() {
+                keys.push(o.key().unwrap().to_string());
+            }
+        }
+        keys.sort();
+        keys
+    })
 }
 
 /// The flags that point a binary at the test S3 server.

@@ -439,6 +439,15 @@ async fn run_unlock(args: &BackupArgs, unlock: &UnlockArgs) -> Result<i32> {
     Ok(0)
 }
 
+fn print_protected(report: &PruneReport) {
+    for p in &report.protected {
+        println!(
+            "  kept {} although the policy forgets it: {} is protected by {}",
+            p.id, p.object, p.protection
+        );
+    }
+}
+
 fn print_prune_summary(report: &PruneReport) {
     let kept = report.plan.kept().count();
     if report.dry_run {
@@ -447,6 +456,7 @@ fn print_prune_summary(report: &PruneReport) {
             report.job,
             report.plan.forgotten().count()
         );
+        print_protected(report);
         return;
     }
     println!(
@@ -474,6 +484,7 @@ fn print_prune_summary(report: &PruneReport) {
             report.orphans_removed.len()
         );
     }
+    print_protected(report);
     for d in &report.damaged {
         println!(
             "  not touched (unreadable manifest): {}: {}",

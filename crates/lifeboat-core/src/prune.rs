@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::catalog::{self, DamagedSnapshot, SnapshotId};
 use crate::error::Result;
 use crate::retention::{self, Policy, RetentionPlan, SnapshotFacts};
-use crate::store::Store;
+use crate::store::{ObjectKey, ObjectMeta, Protection, Store};
 use crate::verify;
 
 pub struct PruneOptions {
@@ -35,6 +35,17 @@ pub struct PruneReport {
     pub orphans_removed: Vec<String>,
     /// Snapshots with unreadable manifests: never touched, reported.
     pub damaged: Vec<DamagedSnapshot>,
+    /// Snapshots the plan forgets but the store refuses to delete yet (object lock, legal
+    /// hold): left whole, so they stay restorable; a later prune forgets them.
+    pub protected: Vec<ProtectedSnapshot>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProtectedSnapshot {
+    pub id: SnapshotId,
+    /// The first object found protected.
+    pub object: String,
+    pub protection: Protection,
 }
 
 /// Plans and (unless dry-run) applies retention to the snapshots of `job` only.
@@ -63,23 +74,58 @@ pub async fn prune<S: Store>(
         forgotten: Vec::new(),
         orphans_removed: Vec::new(),
         damaged: listing.damaged,
+        protected: Vec::new(),
     };
-    if options.dry_run {
-        return Ok(report);
-    }
     let forget: Vec<SnapshotId> = report.plan.forgotten().map(|d| d.id.clone()).collect();
     for id in forget {
+        let objects = store.list(&catalog::snapshot_prefix(job, &id)).await?;
+        // Checked before anything is deleted: in a versioned bucket a plain delete of a locked
+        // object "succeeds" with a delete marker, which would hide a snapshot the lock keeps.
+        if let Some(protected) = first_protected(store, &objects).await? {
+            tracing::info!(
+                "Kept snapshot {id} of job {job:?}: {} is protected by {}.",
+                protected.0,
+                protected.1
+            );
+            report.protected.push(ProtectedSnapshot {
+                id,
+                object: protected.0.to_string(),
+                protection: protected.1,
+            });
+            continue;
+        }
+        if options.dry_run {
+            continue;
+        }
         // The manifest first: from here on the snapshot does not exist.
         store.delete(&catalog::manifest_key(job, &id)?).await?;
         tracing::info!("Forgot snapshot {id} of job {job:?}.");
-        for object in store.list(&catalog::snapshot_prefix(job, &id)).await? {
+        for object in objects
+            .iter()
+            .filter(|o| o.key.file_name() != "manifest.json")
+        {
             store.delete(&object.key).await?;
         }
         delete_all(store, &format!("jobs/{job}/verifications/{id}/")).await?;
         report.forgotten.push(id);
     }
+    if options.dry_run {
+        return Ok(report);
+    }
     report.orphans_removed = remove_orphans(store, job, options).await?;
     Ok(report)
+}
+
+async fn first_protected<S: Store>(
+    store: &S,
+    objects: &[ObjectMeta],
+) -> Result<Option<(ObjectKey, Protection)>> {
+    for object in objects {
+        if let Some(p) = store.protection(&object.key).await? {
+            return Ok(Some((object.key.clone(), p)));
+        }
+    }
+    Ok(None)
 }
 
 async fn delete_all<S: Store>(store: &S, prefix: &str) -> Result<()> {
@@ -107,6 +153,10 @@ pub async fn remove_orphans<S: Store>(
     for object in &objects {
         let folder = object.key.as_str().rsplit_once('/').map_or("", |(d, _)| d);
         if !has_manifest(folder) && object.modified <= cutoff {
+            if let Some(p) = store.protection(&object.key).await? {
+                tracing::info!("Left {} (data without a manifest) in place: {p}.", object.key);
+                continue;
+            }
             store.delete(&object.key).await?;
             tracing::warn!(
                 "Removed {} (data without a manifest, left by an interrupted run).",

@@ -38,6 +38,13 @@ pub fn snapshot_prefix(job: &str, id: &SnapshotId) -> String {
     format!("jobs/{job}/snapshots/{id}/")
 }
 
+/// A snapshot's data or manifest (`jobs/<job>/snapshots/<id>/...`): what object lock protects.
+/// Locks and verification records are not: they must stay deletable.
+pub fn is_snapshot_object(key: &ObjectKey) -> bool {
+    let parts: Vec<&str> = key.as_str().split('/').collect();
+    parts.len() == 5 && parts[0] == "jobs" && parts[2] == "snapshots"
+}
+
 pub fn manifest_key(job: &str, id: &SnapshotId) -> Result<ObjectKey> {
     ObjectKey::new(format!("{}manifest.json", snapshot_prefix(job, id)))
 }

@@ -75,6 +75,28 @@ pub struct StoreSpec {
     pub timeout_secs: Option<u64>,
     /// Attempts per request, with exponential backoff and jitter (default 6).
     pub max_attempts: Option<u32>,
+    /// Server-side encryption of every object: `AES256` (S3-managed keys) or `aws:kms`.
+    pub sse: Option<SseName>,
+    /// The KMS key for `sse = "aws:kms"` (default: the account's aws/s3 key).
+    pub sse_kms_key_id: Option<String>,
+    /// Write-once retention on every snapshot object (data and manifest); the bucket must have
+    /// object lock enabled. Prune reports locked snapshots as protected and leaves them be.
+    pub object_lock: Option<ObjectLockSpec>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum SseName {
+    #[serde(rename = "AES256")]
+    Aes256,
+    #[serde(rename = "aws:kms")]
+    Kms,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectLockSpec {
+    pub mode: crate::store::s3::LockMode,
+    pub days: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -87,6 +109,7 @@ pub enum ChecksumMode {
 impl StoreSpec {
     /// The S3 settings this table describes.
     pub fn s3_options(&self) -> Result<crate::store::S3Options> {
+        use crate::store::s3::{Encryption, ObjectLock};
         let mut o = crate::store::S3Options {
             endpoint: self.endpoint.clone(),
             region: self.region.clone(),
@@ -119,6 +142,30 @@ impl StoreSpec {
                 )));
             }
             o.parts_in_flight = n;
+        }
+        o.encryption = match (self.sse, &self.sse_kms_key_id) {
+            (None, None) => None,
+            (Some(SseName::Aes256), None) => Some(Encryption::S3Managed),
+            (Some(SseName::Kms), key_id) => Some(Encryption::Kms {
+                key_id: key_id.clone(),
+            }),
+            (_, Some(_)) => {
+                return Err(Error::config(
+                    "[store] sse-kms-key-id needs sse = \"aws:kms\"",
+                ))
+            }
+        };
+        if let Some(lock) = &self.object_lock {
+            if !(1..=36_500).contains(&lock.days) {
+                return Err(Error::config(format!(
+                    "[store] object-lock days must be 1..=36500, got {}",
+                    lock.days
+                )));
+            }
+            o.object_lock = Some(ObjectLock {
+                mode: lock.mode,
+                days: lock.days,
+            });
         }
         Ok(o)
     }
@@ -483,6 +530,41 @@ retention = { keep-daily = 7 }
         let EngineJob::Postgres(pg) = &job.engine;
         assert_eq!(pg.format, PgFormat::Plain);
         assert_eq!(pg.url.database().as_deref(), Some("shop"));
+    }
+
+    #[test]
+    fn encryption_and_object_lock_settings() {
+        use crate::store::s3::{Encryption, LockMode, ObjectLock};
+        let store = |table: &str| {
+            let text = format!("[store]\nurl = \"s3://b/p\"\n{table}\n");
+            parse(&text, Some(Path::new("lb.toml")), &env).map(|c| c.store.s3_options())
+        };
+        let o = store("sse = \"aws:kms\"\nsse-kms-key-id = \"k1\"\nobject-lock = { mode = \"compliance\", days = 30 }")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            o.encryption,
+            Some(Encryption::Kms {
+                key_id: Some("k1".into())
+            })
+        );
+        assert_eq!(
+            o.object_lock,
+            Some(ObjectLock {
+                mode: LockMode::Compliance,
+                days: 30
+            })
+        );
+        let o = store("sse = \"AES256\"").unwrap().unwrap();
+        assert_eq!(o.encryption, Some(Encryption::S3Managed));
+        let e = store("sse = \"AES256\"\nsse-kms-key-id = \"k1\"").unwrap().unwrap_err();
+        assert!(e.message().contains("aws:kms"), "{}", e.message());
+        let e = store("object-lock = { mode = \"governance\", days = 0 }").unwrap().unwrap_err();
+        assert!(e.message().contains("1..=36500"), "{}", e.message());
+        let e = store("object-lock = { mode = \"forever\", days = 1 }").unwrap_err();
+        assert!(e.message().starts_with("lb.toml:3:"), "{}", e.message());
+        let e = store("sse = \"aes\"").unwrap_err();
+        assert!(e.message().starts_with("lb.toml:3:7"), "{}", e.message());
     }
 
     #[test]

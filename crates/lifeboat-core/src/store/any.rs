@@ -9,7 +9,7 @@ use tokio::io::AsyncWrite;
 
 use super::local::{LocalStore, LocalWriter};
 use super::s3::{S3Store, S3Writer};
-use super::{ObjectKey, ObjectMeta, ObjectReader, ObjectWriter, Store};
+use super::{ObjectKey, ObjectMeta, ObjectReader, ObjectWriter, Protection, Store};
 use crate::error::Result;
 
 #[derive(Debug, Clone)]
@@ -119,6 +119,10 @@ impl Store for AnyStore {
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
         forward!(self, s => s.list(prefix).await)
+    }
+
+    async fn protection(&self, key: &ObjectKey) -> Result<Option<Protection>> {
+        forward!(self, s => s.protection(key).await)
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<()> {

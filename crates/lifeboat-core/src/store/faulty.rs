@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncWrite;
 
-use super::{ObjectKey, ObjectMeta, ObjectReader, ObjectWriter, Store};
+use super::{ObjectKey, ObjectMeta, ObjectReader, ObjectWriter, Protection, Store};
 use crate::error::Result;
 
 pub struct FaultyStore<S> {
@@ -105,6 +105,10 @@ impl<S: Store> Store for FaultyStore<S> {
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
         self.inner.list(prefix).await
+    }
+
+    async fn protection(&self, key: &ObjectKey) -> Result<Option<Protection>> {
+        self.inner.protection(key).await
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<()> {

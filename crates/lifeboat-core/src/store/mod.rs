@@ -18,6 +18,7 @@ pub use any::{AnyStore, AnyWriter};
 pub use local::LocalStore;
 pub use s3::{S3Options, S3Store};
 
+
 /// A key inside the store, relative to its root: `/`-separated, no `.`/`..` segments.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectKey(String);
@@ -58,6 +59,24 @@ pub struct ObjectMeta {
     pub key: ObjectKey,
     pub size: u64,
     pub modified: SystemTime,
+}
+
+/// Why an object cannot be deleted yet.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Protection {
+    /// e.g. "object lock (compliance)", "legal hold".
+    pub reason: String,
+    /// When the protection ends; `None` for a legal hold, which lasts until someone lifts it.
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl std::fmt::Display for Protection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.until {
+            Some(until) => write!(f, "{} until {}", self.reason, until.format("%Y-%m-%d %H:%M UTC")),
+            None => write!(f, "{} (until lifted)", self.reason),
+        }
+    }
 }
 
 /// A streaming upload: write bytes, then `finish()` to make the object visible under its key.
@@ -121,6 +140,16 @@ pub trait Store: Send + Sync {
 
     /// Deletes an object; deleting a missing object is not an error.
     fn delete(&self, key: &ObjectKey) -> impl Future<Output = Result<()>> + Send;
+
+    /// Whether the store refuses to delete `key` (object-lock retention, legal hold), and until
+    /// when. Stores without such settings protect nothing.
+    fn protection(
+        &self,
+        key: &ObjectKey,
+    ) -> impl Future<Output = Result<Option<Protection>>> + Send {
+        let _ = key;
+        async { Ok(None) }
+    }
 
     /// Removes uploads under `prefix` that never finished and are older than `older_than`
     /// (crashed runs); returns what was removed.

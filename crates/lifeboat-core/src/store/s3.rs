@@ -17,13 +17,16 @@ use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{
+    CompletedMultipartUpload, CompletedPart, ObjectLockLegalHoldStatus, ObjectLockMode,
+    ObjectLockRetention, ObjectLockRetentionMode, ServerSideEncryption,
+};
 use aws_sdk_s3::Client;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::{ObjectKey, ObjectMeta, ObjectReader, ObjectWriter, Store};
+use super::{ObjectKey, ObjectMeta, ObjectReader, ObjectWriter, Protection, Store};
 use crate::error::{Error, Result};
 
 /// S3 allows at most 10,000 parts per multipart upload.
@@ -52,6 +55,34 @@ pub struct S3Options {
     /// Attempts per request (throttling, 5xx, timeouts and dropped connections are retried
     /// with exponential backoff and jitter).
     pub max_attempts: u32,
+    pub encryption: Option<Encryption>,
+    /// Retention written on every snapshot object (never on locks or verification records,
+    /// which must stay deletable).
+    pub object_lock: Option<ObjectLock>,
+}
+
+/// Server-side encryption requested on every upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Encryption {
+    /// `AES256`: keys managed by S3.
+    S3Managed,
+    /// `aws:kms`, with a key id or the account's default key.
+    Kms { key_id: Option<String> },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LockMode {
+    /// Users with `s3:BypassGovernanceRetention` can still delete; Lifeboat never bypasses.
+    Governance,
+    /// Nobody can delete, not even the root account, until the date passes.
+    Compliance,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectLock {
+    pub mode: LockMode,
+    pub days: u32,
 }
 
 impl Default for S3Options {
@@ -66,6 +97,8 @@ impl Default for S3Options {
             storage_class: None,
             timeout: Duration::from_secs(60),
             max_attempts: 6,
+            encryption: None,
+            object_lock: None,
         }
     }
 }
@@ -131,7 +164,8 @@ impl S3Store {
                     .operation_attempt_timeout(options.timeout * 10)
                     .build(),
             );
-        if options.checksums_when_supported {
+        // S3 requires a checksum header on uploads that carry object-lock retention.
+        if options.checksums_when_supported || options.object_lock.is_some() {
             builder = builder
                 .request_checksum_calculation(RequestChecksumCalculation::WhenSupported)
                 .response_checksum_validation(ResponseChecksumValidation::WhenSupported);
@@ -170,6 +204,65 @@ impl S3Store {
 
     fn location(&self, key: &str) -> String {
         format!("s3://{}/{}", self.bucket, self.full_key(key))
+    }
+}
+
+/// What every upload carries: storage class, encryption, and (snapshot objects only) retention.
+#[derive(Debug, Clone, Default)]
+struct WriteSettings {
+    storage_class: Option<String>,
+    encryption: Option<Encryption>,
+    retention: Option<(ObjectLockMode, aws_sdk_s3::primitives::DateTime)>,
+}
+
+/// Applies [`WriteSettings`] to a PutObject or CreateMultipartUpload request (their builders
+/// share these setters but no trait).
+macro_rules! with_write_settings {
+    ($req:expr, $settings:expr) => {{
+        let settings: &WriteSettings = $settings;
+        let mut req = $req;
+        if let Some(class) = &settings.storage_class {
+            req = req.storage_class(class.as_str().into());
+        }
+        match &settings.encryption {
+            Some(Encryption::S3Managed) => {
+                req = req.server_side_encryption(ServerSideEncryption::Aes256);
+            }
+            Some(Encryption::Kms { key_id }) => {
+                req = req
+                    .server_side_encryption(ServerSideEncryption::AwsKms)
+                    .set_ssekms_key_id(key_id.clone());
+            }
+            None => {}
+        }
+        if let Some((mode, until)) = &settings.retention {
+            req = req
+                .object_lock_mode(mode.clone())
+                .object_lock_retain_until_date(*until);
+        }
+        req
+    }};
+}
+
+impl S3Store {
+    fn write_settings(&self, key: &ObjectKey) -> WriteSettings {
+        let retention = self
+            .options
+            .object_lock
+            .filter(|_| crate::catalog::is_snapshot_object(key))
+            .map(|lock| {
+                let until = SystemTime::now() + Duration::from_secs(u64::from(lock.days) * 86_400);
+                let mode = match lock.mode {
+                    LockMode::Governance => ObjectLockMode::Governance,
+                    LockMode::Compliance => ObjectLockMode::Compliance,
+                };
+                (mode, aws_sdk_s3::primitives::DateTime::from(until))
+            });
+        WriteSettings {
+            storage_class: self.options.storage_class.clone(),
+            encryption: self.options.encryption.clone(),
+            retention,
+        }
     }
 }
 
@@ -212,7 +305,7 @@ impl Store for S3Store {
             key: self.full_key(key.as_str()),
             part_size,
             parts_in_flight: self.options.parts_in_flight.max(1),
-            storage_class: self.options.storage_class.clone(),
+            settings: self.write_settings(key),
         };
         let task = tokio::spawn(upload.run(reader, commit_rx));
         Ok(S3Writer {
@@ -224,16 +317,14 @@ impl Store for S3Store {
     }
 
     async fn put(&self, key: &ObjectKey, bytes: &[u8]) -> Result<()> {
-        let mut req = self
+        let req = self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(self.full_key(key.as_str()))
             .body(ByteStream::from(bytes.to_vec()));
-        if let Some(class) = &self.options.storage_class {
-            req = req.storage_class(class.as_str().into());
-        }
-        req.send()
+        with_write_settings!(req, &self.write_settings(key))
+            .send()
             .await
             .map_err(|e| s3_error(format!("cannot write {}", self.location(key.as_str())), e))?;
         Ok(())
@@ -241,13 +332,14 @@ impl Store for S3Store {
 
     async fn create_exclusive(&self, key: &ObjectKey, bytes: &[u8]) -> Result<bool> {
         use aws_sdk_s3::error::ProvideErrorMetadata;
-        match self
+        let req = self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(self.full_key(key.as_str()))
             .if_none_match("*")
-            .body(ByteStream::from(bytes.to_vec()))
+            .body(ByteStream::from(bytes.to_vec()));
+        match with_write_settings!(req, &self.write_settings(key))
             .send()
             .await
         {
@@ -376,6 +468,45 @@ impl Store for S3Store {
             .await
             .map_err(|e| s3_error(format!("cannot delete {}", self.location(key.as_str())), e))?;
         Ok(())
+    }
+
+    async fn protection(&self, key: &ObjectKey) -> Result<Option<Protection>> {
+        let out = match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key.as_str()))
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => return Ok(None),
+            Err(e) => {
+                return Err(s3_error(
+                    format!("cannot inspect {}", self.location(key.as_str())),
+                    e,
+                ))
+            }
+        };
+        if out.object_lock_legal_hold_status() == Some(&ObjectLockLegalHoldStatus::On) {
+            return Ok(Some(Protection {
+                reason: "legal hold".to_string(),
+                until: None,
+            }));
+        }
+        let until = out
+            .object_lock_retain_until_date()
+            .and_then(|d| chrono::DateTime::from_timestamp(d.secs(), d.subsec_nanos()));
+        Ok(until.filter(|u| *u > chrono::Utc::now()).map(|until| {
+            let mode = out
+                .object_lock_mode()
+                .map_or("retention", |m| m.as_str())
+                .to_ascii_lowercase();
+            Protection {
+                reason: format!("object lock ({mode})"),
+                until: Some(until),
+            }
+        }))
     }
 
     async fn remove_incomplete(&self, prefix: &str, older_than: Duration) -> Result<Vec<String>> {
@@ -589,7 +720,7 @@ struct Upload {
     key: String,
     part_size: usize,
     parts_in_flight: usize,
-    storage_class: Option<String>,
+    settings: WriteSettings,
 }
 
 impl Upload {
@@ -617,16 +748,13 @@ impl Upload {
                 if upload_id.is_none() && last {
                     // Small stream: one PUT, only if committed.
                     if wait_commit(&mut commit).await {
-                        let mut req = self
+                        let req = self
                             .client
                             .put_object()
                             .bucket(&self.bucket)
                             .key(&self.key)
                             .body(ByteStream::from(chunk));
-                        if let Some(class) = &self.storage_class {
-                            req = req.storage_class(class.as_str().into());
-                        }
-                        req.send().await.map_err(|e| {
+                        with_write_settings!(req, &self.settings).send().await.map_err(|e| {
                             s3_error(format!("cannot write {}", self.location()), e)
                         })?;
                         return Ok(());
@@ -637,15 +765,12 @@ impl Upload {
                     )));
                 }
                 if upload_id.is_none() {
-                    let mut req = self
+                    let req = self
                         .client
                         .create_multipart_upload()
                         .bucket(&self.bucket)
                         .key(&self.key);
-                    if let Some(class) = &self.storage_class {
-                        req = req.storage_class(class.as_str().into());
-                    }
-                    let created = req.send().await.map_err(|e| {
+                    let created = with_write_settings!(req, &self.settings).send().await.map_err(|e| {
                         s3_error(
                             format!("cannot start a multipart upload to {}", self.location()),
                             e,
@@ -736,6 +861,29 @@ impl Upload {
                         e,
                     )
                 })?;
+            if let Some((mode, until)) = &self.settings.retention {
+                // Not every server carries retention from CreateMultipartUpload over to the
+                // completed object; setting it on the object itself works everywhere.
+                let mode = ObjectLockRetentionMode::from(mode.as_str());
+                self.client
+                    .put_object_retention()
+                    .bucket(&self.bucket)
+                    .key(&self.key)
+                    .retention(
+                        ObjectLockRetention::builder()
+                            .mode(mode)
+                            .retain_until_date(*until)
+                            .build(),
+                    )
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        s3_error(
+                            format!("cannot set the object lock on {}", self.location()),
+                            e,
+                        )
+                    })?;
+            }
             Ok(())
         }
         .await;
@@ -752,7 +900,7 @@ impl Upload {
                     .await
                 {
                     tracing::warn!(
-                        "Could not abort the multipart upload {id} to {}: {}; the next backup of the job removes it after 24 h.",
+                        "Could not abort the multipart upload {id} to {}: {}; the next backup of the job removes it.",
                         self.location(),
                         DisplayErrorContext(&abort)
                     );
