@@ -9,6 +9,10 @@
 # PostgreSQL: superuser "lifeboat", password "lifeboat-test-password", 127.0.0.1:${LIFEBOAT_PG_PORT:-54329}.
 # S3: moto server 5.1.22 (pinned: 5.2.x fails to complete multipart uploads from the Rust SDK) in
 #     its own Python venv, http://127.0.0.1:${LIFEBOAT_S3_PORT:-54390}, any access key.
+# S3 on disk: s3s-fs 0.14.1 (pinned: newer versions need a newer Rust), built with cargo into
+#     ~/.cache/lifeboat, http://127.0.0.1:${LIFEBOAT_S3S_PORT:-54391}, for large streams (moto
+#     keeps objects in memory). It lists no multipart uploads and has no versioning or object
+#     lock: the tests use moto for those.
 set -euo pipefail
 
 SERVICES_DIR="${LIFEBOAT_SERVICES_DIR:-/tmp/lifeboat-services}"
@@ -23,6 +27,13 @@ S3_PORT="${LIFEBOAT_S3_PORT:-54390}"
 MOTO_VERSION=5.1.22
 MOTO_VENV="${LIFEBOAT_MOTO_VENV:-$HOME/.cache/lifeboat/moto-$MOTO_VERSION}"
 S3_LOG="$SERVICES_DIR/s3/moto.log"
+S3S_PORT="${LIFEBOAT_S3S_PORT:-54391}"
+S3S_VERSION=0.14.1
+S3S_ROOT="${LIFEBOAT_S3S_ROOT:-$HOME/.cache/lifeboat/s3s-fs-$S3S_VERSION}"
+S3S_DATA="$SERVICES_DIR/s3s-fs/data"
+# The same test credentials the tests give the AWS SDK.
+S3_ACCESS_KEY=lifeboat-test
+S3_SECRET_KEY=lifeboat-test-secret
 
 log() { echo "services: $*" >&2; }
 
@@ -135,15 +146,52 @@ stop_s3() {
   fi
 }
 
+s3s_ready() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$S3S_PORT") 2>/dev/null
+}
+
+install_s3s_fs() {
+  if [ ! -x "$S3S_ROOT/bin/s3s-fs" ]; then
+    log "building s3s-fs $S3S_VERSION into $S3S_ROOT (Rust crates; a few minutes)"
+    cargo install -q "s3s-fs@$S3S_VERSION" --features binary --locked --root "$S3S_ROOT"
+  fi
+}
+
+start_s3s_fs() {
+  install_s3s_fs
+  if s3s_ready; then
+    log "S3 (s3s-fs) already running on 127.0.0.1:$S3S_PORT"
+    return
+  fi
+  mkdir -p "$S3S_DATA"
+  log "starting S3 (s3s-fs $S3S_VERSION) on 127.0.0.1:$S3S_PORT, data in $S3S_DATA"
+  nohup "$S3S_ROOT/bin/s3s-fs" --host 127.0.0.1 --port "$S3S_PORT" \
+    --access-key "$S3_ACCESS_KEY" --secret-key "$S3_SECRET_KEY" "$S3S_DATA" \
+    >"$SERVICES_DIR/s3s-fs/s3s-fs.log" 2>&1 &
+  echo $! >"$SERVICES_DIR/s3s-fs/pid"
+  for _ in $(seq 1 60); do s3s_ready && break; sleep 0.5; done
+  s3s_ready || { log "s3s-fs did not start; see $SERVICES_DIR/s3s-fs/s3s-fs.log"; exit 1; }
+}
+
+stop_s3s_fs() {
+  if [ -f "$SERVICES_DIR/s3s-fs/pid" ]; then
+    kill "$(cat "$SERVICES_DIR/s3s-fs/pid")" 2>/dev/null || true
+    rm -f "$SERVICES_DIR/s3s-fs/pid"
+  fi
+}
+
 print_env() {
   echo "export LIFEBOAT_TEST_PG_URL=postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/postgres"
   echo "export LIFEBOAT_TEST_PG_BIN=$(pg_bin_dir)"
   echo "export LIFEBOAT_TEST_S3_ENDPOINT=http://127.0.0.1:$S3_PORT"
+  echo "export LIFEBOAT_TEST_S3S_ENDPOINT=http://127.0.0.1:$S3S_PORT"
+  echo "export LIFEBOAT_TEST_S3S_DATA=$S3S_DATA"
+  echo "export LIFEBOAT_TEST_S3S_FS=$S3S_ROOT/bin/s3s-fs"
 }
 
 case "${1:-start}" in
-  start) start_postgres; start_s3; print_env ;;
-  stop) stop_postgres; stop_s3 ;;
+  start) start_postgres; start_s3; start_s3s_fs; print_env ;;
+  stop) stop_postgres; stop_s3; stop_s3s_fs ;;
   env) print_env ;;
   *) echo "usage: $0 [start|stop|env]" >&2; exit 2 ;;
 esac

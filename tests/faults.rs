@@ -97,3 +97,179 @@ async fn a_store_failing_mid_upload_commits_nothing_and_does_not_hang() {
         .await
         .unwrap();
 }
+
+/// A private s3s-fs server (installed by scripts/services.sh) that a test may kill and restart
+/// on the same port and data directory; its objects and multipart state live on disk.
+struct DiskS3 {
+    child: std::process::Child,
+    port: u16,
+    data: TempDir,
+}
+
+impl DiskS3 {
+    fn start() -> DiskS3 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let data = TempDir::new("s3s-fs");
+        let child = DiskS3::spawn(port, &data);
+        DiskS3 { child, port, data }
+    }
+
+    fn spawn(port: u16, data: &TempDir) -> std::process::Child {
+        let bin = std::env::var("LIFEBOAT_TEST_S3S_FS").unwrap_or_else(|_| {
+            format!(
+                "{}/.cache/lifeboat/s3s-fs-0.14.1/bin/s3s-fs",
+                std::env::var("HOME").unwrap()
+            )
+        });
+        let child = std::process::Command::new(&bin)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args([
+                "--access-key",
+                "lifeboat-test",
+                "--secret-key",
+                "lifeboat-test-secret",
+            ])
+            .arg(data.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run s3s-fs ({bin}): {e}. Install it with: scripts/services.sh start")
+            });
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return child;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("s3s-fs did not start on port {port}");
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    fn restart(&mut self) {
+        self.child = DiskS3::spawn(self.port, &self.data);
+    }
+
+    /// Files s3s-fs keeps for multipart uploads that were neither completed nor aborted.
+    fn upload_files(&self) -> Vec<String> {
+        files_under(self.data.path())
+            .into_iter()
+            .filter(|f| f.contains(".upload"))
+            .collect()
+    }
+}
+
+impl Drop for DiskS3 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_s3_server_killed_mid_upload_fails_the_run_and_commits_nothing() {
+    let db = TestDb::create("killed");
+    // ~45 MB uncompressed, stored as is: nine 5 MiB parts.
+    sql(
+        &db.url(),
+        "CREATE TABLE big AS SELECT g, md5(g::text) || md5((g + 1)::text) AS v \
+         FROM generate_series(1, 600000) g",
+    );
+    let mut server = DiskS3::start();
+    block_on(async {
+        s3_client_at(&server.endpoint())
+            .await
+            .create_bucket()
+            .bucket("backups")
+            .send()
+            .await
+            .unwrap();
+    });
+    let dir = TempDir::new("killed-cfg");
+    let config = dir.join("lifeboat.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\nurl = \"s3://backups/prod\"\nendpoint = \"{}\"\npath-style = true\n\
+             part-size-mib = 5\nparts-in-flight = 1\ntimeout-secs = 2\nmax-attempts = 2\n\n\
+             [[job]]\nname = \"app\"\nengine = \"postgres\"\nurl = \"{}\"\ncompression = \"none\"\n",
+            server.endpoint(),
+            db.url()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+
+    let backup = command("lifeboat-backup")
+        .args(["--config", config])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill the server once the first part has reached its disk.
+    let started = std::time::Instant::now();
+    while !server.upload_files().iter().any(|f| f.contains(".part-")) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the upload never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.kill();
+    let out = finish(backup.wait_with_output().unwrap());
+    out.assert_code(1);
+    assert!(
+        out.output().contains("s3://backups/prod"),
+        "{}",
+        out.output()
+    );
+    server.restart();
+
+    let snapshots = || {
+        files_under(server.data.path())
+            .into_iter()
+            .filter(|f| f.starts_with("backups/prod/jobs/app/snapshots/"))
+            .collect::<Vec<_>>()
+    };
+    assert!(snapshots().is_empty(), "committed: {:?}", snapshots());
+    // The failed run could not remove its lock (the server was down): the next run says who
+    // holds it, and the operator removes it.
+    run("lifeboat-backup", &["--config", config])
+        .assert_code(4)
+        .assert_contains("locked by lifeboat-backup");
+    run(
+        "lifeboat-backup",
+        &["unlock", "app", "--config", config, "--yes"],
+    )
+    .assert_code(0);
+    run("lifeboat-backup", &["--config", config]).assert_code(0);
+    let committed = snapshots();
+    assert_eq!(
+        committed
+            .iter()
+            .filter(|f| f.ends_with("manifest.json"))
+            .count(),
+        1,
+        "{committed:?}"
+    );
+    run(
+        "lifeboat-verify",
+        &["--config", config, "--level", "content"],
+    )
+    .assert_code(0);
+    // s3s-fs cannot list multipart uploads, so the killed run's parts stay on its disk (a
+    // bucket lifecycle rule removes such parts on AWS and R2); on moto the next run aborts
+    // them: stores::stale_unfinished_uploads_are_removed_fresh_ones_kept.
+}

@@ -380,7 +380,8 @@ fn prune_on_s3_stays_under_the_prefix_and_finishes_an_interrupted_prune() {
         "lifeboat-backup",
         &["prune", "--config", &config, "--dry-run"],
     );
-    dry.assert_code(0).assert_contains("would keep 4 and forget 27");
+    dry.assert_code(0)
+        .assert_contains("would keep 4 and forget 27");
 
     // An interrupted prune: it deleted the manifests of the two oldest snapshots, not their data.
     block_on(async {
@@ -389,7 +390,9 @@ fn prune_on_s3_stays_under_the_prefix_and_finishes_an_interrupted_prune() {
             client
                 .delete_object()
                 .bucket(&bucket)
-                .key(format!("team/lifeboat/jobs/app/snapshots/{id}/manifest.json"))
+                .key(format!(
+                    "team/lifeboat/jobs/app/snapshots/{id}/manifest.json"
+                ))
                 .send()
                 .await
                 .unwrap();
@@ -398,17 +401,39 @@ fn prune_on_s3_stays_under_the_prefix_and_finishes_an_interrupted_prune() {
     // S3 cannot backdate objects: a zero grace period makes these orphans old enough.
     let r = run(
         "lifeboat-backup",
-        &["prune", "--config", &config, "--orphan-grace-hours", "0", "--json"],
+        &[
+            "prune",
+            "--config",
+            &config,
+            "--orphan-grace-hours",
+            "0",
+            "--json",
+        ],
     );
     r.assert_code(0);
     let report = &r.json()["jobs"][0];
-    assert_eq!(report["forgotten"].as_array().unwrap().len(), 25, "{report}");
-    assert_eq!(report["orphans_removed"].as_array().unwrap().len(), 2, "{report}");
+    assert_eq!(
+        report["forgotten"].as_array().unwrap().len(),
+        25,
+        "{report}"
+    );
+    assert_eq!(
+        report["orphans_removed"].as_array().unwrap().len(),
+        2,
+        "{report}"
+    );
 
     let app = s3_keys(&bucket, "team/lifeboat/jobs/app/snapshots/");
-    assert_eq!(app.len(), 4 * 2, "4 snapshots, manifest + data each: {app:?}");
+    assert_eq!(
+        app.len(),
+        4 * 2,
+        "4 snapshots, manifest + data each: {app:?}"
+    );
     for id in &ids[..26] {
-        assert!(!app.iter().any(|k| k.contains(id.as_str())), "{id} left objects");
+        assert!(
+            !app.iter().any(|k| k.contains(id.as_str())),
+            "{id} left objects"
+        );
     }
     assert_eq!(s3_keys(&bucket, "team/lifeboat/jobs/other/").len(), 2);
     assert_eq!(s3_keys(&bucket, "team/lifeboat-old/"), outside_before);
@@ -425,7 +450,9 @@ fn prune_on_s3_stays_under_the_prefix_and_finishes_an_interrupted_prune() {
     });
     run(
         "lifeboat-verify",
-        &["--config", &config, "--job", "app", "--all", "--level", "content"],
+        &[
+            "--config", &config, "--job", "app", "--all", "--level", "content",
+        ],
     )
     .assert_code(0);
 }
@@ -516,7 +543,9 @@ fn snapshots_under_object_lock_are_reported_protected_and_kept() {
     });
     run(
         "lifeboat-verify",
-        &["--config", &config, "--job", "app", "--all", "--level", "content"],
+        &[
+            "--config", &config, "--job", "app", "--all", "--level", "content",
+        ],
     )
     .assert_code(0);
 }

@@ -202,6 +202,34 @@ pub fn s3_endpoint() -> String {
         .unwrap_or_else(|_| "http://127.0.0.1:54390".to_string())
 }
 
+/// The on-disk test S3 server (s3s-fs, started by scripts/services.sh): large streams, no
+/// listing of multipart uploads, no versioning or object lock.
+pub fn s3s_endpoint() -> String {
+    std::env::var("LIFEBOAT_TEST_S3S_ENDPOINT")
+        .unwrap_or_else(|_| "http://127.0.0.1:54391".to_string())
+}
+
+/// Creates a bucket on the s3s-fs test server and returns its name.
+pub fn s3s_bucket(name: &str) -> String {
+    let bucket = format!("lbt-{name}-{}", std::process::id());
+    block_on(async {
+        let client = s3_client_at(&s3s_endpoint()).await;
+        if let Err(e) = client.create_bucket().bucket(&bucket).send().await {
+            let exists = e.as_service_error().is_some_and(|s| {
+                s.is_bucket_already_owned_by_you() || s.is_bucket_already_exists()
+            });
+            assert!(
+                exists,
+                "cannot create bucket {bucket} on the s3s-fs test server at {} ({}).\n\
+                 Start it with: eval \"$(scripts/services.sh start)\" (or run scripts/test.sh)",
+                s3s_endpoint(),
+                aws_sdk_s3::error::DisplayErrorContext(&e)
+            );
+        }
+    });
+    bucket
+}
+
 /// Credentials the test S3 server accepts, for this process and the binaries it runs.
 pub const S3_ENV: &[(&str, &str)] = &[
     ("AWS_ACCESS_KEY_ID", "lifeboat-test"),
@@ -212,6 +240,11 @@ pub const S3_ENV: &[(&str, &str)] = &[
 
 /// A client of the test S3 server, with the test credentials.
 pub async fn s3_client() -> aws_sdk_s3::Client {
+    s3_client_at(&s3_endpoint()).await
+}
+
+/// A client of the S3 server at `endpoint`, with the test credentials.
+pub async fn s3_client_at(endpoint: &str) -> aws_sdk_s3::Client {
     static ENV: std::sync::Once = std::sync::Once::new();
     ENV.call_once(|| {
         for (k, v) in S3_ENV {
@@ -222,7 +255,7 @@ pub async fn s3_client() -> aws_sdk_s3::Client {
         .load()
         .await;
     let conf = aws_sdk_s3::config::Builder::from(&shared)
-        .endpoint_url(s3_endpoint())
+        .endpoint_url(endpoint)
         .force_path_style(true)
         .build();
     aws_sdk_s3::Client::from_conf(conf)

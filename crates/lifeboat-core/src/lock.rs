@@ -1,7 +1,8 @@
 //! One writer per job, across machines: `jobs/<job>/lock`, created only if absent.
 //!
 //! The lock holds who took it (owner, host, pid), a random token, when, and when it expires.
-//! A running holder renews it (a lease) so a long backup keeps it; a crashed holder stops
+//! A running holder renews it (a lease, conditional on the ETag of the version it last wrote,
+//! so a run that lost its lock never overwrites another's) so a long backup keeps it; a crashed holder stops
 //! renewing, and once `expires_at` has passed the next run takes the lock over with a warning.
 //! Stores that silently ignore conditional create (some S3-compatible servers accept
 //! `If-None-Match` and overwrite anyway) are detected before the first use and refused.
@@ -68,15 +69,22 @@ fn random_token() -> String {
 }
 
 async fn read_lock(store: &AnyStore, key: &ObjectKey) -> Result<Option<LockInfo>> {
-    match store.get(key).await? {
+    Ok(read_lock_tagged(store, key).await?.map(|(info, _)| info))
+}
+
+/// The lock and its version tag (ETag), which renewal is conditional on.
+async fn read_lock_tagged(store: &AnyStore, key: &ObjectKey) -> Result<Option<(LockInfo, String)>> {
+    match store.get_tagged(key).await? {
         None => Ok(None),
-        Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            Error::new(
-                ErrorKind::Lock,
-                format!("the lock {key} in {} is unreadable: {e}", store.describe()),
-            )
-            .with_hint("if no run is active, remove it with `lifeboat-backup unlock JOB`")
-        }),
+        Some((bytes, tag)) => serde_json::from_slice(&bytes)
+            .map(|i| Some((i, tag)))
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Lock,
+                    format!("the lock {key} in {} is unreadable: {e}", store.describe()),
+                )
+                .with_hint("if no run is active, remove it with `lifeboat-backup unlock JOB`")
+            }),
     }
 }
 
@@ -168,23 +176,25 @@ pub async fn acquire(
     }
     // Two runs taking over the same expired lock at once: only the one whose token is there
     // now holds it.
-    match read_lock(store, &key).await? {
-        Some(l) if l.token == info.token => {}
+    let tag = match read_lock_tagged(store, &key).await? {
+        Some((l, tag)) if l.token == info.token => tag,
         other => {
+            let other = other.map(|(l, _)| l);
             return Err(Error::new(
                 ErrorKind::Lock,
                 format!(
                     "job {job:?} is locked by {}",
                     other.map_or_else(|| "another run".to_string(), |w| w.describe())
                 ),
-            ))
+            ));
         }
-    }
+    };
     let stop = Arc::new(Notify::new());
     let renewer = tokio::spawn(renew(
         store.clone(),
         key.clone(),
         info.clone(),
+        tag,
         lease,
         stop.clone(),
     ));
@@ -198,11 +208,14 @@ pub async fn acquire(
     })
 }
 
-/// Renews the lease every third of its length while the lock is still ours.
+/// Renews the lease every third of its length, each time only if the lock is still the version
+/// this run wrote (conditional on its ETag), so a run that lost its lock never overwrites the
+/// lock of the run that took it over.
 async fn renew(
     store: AnyStore,
     key: ObjectKey,
     mut info: LockInfo,
+    mut tag: String,
     lease: Duration,
     stop: Arc<Notify>,
 ) {
@@ -212,23 +225,20 @@ async fn renew(
             _ = stop.notified() => return,
             _ = tokio::time::sleep(every) => {}
         }
-        match read_lock(&store, &key).await {
-            Ok(Some(current)) if current.token == info.token => {
-                info.expires_at = Utc::now()
-                    + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(10));
-                if let Err(e) = store
-                    .put(&key, &serde_json::to_vec_pretty(&info).unwrap_or_default())
-                    .await
-                {
-                    tracing::warn!("Could not renew the lock {key}: {e}");
-                }
-            }
-            _ => {
+        info.expires_at =
+            Utc::now() + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(10));
+        let bytes = serde_json::to_vec_pretty(&info).unwrap_or_default();
+        match store.replace_if(&key, &bytes, &tag).await {
+            Ok(Some(new_tag)) => tag = new_tag,
+            Ok(None) => {
                 tracing::error!(
                     "The lock {key} is no longer held by this run (it was removed or taken over)."
                 );
                 return;
             }
+            // A failed request (the store is unreachable): try again at the next interval;
+            // the lease is long enough for a few misses.
+            Err(e) => tracing::warn!("Could not renew the lock {key}: {e}"),
         }
     }
 }

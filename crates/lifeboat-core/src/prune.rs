@@ -154,7 +154,10 @@ pub async fn remove_orphans<S: Store>(
         let folder = object.key.as_str().rsplit_once('/').map_or("", |(d, _)| d);
         if !has_manifest(folder) && object.modified <= cutoff {
             if let Some(p) = store.protection(&object.key).await? {
-                tracing::info!("Left {} (data without a manifest) in place: {p}.", object.key);
+                tracing::info!(
+                    "Left {} (data without a manifest) in place: {p}.",
+                    object.key
+                );
                 continue;
             }
             store.delete(&object.key).await?;

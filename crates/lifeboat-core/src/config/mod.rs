@@ -557,9 +557,13 @@ retention = { keep-daily = 7 }
         );
         let o = store("sse = \"AES256\"").unwrap().unwrap();
         assert_eq!(o.encryption, Some(Encryption::S3Managed));
-        let e = store("sse = \"AES256\"\nsse-kms-key-id = \"k1\"").unwrap().unwrap_err();
+        let e = store("sse = \"AES256\"\nsse-kms-key-id = \"k1\"")
+            .unwrap()
+            .unwrap_err();
         assert!(e.message().contains("aws:kms"), "{}", e.message());
-        let e = store("object-lock = { mode = \"governance\", days = 0 }").unwrap().unwrap_err();
+        let e = store("object-lock = { mode = \"governance\", days = 0 }")
+            .unwrap()
+            .unwrap_err();
         assert!(e.message().contains("1..=36500"), "{}", e.message());
         let e = store("object-lock = { mode = \"forever\", days = 1 }").unwrap_err();
         assert!(e.message().starts_with("lb.toml:3:"), "{}", e.message());

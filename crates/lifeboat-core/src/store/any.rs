@@ -109,6 +109,14 @@ impl Store for AnyStore {
         forward!(self, s => s.get(key).await)
     }
 
+    async fn get_tagged(&self, key: &ObjectKey) -> Result<Option<(Vec<u8>, String)>> {
+        forward!(self, s => s.get_tagged(key).await)
+    }
+
+    async fn replace_if(&self, key: &ObjectKey, bytes: &[u8], tag: &str) -> Result<Option<String>> {
+        forward!(self, s => s.replace_if(key, bytes, tag).await)
+    }
+
     async fn open(&self, key: &ObjectKey, offset: u64) -> Result<ObjectReader> {
         forward!(self, s => s.open(key, offset).await)
     }

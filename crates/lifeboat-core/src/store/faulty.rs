@@ -111,6 +111,14 @@ impl<S: Store> Store for FaultyStore<S> {
         self.inner.protection(key).await
     }
 
+    async fn get_tagged(&self, key: &ObjectKey) -> Result<Option<(Vec<u8>, String)>> {
+        self.inner.get_tagged(key).await
+    }
+
+    async fn replace_if(&self, key: &ObjectKey, bytes: &[u8], tag: &str) -> Result<Option<String>> {
+        self.inner.replace_if(key, bytes, tag).await
+    }
+
     async fn delete(&self, key: &ObjectKey) -> Result<()> {
         self.inner.delete(key).await
     }

@@ -147,6 +147,25 @@ impl Store for LocalStore {
         }
     }
 
+    async fn get_tagged(&self, key: &ObjectKey) -> Result<Option<(Vec<u8>, String)>> {
+        Ok(self.get(key).await?.map(|b| {
+            let tag = content_tag(&b);
+            (b, tag)
+        }))
+    }
+
+    /// The check and the rename are two steps in a directory (no compare-and-swap): enough
+    /// for lock renewal, where only the holder writes until the lease has expired.
+    async fn replace_if(&self, key: &ObjectKey, bytes: &[u8], tag: &str) -> Result<Option<String>> {
+        match self.get_tagged(key).await? {
+            Some((_, current)) if current == tag => {
+                self.put(key, bytes).await?;
+                Ok(Some(content_tag(bytes)))
+            }
+            _ => Ok(None),
+        }
+    }
+
     async fn open(&self, key: &ObjectKey, offset: u64) -> Result<ObjectReader> {
         let path = self.path(key);
         let mut file = tokio::fs::File::open(&path).await.map_err(|e| {
@@ -370,6 +389,12 @@ impl Drop for LocalWriter {
             let _ = std::fs::remove_file(&self.temp_path);
         }
     }
+}
+
+/// A directory has no ETags: the SHA-256 of the content stands in for one.
+fn content_tag(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 #[cfg(test)]

@@ -18,7 +18,6 @@ pub use any::{AnyStore, AnyWriter};
 pub use local::LocalStore;
 pub use s3::{S3Options, S3Store};
 
-
 /// A key inside the store, relative to its root: `/`-separated, no `.`/`..` segments.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectKey(String);
@@ -73,7 +72,12 @@ pub struct Protection {
 impl std::fmt::Display for Protection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.until {
-            Some(until) => write!(f, "{} until {}", self.reason, until.format("%Y-%m-%d %H:%M UTC")),
+            Some(until) => write!(
+                f,
+                "{} until {}",
+                self.reason,
+                until.format("%Y-%m-%d %H:%M UTC")
+            ),
             None => write!(f, "{} (until lifted)", self.reason),
         }
     }
@@ -124,6 +128,21 @@ pub trait Store: Send + Sync {
 
     /// Reads a whole small object; `None` if it does not exist.
     fn get(&self, key: &ObjectKey) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
+
+    /// Reads a small object with its version tag (S3: the ETag), for [`Store::replace_if`].
+    fn get_tagged(
+        &self,
+        key: &ObjectKey,
+    ) -> impl Future<Output = Result<Option<(Vec<u8>, String)>>> + Send;
+
+    /// Overwrites a small object only if it is still the version `tag` (S3 `If-Match`);
+    /// returns the new version's tag, or `None` if the object changed or disappeared.
+    fn replace_if(
+        &self,
+        key: &ObjectKey,
+        bytes: &[u8],
+        tag: &str,
+    ) -> impl Future<Output = Result<Option<String>>> + Send;
 
     /// Streams an object from `offset`.
     fn open(

@@ -266,6 +266,23 @@ impl S3Store {
     }
 }
 
+/// 412 (the condition does not hold), or 409 (a concurrent conditional write won the race);
+/// also 404 for `If-Match` on an object that is gone.
+fn is_precondition_failure<E>(
+    e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> bool
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata,
+{
+    use aws_sdk_s3::error::ProvideErrorMetadata;
+    matches!(
+        e.code(),
+        Some("PreconditionFailed" | "ConditionalRequestConflict" | "NoSuchKey")
+    ) || e
+        .raw_response()
+        .is_some_and(|r| matches!(r.status().as_u16(), 404 | 409 | 412))
+}
+
 fn to_system_time(t: Option<&aws_sdk_s3::primitives::DateTime>) -> SystemTime {
     t.and_then(|d| SystemTime::try_from(*d).ok())
         .unwrap_or(SystemTime::UNIX_EPOCH)
@@ -331,7 +348,6 @@ impl Store for S3Store {
     }
 
     async fn create_exclusive(&self, key: &ObjectKey, bytes: &[u8]) -> Result<bool> {
-        use aws_sdk_s3::error::ProvideErrorMetadata;
         let req = self
             .client
             .put_object()
@@ -344,21 +360,7 @@ impl Store for S3Store {
             .await
         {
             Ok(_) => Ok(true),
-            // 412: the object exists. 409: a concurrent conditional write won the race.
-            Err(e)
-                if matches!(
-                    e.code(),
-                    Some("PreconditionFailed" | "ConditionalRequestConflict")
-                ) =>
-            {
-                Ok(false)
-            }
-            Err(e)
-                if e.raw_response()
-                    .is_some_and(|r| matches!(r.status().as_u16(), 409 | 412)) =>
-            {
-                Ok(false)
-            }
+            Err(e) if is_precondition_failure(&e) => Ok(false),
             Err(e) => Err(s3_error(
                 format!("cannot create {}", self.location(key.as_str())),
                 e,
@@ -390,6 +392,54 @@ impl Store for S3Store {
             .await
             .map_err(|e| s3_error(format!("cannot read {}", self.location(key.as_str())), e))?;
         Ok(Some(bytes.into_bytes().to_vec()))
+    }
+
+    async fn get_tagged(&self, key: &ObjectKey) -> Result<Option<(Vec<u8>, String)>> {
+        let out = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key.as_str()))
+            .send()
+            .await
+        {
+            Ok(o) => o,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
+            Err(e) => {
+                return Err(s3_error(
+                    format!("cannot read {}", self.location(key.as_str())),
+                    e,
+                ))
+            }
+        };
+        let tag = out.e_tag().unwrap_or_default().to_string();
+        let bytes = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| s3_error(format!("cannot read {}", self.location(key.as_str())), e))?;
+        Ok(Some((bytes.into_bytes().to_vec(), tag)))
+    }
+
+    async fn replace_if(&self, key: &ObjectKey, bytes: &[u8], tag: &str) -> Result<Option<String>> {
+        let req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key.as_str()))
+            .if_match(tag)
+            .body(ByteStream::from(bytes.to_vec()));
+        match with_write_settings!(req, &self.write_settings(key))
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(out.e_tag().unwrap_or_default().to_string())),
+            Err(e) if is_precondition_failure(&e) => Ok(None),
+            Err(e) => Err(s3_error(
+                format!("cannot write {}", self.location(key.as_str())),
+                e,
+            )),
+        }
     }
 
     async fn open(&self, key: &ObjectKey, offset: u64) -> Result<ObjectReader> {
@@ -576,11 +626,12 @@ impl S3Store {
 
     /// Lists unfinished multipart uploads under `prefix` without touching them.
     pub async fn unfinished_uploads(&self, prefix: &str) -> Result<Vec<UnfinishedUpload>> {
+        use aws_sdk_s3::error::ProvideErrorMetadata;
         let mut out = Vec::new();
         let mut key_marker: Option<String> = None;
         let mut upload_marker: Option<String> = None;
         loop {
-            let page = self
+            let page = match self
                 .client
                 .list_multipart_uploads()
                 .bucket(&self.bucket)
@@ -589,15 +640,31 @@ impl S3Store {
                 .set_upload_id_marker(upload_marker.clone())
                 .send()
                 .await
-                .map_err(|e| {
-                    s3_error(
+            {
+                Ok(page) => page,
+                // Some S3-compatible servers (s3s-fs, some gateways) do not list uploads: the
+                // bucket lifecycle rule is then the only net, as the runbook says.
+                Err(e)
+                    if e.code() == Some("NotImplemented")
+                        || e.raw_response().is_some_and(|r| r.status().as_u16() == 501) =>
+                {
+                    tracing::warn!(
+                        "{} cannot list unfinished multipart uploads; uploads of crashed runs are \
+                         left to the bucket's lifecycle rule (see RUNBOOK.md).",
+                        self.describe()
+                    );
+                    return Ok(out);
+                }
+                Err(e) => {
+                    return Err(s3_error(
                         format!(
                             "cannot list unfinished uploads under {}",
                             self.location(prefix)
                         ),
                         e,
-                    )
-                })?;
+                    ))
+                }
+            };
             for upload in page.uploads() {
                 if let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) {
                     out.push(UnfinishedUpload {
