@@ -84,19 +84,30 @@ fresh_db bench_restore_c
 measure lb_restore "$BIN/lifeboat-restore" --repo "$OUT/repo" --job bench --latest --to "$SERVER/bench_restore_c" --yes
 psql -X -q "$SERVER/postgres" -c "DROP DATABASE bench_restore_a" -c "DROP DATABASE bench_restore_b" -c "DROP DATABASE bench_restore_c"
 
-echo "S3 (moto on loopback):" >&2
-export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
-MOTO_PY="$HOME/.cache/lifeboat/moto-5.1.22/bin/python"
+echo "S3 (s3s-fs on loopback, objects on local disk):" >&2
+# The old way uploads with the AWS CLI; it and boto3 (for a raw GET) live in their own venv.
+AWSCLI_VENV="$HOME/.cache/lifeboat/awscli"
+if [ ! -x "$AWSCLI_VENV/bin/aws" ]; then
+  python3 -m venv "$AWSCLI_VENV"
+  "$AWSCLI_VENV/bin/pip" install -q --disable-pip-version-check awscli boto3
+fi
+export AWS_ACCESS_KEY_ID=lifeboat-test AWS_SECRET_ACCESS_KEY=lifeboat-test-secret AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
+S3_ENDPOINT="$LIFEBOAT_TEST_S3S_ENDPOINT"
+AWS=("$AWSCLI_VENV/bin/aws" --endpoint-url "$S3_ENDPOINT")
 S3_BUCKET="lifeboat-bench-$$"
-"$MOTO_PY" -c "import boto3; boto3.client('s3', endpoint_url='$LIFEBOAT_TEST_S3_ENDPOINT').create_bucket(Bucket='$S3_BUCKET')"
-S3FLAGS=(--s3-endpoint "$LIFEBOAT_TEST_S3_ENDPOINT" --s3-path-style)
+"${AWS[@]}" s3 mb "s3://$S3_BUCKET" >/dev/null
+S3FLAGS=(--s3-endpoint "$S3_ENDPOINT" --s3-path-style)
 measure floor_s3 bash -c "pg_dump -Fc -Z0 -d '$SRC' > /dev/null"
 measure s3_backup "$BIN/lifeboat-backup" --engine postgres --url "$SRC" --job bench --repo "s3://$S3_BUCKET/z" "${S3FLAGS[@]}"
+measure s3_oldway bash -o pipefail -c "pg_dump -d '$SRC' | gzip > '$OUT/old2.sql.gz' && ${AWS[*]} s3 cp --only-show-errors '$OUT/old2.sql.gz' s3://$S3_BUCKET/old/old.sql.gz"
 measure s3_raw_stream "$BIN/lifeboat-backup" --engine postgres --url "$SRC" --job raw --repo "s3://$S3_BUCKET/n" --compression none "${S3FLAGS[@]}"
 measure s3_verify "$BIN/lifeboat-verify" --repo "s3://$S3_BUCKET/n" --job raw --level content --no-record "${S3FLAGS[@]}"
-RAW_KEY="$("$MOTO_PY" -c "import boto3; c=boto3.client('s3', endpoint_url='$LIFEBOAT_TEST_S3_ENDPOINT'); print([o['Key'] for o in c.list_objects_v2(Bucket='$S3_BUCKET', Prefix='n/jobs/raw/snapshots/')['Contents'] if '/data.' in o['Key']][0])")"
-measure s3_rawget "$MOTO_PY" -c "import boto3; c=boto3.client('s3', endpoint_url='$LIFEBOAT_TEST_S3_ENDPOINT'); b=c.get_object(Bucket='$S3_BUCKET', Key='$RAW_KEY')['Body']
+RAW_KEY="$("${AWS[@]}" s3api list-objects-v2 --bucket "$S3_BUCKET" --prefix n/jobs/raw/snapshots/ --query "Contents[?contains(Key, '/data.')].Key | [0]" --output text)"
+measure s3_rawget "$AWSCLI_VENV/bin/python" -c "import boto3; c=boto3.client('s3', endpoint_url='$S3_ENDPOINT'); b=c.get_object(Bucket='$S3_BUCKET', Key='$RAW_KEY')['Body']
 while b.read(1<<20): pass"
+cargo build --release -p lifeboat-core --example s3_stream --locked --quiet
+measure s3_2gib "$BIN/examples/s3_stream" "s3://$S3_BUCKET/stream" "$S3_ENDPOINT" 2048 16 4
+"${AWS[@]}" s3 rb --force "s3://$S3_BUCKET" >/dev/null
 
 ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
 best_restore="$(python3 -c "print(min(${WALL[pg_restore]}, ${WALL[gunzip_psql]}))")"
@@ -119,18 +130,20 @@ REPORT="$(cat <<MD
 - stored size vs gzip file: **$(ratio "$LB_SIZE" "$GZ_SIZE")x** (target <= 0.9x)
 - restore vs the faster baseline ($best_restore s): **$(ratio "${WALL[lb_restore]}" "$best_restore")x** (target <= 1.10x)
 
-#### S3 (moto 5.1.22 on loopback, 16 MiB parts, 4 in flight)
+#### S3 (s3s-fs 0.14.1 on loopback, objects on local disk; 16 MiB parts, 4 in flight)
 
 | what | wall (s) | peak RSS (MiB) |
 | --- | ---: | ---: |
 | \`pg_dump -Fc -Z0 > /dev/null\` (the floor, measured again) | ${WALL[floor_s3]} | $((${RSS[floor_s3]} / 1024)) |
 | \`lifeboat-backup\` to S3 (zstd 3) | ${WALL[s3_backup]} | $((${RSS[s3_backup]} / 1024)) |
+| \`pg_dump \| gzip > f && aws s3 cp f s3://...\` (the old way) | ${WALL[s3_oldway]} | - |
 | \`lifeboat-backup\` to S3, uncompressed ($((RAW_SIZE / 1048576)) MiB stream) | ${WALL[s3_raw_stream]} | $((${RSS[s3_raw_stream]} / 1024)) |
 | \`lifeboat-verify --level content\` of that object | ${WALL[s3_verify]} | $((${RSS[s3_verify]} / 1024)) |
 | raw GET of the same object (boto3, 1 MiB reads) | ${WALL[s3_rawget]} | - |
+| 2 GiB generated stream: multipart upload + download (\`examples/s3_stream\`) | ${WALL[s3_2gib]} | $((${RSS[s3_2gib]} / 1024)) |
 
-- S3 backup vs floor: **$(ratio "${WALL[s3_backup]}" "${WALL[floor_s3]}")x**
-- peak RSS of the uncompressed stream: **$((${RSS[s3_raw_stream]} / 1024)) MiB** (bound: 16 x (4 + 2) + 32 = 128 MiB)
+- S3 backup vs floor: **$(ratio "${WALL[s3_backup]}" "${WALL[floor_s3]}")x** (target <= 1.10x); the old way vs Lifeboat: **$(ratio "${WALL[s3_oldway]}" "${WALL[s3_backup]}")x** (target >= 3x)
+- peak RSS of a 2 GiB stream: **$((${RSS[s3_2gib]} / 1024)) MiB** (bound: 16 x (4 + 2) + 32 = 128 MiB)
 - verify throughput vs raw GET: **$(ratio "${WALL[s3_rawget]}" "${WALL[s3_verify]}")x** (target >= 0.8x)
 MD
 )"
