@@ -9,6 +9,9 @@
 # PostgreSQL: superuser "lifeboat", password "lifeboat-test-password", 127.0.0.1:${LIFEBOAT_PG_PORT:-54329}.
 # S3: moto server 5.1.22 (pinned: 5.2.x fails to complete multipart uploads from the Rust SDK) in
 #     its own Python venv, http://127.0.0.1:${LIFEBOAT_S3_PORT:-54390}, any access key.
+# Redis: redis-server from Debian packages, two instances (a source and a restore target) on
+#     127.0.0.1:${LIFEBOAT_REDIS_PORT:-54379} and :${LIFEBOAT_REDIS_TARGET_PORT:-54380}, with
+#     DEBUG enabled (DEBUG DIGEST compares data sets) and no persistence of their own.
 # S3 on disk: s3s-fs 0.14.1 (pinned: newer versions need a newer Rust), built with cargo into
 #     ~/.cache/lifeboat, http://127.0.0.1:${LIFEBOAT_S3S_PORT:-54391}, for large streams (moto
 #     keeps objects in memory). It lists no multipart uploads and has no versioning or object
@@ -27,6 +30,8 @@ S3_PORT="${LIFEBOAT_S3_PORT:-54390}"
 MOTO_VERSION=5.1.22
 MOTO_VENV="${LIFEBOAT_MOTO_VENV:-$HOME/.cache/lifeboat/moto-$MOTO_VERSION}"
 S3_LOG="$SERVICES_DIR/s3/moto.log"
+REDIS_PORT="${LIFEBOAT_REDIS_PORT:-54379}"
+REDIS_TARGET_PORT="${LIFEBOAT_REDIS_TARGET_PORT:-54380}"
 S3S_PORT="${LIFEBOAT_S3S_PORT:-54391}"
 S3S_VERSION=0.14.1
 S3S_ROOT="${LIFEBOAT_S3S_ROOT:-$HOME/.cache/lifeboat/s3s-fs-$S3S_VERSION}"
@@ -180,18 +185,54 @@ stop_s3s_fs() {
   fi
 }
 
+redis_ready() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+start_redis() {
+  if ! command -v redis-server >/dev/null 2>&1; then
+    apt_install redis-server
+  fi
+  local port
+  for port in "$REDIS_PORT" "$REDIS_TARGET_PORT"; do
+    if redis_ready "$port"; then
+      log "Redis already running on 127.0.0.1:$port"
+      continue
+    fi
+    mkdir -p "$SERVICES_DIR/redis-$port"
+    log "starting Redis on 127.0.0.1:$port"
+    redis-server --bind 127.0.0.1 --port "$port" --daemonize yes \
+      --dir "$SERVICES_DIR/redis-$port" --pidfile "$SERVICES_DIR/redis-$port/pid" \
+      --logfile "$SERVICES_DIR/redis-$port/redis.log" --save "" --appendonly no \
+      --enable-debug-command yes --protected-mode no
+    for _ in $(seq 1 40); do redis_ready "$port" && break; sleep 0.25; done
+    redis_ready "$port" || { log "Redis did not start; see $SERVICES_DIR/redis-$port/redis.log"; exit 1; }
+  done
+}
+
+stop_redis() {
+  local port
+  for port in "$REDIS_PORT" "$REDIS_TARGET_PORT"; do
+    if [ -f "$SERVICES_DIR/redis-$port/pid" ]; then
+      kill "$(cat "$SERVICES_DIR/redis-$port/pid")" 2>/dev/null || true
+    fi
+  done
+}
+
 print_env() {
   echo "export LIFEBOAT_TEST_PG_URL=postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/postgres"
   echo "export LIFEBOAT_TEST_PG_BIN=$(pg_bin_dir)"
   echo "export LIFEBOAT_TEST_S3_ENDPOINT=http://127.0.0.1:$S3_PORT"
+  echo "export LIFEBOAT_TEST_REDIS_URL=redis://127.0.0.1:$REDIS_PORT"
+  echo "export LIFEBOAT_TEST_REDIS_TARGET_URL=redis://127.0.0.1:$REDIS_TARGET_PORT"
   echo "export LIFEBOAT_TEST_S3S_ENDPOINT=http://127.0.0.1:$S3S_PORT"
   echo "export LIFEBOAT_TEST_S3S_DATA=$S3S_DATA"
   echo "export LIFEBOAT_TEST_S3S_FS=$S3S_ROOT/bin/s3s-fs"
 }
 
 case "${1:-start}" in
-  start) start_postgres; start_s3; start_s3s_fs; print_env ;;
-  stop) stop_postgres; stop_s3; stop_s3s_fs ;;
+  start) start_postgres; start_s3; start_s3s_fs; start_redis; print_env ;;
+  stop) stop_postgres; stop_s3; stop_s3s_fs; stop_redis ;;
   env) print_env ;;
   *) echo "usage: $0 [start|stop|env]" >&2; exit 2 ;;
 esac

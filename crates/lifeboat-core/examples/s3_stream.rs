@@ -13,7 +13,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 4 {
-        return Err("usage: s3_stream s3://bucket/prefix ENDPOINT SIZE_MIB [PART_MIB] [PARTS_IN_FLIGHT]".into());
+        return Err(
+            "usage: s3_stream s3://bucket/prefix ENDPOINT SIZE_MIB [PART_MIB] [PARTS_IN_FLIGHT]"
+                .into(),
+        );
     }
     let size: u64 = args[3].parse::<u64>()? * 1024 * 1024;
     let part_mib: usize = args.get(4).map_or(Ok(16), |s| s.parse())?;
