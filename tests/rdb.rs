@@ -10,6 +10,9 @@ use std::collections::BTreeMap;
 use lifeboat_rdb::{Item, KeyEntry, RdbReader};
 use lifeboat_tests::resp::{redis_urls, Redis, Reply};
 
+/// Both tests use the same two servers: one at a time.
+static SERVERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn args(words: &[&[u8]]) -> Vec<Vec<u8>> {
     words.iter().map(|w| w.to_vec()).collect()
 }
@@ -144,6 +147,7 @@ fn restore(target: &mut Redis, keys: &[KeyEntry], rdb_version: u16) {
 
 #[test]
 fn rdb_files_from_redis_round_trip_through_dump_payloads() {
+    let _servers = SERVERS.lock().unwrap_or_else(|e| e.into_inner());
     let (source_url, target_url) = redis_urls();
     let mut source = Redis::connect(&source_url);
     let mut target = Redis::connect(&target_url);
@@ -208,6 +212,85 @@ fn rdb_files_from_redis_round_trip_through_dump_payloads() {
             digest_source, digest_target,
             "profile {name}: restored data differs"
         );
+    }
+    source.ok("FLUSHALL");
+    target.ok("FLUSHALL");
+}
+
+/// Captures a snapshot over the replication protocol into memory.
+fn capture(url: &str) -> Result<(Vec<u8>, bool), String> {
+    use lifeboat_core::secret::SecretUrl;
+    use tokio::io::AsyncReadExt;
+    lifeboat_tests::block_on(async {
+        let url = SecretUrl::parse(url).unwrap();
+        let mut c = lifeboat_core::source::redis::start_capture(&url)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut bytes = Vec::new();
+        c.stream
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((bytes, c.diskless))
+    })
+}
+
+fn parse(bytes: &[u8]) -> Result<(lifeboat_rdb::Summary, Vec<KeyEntry>), lifeboat_rdb::RdbError> {
+    let mut reader = RdbReader::new();
+    let mut keys = Vec::new();
+    let mut collect = |i: Item| {
+        if let Item::Key(k) = i {
+            keys.push(k);
+        }
+    };
+    for chunk in bytes.chunks(16 * 1024) {
+        reader.feed(chunk, &mut collect)?;
+    }
+    let summary = reader.finish(&mut collect)?;
+    Ok((summary, keys))
+}
+
+#[test]
+fn native_capture_reads_both_sync_payload_forms_and_a_dropped_connection_fails() {
+    let _servers = SERVERS.lock().unwrap_or_else(|e| e.into_inner());
+    let (source_url, target_url) = redis_urls();
+    let mut source = Redis::connect(&source_url);
+    let mut target = Redis::connect(&target_url);
+    source.ok("FLUSHALL");
+    source.ok("CONFIG SET repl-diskless-sync-delay 0");
+    let mut expected = BTreeMap::new();
+    expected.insert(0u64, fill(&mut source, 0, true));
+    expected.insert(5u64, fill(&mut source, 5, false));
+    for (setting, diskless) in [("yes", true), ("no", false)] {
+        source.ok(&format!("CONFIG SET repl-diskless-sync {setting}"));
+        let (bytes, form) = capture(&source_url).unwrap();
+        assert_eq!(form, diskless, "repl-diskless-sync {setting}");
+        let (summary, keys) = parse(&bytes).unwrap();
+        assert_eq!(summary.keys, expected, "repl-diskless-sync {setting}");
+        restore(&mut target, &keys, summary.rdb_version);
+        assert_eq!(
+            source.ok("DEBUG DIGEST").text(),
+            target.ok("DEBUG DIGEST").text(),
+            "repl-diskless-sync {setting}: restored data differs"
+        );
+    }
+    // The connection drops 1 MiB into the 20 MiB snapshot: an error, never a short "success".
+    let addr = source_url.trim_start_matches("redis://").to_string();
+    let proxy = lifeboat_tests::proxy::FaultProxy::start(&addr);
+    proxy
+        .faults
+        .cut_after
+        .store(1024 * 1024, std::sync::atomic::Ordering::SeqCst);
+    let via_proxy = proxy.endpoint.replace("http://", "redis://");
+    match capture(&via_proxy) {
+        Err(e) => assert!(
+            e.contains("before the end of the snapshot") || e.contains("reset"),
+            "{e}"
+        ),
+        Ok((bytes, _)) => {
+            let err = parse(&bytes).unwrap_err();
+            assert!(err.message.contains("truncated"), "{err}");
+        }
     }
     source.ok("FLUSHALL");
     target.ok("FLUSHALL");

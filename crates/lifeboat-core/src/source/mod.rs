@@ -3,5 +3,6 @@
 
 pub mod child;
 pub mod postgres;
+pub mod redis;
 
 pub use child::ChildProcess;
