@@ -125,7 +125,7 @@ impl DiskS3 {
                 std::env::var("HOME").unwrap()
             )
         });
-        let child = std::process::Command::new(&bin)
+        let mut child = std::process::Command::new(&bin)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args([
                 "--access-key",
@@ -146,6 +146,8 @@ impl DiskS3 {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("s3s-fs did not start on port {port}");
     }
 

@@ -369,29 +369,7 @@ impl Store for S3Store {
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<Option<Vec<u8>>> {
-        let out = match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key.as_str()))
-            .send()
-            .await
-        {
-            Ok(o) => o,
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
-            Err(e) => {
-                return Err(s3_error(
-                    format!("cannot read {}", self.location(key.as_str())),
-                    e,
-                ))
-            }
-        };
-        let bytes = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| s3_error(format!("cannot read {}", self.location(key.as_str())), e))?;
-        Ok(Some(bytes.into_bytes().to_vec()))
+        Ok(self.get_tagged(key).await?.map(|(bytes, _)| bytes))
     }
 
     async fn get_tagged(&self, key: &ObjectKey) -> Result<Option<(Vec<u8>, String)>> {
@@ -457,25 +435,11 @@ impl Store for S3Store {
     }
 
     async fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>> {
-        match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key.as_str()))
-            .send()
-            .await
-        {
-            Ok(out) => Ok(Some(ObjectMeta {
-                key: key.clone(),
-                size: out.content_length().unwrap_or(0).max(0) as u64,
-                modified: to_system_time(out.last_modified()),
-            })),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
-            Err(e) => Err(s3_error(
-                format!("cannot inspect {}", self.location(key.as_str())),
-                e,
-            )),
-        }
+        Ok(self.head_object(key).await?.map(|out| ObjectMeta {
+            key: key.clone(),
+            size: out.content_length().unwrap_or(0).max(0) as u64,
+            modified: to_system_time(out.last_modified()),
+        }))
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
@@ -521,22 +485,8 @@ impl Store for S3Store {
     }
 
     async fn protection(&self, key: &ObjectKey) -> Result<Option<Protection>> {
-        let out = match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key.as_str()))
-            .send()
-            .await
-        {
-            Ok(out) => out,
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => return Ok(None),
-            Err(e) => {
-                return Err(s3_error(
-                    format!("cannot inspect {}", self.location(key.as_str())),
-                    e,
-                ))
-            }
+        let Some(out) = self.head_object(key).await? else {
+            return Ok(None);
         };
         if out.object_lock_legal_hold_status() == Some(&ObjectLockLegalHoldStatus::On) {
             return Ok(Some(Protection {
@@ -625,6 +575,27 @@ impl S3Store {
     }
 
     /// Lists unfinished multipart uploads under `prefix` without touching them.
+    async fn head_object(
+        &self,
+        key: &ObjectKey,
+    ) -> Result<Option<aws_sdk_s3::operation::head_object::HeadObjectOutput>> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key.as_str()))
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(out)),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
+            Err(e) => Err(s3_error(
+                format!("cannot inspect {}", self.location(key.as_str())),
+                e,
+            )),
+        }
+    }
+
     pub async fn unfinished_uploads(&self, prefix: &str) -> Result<Vec<UnfinishedUpload>> {
         use aws_sdk_s3::error::ProvideErrorMetadata;
         let mut out = Vec::new();
