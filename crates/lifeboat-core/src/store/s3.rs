@@ -266,8 +266,7 @@ impl S3Store {
     }
 }
 
-/// 412 (the condition does not hold), or 409 (a concurrent conditional write won the race);
-/// also 404 for `If-Match` on an object that is gone.
+/// 412 (the condition does not hold), or 409 (a concurrent conditional write won the race).
 fn is_precondition_failure<E>(
     e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
 ) -> bool
@@ -277,10 +276,10 @@ where
     use aws_sdk_s3::error::ProvideErrorMetadata;
     matches!(
         e.code(),
-        Some("PreconditionFailed" | "ConditionalRequestConflict" | "NoSuchKey")
+        Some("PreconditionFailed" | "ConditionalRequestConflict")
     ) || e
         .raw_response()
-        .is_some_and(|r| matches!(r.status().as_u16(), 404 | 409 | 412))
+        .is_some_and(|r| matches!(r.status().as_u16(), 409 | 412))
 }
 
 fn to_system_time(t: Option<&aws_sdk_s3::primitives::DateTime>) -> SystemTime {
@@ -400,6 +399,7 @@ impl Store for S3Store {
     }
 
     async fn replace_if(&self, key: &ObjectKey, bytes: &[u8], tag: &str) -> Result<Option<String>> {
+        use aws_sdk_s3::error::ProvideErrorMetadata;
         let req = self
             .client
             .put_object()
@@ -412,7 +412,8 @@ impl Store for S3Store {
             .await
         {
             Ok(out) => Ok(Some(out.e_tag().unwrap_or_default().to_string())),
-            Err(e) if is_precondition_failure(&e) => Ok(None),
+            // `If-Match` on an object that is gone: NoSuchKey (a missing bucket stays an error).
+            Err(e) if is_precondition_failure(&e) || e.code() == Some("NoSuchKey") => Ok(None),
             Err(e) => Err(s3_error(
                 format!("cannot write {}", self.location(key.as_str())),
                 e,
