@@ -771,12 +771,15 @@ impl Upload {
     async fn run(self, mut pipe: DuplexStream, mut commit: oneshot::Receiver<()>) -> Result<u64> {
         let mut upload_id: Option<String> = None;
         let mut parts: Vec<CompletedPart> = Vec::new();
-        let mut in_flight: JoinSet<Result<CompletedPart>> = JoinSet::new();
+        let mut in_flight: JoinSet<Result<UploadedPart>> = JoinSet::new();
+        // Part buffers are reused: a fresh 16 MiB allocation per part makes the allocator
+        // keep freed buffers around (measured: 146 MiB peak instead of ~75 for 1 GiB).
+        let mut spare: Vec<Vec<u8>> = Vec::new();
         let mut part_number: u32 = 0;
         let mut total: u64 = 0;
         let result: Result<()> = async {
             loop {
-                let chunk = read_part(&mut pipe, self.part_size).await.map_err(|e| {
+                let chunk = read_part(&mut pipe, self.part_size, spare.pop()).await.map_err(|e| {
                     Error::store(format!(
                         "cannot read the stream for {}: {e}",
                         self.location()
@@ -837,7 +840,7 @@ impl Upload {
                     }
                     // Back-pressure: wait for a slot before starting another part.
                     while in_flight.len() >= self.parts_in_flight {
-                        parts.push(join_part(&mut in_flight).await?);
+                        parts.push(join_part(&mut in_flight, &mut spare).await?);
                     }
                     let client = self.client.clone();
                     let (bucket, key, id) = (
@@ -847,13 +850,16 @@ impl Upload {
                     );
                     let n = part_number;
                     in_flight.spawn(async move {
+                        let body = bytes::Bytes::from(chunk);
+                        // Kept to take the buffer back once the SDK has let go of its copies.
+                        let buffer = body.clone();
                         let out = client
                             .upload_part()
                             .bucket(&bucket)
                             .key(&key)
                             .upload_id(id)
                             .part_number(n as i32)
-                            .body(ByteStream::from(chunk))
+                            .body(ByteStream::from(body))
                             .send()
                             .await
                             .map_err(|e| {
@@ -862,10 +868,13 @@ impl Upload {
                                     e,
                                 )
                             })?;
-                        Ok(CompletedPart::builder()
-                            .part_number(n as i32)
-                            .set_e_tag(out.e_tag().map(str::to_string))
-                            .build())
+                        Ok(UploadedPart {
+                            part: CompletedPart::builder()
+                                .part_number(n as i32)
+                                .set_e_tag(out.e_tag().map(str::to_string))
+                                .build(),
+                            buffer,
+                        })
                     });
                 }
                 if last {
@@ -873,7 +882,7 @@ impl Upload {
                 }
             }
             while !in_flight.is_empty() {
-                parts.push(join_part(&mut in_flight).await?);
+                parts.push(join_part(&mut in_flight, &mut spare).await?);
             }
             if !wait_commit(&mut commit).await {
                 return Err(Error::store(format!(
@@ -956,17 +965,38 @@ async fn wait_commit(commit: &mut oneshot::Receiver<()>) -> bool {
     commit.await.is_ok()
 }
 
-async fn join_part(set: &mut JoinSet<Result<CompletedPart>>) -> Result<CompletedPart> {
+/// A finished part and the bytes it was sent from.
+struct UploadedPart {
+    part: CompletedPart,
+    buffer: bytes::Bytes,
+}
+
+/// Waits for one part; its buffer goes back to `spare` when nothing else holds it.
+async fn join_part(
+    set: &mut JoinSet<Result<UploadedPart>>,
+    spare: &mut Vec<Vec<u8>>,
+) -> Result<CompletedPart> {
     match set.join_next().await {
-        Some(Ok(part)) => part,
+        Some(Ok(Ok(done))) => {
+            if let Ok(buffer) = done.buffer.try_into_mut() {
+                spare.push(Vec::from(buffer));
+            }
+            Ok(done.part)
+        }
+        Some(Ok(Err(e))) => Err(e),
         Some(Err(e)) => Err(Error::store(format!("a part upload task failed: {e}"))),
         None => Err(Error::store("no part upload in flight")),
     }
 }
 
 /// Reads up to `size` bytes (less only at the end of the stream).
-async fn read_part(pipe: &mut DuplexStream, size: usize) -> std::io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; size];
+async fn read_part(
+    pipe: &mut DuplexStream,
+    size: usize,
+    reuse: Option<Vec<u8>>,
+) -> std::io::Result<Vec<u8>> {
+    let mut buf = reuse.unwrap_or_default();
+    buf.resize(size, 0);
     let mut filled = 0;
     while filled < size {
         let n = pipe.read(&mut buf[filled..]).await?;
