@@ -54,6 +54,7 @@ async fn a_store_failing_mid_upload_commits_nothing_and_does_not_hang() {
         retention: None,
         schedule: None,
         max_age: None,
+        mode: None,
     };
     let job = config::validate_job(&spec, &Default::default(), None).unwrap();
     let options = BackupOptions {

@@ -295,3 +295,186 @@ fn native_capture_reads_both_sync_payload_forms_and_a_dropped_connection_fails()
     source.ok("FLUSHALL");
     target.ok("FLUSHALL");
 }
+
+fn dbsize(r: &mut Redis, db: u64) -> i64 {
+    r.ok(&format!("SELECT {db}"));
+    r.ok("DBSIZE").text().parse().unwrap()
+}
+
+#[test]
+fn redis_backup_verify_and_restore_through_the_binaries() {
+    use lifeboat_tests::{data_objects, manifests, run, TempDir};
+    let _servers = SERVERS.lock().unwrap_or_else(|e| e.into_inner());
+    let (source_url, target_url) = redis_urls();
+    let mut source = Redis::connect(&source_url);
+    let mut target = Redis::connect(&target_url);
+    source.ok("FLUSHALL");
+    source.ok("CONFIG SET repl-diskless-sync-delay 0");
+    let mut expected = BTreeMap::new();
+    expected.insert("0".to_string(), fill(&mut source, 0, true));
+    expected.insert("5".to_string(), fill(&mut source, 5, false));
+    let source_digest = source.ok("DEBUG DIGEST").text();
+    let repo = TempDir::new("redis");
+    let repo_s = repo.as_str();
+
+    let b = run(
+        "lifeboat-backup",
+        &[
+            "--engine",
+            "redis",
+            "--url",
+            &source_url,
+            "--repo",
+            repo_s,
+            "--json",
+        ],
+    );
+    b.assert_code(0);
+    let report = &b.json()["jobs"][0]["report"];
+    let total: u64 = expected.values().flat_map(|t| t.values()).sum();
+    assert_eq!(report["keys"].as_u64(), Some(total), "{report}");
+    let manifest = &manifests(repo.path(), "redis")[0];
+    assert_eq!(manifest["engine"], "redis");
+    assert_eq!(manifest["dump_format"], "redis_rdb");
+    assert_eq!(
+        serde_json::to_value(&expected).unwrap(),
+        manifest["fingerprint"]["keys"],
+        "{manifest}"
+    );
+    assert_eq!(manifest["fingerprint"]["point_in_time"], true);
+
+    run(
+        "lifeboat-verify",
+        &["--repo", repo_s, "--job", "redis", "--level", "content"],
+    )
+    .assert_code(0);
+
+    let restore = |extra: &[&str]| {
+        let mut args = vec![
+            "--repo",
+            repo_s,
+            "--job",
+            "redis",
+            "--latest",
+            "--to",
+            &target_url,
+            "--yes",
+        ];
+        args.extend_from_slice(extra);
+        run("lifeboat-restore", &args)
+    };
+    target.ok("FLUSHALL");
+    restore(&[])
+        .assert_code(0)
+        .assert_contains("both digests verified");
+    assert_eq!(target.ok("DEBUG DIGEST").text(), source_digest);
+
+    // A target that holds keys is refused unless --replace or --clean says what to do.
+    restore(&[]).assert_code(2).assert_contains("already holds");
+    target.ok("SELECT 5");
+    target.ok("SET extra 1");
+    restore(&["--replace"]).assert_code(0);
+    assert_ne!(
+        target.ok("DEBUG DIGEST").text(),
+        source_digest,
+        "--replace keeps other keys"
+    );
+    restore(&["--clean"]).assert_code(0);
+    assert_eq!(
+        target.ok("DEBUG DIGEST").text(),
+        source_digest,
+        "--clean empties first"
+    );
+
+    // Databases mapped elsewhere.
+    target.ok("FLUSHALL");
+    restore(&["--db-map", "0:7", "--db-map", "5:8"]).assert_code(0);
+    assert_eq!(dbsize(&mut target, 7), dbsize(&mut source, 0));
+    assert_eq!(dbsize(&mut target, 8), dbsize(&mut source, 5));
+    assert_eq!(dbsize(&mut target, 0), 0);
+
+    // A flipped byte: verify says damaged (exit 3), restore refuses before writing a key.
+    let data = data_objects(repo.path()).pop().unwrap();
+    let mut bytes = std::fs::read(&data).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&data, bytes).unwrap();
+    run(
+        "lifeboat-verify",
+        &["--repo", repo_s, "--job", "redis", "--level", "content"],
+    )
+    .assert_code(3);
+    target.ok("FLUSHALL");
+    restore(&[]).assert_code(3);
+    assert_eq!(
+        target.ok("DEBUG DIGEST").text(),
+        "0".repeat(40),
+        "the target was touched"
+    );
+    source.ok("FLUSHALL");
+    target.ok("FLUSHALL");
+}
+
+#[test]
+fn redis_backup_failures_commit_nothing() {
+    use lifeboat_tests::{manifests, run, TempDir};
+    let _servers = SERVERS.lock().unwrap_or_else(|e| e.into_inner());
+    let (source_url, _) = redis_urls();
+    let mut source = Redis::connect(&source_url);
+    source.ok("FLUSHALL");
+    source.ok("CONFIG SET repl-diskless-sync-delay 0");
+    fill(&mut source, 0, true);
+    let repo = TempDir::new("redis-fail");
+    // The connection drops 2 MiB into the snapshot.
+    let proxy = lifeboat_tests::proxy::FaultProxy::start(source_url.trim_start_matches("redis://"));
+    proxy
+        .faults
+        .cut_after
+        .store(2 * 1024 * 1024, std::sync::atomic::Ordering::SeqCst);
+    let via_proxy = proxy.endpoint.replace("http://", "redis://");
+    run(
+        "lifeboat-backup",
+        &[
+            "--engine",
+            "redis",
+            "--url",
+            &via_proxy,
+            "--repo",
+            repo.as_str(),
+        ],
+    )
+    .assert_code(1)
+    .assert_contains("snapshot");
+    assert!(manifests(repo.path(), "redis").is_empty());
+    assert!(lifeboat_tests::data_objects(repo.path()).is_empty());
+    // A wrong password: exit 1, and the password is not repeated.
+    let wrong = source_url.replace("redis://", "redis://:not-the-password@");
+    let r = run(
+        "lifeboat-backup",
+        &[
+            "--engine",
+            "redis",
+            "--url",
+            &wrong,
+            "--repo",
+            repo.as_str(),
+        ],
+    );
+    r.assert_code(1).assert_contains("authentication failed");
+    assert!(!r.output().contains("not-the-password"), "{}", r.output());
+    // Nothing listens: exit 1 naming the address.
+    run(
+        "lifeboat-backup",
+        &[
+            "--engine",
+            "redis",
+            "--url",
+            "redis://127.0.0.1:1",
+            "--repo",
+            repo.as_str(),
+        ],
+    )
+    .assert_code(1)
+    .assert_contains("127.0.0.1:1");
+    source.ok("FLUSHALL");
+}

@@ -17,6 +17,9 @@ Examples:
   # No file: back up one database to a directory, keeping a grandfather-father-son history
   lifeboat-backup --engine postgres --url \"$DATABASE_URL\" --repo /var/backups/lifeboat --retention gfs
 
+  # A Redis server (a point-in-time snapshot of every database, taken like a replica would)
+  lifeboat-backup --engine redis --url redis://:PASSWORD@redis.internal:6379 --repo /var/backups/lifeboat
+
   # What would retention forget? (prints every snapshot with keep/forget and why)
   lifeboat-backup prune --dry-run
 
@@ -140,4 +143,5 @@ pub struct PruneArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum EngineArg {
     Postgres,
+    Redis,
 }

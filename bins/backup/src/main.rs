@@ -182,12 +182,11 @@ async fn run(args: BackupArgs) -> i32 {
 
 fn print_report(r: &BackupReport, job: &Job, store: &impl Store) {
     println!(
-        "Snapshot {} of job {:?} committed to {}: {} tables, {} rows; raw {} -> stored {} ({}) in {:.1}s; consistent at {}.",
+        "Snapshot {} of job {:?} committed to {}: {}; raw {} -> stored {} ({}) in {:.1}s; consistent at {}.",
         r.snapshot,
         r.job,
         store.describe(),
-        r.tables,
-        r.rows,
+        r.contents,
         human_bytes(r.raw_size),
         human_bytes(r.stored_size),
         describe_compression(job),
@@ -224,12 +223,16 @@ fn resolve_jobs(args: &BackupArgs) -> Result<(Option<Config>, Vec<Job>)> {
         })?;
         let name = match &args.job {
             Some(n) => n.clone(),
-            None => default_job_name(&url),
+            None => match engine {
+                EngineArg::Postgres => default_job_name(&url),
+                EngineArg::Redis => "redis".to_string(),
+            },
         };
         let spec = JobSpec {
             name,
             engine: match engine {
                 EngineArg::Postgres => EngineName::Postgres,
+                EngineArg::Redis => EngineName::Redis,
             },
             url,
             format: args.format,
@@ -239,6 +242,7 @@ fn resolve_jobs(args: &BackupArgs) -> Result<(Option<Config>, Vec<Job>)> {
             retention: None,
             schedule: None,
             max_age: None,
+            mode: None,
         };
         let mut job = config::validate_job(&spec, &Default::default(), None)?;
         apply_overrides(&mut job, args, None)?;
@@ -295,12 +299,13 @@ fn apply_overrides(
             lifeboat_core::pipeline::Compression::from_spec(name, args.compression_level)
                 .map_err(|e| usage(format!("--compression-level: {e}")))?;
     }
-    let EngineJob::Postgres(pg) = &mut job.engine;
-    if let Some(f) = args.format {
-        pg.format = f;
-    }
-    if let Some(dir) = &args.pg_bin_dir {
-        pg.bin_dir = Some(dir.clone());
+    if let EngineJob::Postgres(pg) = &mut job.engine {
+        if let Some(f) = args.format {
+            pg.format = f;
+        }
+        if let Some(dir) = &args.pg_bin_dir {
+            pg.bin_dir = Some(dir.clone());
+        }
     }
     Ok(())
 }
@@ -514,17 +519,22 @@ fn print_config(common: &CommonArgs, config: Option<&Config>, jobs: &[Job]) {
     let jobs: Vec<_> = jobs
         .iter()
         .map(|j| {
-            let EngineJob::Postgres(pg) = &j.engine;
-            serde_json::json!({
+            let mut job = serde_json::json!({
                 "name": j.name,
-                "engine": "postgres",
-                "url": pg.url.to_string(),
-                "format": pg.format,
+                "engine": j.engine.name(),
+                "url": j.engine.url().to_string(),
                 "compression": j.compression,
-                "pg-bin-dir": pg.bin_dir,
                 "max-age-secs": j.max_age.map(|d| d.as_secs()),
                 "retention": j.retention.as_ref().map(Policy::describe),
-            })
+            });
+            match &j.engine {
+                EngineJob::Postgres(pg) => {
+                    job["format"] = serde_json::json!(pg.format);
+                    job["pg-bin-dir"] = serde_json::json!(pg.bin_dir);
+                }
+                EngineJob::Redis(r) => job["mode"] = serde_json::json!(r.mode),
+            }
+            job
         })
         .collect();
     let value = serde_json::json!({

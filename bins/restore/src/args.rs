@@ -20,12 +20,28 @@ Examples:
   # Replace the objects of a live database from a given snapshot, without asking
   lifeboat-restore --job app-db --snapshot 20261125T030000Z-a1b2c3 --to \"$DATABASE_URL\" --clean --yes
 
+  # A Redis snapshot into a live server, database 0 of the backup into database 3
+  lifeboat-restore --job cache --latest --to redis://:PASSWORD@redis.internal:6379 --db-map 0:3
+
 --at accepts RFC 3339 (2026-11-25T02:00:00Z), 'YYYY-MM-DD[ HH:MM[:SS]]' (UTC unless an offset
 such as +01:00 follows) and YYYYMMDD_HHMMSS; it picks the newest snapshot consistent at or before
 that time.
 
-Exit codes: 0 ok, 1 the restore failed (the target was rolled back), 2 usage error or refused
-(e.g. a non-empty target without --clean), 3 the snapshot is damaged (the target is unchanged).";
+A Redis restore checks the whole snapshot (both digests, the RDB's structure and CRC64) before
+it writes a key, then loads it with pipelined RESTORE commands.
+
+Exit codes: 0 ok, 1 the restore failed (PostgreSQL: the target was rolled back), 2 usage error
+or refused (e.g. a non-empty target without --clean), 3 the snapshot is damaged (the target is
+unchanged).";
+
+fn parse_db_map(s: &str) -> Result<(u64, u64), String> {
+    let bad = || format!("{s:?} is not SRC:DST (two database numbers, e.g. 0:3)");
+    let (a, b) = s.split_once(':').ok_or_else(bad)?;
+    Ok((
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    ))
+}
 
 /// Restore a snapshot into a database, checking its digests before anything is committed.
 #[derive(Debug, Parser)]
@@ -76,9 +92,18 @@ pub struct RestoreFlags {
     #[arg(long, value_name = "URL", hide_env_values = true)]
     pub to: Option<String>,
 
-    /// Drop the dump's objects in the target before recreating them (needed for a non-empty target)
+    /// PostgreSQL: drop the dump's objects in the target before recreating them. Redis: empty
+    /// the target databases first. Needed for a non-empty target.
     #[arg(long)]
     pub clean: bool,
+
+    /// Redis: overwrite keys that already exist in the target (RESTORE ... REPLACE)
+    #[arg(long)]
+    pub replace: bool,
+
+    /// Redis: restore source database SRC into target database DST (repeatable), e.g. 0:3
+    #[arg(long, value_name = "SRC:DST", value_parser = parse_db_map)]
+    pub db_map: Vec<(u64, u64)>,
 
     /// Do not restore object ownership (when the dump's roles do not exist on the target)
     #[arg(long)]

@@ -178,9 +178,10 @@ async fn run_restore(common: &CommonArgs, flags: &RestoreFlags) -> Result<()> {
             .with_hint("e.g. --to postgres://user@host:5432/new_db (create it first with createdb)")
     })?;
     let target = SecretUrl::parse(target).map_err(|e| usage(format!("--to: {e}")))?;
-    if !matches!(target.scheme(), "postgres" | "postgresql") || target.database().is_none() {
+    let postgres = matches!(target.scheme(), "postgres" | "postgresql");
+    if !(postgres && target.database().is_some() || target.scheme() == "redis") {
         return Err(usage(format!(
-            "--to {target}: expected postgres://user@host:port/dbname"
+            "--to {target}: expected postgres://user@host:port/dbname or redis://[:password@]host:port"
         )));
     }
     let selector = match (&flags.snapshot, flags.latest, &flags.at) {
@@ -223,11 +224,12 @@ async fn run_restore(common: &CommonArgs, flags: &RestoreFlags) -> Result<()> {
     let pg_bin_dir = flags.pg_bin_dir.clone().or_else(|| {
         let c = config.as_ref()?;
         let j = c.jobs.iter().find(|j| j.name == job)?;
-        let lifeboat_core::config::EngineJob::Postgres(pg) = &j.engine;
-        pg.bin_dir.clone()
+        j.engine.pg_bin_dir()
     });
     let options = RestoreOptions {
         clean: flags.clean,
+        replace: flags.replace,
+        db_map: flags.db_map.iter().copied().collect(),
         no_owner: flags.no_owner,
         tools: tools_dir(pg_bin_dir.as_deref()),
         hold_back: flags.hold_back_mib * 1024 * 1024,
@@ -293,8 +295,13 @@ fn print_plan(plan: &RestorePlan) {
         m.consistent_at
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     );
+    let product = if m.engine == "redis" {
+        "Redis"
+    } else {
+        "PostgreSQL"
+    };
     println!(
-        "  source         {} (PostgreSQL {})",
+        "  source         {} ({product} {})",
         m.source.url, m.source.server_version
     );
     println!(
@@ -303,9 +310,22 @@ fn print_plan(plan: &RestorePlan) {
         human_bytes(m.object.raw_size)
     );
     println!(
-        "  target         {} (PostgreSQL {})",
+        "  target         {} ({product} {})",
         plan.target, plan.target_state.server_version
     );
+    if m.engine == "redis" {
+        println!(
+            "  existing keys  {} in the databases restored into{}",
+            plan.target_state.objects,
+            if plan.clean {
+                " (--clean empties them first)"
+            } else {
+                ""
+            }
+        );
+        println!("  safety         the whole snapshot is checked (digests, RDB CRC64) before any key is written");
+        return;
+    }
     if plan.clean {
         println!(
             "  --clean        objects of the dump that exist in the target are dropped and replaced ({} objects there now)",

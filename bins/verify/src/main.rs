@@ -77,10 +77,7 @@ async fn run(args: &VerifyArgs) -> Result<i32> {
             config
                 .as_ref()
                 .and_then(|c| c.jobs.iter().find(|j| &j.name == job))
-                .map(|j| {
-                    let config::EngineJob::Postgres(pg) = &j.engine;
-                    pg.bin_dir.clone()
-                })?
+                .and_then(|j| j.engine.pg_bin_dir())
         });
         let options = VerifyOptions {
             level: args.level,

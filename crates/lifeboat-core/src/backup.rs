@@ -12,13 +12,15 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::catalog::{
-    self, Fingerprint, Manifest, ObjectInfo, SnapshotId, SourceInfo, MANIFEST_FORMAT,
+    self, Fingerprint, Manifest, ObjectInfo, RedisFingerprint, SnapshotId, SourceInfo,
+    MANIFEST_FORMAT,
 };
 use crate::config::{EngineJob, Job, PgFormat};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pipeline::hash::Hasher;
 use crate::pipeline::{Compression, Digest, HashingWriter, CHUNK_SIZE};
 use crate::source::postgres;
+use crate::source::redis as redis_source;
 use crate::store::{ObjectKey, ObjectWriter, Store};
 
 /// Chunks in flight between the reading and the compressing task.
@@ -43,8 +45,16 @@ pub struct BackupReport {
     pub stored_size: u64,
     pub raw_sha256: Digest,
     pub stored_sha256: Digest,
-    pub tables: usize,
-    pub rows: i64,
+    /// What the snapshot holds, in words (e.g. "12 tables, 3400 rows").
+    pub contents: String,
+    /// PostgreSQL: tables and rows in the fingerprint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tables: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows: Option<i64>,
+    /// Redis: keys in all databases.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keys: Option<u64>,
     pub object_key: String,
     /// Unfinished uploads of earlier runs removed at the start.
     pub leftovers_removed: Vec<String>,
@@ -80,9 +90,41 @@ pub async fn backup<S: Store>(
         .snapshots
         .last()
         .map(|m| m.object.stored_size);
-    let EngineJob::Postgres(pg) = &job.engine;
-    let dump = postgres::start_dump(pg).await?;
     let id = SnapshotId::generate(options.now);
+    let context = Context {
+        started,
+        id,
+        size_hint,
+        leftovers_removed,
+    };
+    match &job.engine {
+        EngineJob::Postgres(pg) => backup_postgres(store, job, pg, options, context).await,
+        EngineJob::Redis(redis) => backup_redis(store, job, redis, options, context).await,
+    }
+}
+
+/// What every engine's backup shares.
+struct Context {
+    started: std::time::Instant,
+    id: SnapshotId,
+    size_hint: Option<u64>,
+    leftovers_removed: Vec<String>,
+}
+
+async fn backup_postgres<S: Store>(
+    store: &S,
+    job: &Job,
+    pg: &crate::config::PgJob,
+    options: &BackupOptions,
+    context: Context,
+) -> Result<BackupReport> {
+    let Context {
+        started,
+        id,
+        size_hint,
+        leftovers_removed,
+    } = context;
+    let dump = postgres::start_dump(pg).await?;
     let ext = match pg.format {
         PgFormat::Custom => "pgdump",
         PgFormat::Plain => "sql",
@@ -172,21 +214,7 @@ pub async fn backup<S: Store>(
         },
         fingerprint: Fingerprint::Postgres(fingerprint.clone()),
     };
-    if stored.size != stored_size {
-        let _ = store.delete(&key).await;
-        return Err(Error::store(format!(
-            "the store reports {} bytes for {key}, but {} were written",
-            stored.size, stored_size
-        )));
-    }
-    // The manifest is the commit: written last, in one step.
-    if let Err(e) = store
-        .put(&catalog::manifest_key(&job.name, &id)?, &manifest.to_json())
-        .await
-    {
-        let _ = store.delete(&key).await;
-        return Err(e);
-    }
+    commit(store, &key, stored.size, &manifest).await?;
     Ok(BackupReport {
         job: job.name.clone(),
         snapshot: id,
@@ -196,8 +224,163 @@ pub async fn backup<S: Store>(
         stored_size,
         raw_sha256,
         stored_sha256,
-        tables: fingerprint.tables.len(),
-        rows: fingerprint.tables.values().sum(),
+        contents: format!(
+            "{} tables, {} rows",
+            fingerprint.tables.len(),
+            fingerprint.tables.values().sum::<i64>()
+        ),
+        tables: Some(fingerprint.tables.len()),
+        rows: Some(fingerprint.tables.values().sum()),
+        keys: None,
+        object_key: key.to_string(),
+        leftovers_removed,
+    })
+}
+
+/// Checks what the store kept, then writes the manifest: the commit, last and in one step.
+/// On failure the data object is removed again.
+async fn commit<S: Store>(
+    store: &S,
+    key: &ObjectKey,
+    stored_size: u64,
+    manifest: &Manifest,
+) -> Result<()> {
+    if stored_size != manifest.object.stored_size {
+        let _ = store.delete(key).await;
+        return Err(Error::store(format!(
+            "the store reports {stored_size} bytes for {key}, but {} were written",
+            manifest.object.stored_size
+        )));
+    }
+    if let Err(e) = store
+        .put(
+            &catalog::manifest_key(&manifest.job, &manifest.id)?,
+            &manifest.to_json(),
+        )
+        .await
+    {
+        let _ = store.delete(key).await;
+        return Err(e);
+    }
+    Ok(())
+}
+
+async fn backup_redis<S: Store>(
+    store: &S,
+    job: &Job,
+    redis: &crate::config::RedisJob,
+    options: &BackupOptions,
+    context: Context,
+) -> Result<BackupReport> {
+    let Context {
+        started,
+        id,
+        size_hint,
+        leftovers_removed,
+    } = context;
+    let key = ObjectKey::new(format!(
+        "{}data.rdb{}",
+        catalog::snapshot_prefix(&job.name, &id),
+        job.compression.extension()
+    ))?;
+    // The server forks for the snapshot right after SYNC: this is its point in time.
+    let consistent_at = Utc::now();
+    let capture = redis_source::start_capture(&redis.url).await?;
+    tracing::info!(
+        "Backing up job {:?} (Redis {} at {}, {} snapshot) to {} as snapshot {id}.",
+        job.name,
+        capture.server_version,
+        redis.url,
+        if capture.diskless { "diskless" } else { "disk" },
+        store.describe()
+    );
+    let (checked, summary) = redis_source::CheckedRdb::new(capture.stream);
+    let mut writer = store.create_sized(&key, size_hint).await?;
+    let streamed = stream_compressed(
+        checked,
+        job.compression,
+        options.compression_threads,
+        &mut writer,
+    )
+    .await;
+    let (raw_sha256, raw_size, stored_sha256, stored_size) = match streamed {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = writer.abort().await;
+            return Err(e);
+        }
+    };
+    let Some(summary) = summary.take() else {
+        let _ = writer.abort().await;
+        return Err(Error::source_failed(format!(
+            "the snapshot from {} ended without an RDB end marker",
+            redis.url
+        )));
+    };
+    let stored = writer.finish().await?;
+    let fingerprint = RedisFingerprint {
+        rdb_version: summary.rdb_version,
+        capture: if capture.diskless {
+            "sync-diskless"
+        } else {
+            "sync"
+        }
+        .into(),
+        point_in_time: true,
+        keys: RedisFingerprint::keys_from(&summary.keys),
+        functions: summary.functions,
+        rdb_crc64: summary.crc64.unwrap_or(0),
+    };
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        id: id.clone(),
+        job: job.name.clone(),
+        engine: "redis".into(),
+        tool_version: format!("lifeboat {}", env!("CARGO_PKG_VERSION")),
+        started_at: options.now,
+        finished_at: options.now
+            + chrono::Duration::from_std(started.elapsed()).unwrap_or_default(),
+        consistent_at,
+        source: SourceInfo {
+            url: redis.url.to_string(),
+            server_version: capture.server_version.clone(),
+            databases: summary.keys.keys().map(|db| format!("db{db}")).collect(),
+            dump_tool: format!(
+                "lifeboat native SYNC ({} payload)",
+                if capture.diskless { "diskless" } else { "disk" }
+            ),
+        },
+        dump_format: "redis_rdb".into(),
+        compression: job.compression,
+        encryption: None,
+        object: ObjectInfo {
+            key: key.to_string(),
+            stored_size,
+            stored_sha256,
+            raw_size,
+            raw_sha256,
+        },
+        fingerprint: Fingerprint::Redis(fingerprint.clone()),
+    };
+    commit(store, &key, stored.size, &manifest).await?;
+    Ok(BackupReport {
+        job: job.name.clone(),
+        snapshot: id,
+        consistent_at,
+        duration_secs: started.elapsed().as_secs_f64(),
+        raw_size,
+        stored_size,
+        raw_sha256,
+        stored_sha256,
+        contents: format!(
+            "{} keys in {} databases (RDB version {})",
+            fingerprint.total_keys(),
+            fingerprint.keys.len(),
+            fingerprint.rdb_version
+        ),
+        tables: None,
+        rows: None,
+        keys: Some(fingerprint.total_keys()),
         object_key: key.to_string(),
         leftovers_removed,
     })

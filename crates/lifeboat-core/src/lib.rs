@@ -20,6 +20,7 @@ pub mod error;
 pub mod lock;
 pub mod pipeline;
 pub mod prune;
+pub mod resp;
 pub mod restore;
 pub mod retention;
 pub mod secret;

@@ -6,15 +6,21 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::catalog::{self, Manifest, Selector};
+use crate::catalog::{self, Fingerprint, Manifest, RedisFingerprint, Selector};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pipeline::{read_snapshot, HoldBackWriter};
 use crate::secret::SecretUrl;
 use crate::sink::postgres::{self as pg_sink, PgRestoreOptions, PgTools, TargetState};
+use crate::sink::redis as redis_sink;
 use crate::store::Store;
 
 pub struct RestoreOptions {
+    /// PostgreSQL: drop and replace the dump's objects. Redis: empty the target databases.
     pub clean: bool,
+    /// Redis: overwrite keys that exist in the target (RESTORE ... REPLACE).
+    pub replace: bool,
+    /// Redis: source database -> target database (`--db-map 0:3`).
+    pub db_map: std::collections::BTreeMap<u64, u64>,
     pub no_owner: bool,
     pub tools: PgTools,
     /// Bytes held back from the sink until the digests match.
@@ -55,11 +61,42 @@ pub async fn plan<S: Store>(
 ) -> Result<RestorePlan> {
     let listing = catalog::list_snapshots(store, job).await?;
     let snapshot = catalog::select(&listing.snapshots, job, selector)?.clone();
+    if let Fingerprint::Redis(fingerprint) = &snapshot.fingerprint {
+        if target.scheme() != "redis" {
+            return Err(Error::config(format!(
+                "snapshot {} is a Redis backup; --to must be a redis:// URL, got {}://",
+                snapshot.id,
+                target.scheme()
+            )));
+        }
+        let dbs = target_dbs(fingerprint, &options.db_map);
+        let target_state = redis_sink::inspect_target(target, &dbs).await?;
+        if target_state.objects > 0 && !options.clean && !options.replace {
+            return Err(Error::new(
+                ErrorKind::Refused,
+                format!(
+                    "the target {} already holds {} keys in the databases this snapshot restores into ({})",
+                    target,
+                    target_state.objects,
+                    dbs.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+                ),
+            )
+            .with_hint("restore into empty databases (--db-map SRC:DST), add --replace to overwrite keys of the same name, or --clean to empty those databases first"));
+        }
+        return Ok(RestorePlan {
+            job: job.to_string(),
+            snapshot,
+            target: target.to_string(),
+            target_url: target.clone(),
+            target_state,
+            clean: options.clean,
+        });
+    }
     if snapshot.engine != "postgres" {
         return Err(Error::new(
             ErrorKind::Refused,
             format!(
-                "snapshot {} is a {} backup; this Lifeboat restores postgres only",
+                "snapshot {} is a {} backup, which this Lifeboat cannot restore",
                 snapshot.id, snapshot.engine
             ),
         ));
@@ -104,8 +141,14 @@ pub async fn apply<S: Store>(
 ) -> Result<RestoreReport> {
     let started = Instant::now();
     let manifest = &plan.snapshot;
-    let (stored_bytes, raw_bytes) =
-        restore_into(store, manifest, &plan.target_url, options).await?;
+    let (stored_bytes, raw_bytes) = match &manifest.fingerprint {
+        Fingerprint::Redis(fingerprint) => {
+            restore_redis(store, manifest, fingerprint, &plan.target_url, options).await?
+        }
+        Fingerprint::Postgres(_) => {
+            restore_into(store, manifest, &plan.target_url, options).await?
+        }
+    };
     Ok(RestoreReport {
         job: plan.job.clone(),
         snapshot: manifest.id.to_string(),
@@ -115,6 +158,73 @@ pub async fn apply<S: Store>(
         raw_bytes,
         duration_secs: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The target databases a Redis snapshot is written to.
+fn target_dbs(
+    fingerprint: &RedisFingerprint,
+    db_map: &std::collections::BTreeMap<u64, u64>,
+) -> Vec<u64> {
+    let mut dbs: Vec<u64> = fingerprint
+        .databases()
+        .into_iter()
+        .map(|db| redis_sink::target_db(db_map, db))
+        .collect();
+    dbs.sort_unstable();
+    dbs.dedup();
+    dbs
+}
+
+/// Checks the whole snapshot first (both digests, RDB structure and CRC64, key counts), then
+/// loads it: Redis cannot roll a partial load back, so nothing is written before the check.
+pub async fn restore_redis<S: Store>(
+    store: &S,
+    manifest: &Manifest,
+    fingerprint: &RedisFingerprint,
+    target: &SecretUrl,
+    options: &RestoreOptions,
+) -> Result<(u64, u64)> {
+    let mut check = redis_sink::RdbCheck::default();
+    read_snapshot(store, manifest, &mut check).await?;
+    let findings = check.finish(fingerprint);
+    if !findings.is_empty() {
+        return Err(Error::integrity(format!(
+            "snapshot {} does not match its manifest: {}",
+            manifest.id,
+            findings.join("; ")
+        ))
+        .with_hint(
+            "the target was not touched; restore an older snapshot (lifeboat-restore list)",
+        ));
+    }
+    if options.clean {
+        redis_sink::flush(target, &target_dbs(fingerprint, &options.db_map)).await?;
+    }
+    let mut loader = redis_sink::RedisLoader::open(
+        target,
+        options.replace,
+        options.db_map.clone(),
+        &manifest.source.server_version,
+    )
+    .await?;
+    let read = read_snapshot(store, manifest, &mut loader).await.map_err(|e| {
+        e.with_hint("the snapshot changed between the check and the load; the target may hold part of it")
+    })?;
+    let restored = loader.finish().await;
+    if let Some(e) = read.sink_error {
+        if restored.is_ok() {
+            return Err(Error::new(
+                ErrorKind::Sink,
+                format!("restoring into {target} failed: {e}"),
+            ));
+        }
+    }
+    let restored = restored?;
+    tracing::info!(
+        "Restored {restored} keys of snapshot {} into {target}.",
+        manifest.id
+    );
+    Ok((read.stored_bytes, read.raw_bytes))
 }
 
 /// Streams a snapshot into a PostgreSQL database (also used by drills).

@@ -59,6 +59,69 @@ pub struct ObjectInfo {
 #[serde(tag = "engine", rename_all = "lowercase")]
 pub enum Fingerprint {
     Postgres(PgFingerprint),
+    Redis(RedisFingerprint),
+}
+
+/// What a Redis snapshot holds, counted from the RDB stream as it was captured.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedisFingerprint {
+    pub rdb_version: u16,
+    /// `sync` (disk-based snapshot) or `sync-diskless`.
+    pub capture: String,
+    /// SYNC snapshots are point in time (the server's fork); SCAN captures would not be.
+    pub point_in_time: bool,
+    /// Keys per database index (as text: JSON object keys) and type (`string`, `list`, `set`,
+    /// `zset`, `hash`, `stream`, or a module type's name).
+    pub keys: BTreeMap<String, BTreeMap<String, u64>>,
+    pub functions: u64,
+    /// The CRC64 trailer of the RDB file (0 when the server writes none).
+    pub rdb_crc64: u64,
+}
+
+impl RedisFingerprint {
+    pub fn total_keys(&self) -> u64 {
+        self.keys.values().flat_map(|t| t.values()).sum()
+    }
+
+    /// Counts as the RDB reader reports them, keyed by database number.
+    pub fn keys_from(
+        counts: &BTreeMap<u64, BTreeMap<String, u64>>,
+    ) -> BTreeMap<String, BTreeMap<String, u64>> {
+        counts
+            .iter()
+            .map(|(db, t)| (db.to_string(), t.clone()))
+            .collect()
+    }
+
+    /// The database numbers that hold keys.
+    pub fn databases(&self) -> Vec<u64> {
+        self.keys.keys().filter_map(|db| db.parse().ok()).collect()
+    }
+
+    /// Differences from what was found when reading the snapshot again, in words.
+    pub fn differences(&self, found: &BTreeMap<u64, BTreeMap<String, u64>>) -> Vec<String> {
+        let mut out = Vec::new();
+        let found = Self::keys_from(found);
+        let dbs: std::collections::BTreeSet<&String> =
+            self.keys.keys().chain(found.keys()).collect();
+        for db in dbs {
+            let empty = BTreeMap::new();
+            let want = self.keys.get(db).unwrap_or(&empty);
+            let got = found.get(db).unwrap_or(&empty);
+            let types: std::collections::BTreeSet<&String> =
+                want.keys().chain(got.keys()).collect();
+            for t in types {
+                let (w, g) = (
+                    want.get(t).copied().unwrap_or(0),
+                    got.get(t).copied().unwrap_or(0),
+                );
+                if w != g {
+                    out.push(format!("db {db}: {w} {t} keys recorded, {g} found"));
+                }
+            }
+        }
+        out
+    }
 }
 
 /// Exact row counts per table, taken inside the snapshot pg_dump dumped, plus the names of

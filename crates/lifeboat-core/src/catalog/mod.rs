@@ -11,7 +11,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use id::SnapshotId;
-pub use manifest::{Fingerprint, Manifest, ObjectInfo, PgFingerprint, SourceInfo, MANIFEST_FORMAT};
+pub use manifest::{
+    Fingerprint, Manifest, ObjectInfo, PgFingerprint, RedisFingerprint, SourceInfo, MANIFEST_FORMAT,
+};
 pub use time::parse_time;
 
 use crate::error::{Error, ErrorKind, Result};

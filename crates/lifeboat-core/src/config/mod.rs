@@ -196,12 +196,28 @@ pub struct JobSpec {
     pub schedule: Option<String>,
     /// The RPO: `lifeboat-verify` fails (exit 5) when the newest good snapshot is older.
     pub max_age: Option<String>,
+    /// Redis only: how the snapshot is captured (`auto`, `sync`; `scan` is not available yet).
+    pub mode: Option<RedisMode>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum EngineName {
     Postgres,
+    Redis,
+}
+
+/// How a Redis snapshot is captured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RedisMode {
+    /// SYNC (the only capture so far); SCAN once it exists, for servers that refuse SYNC.
+    #[default]
+    Auto,
+    /// The replication protocol: a point-in-time snapshot of every database.
+    Sync,
+    /// SCAN + DUMP per key (not point in time).
+    Scan,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
@@ -261,6 +277,37 @@ pub struct Job {
 #[derive(Debug, Clone)]
 pub enum EngineJob {
     Postgres(PgJob),
+    Redis(RedisJob),
+}
+
+impl EngineJob {
+    pub fn name(&self) -> &'static str {
+        match self {
+            EngineJob::Postgres(_) => "postgres",
+            EngineJob::Redis(_) => "redis",
+        }
+    }
+
+    pub fn url(&self) -> &SecretUrl {
+        match self {
+            EngineJob::Postgres(pg) => &pg.url,
+            EngineJob::Redis(r) => &r.url,
+        }
+    }
+
+    /// The PostgreSQL client programs' directory, for jobs that have one.
+    pub fn pg_bin_dir(&self) -> Option<PathBuf> {
+        match self {
+            EngineJob::Postgres(pg) => pg.bin_dir.clone(),
+            EngineJob::Redis(_) => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisJob {
+    pub url: SecretUrl,
+    pub mode: RedisMode,
 }
 
 #[derive(Debug, Clone)]
@@ -409,6 +456,12 @@ pub fn validate_job(
                     "add the database name as the URL path: postgres://user@host:5432/DBNAME",
                 ));
             }
+            if spec.mode.is_some() {
+                return Err(Error::config(format!(
+                    "job {:?}: mode is a setting of redis jobs",
+                    spec.name
+                )));
+            }
             EngineJob::Postgres(PgJob {
                 url,
                 format: spec.format.unwrap_or_default(),
@@ -418,6 +471,41 @@ pub fn validate_job(
                     .or(defaults.pg_bin_dir.as_ref())
                     .map(PathBuf::from),
             })
+        }
+        EngineName::Redis => {
+            match url.scheme() {
+                "redis" => {}
+                "rediss" => {
+                    return Err(Error::config(format!(
+                        "job {:?}: rediss:// (Redis over TLS) is not supported yet",
+                        spec.name
+                    ))
+                    .with_hint(
+                        "back up through a TLS tunnel (e.g. stunnel) to a redis:// address for now",
+                    ))
+                }
+                other => {
+                    return Err(Error::config(format!(
+                        "job {:?}: engine redis needs a redis:// URL, got {other}://",
+                        spec.name
+                    )))
+                }
+            }
+            if spec.format.is_some() || spec.pg_bin_dir.is_some() {
+                return Err(Error::config(format!(
+                    "job {:?}: format and pg-bin-dir are settings of postgres jobs",
+                    spec.name
+                )));
+            }
+            let mode = spec.mode.unwrap_or_default();
+            if mode == RedisMode::Scan {
+                return Err(Error::config(format!(
+                    "job {:?}: mode = \"scan\" is not available yet; Lifeboat captures Redis with SYNC",
+                    spec.name
+                ))
+                .with_hint("use mode = \"auto\" or \"sync\"; the server must allow SYNC for this user"));
+            }
+            EngineJob::Redis(RedisJob { url, mode })
         }
     };
     let compression = Compression::from_spec(
@@ -527,7 +615,9 @@ retention = { keep-daily = 7 }
         let job = c.job("app-db").unwrap();
         assert_eq!(job.max_age, Some(Duration::from_secs(26 * 3600)));
         assert!(matches!(job.compression, Compression::Gzip { .. }));
-        let EngineJob::Postgres(pg) = &job.engine;
+        let EngineJob::Postgres(pg) = &job.engine else {
+            panic!("not a postgres job")
+        };
         assert_eq!(pg.format, PgFormat::Plain);
         assert_eq!(pg.url.database().as_deref(), Some("shop"));
     }

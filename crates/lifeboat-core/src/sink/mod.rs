@@ -2,3 +2,4 @@
 //! stream is proven intact.
 
 pub mod postgres;
+pub mod redis;

@@ -10,10 +10,11 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, ReadBuf};
+use tokio::io::{AsyncRead, BufReader, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::error::{Error, Result};
+use crate::error::{ErrorKind, Result};
+use crate::resp::Connection;
 use crate::secret::SecretUrl;
 
 /// The diskless form's end mark is 40 bytes.
@@ -29,132 +30,34 @@ pub struct RedisCapture {
     pub diskless: bool,
 }
 
-fn source_error(url: &SecretUrl, what: impl std::fmt::Display) -> Error {
-    Error::source_failed(format!("Redis at {}: {what}", url.without_password()))
-}
-
-/// Sends one command and reads a one-line reply (`+OK`, `-ERR ...`, `:1`) or a bulk string.
-async fn command(
-    conn: &mut BufReader<TcpStream>,
-    url: &SecretUrl,
-    args: &[&[u8]],
-) -> Result<std::result::Result<Vec<u8>, String>> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        out.extend(format!("${}\r\n", a.len()).into_bytes());
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
-    conn.get_mut()
-        .write_all(&out)
-        .await
-        .map_err(|e| source_error(url, format!("the connection failed: {e}")))?;
-    let line = read_line(conn, url).await?;
-    match line.as_bytes().first() {
-        Some(b'-') => Ok(Err(line[1..].to_string())),
-        Some(b'$') => {
-            let n: usize = line[1..]
-                .parse()
-                .map_err(|_| source_error(url, format!("unexpected reply {line:?}")))?;
-            let mut body = vec![0u8; n + 2];
-            conn.read_exact(&mut body)
-                .await
-                .map_err(|e| source_error(url, format!("the connection failed: {e}")))?;
-            body.truncate(n);
-            Ok(Ok(body))
-        }
-        _ => Ok(Ok(line.into_bytes())),
-    }
-}
-
-async fn read_line(conn: &mut BufReader<TcpStream>, url: &SecretUrl) -> Result<String> {
-    let mut line = String::new();
-    let n = conn
-        .read_line(&mut line)
-        .await
-        .map_err(|e| source_error(url, format!("the connection failed: {e}")))?;
-    if n == 0 {
-        return Err(source_error(url, "the server closed the connection"));
-    }
-    Ok(line.trim_end_matches(['\r', '\n']).to_string())
-}
-
 /// Connects, authenticates and starts a snapshot transfer.
 pub async fn start_capture(url: &SecretUrl) -> Result<RedisCapture> {
-    if url.scheme() != "redis" {
-        return Err(Error::config(format!(
-            "{} is not a redis:// URL (rediss:// with TLS is not supported yet)",
-            url.without_password()
-        )));
-    }
-    let host = url.host().unwrap_or_else(|| "127.0.0.1".into());
-    let port = url.port().unwrap_or(6379);
-    let tcp = TcpStream::connect((host.as_str(), port))
-        .await
-        .map_err(|e| source_error(url, format!("cannot connect: {e}")))?;
-    let mut conn = BufReader::with_capacity(256 * 1024, tcp);
-    if let Some(password) = url.password() {
-        let user = url.username();
-        let reply = if user.is_empty() || user == "default" {
-            command(&mut conn, url, &[b"AUTH", password.expose().as_bytes()]).await?
-        } else {
-            command(
-                &mut conn,
-                url,
-                &[b"AUTH", user.as_bytes(), password.expose().as_bytes()],
-            )
-            .await?
-        };
-        if let Err(e) = reply {
-            return Err(source_error(url, format!("authentication failed: {e}"))
-                .with_hint("check the user and password in the URL"));
-        }
-    }
-    let info = command(&mut conn, url, &[b"INFO", b"server"]).await?;
-    let info = match info {
-        Ok(text) => String::from_utf8_lossy(&text).into_owned(),
-        Err(e) => return Err(source_error(url, format!("INFO failed: {e}"))),
-    };
-    let server_version = info
-        .lines()
-        .find_map(|l| l.strip_prefix("redis_version:"))
-        .unwrap_or("unknown")
-        .trim()
-        .to_string();
+    let mut conn = Connection::open(url, ErrorKind::Source).await?;
     // Older servers do not know rdb-only; they then stream commands after the snapshot,
     // which the capture never reads.
-    let _ = command(&mut conn, url, &[b"REPLCONF", b"rdb-only", b"1"]).await?;
+    let _ = conn.command(&[b"REPLCONF", b"rdb-only", b"1"]).await?;
     // Announcing the EOF-mark capability lets a server with repl-diskless-sync stream the
     // snapshot straight from its fork, without writing it to its own disk first.
-    let _ = command(&mut conn, url, &[b"REPLCONF", b"capa", b"eof"]).await?;
-    conn.get_mut()
-        .write_all(b"*1\r\n$4\r\nSYNC\r\n")
-        .await
-        .map_err(|e| source_error(url, format!("the connection failed: {e}")))?;
+    let _ = conn.command(&[b"REPLCONF", b"capa", b"eof"]).await?;
+    conn.send(b"*1\r\n$4\r\nSYNC\r\n").await?;
     // Keep-alive newlines arrive while the server forks and writes the snapshot.
     let header = loop {
-        let line = read_line(&mut conn, url).await?;
+        let line = conn.line().await?;
         if !line.is_empty() {
             break line;
         }
     };
     if let Some(err) = header.strip_prefix('-') {
-        return Err(source_error(url, format!("SYNC was refused: {err}")).with_hint(
+        return Err(conn.error(format!("SYNC was refused: {err}")).with_hint(
             "managed services often refuse SYNC (unknown command, NOPERM); allow the replication commands for this user",
         ));
     }
     let Some(rest) = header.strip_prefix('$') else {
-        return Err(source_error(
-            url,
-            format!("unexpected reply to SYNC: {header:?}"),
-        ));
+        return Err(conn.error(format!("unexpected reply to SYNC: {header:?}")));
     };
     let (body, diskless) = if let Some(mark) = rest.strip_prefix("EOF:") {
         if mark.len() != EOF_MARK_LEN {
-            return Err(source_error(
-                url,
-                format!("malformed snapshot header {header:?}"),
-            ));
+            return Err(conn.error(format!("malformed snapshot header {header:?}")));
         }
         (
             Body::UntilMark {
@@ -167,17 +70,17 @@ pub async fn start_capture(url: &SecretUrl) -> Result<RedisCapture> {
     } else {
         let len: u64 = rest
             .parse()
-            .map_err(|_| source_error(url, format!("malformed snapshot header {header:?}")))?;
+            .map_err(|_| conn.error(format!("malformed snapshot header {header:?}")))?;
         (Body::Length { left: len }, false)
     };
     Ok(RedisCapture {
-        stream: RdbStream {
-            conn,
-            body,
-            location: url.without_password(),
-        },
-        server_version,
+        server_version: conn.server_version.clone(),
         diskless,
+        stream: RdbStream {
+            location: url.without_password(),
+            conn: conn.io,
+            body,
+        },
     })
 }
 
@@ -265,5 +168,76 @@ impl AsyncRead for RdbStream {
                 }
             }
         }
+    }
+}
+
+/// Where [`CheckedRdb`] leaves the stream's summary once the whole RDB file has passed and its
+/// checksum matched.
+#[derive(Clone, Default)]
+pub struct SummarySlot(std::sync::Arc<std::sync::Mutex<Option<lifeboat_rdb::Summary>>>);
+
+impl SummarySlot {
+    pub fn take(&self) -> Option<lifeboat_rdb::Summary> {
+        self.0.lock().ok().and_then(|mut s| s.take())
+    }
+}
+
+/// Passes a stream through while reading it as RDB: keys are counted per database and type,
+/// and a stream that is damaged, truncated or fails its CRC64 becomes a read error, so the
+/// backup fails and commits nothing.
+pub struct CheckedRdb<R> {
+    inner: R,
+    reader: Option<lifeboat_rdb::RdbReader>,
+    slot: SummarySlot,
+}
+
+impl<R> CheckedRdb<R> {
+    pub fn new(inner: R) -> (Self, SummarySlot) {
+        let slot = SummarySlot::default();
+        (
+            CheckedRdb {
+                inner,
+                reader: Some(lifeboat_rdb::RdbReader::new()),
+                slot: slot.clone(),
+            },
+            slot,
+        )
+    }
+}
+
+fn damaged(e: lifeboat_rdb::RdbError) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!("the snapshot stream is not a valid RDB file: {e}"),
+    )
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for CheckedRdb<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        let before = out.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, out) {
+            Poll::Ready(Ok(())) => {}
+            other => return other,
+        }
+        let new = &out.filled()[before..];
+        if new.is_empty() {
+            // End of stream: the file must be complete and its checksum right.
+            if let Some(reader) = this.reader.take() {
+                let summary = reader.finish(&mut |_| {}).map_err(damaged)?;
+                if let Ok(mut slot) = this.slot.0.lock() {
+                    *slot = Some(summary);
+                }
+            }
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(reader) = this.reader.as_mut() {
+            reader.feed(new, &mut |_| {}).map_err(damaged)?;
+        }
+        Poll::Ready(Ok(()))
     }
 }

@@ -273,6 +273,12 @@ async fn check_content<S: Store>(
     if !findings.is_empty() {
         return Ok(findings);
     }
+    if let Fingerprint::Redis(recorded) = &manifest.fingerprint {
+        let mut rdb = crate::sink::redis::RdbCheck::default();
+        read_snapshot(store, manifest, &mut rdb).await?;
+        findings.extend(rdb.finish(recorded));
+        return Ok(findings);
+    }
     let mut structure = PgStructureCheck::start(tools, manifest)?;
     let read = read_snapshot(store, manifest, &mut structure).await;
     let structure_findings = structure.finish().await;
@@ -288,7 +294,12 @@ async fn drill<S: Store>(
     tools: &PgTools,
     restore_secs: &mut Option<f64>,
 ) -> Result<Vec<String>> {
-    let Fingerprint::Postgres(recorded) = &manifest.fingerprint;
+    let Fingerprint::Postgres(recorded) = &manifest.fingerprint else {
+        return Err(Error::config(format!(
+            "snapshot {}: --level drill is not available for {} snapshots yet; use --level content",
+            manifest.id, manifest.engine
+        )));
+    };
     let name = pg_sink::scratch_database_name(manifest);
     pg_sink::create_database(scratch, &name).await?;
     let target = scratch.with_database(&name);
@@ -296,6 +307,8 @@ async fn drill<S: Store>(
         let started = Instant::now();
         let options = RestoreOptions {
             clean: false,
+            replace: false,
+            db_map: Default::default(),
             no_owner: false,
             tools: tools.clone(),
             hold_back: crate::pipeline::holdback::DEFAULT_HOLD_BACK,

@@ -1,0 +1,257 @@
+//! Redis: load a snapshot into a live server with pipelined `RESTORE key ttl payload ABSTTL`.
+//!
+//! Each key's DUMP payload is built from the RDB bytes as they stand (lifeboat-rdb), so values
+//! are never decoded and re-encoded. Redis has no transaction that spans a whole restore, so
+//! the restore reads the snapshot twice: first to check both digests and the RDB's own
+//! structure and CRC64 ([`RdbCheck`]), and only then to load it. A damaged snapshot never
+//! touches the target.
+
+use std::collections::BTreeMap;
+
+use lifeboat_rdb::{Item, KeyEntry, RdbReader};
+
+use crate::catalog::RedisFingerprint;
+use crate::error::{Error, ErrorKind, Result};
+use crate::pipeline::RawSink;
+use crate::resp::Connection;
+use crate::secret::SecretUrl;
+
+use super::postgres::TargetState;
+
+/// Keys per pipelined batch, and the payload bytes that end a batch early.
+const BATCH_KEYS: usize = 1000;
+const BATCH_BYTES: usize = 8 * 1024 * 1024;
+
+/// Reads a raw stream as RDB: structure, CRC64, key counts.
+#[derive(Default)]
+pub struct RdbCheck {
+    reader: RdbReader,
+    error: Option<lifeboat_rdb::RdbError>,
+}
+
+impl RawSink for RdbCheck {
+    async fn write(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        if self.error.is_none() {
+            if let Err(e) = self.reader.feed(chunk, &mut |_| {}) {
+                self.error = Some(e);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl RdbCheck {
+    /// Findings: damage, or key counts that differ from the manifest's fingerprint.
+    pub fn finish(self, recorded: &RedisFingerprint) -> Vec<String> {
+        if let Some(e) = self.error {
+            return vec![format!("the RDB stream is damaged: {e}")];
+        }
+        match self.reader.finish(&mut |_| {}) {
+            Err(e) => vec![format!("the RDB stream is damaged: {e}")],
+            Ok(summary) => recorded.differences(&summary.keys),
+        }
+    }
+}
+
+/// Where each source database goes (`--db-map 0:3`); unmapped databases keep their index.
+pub fn target_db(map: &BTreeMap<u64, u64>, db: u64) -> u64 {
+    map.get(&db).copied().unwrap_or(db)
+}
+
+/// Looks at the target without changing it: its version, and the keys already in the
+/// databases the snapshot would be written to.
+pub async fn inspect_target(url: &SecretUrl, dbs: &[u64]) -> Result<TargetState> {
+    let mut conn = Connection::open(url, ErrorKind::Sink).await?;
+    let mut keys = 0i64;
+    for db in dbs {
+        let select = conn
+            .command(&[b"SELECT", db.to_string().as_bytes()])
+            .await?;
+        if let Err(e) = select {
+            return Err(conn
+                .error(format!("cannot select database {db}: {e}"))
+                .with_hint("the target has fewer databases (see its `databases` setting); map them with --db-map SRC:DST"));
+        }
+        match conn.command(&[b"DBSIZE"]).await? {
+            Ok(n) => keys += String::from_utf8_lossy(&n).parse::<i64>().unwrap_or(0),
+            Err(e) => return Err(conn.error(format!("DBSIZE failed: {e}"))),
+        }
+    }
+    Ok(TargetState {
+        server_version: conn.server_version,
+        objects: keys,
+    })
+}
+
+/// Empties the given databases of the target (`--clean`).
+pub async fn flush(url: &SecretUrl, dbs: &[u64]) -> Result<()> {
+    let mut conn = Connection::open(url, ErrorKind::Sink).await?;
+    for db in dbs {
+        for cmd in [
+            &[&b"SELECT"[..], db.to_string().as_bytes()][..],
+            &[b"FLUSHDB"],
+        ] {
+            if let Err(e) = conn.command(cmd).await? {
+                return Err(conn.error(format!("cannot empty database {db}: {e}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Loads keys as the raw stream goes by, in pipelined batches.
+pub struct RedisLoader {
+    conn: Connection,
+    reader: RdbReader,
+    pending: Vec<KeyEntry>,
+    pending_bytes: usize,
+    replace: bool,
+    db_map: BTreeMap<u64, u64>,
+    selected: Option<u64>,
+    source_version: String,
+    /// The snapshot's RDB version, once its header has been read (payloads carry it).
+    rdb_version: Option<u16>,
+    pub restored: u64,
+    /// Why loading stopped (the stream itself is still read to the end and digested).
+    failure: Option<Error>,
+}
+
+impl RedisLoader {
+    pub async fn open(
+        url: &SecretUrl,
+        replace: bool,
+        db_map: BTreeMap<u64, u64>,
+        source_version: &str,
+    ) -> Result<RedisLoader> {
+        Ok(RedisLoader {
+            conn: Connection::open(url, ErrorKind::Sink).await?,
+            reader: RdbReader::new(),
+            pending: Vec::new(),
+            pending_bytes: 0,
+            replace,
+            db_map,
+            selected: None,
+            source_version: source_version.to_string(),
+            rdb_version: None,
+            restored: 0,
+            failure: None,
+        })
+    }
+
+    async fn flush_batch(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let version = self.rdb_version.unwrap_or(lifeboat_rdb::MAX_RDB_VERSION);
+        let mut out = Vec::with_capacity(self.pending_bytes + self.pending.len() * 64);
+        let mut expected = Vec::with_capacity(self.pending.len());
+        for key in &self.pending {
+            let db = target_db(&self.db_map, key.db);
+            if self.selected != Some(db) {
+                Connection::encode(&mut out, &[b"SELECT", db.to_string().as_bytes()]);
+                expected.push(None);
+                self.selected = Some(db);
+            }
+            let payload = key.dump_payload(version);
+            let ttl = key.expires_at_ms.unwrap_or(0).to_string();
+            let mut args: Vec<&[u8]> = vec![b"RESTORE", &key.key, ttl.as_bytes(), &payload];
+            if key.expires_at_ms.is_some() {
+                args.push(b"ABSTTL");
+            }
+            if self.replace {
+                args.push(b"REPLACE");
+            }
+            Connection::encode(&mut out, &args);
+            expected.push(Some(key));
+        }
+        self.conn.send(&out).await?;
+        let mut first_error: Option<Error> = None;
+        for key in expected {
+            let reply = self.conn.reply().await?;
+            match (reply, key) {
+                (Ok(_), Some(_)) => self.restored += 1,
+                (Ok(_), None) => {}
+                (Err(e), key) if first_error.is_none() => {
+                    first_error = Some(self.explain(&e, key, version));
+                }
+                (Err(_), _) => {}
+            }
+        }
+        self.pending.clear();
+        self.pending_bytes = 0;
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn explain(&self, reply: &str, key: Option<&KeyEntry>, version: u16) -> Error {
+        let name = key.map_or_else(
+            || "(SELECT)".to_string(),
+            |k| format!("{:?}", String::from_utf8_lossy(&k.key)),
+        );
+        let e = self
+            .conn
+            .error(format!("RESTORE of key {name} failed: {reply}"));
+        if reply.contains("payload version") {
+            e.with_hint(format!(
+                "the snapshot is RDB version {version} (Redis {}); the target runs Redis {}, which cannot load it: restore into Redis {} or newer",
+                self.source_version, self.conn.server_version, self.source_version
+            ))
+        } else if reply.contains("BUSYKEY") {
+            e.with_hint("the key exists in the target; add --replace to overwrite, or --clean to empty the databases first")
+        } else {
+            e
+        }
+    }
+
+    /// Loads what is left and returns the number of keys restored.
+    pub async fn finish(mut self) -> Result<u64> {
+        if let Some(e) = self.failure.take() {
+            return Err(e);
+        }
+        let reader = std::mem::take(&mut self.reader);
+        let mut rest = Vec::new();
+        reader
+            .finish(&mut |item| {
+                if let Item::Key(k) = item {
+                    rest.push(k);
+                }
+            })
+            .map_err(|e| Error::integrity(format!("the snapshot's RDB stream is damaged: {e}")))?;
+        self.pending.extend(rest);
+        self.flush_batch().await?;
+        Ok(self.restored)
+    }
+}
+
+impl RawSink for RedisLoader {
+    async fn write(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        if self.failure.is_some() {
+            return Err(std::io::Error::other("the restore already failed"));
+        }
+        let mut keys = Vec::new();
+        self.reader
+            .feed(chunk, &mut |item| {
+                if let Item::Key(k) = item {
+                    keys.push(k);
+                }
+            })
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+        if self.rdb_version.is_none() {
+            self.rdb_version = self.reader.rdb_version();
+        }
+        for k in keys {
+            self.pending_bytes += k.value.len() + k.key.len();
+            self.pending.push(k);
+            if self.pending.len() >= BATCH_KEYS || self.pending_bytes >= BATCH_BYTES {
+                if let Err(e) = self.flush_batch().await {
+                    let message = e.to_string();
+                    self.failure = Some(e);
+                    return Err(std::io::Error::other(message));
+                }
+            }
+        }
+        Ok(())
+    }
+}
