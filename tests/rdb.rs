@@ -478,3 +478,116 @@ fn redis_backup_failures_commit_nothing() {
     .assert_contains("127.0.0.1:1");
     source.ok("FLUSHALL");
 }
+
+#[test]
+fn redis_snapshot_as_a_file_loads_in_a_stopped_server_and_rdb_files_load_into_live_ones() {
+    use lifeboat_tests::{run, TempDir};
+    let _servers = SERVERS.lock().unwrap_or_else(|e| e.into_inner());
+    let (source_url, target_url) = redis_urls();
+    let mut source = Redis::connect(&source_url);
+    let mut target = Redis::connect(&target_url);
+    source.ok("FLUSHALL");
+    source.ok("CONFIG SET repl-diskless-sync-delay 0");
+    fill(&mut source, 0, true);
+    fill(&mut source, 2, false);
+    let source_digest = source.ok("DEBUG DIGEST").text();
+    let repo = TempDir::new("redis-file");
+    let repo_s = repo.as_str();
+    run(
+        "lifeboat-backup",
+        &["--engine", "redis", "--url", &source_url, "--repo", repo_s],
+    )
+    .assert_code(0);
+
+    // --mode file, then the runbook's procedure: a server started on that file.
+    let dir = TempDir::new("redis-file-server");
+    let file = dir.join("dump.rdb");
+    let to_file = |extra: &[&str]| {
+        let mut args = vec![
+            "--repo",
+            repo_s,
+            "--job",
+            "redis",
+            "--latest",
+            "--mode",
+            "file",
+            "--to",
+            file.to_str().unwrap(),
+            "--yes",
+        ];
+        args.extend_from_slice(extra);
+        run("lifeboat-restore", &args)
+    };
+    to_file(&[]).assert_code(0);
+    to_file(&[]).assert_code(2).assert_contains("exists");
+    to_file(&["--clean"]).assert_code(0);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--dir", dir.as_str(), "--dbfilename", "dump.rdb"])
+        .args(["--enable-debug-command", "yes"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server (scripts/services.sh installs it)");
+    let mut loaded = None;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            let mut r = Redis::connect(&format!("redis://127.0.0.1:{port}"));
+            // A server still loading its file answers LOADING.
+            let digest = r.cmd(&[b"DEBUG", b"DIGEST"]);
+            if let Reply::Status(d) = digest {
+                loaded = Some(d);
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(loaded.as_deref(), Some(source_digest.as_str()));
+
+    // An RDB file written by the server itself (what `redis-cli --rdb` scripts kept).
+    let dump_dir = match source.ok("CONFIG GET dir") {
+        Reply::Array(Some(v)) => v[1].text(),
+        other => panic!("{other:?}"),
+    };
+    source.ok("SAVE");
+    let elsewhere = dir.join("from-elsewhere.rdb");
+    std::fs::copy(format!("{dump_dir}/dump.rdb"), &elsewhere).unwrap();
+    target.ok("FLUSHALL");
+    let from_file = |path: &std::path::Path| {
+        run(
+            "lifeboat-restore",
+            &[
+                "--from-file",
+                path.to_str().unwrap(),
+                "--to",
+                &target_url,
+                "--yes",
+            ],
+        )
+    };
+    from_file(&elsewhere)
+        .assert_code(0)
+        .assert_contains("checksum verified");
+    assert_eq!(target.ok("DEBUG DIGEST").text(), source_digest);
+    // A truncated file is refused before any key is written.
+    let bytes = std::fs::read(&elsewhere).unwrap();
+    let cut = dir.join("cut.rdb");
+    std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    target.ok("FLUSHALL");
+    from_file(&cut).assert_code(3).assert_contains("truncated");
+    assert_eq!(target.ok("DEBUG DIGEST").text(), "0".repeat(40));
+    source.ok("FLUSHALL");
+}

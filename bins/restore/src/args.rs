@@ -23,6 +23,12 @@ Examples:
   # A Redis snapshot into a live server, database 0 of the backup into database 3
   lifeboat-restore --job cache --latest --to redis://:PASSWORD@redis.internal:6379 --db-map 0:3
 
+  # A Redis snapshot as dump.rdb for a stopped self-hosted server (see RUNBOOK.md)
+  lifeboat-restore --job cache --latest --mode file --to /var/lib/redis/dump.rdb
+
+  # An RDB file from an old `redis-cli --rdb` script into a live server
+  lifeboat-restore --from-file dump.rdb --to redis://127.0.0.1:6379
+
 --at accepts RFC 3339 (2026-11-25T02:00:00Z), 'YYYY-MM-DD[ HH:MM[:SS]]' (UTC unless an offset
 such as +01:00 follows) and YYYYMMDD_HHMMSS; it picks the newest snapshot consistent at or before
 that time.
@@ -33,6 +39,12 @@ it writes a key, then loads it with pipelined RESTORE commands.
 Exit codes: 0 ok, 1 the restore failed (PostgreSQL: the target was rolled back), 2 usage error
 or refused (e.g. a non-empty target without --clean), 3 the snapshot is damaged (the target is
 unchanged).";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RestoreMode {
+    Live,
+    File,
+}
 
 fn parse_db_map(s: &str) -> Result<(u64, u64), String> {
     let bad = || format!("{s:?} is not SRC:DST (two database numbers, e.g. 0:3)");
@@ -100,6 +112,16 @@ pub struct RestoreFlags {
     /// Redis: overwrite keys that already exist in the target (RESTORE ... REPLACE)
     #[arg(long)]
     pub replace: bool,
+
+    /// Redis: `live` loads a running server (default); `file` writes the snapshot as an RDB
+    /// file to --to PATH, for a stopped self-hosted server to load at start
+    #[arg(long, value_enum, default_value_t = RestoreMode::Live)]
+    pub mode: RestoreMode,
+
+    /// Redis: load an RDB file made elsewhere (e.g. by `redis-cli --rdb`) into --to redis://...
+    /// instead of a snapshot from the repository
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["snapshot", "latest", "at", "job"])]
+    pub from_file: Option<PathBuf>,
 
     /// Redis: restore source database SRC into target database DST (repeatable), e.g. 0:3
     #[arg(long, value_name = "SRC:DST", value_parser = parse_db_map)]

@@ -5,7 +5,7 @@ mod args;
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
-use args::{Command, ListArgs, RestoreArgs, RestoreFlags};
+use args::{Command, ListArgs, RestoreArgs, RestoreFlags, RestoreMode};
 use clap::Parser;
 use lifeboat_cli::{human_bytes, print_json, report_error, usage, CommonArgs};
 use lifeboat_core::catalog::{self, parse_time, Selector, SnapshotId};
@@ -177,6 +177,12 @@ async fn run_restore(common: &CommonArgs, flags: &RestoreFlags) -> Result<()> {
         usage("which database should be restored into? pass --to URL")
             .with_hint("e.g. --to postgres://user@host:5432/new_db (create it first with createdb)")
     })?;
+    if let Some(file) = &flags.from_file {
+        return run_from_file(common, flags, file, target).await;
+    }
+    if flags.mode == RestoreMode::File {
+        return run_to_file(common, flags, std::path::Path::new(target)).await;
+    }
     let target = SecretUrl::parse(target).map_err(|e| usage(format!("--to: {e}")))?;
     let postgres = matches!(target.scheme(), "postgres" | "postgresql");
     if !(postgres && target.database().is_some() || target.scheme() == "redis") {
@@ -184,43 +190,7 @@ async fn run_restore(common: &CommonArgs, flags: &RestoreFlags) -> Result<()> {
             "--to {target}: expected postgres://user@host:port/dbname or redis://[:password@]host:port"
         )));
     }
-    let selector = match (&flags.snapshot, flags.latest, &flags.at) {
-        (Some(id), _, _) => Selector::Id(id.parse::<SnapshotId>().map_err(usage)?),
-        (None, true, _) => Selector::Latest,
-        (None, false, Some(at)) => {
-            Selector::At(parse_time(at).map_err(|e| usage(format!("--at: {e}")))?)
-        }
-        (None, false, None) => {
-            return Err(
-                usage("which snapshot? pass --snapshot ID, --latest or --at TIME")
-                    .with_hint("`lifeboat-restore list` shows the snapshots"),
-            )
-        }
-    };
-    if flags.hold_back_mib == 0 {
-        return Err(usage("--hold-back-mib must be at least 1"));
-    }
-    let (store, config) = open_repository(common).await?;
-    let job = match &flags.job {
-        Some(j) => j.clone(),
-        None => {
-            let jobs = catalog::list_jobs(&store).await?;
-            match jobs.as_slice() {
-                [only] => only.clone(),
-                _ => {
-                    return Err(usage("which job? pass --job NAME").with_hint(format!(
-                        "jobs in {}: {}",
-                        store.describe(),
-                        if jobs.is_empty() {
-                            "none".to_string()
-                        } else {
-                            jobs.join(", ")
-                        }
-                    )))
-                }
-            }
-        }
-    };
+    let (store, config, job, selector) = repository_and_selection(common, flags).await?;
     let pg_bin_dir = flags.pg_bin_dir.clone().or_else(|| {
         let c = config.as_ref()?;
         let j = c.jobs.iter().find(|j| j.name == job)?;
@@ -265,6 +235,150 @@ async fn run_restore(common: &CommonArgs, flags: &RestoreFlags) -> Result<()> {
             human_bytes(report.stored_bytes),
             human_bytes(report.raw_bytes),
             report.duration_secs
+        );
+    }
+    Ok(())
+}
+
+/// The repository, its configuration, the job and which of its snapshots the flags select.
+async fn repository_and_selection(
+    common: &CommonArgs,
+    flags: &RestoreFlags,
+) -> Result<(
+    AnyStore,
+    Option<lifeboat_core::config::Config>,
+    String,
+    Selector,
+)> {
+    let selector = match (&flags.snapshot, flags.latest, &flags.at) {
+        (Some(id), _, _) => Selector::Id(id.parse::<SnapshotId>().map_err(usage)?),
+        (None, true, _) => Selector::Latest,
+        (None, false, Some(at)) => {
+            Selector::At(parse_time(at).map_err(|e| usage(format!("--at: {e}")))?)
+        }
+        (None, false, None) => {
+            return Err(
+                usage("which snapshot? pass --snapshot ID, --latest or --at TIME")
+                    .with_hint("`lifeboat-restore list` shows the snapshots"),
+            )
+        }
+    };
+    if flags.hold_back_mib == 0 {
+        return Err(usage("--hold-back-mib must be at least 1"));
+    }
+    let (store, config) = open_repository(common).await?;
+    let job = match &flags.job {
+        Some(j) => j.clone(),
+        None => {
+            let jobs = catalog::list_jobs(&store).await?;
+            match jobs.as_slice() {
+                [only] => only.clone(),
+                _ => {
+                    return Err(usage("which job? pass --job NAME").with_hint(format!(
+                        "jobs in {}: {}",
+                        store.describe(),
+                        if jobs.is_empty() {
+                            "none".to_string()
+                        } else {
+                            jobs.join(", ")
+                        }
+                    )))
+                }
+            }
+        }
+    };
+    Ok((store, config, job, selector))
+}
+
+/// `--mode file`: a Redis snapshot written as an RDB file.
+async fn run_to_file(
+    common: &CommonArgs,
+    flags: &RestoreFlags,
+    path: &std::path::Path,
+) -> Result<()> {
+    let (store, _config, job, selector) = repository_and_selection(common, flags).await?;
+    let listing = catalog::list_snapshots(&store, &job).await?;
+    let manifest = catalog::select(&listing.snapshots, &job, &selector)?.clone();
+    if !common.json {
+        println!(
+            "Restore plan: snapshot {} of job {:?} (consistent at {}) written as an RDB file to {}.",
+            manifest.id,
+            job,
+            manifest.consistent_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            path.display()
+        );
+    }
+    if flags.dry_run {
+        println!("Dry run: nothing was changed.");
+        return Ok(());
+    }
+    if std::io::stdin().is_terminal() && !flags.yes && !confirm()? {
+        return Err(Error::new(
+            ErrorKind::Refused,
+            "restore cancelled at the prompt; nothing was changed",
+        ));
+    }
+    let (stored, raw) = restore::redis_to_file(&store, &manifest, path, flags.clean).await?;
+    if common.json {
+        print_json(
+            &serde_json::json!({"ok": true, "snapshot": manifest.id, "file": path, "bytes": raw}),
+        );
+    } else {
+        println!(
+            "Wrote snapshot {} to {} ({} read, {} written, both digests and the RDB checksum verified). Start the stopped server with this file as its dbfilename.",
+            manifest.id,
+            path.display(),
+            human_bytes(stored),
+            human_bytes(raw)
+        );
+    }
+    Ok(())
+}
+
+/// `--from-file`: an RDB file made elsewhere, into a live Redis.
+async fn run_from_file(
+    common: &CommonArgs,
+    flags: &RestoreFlags,
+    file: &std::path::Path,
+    target: &str,
+) -> Result<()> {
+    let target = SecretUrl::parse(target).map_err(|e| usage(format!("--to: {e}")))?;
+    if target.scheme() != "redis" {
+        return Err(usage(format!(
+            "--from-file loads an RDB file into Redis; --to must be redis://..., got {target}"
+        )));
+    }
+    if flags.dry_run {
+        println!(
+            "Dry run: would check {} and load it into {target}; nothing was changed.",
+            file.display()
+        );
+        return Ok(());
+    }
+    if std::io::stdin().is_terminal() && !flags.yes && !confirm()? {
+        return Err(Error::new(
+            ErrorKind::Refused,
+            "restore cancelled at the prompt; nothing was changed",
+        ));
+    }
+    let options = RestoreOptions {
+        clean: flags.clean,
+        replace: flags.replace,
+        db_map: flags.db_map.iter().copied().collect(),
+        no_owner: false,
+        tools: tools_dir(None),
+        hold_back: flags.hold_back_mib * 1024 * 1024,
+    };
+    let (summary, restored) = restore::rdb_file_into_redis(file, &target, &options).await?;
+    if common.json {
+        print_json(
+            &serde_json::json!({"ok": true, "file": file, "keys": restored, "rdb_version": summary.rdb_version}),
+        );
+    } else {
+        println!(
+            "Loaded {restored} keys from {} (RDB version {}, checksum verified) into {target}.",
+            file.display(),
+            summary.rdb_version
         );
     }
     Ok(())

@@ -279,3 +279,173 @@ pub async fn restore_into<S: Store>(
         (Ok(_), Ok(())) => Ok((read.stored_bytes, read.raw_bytes)),
     }
 }
+
+/// Writes a Redis snapshot as an RDB file (`--mode file`), for a stopped self-hosted server to
+/// load at start. The snapshot is checked whole first; the file appears under `path` only when
+/// complete (written beside it, synced, renamed).
+pub async fn redis_to_file<S: Store>(
+    store: &S,
+    manifest: &Manifest,
+    path: &std::path::Path,
+    overwrite: bool,
+) -> Result<(u64, u64)> {
+    let Fingerprint::Redis(fingerprint) = &manifest.fingerprint else {
+        return Err(Error::new(
+            ErrorKind::Refused,
+            format!(
+                "snapshot {} is a {} backup; --mode file writes Redis snapshots only",
+                manifest.id, manifest.engine
+            ),
+        ));
+    };
+    if path.exists() && !overwrite {
+        return Err(
+            Error::new(ErrorKind::Refused, format!("{} exists", path.display())).with_hint(
+                "stop the server, move the old file aside, or add --clean to replace it",
+            ),
+        );
+    }
+    let mut check = redis_sink::RdbCheck::default();
+    read_snapshot(store, manifest, &mut check).await?;
+    let findings = check.finish(fingerprint);
+    if !findings.is_empty() {
+        return Err(Error::integrity(format!(
+            "snapshot {} does not match its manifest: {}",
+            manifest.id,
+            findings.join("; ")
+        )));
+    }
+    let temp = path.with_file_name(format!(
+        ".{}.lifeboat-tmp",
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "dump.rdb".into())
+    ));
+    let io = |what: &str, p: &std::path::Path, e: std::io::Error| {
+        Error::new(
+            ErrorKind::Sink,
+            format!("cannot {what} {}: {e}", p.display()),
+        )
+    };
+    let file = tokio::fs::File::create(&temp)
+        .await
+        .map_err(|e| io("create", &temp, e))?;
+    let mut sink = FileSink(file);
+    let read = read_snapshot(store, manifest, &mut sink).await;
+    let written = match read {
+        Ok(r) if r.sink_error.is_none() => sink.0.sync_all().await.map(|_| r),
+        Ok(r) => Err(r
+            .sink_error
+            .unwrap_or_else(|| std::io::Error::other("write failed"))),
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&temp).await;
+            return Err(e);
+        }
+    };
+    let read = match written {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&temp).await;
+            return Err(io("write", &temp, e));
+        }
+    };
+    tokio::fs::rename(&temp, path)
+        .await
+        .map_err(|e| io("rename into place", path, e))?;
+    Ok((read.stored_bytes, read.raw_bytes))
+}
+
+struct FileSink(tokio::fs::File);
+
+impl crate::pipeline::RawSink for FileSink {
+    async fn write(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.0.write_all(chunk).await
+    }
+}
+
+/// Loads an RDB file made elsewhere (e.g. by `redis-cli --rdb`) into a live server: the whole
+/// file is read and its CRC64 checked first, then it is loaded like a snapshot.
+pub async fn rdb_file_into_redis(
+    path: &std::path::Path,
+    target: &SecretUrl,
+    options: &RestoreOptions,
+) -> Result<(lifeboat_rdb::Summary, u64)> {
+    use tokio::io::AsyncReadExt;
+    let open = || async {
+        tokio::fs::File::open(path).await.map_err(|e| {
+            Error::new(
+                ErrorKind::Config,
+                format!("cannot open {}: {e}", path.display()),
+            )
+        })
+    };
+    let read_error = |e: std::io::Error| {
+        Error::new(
+            ErrorKind::Sink,
+            format!("cannot read {}: {e}", path.display()),
+        )
+    };
+    // Pass 1: the whole file, structure and checksum.
+    let mut file = open().await?;
+    let mut reader = lifeboat_rdb::RdbReader::new();
+    let mut buf = vec![0u8; crate::pipeline::CHUNK_SIZE];
+    let damaged = |e: lifeboat_rdb::RdbError| {
+        Error::integrity(format!("{} is not a valid RDB file: {e}", path.display()))
+            .with_hint("the target was not touched")
+    };
+    loop {
+        let n = file.read(&mut buf).await.map_err(read_error)?;
+        if n == 0 {
+            break;
+        }
+        reader.feed(&buf[..n], &mut |_| {}).map_err(damaged)?;
+    }
+    let summary = reader.finish(&mut |_| {}).map_err(damaged)?;
+    let fingerprint = RedisFingerprint {
+        keys: RedisFingerprint::keys_from(&summary.keys),
+        ..Default::default()
+    };
+    let dbs = target_dbs(&fingerprint, &options.db_map);
+    let state = redis_sink::inspect_target(target, &dbs).await?;
+    if state.objects > 0 && !options.clean && !options.replace {
+        return Err(Error::new(
+            ErrorKind::Refused,
+            format!(
+                "the target {target} already holds {} keys in the databases this file restores into",
+                state.objects
+            ),
+        )
+        .with_hint("add --replace to overwrite keys of the same name, --clean to empty those databases first, or --db-map SRC:DST"));
+    }
+    if options.clean {
+        redis_sink::flush(target, &dbs).await?;
+    }
+    // Pass 2: load.
+    let source_version = summary
+        .aux
+        .get("redis-ver")
+        .cloned()
+        .unwrap_or_else(|| "unknown".into());
+    let mut loader = redis_sink::RedisLoader::open(
+        target,
+        options.replace,
+        options.db_map.clone(),
+        &source_version,
+    )
+    .await?;
+    let mut file = open().await?;
+    loop {
+        let n = file.read(&mut buf).await.map_err(read_error)?;
+        if n == 0 {
+            break;
+        }
+        if let Err(e) = crate::pipeline::RawSink::write(&mut loader, &buf[..n]).await {
+            // The loader keeps the real error; finish() reports it.
+            tracing::debug!("loading stopped: {e}");
+            break;
+        }
+    }
+    let restored = loader.finish().await?;
+    Ok((summary, restored))
+}
