@@ -591,3 +591,56 @@ fn redis_snapshot_as_a_file_loads_in_a_stopped_server_and_rdb_files_load_into_li
     assert_eq!(target.ok("DEBUG DIGEST").text(), "0".repeat(40));
     source.ok("FLUSHALL");
 }
+
+#[test]
+fn redis_backups_authenticate_with_a_password_or_an_acl_user() {
+    use lifeboat_tests::{manifests, run, TempDir};
+    let _servers = SERVERS.lock().unwrap_or_else(|e| e.into_inner());
+    let (source_url, _) = redis_urls();
+    let mut source = Redis::connect(&source_url);
+    source.ok("FLUSHALL");
+    source.ok("CONFIG SET repl-diskless-sync-delay 0");
+    source.ok("SET k v");
+    let addr = source_url.trim_start_matches("redis://").to_string();
+    let repo = TempDir::new("redis-auth");
+    let backup = |url: &str| {
+        run(
+            "lifeboat-backup",
+            &[
+                "--engine",
+                "redis",
+                "--url",
+                url,
+                "--repo",
+                repo.as_str(),
+                "--job",
+                "auth",
+            ],
+        )
+    };
+    // An ACL user allowed to replicate, and one that is not.
+    source.ok("ACL SETUSER lifeboat-backup on >backup-secret-1 +@all ~*");
+    source.ok("ACL SETUSER lifeboat-nosync on >nosync-secret-2 +@all -sync -psync ~*");
+    backup(&format!("redis://lifeboat-backup:backup-secret-1@{addr}")).assert_code(0);
+    let refused = backup(&format!("redis://lifeboat-nosync:nosync-secret-2@{addr}"));
+    refused.assert_code(1).assert_contains("SYNC was refused");
+    assert!(
+        !refused.output().contains("nosync-secret-2"),
+        "{}",
+        refused.output()
+    );
+    // requirepass for the default user: ":password@".
+    source.ok("CONFIG SET requirepass default-secret-3");
+    let mut authed = Redis::connect(&source_url);
+    authed.ok("AUTH default-secret-3");
+    let result = std::panic::catch_unwind(|| {
+        backup(&format!("redis://:default-secret-3@{addr}")).assert_code(0);
+        let r = backup(&source_url);
+        r.assert_code(1).assert_contains("authentication");
+    });
+    authed.ok("CONFIG SET requirepass ");
+    authed.ok("ACL DELUSER lifeboat-backup lifeboat-nosync");
+    authed.ok("FLUSHALL");
+    result.unwrap();
+    assert_eq!(manifests(repo.path(), "auth").len(), 2);
+}

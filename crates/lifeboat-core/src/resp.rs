@@ -63,6 +63,11 @@ impl Connection {
         }
         let info = match conn.command(&[b"INFO", b"server"]).await? {
             Ok(text) => String::from_utf8_lossy(&text).into_owned(),
+            Err(e) if e.starts_with("NOAUTH") => {
+                return Err(conn
+                    .error("authentication required: the server has a password and the URL gives none")
+                    .with_hint("put it in the URL: redis://:PASSWORD@host:port, or redis://USER:PASSWORD@host:port for an ACL user"))
+            }
             Err(e) => return Err(conn.error(format!("INFO failed: {e}"))),
         };
         conn.server_version = info
