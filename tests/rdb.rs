@@ -348,6 +348,34 @@ fn redis_backup_verify_and_restore_through_the_binaries() {
         &["--repo", repo_s, "--job", "redis", "--level", "content"],
     )
     .assert_code(0);
+    // A drill loads into the (empty) target server, counts, and empties it again; a scratch
+    // server holding keys is refused.
+    target.ok("FLUSHALL");
+    let drill = || {
+        run(
+            "lifeboat-verify",
+            &[
+                "--repo",
+                repo_s,
+                "--job",
+                "redis",
+                "--level",
+                "drill",
+                "--scratch-url",
+                &target_url,
+            ],
+        )
+    };
+    drill().assert_code(0).assert_contains("level Drill");
+    assert_eq!(
+        target.ok("DEBUG DIGEST").text(),
+        "0".repeat(40),
+        "the drill cleaned up"
+    );
+    target.ok("SELECT 5");
+    target.ok("SET someone-elses 1");
+    drill().assert_code(1).assert_contains("holds 1 keys");
+    assert_eq!(dbsize(&mut target, 5), 1);
 
     let restore = |extra: &[&str]| {
         let mut args = vec![

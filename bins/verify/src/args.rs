@@ -17,6 +17,9 @@ Examples:
   # DR drill: restore into a scratch database, compare the fingerprint, drop it
   lifeboat-verify --job app-db --latest --level drill --scratch-url postgres://admin@db:5432/postgres
 
+  # A Redis drill: load into empty databases of a throwaway server, count keys, empty them
+  lifeboat-verify --job cache --latest --level drill --scratch-url redis://127.0.0.1:6380
+
   # Freshness alarm for cron: fail (exit 5) when the newest good snapshot is older than 26 h
   lifeboat-verify --job app-db --max-age 26h
 
@@ -51,7 +54,8 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "stored|content|drill", default_value = "content")]
     pub level: Level,
 
-    /// PostgreSQL server URL where a drill may create and drop a scratch database
+    /// Where a drill restores: a PostgreSQL server URL (a scratch database is created and
+    /// dropped there), or a throwaway Redis whose databases are empty
     #[arg(long, value_name = "URL", hide_env_values = true)]
     pub scratch_url: Option<String>,
 

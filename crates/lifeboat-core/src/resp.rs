@@ -146,4 +146,29 @@ impl Connection {
             _ => Err(self.error(format!("unexpected reply {line:?}"))),
         }
     }
+
+    /// Reads a SCAN reply: the next cursor and a page of keys.
+    pub async fn scan_reply(&mut self) -> Result<(Vec<u8>, Vec<Vec<u8>>)> {
+        let head = self.line().await?;
+        if head != "*2" {
+            return Err(self.error(format!("unexpected reply to SCAN: {head:?}")));
+        }
+        let cursor = match self.reply().await? {
+            Ok(c) => c,
+            Err(e) => return Err(self.error(format!("SCAN failed: {e}"))),
+        };
+        let count_line = self.line().await?;
+        let n: usize = count_line
+            .strip_prefix('*')
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| self.error(format!("unexpected reply to SCAN: {count_line:?}")))?;
+        let mut keys = Vec::with_capacity(n);
+        for _ in 0..n {
+            match self.reply().await? {
+                Ok(k) => keys.push(k),
+                Err(e) => return Err(self.error(format!("SCAN failed: {e}"))),
+            }
+        }
+        Ok((cursor, keys))
+    }
 }

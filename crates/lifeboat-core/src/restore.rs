@@ -143,7 +143,9 @@ pub async fn apply<S: Store>(
     let manifest = &plan.snapshot;
     let (stored_bytes, raw_bytes) = match &manifest.fingerprint {
         Fingerprint::Redis(fingerprint) => {
-            restore_redis(store, manifest, fingerprint, &plan.target_url, options).await?
+            let load =
+                restore_redis(store, manifest, fingerprint, &plan.target_url, options).await?;
+            (load.stored_bytes, load.raw_bytes)
         }
         Fingerprint::Postgres(_) => {
             restore_into(store, manifest, &plan.target_url, options).await?
@@ -161,7 +163,7 @@ pub async fn apply<S: Store>(
 }
 
 /// The target databases a Redis snapshot is written to.
-fn target_dbs(
+pub fn target_dbs(
     fingerprint: &RedisFingerprint,
     db_map: &std::collections::BTreeMap<u64, u64>,
 ) -> Vec<u64> {
@@ -175,6 +177,15 @@ fn target_dbs(
     dbs
 }
 
+/// What a Redis load did.
+pub struct RedisLoad {
+    pub stored_bytes: u64,
+    pub raw_bytes: u64,
+    pub restored: u64,
+    /// Keys whose expiry had passed when they were sent, per target database and type.
+    pub expired: std::collections::BTreeMap<u64, std::collections::BTreeMap<String, u64>>,
+}
+
 /// Checks the whole snapshot first (both digests, RDB structure and CRC64, key counts), then
 /// loads it: Redis cannot roll a partial load back, so nothing is written before the check.
 pub async fn restore_redis<S: Store>(
@@ -183,7 +194,7 @@ pub async fn restore_redis<S: Store>(
     fingerprint: &RedisFingerprint,
     target: &SecretUrl,
     options: &RestoreOptions,
-) -> Result<(u64, u64)> {
+) -> Result<RedisLoad> {
     let mut check = redis_sink::RdbCheck::default();
     read_snapshot(store, manifest, &mut check).await?;
     let findings = check.finish(fingerprint);
@@ -210,21 +221,26 @@ pub async fn restore_redis<S: Store>(
     let read = read_snapshot(store, manifest, &mut loader).await.map_err(|e| {
         e.with_hint("the snapshot changed between the check and the load; the target may hold part of it")
     })?;
-    let restored = loader.finish().await;
+    let loaded = loader.finish_counted().await;
     if let Some(e) = read.sink_error {
-        if restored.is_ok() {
+        if loaded.is_ok() {
             return Err(Error::new(
                 ErrorKind::Sink,
                 format!("restoring into {target} failed: {e}"),
             ));
         }
     }
-    let restored = restored?;
+    let (restored, expired) = loaded?;
     tracing::info!(
         "Restored {restored} keys of snapshot {} into {target}.",
         manifest.id
     );
-    Ok((read.stored_bytes, read.raw_bytes))
+    Ok(RedisLoad {
+        stored_bytes: read.stored_bytes,
+        raw_bytes: read.raw_bytes,
+        restored,
+        expired,
+    })
 }
 
 /// Streams a snapshot into a PostgreSQL database (also used by drills).

@@ -112,6 +112,9 @@ pub struct RedisLoader {
     /// The snapshot's RDB version, once its header has been read (payloads carry it).
     rdb_version: Option<u16>,
     pub restored: u64,
+    /// Keys whose expiry had passed when they were sent (Redis drops them on RESTORE), per
+    /// target database and type.
+    pub expired: BTreeMap<u64, BTreeMap<String, u64>>,
     /// Why loading stopped (the stream itself is still read to the end and digested).
     failure: Option<Error>,
 }
@@ -134,6 +137,7 @@ impl RedisLoader {
             source_version: source_version.to_string(),
             rdb_version: None,
             restored: 0,
+            expired: BTreeMap::new(),
             failure: None,
         })
     }
@@ -151,6 +155,17 @@ impl RedisLoader {
                 Connection::encode(&mut out, &[b"SELECT", db.to_string().as_bytes()]);
                 expected.push(None);
                 self.selected = Some(db);
+            }
+            if key
+                .expires_at_ms
+                .is_some_and(|at| at <= chrono::Utc::now().timestamp_millis())
+            {
+                *self
+                    .expired
+                    .entry(db)
+                    .or_default()
+                    .entry(key.value_type.name().to_string())
+                    .or_default() += 1;
             }
             let payload = key.dump_payload(version);
             let ttl = key.expires_at_ms.unwrap_or(0).to_string();
@@ -206,7 +221,12 @@ impl RedisLoader {
     }
 
     /// Loads what is left and returns the number of keys restored.
-    pub async fn finish(mut self) -> Result<u64> {
+    pub async fn finish(self) -> Result<u64> {
+        self.finish_counted().await.map(|(n, _)| n)
+    }
+
+    /// Like [`RedisLoader::finish`], also returning the keys that had expired on arrival.
+    pub async fn finish_counted(mut self) -> Result<(u64, BTreeMap<u64, BTreeMap<String, u64>>)> {
         if let Some(e) = self.failure.take() {
             return Err(e);
         }
@@ -221,7 +241,7 @@ impl RedisLoader {
             .map_err(|e| Error::integrity(format!("the snapshot's RDB stream is damaged: {e}")))?;
         self.pending.extend(rest);
         self.flush_batch().await?;
-        Ok(self.restored)
+        Ok((self.restored, self.expired))
     }
 }
 
@@ -254,4 +274,52 @@ impl RawSink for RedisLoader {
         }
         Ok(())
     }
+}
+
+/// Keys per database and type in a live server, for the given databases (SCAN + TYPE).
+pub async fn count_keys(
+    url: &SecretUrl,
+    dbs: &[u64],
+) -> Result<BTreeMap<u64, BTreeMap<String, u64>>> {
+    let mut conn = Connection::open(url, ErrorKind::Sink).await?;
+    let mut out: BTreeMap<u64, BTreeMap<String, u64>> = BTreeMap::new();
+    for db in dbs {
+        if let Err(e) = conn
+            .command(&[b"SELECT", db.to_string().as_bytes()])
+            .await?
+        {
+            return Err(conn.error(format!("cannot select database {db}: {e}")));
+        }
+        let mut cursor = b"0".to_vec();
+        loop {
+            conn.send(&{
+                let mut b = Vec::new();
+                Connection::encode(&mut b, &[b"SCAN", &cursor, b"COUNT", b"1000"]);
+                b
+            })
+            .await?;
+            let (next, keys) = conn.scan_reply().await?;
+            let mut out_cmds = Vec::new();
+            for k in &keys {
+                Connection::encode(&mut out_cmds, &[b"TYPE", k]);
+            }
+            conn.send(&out_cmds).await?;
+            for _ in &keys {
+                match conn.reply().await? {
+                    Ok(t) => {
+                        *out.entry(*db)
+                            .or_default()
+                            .entry(String::from_utf8_lossy(&t).into_owned())
+                            .or_default() += 1;
+                    }
+                    Err(e) => return Err(conn.error(format!("TYPE failed: {e}"))),
+                }
+            }
+            if next == b"0" {
+                break;
+            }
+            cursor = next;
+        }
+    }
+    Ok(out)
 }

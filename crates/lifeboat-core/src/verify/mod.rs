@@ -287,6 +287,73 @@ async fn check_content<S: Store>(
     Ok(findings)
 }
 
+/// A Redis drill: load the snapshot into empty databases of a scratch server, count keys per
+/// database and type, compare with the manifest, and empty those databases again. A scratch
+/// server whose databases hold keys is refused: a drill never deletes data it did not write.
+async fn redis_drill<S: Store>(
+    store: &S,
+    manifest: &Manifest,
+    recorded: &crate::catalog::RedisFingerprint,
+    scratch: &SecretUrl,
+    restore_secs: &mut Option<f64>,
+) -> Result<Vec<String>> {
+    use crate::sink::redis as redis_sink;
+    let dbs = crate::restore::target_dbs(recorded, &Default::default());
+    let state = redis_sink::inspect_target(scratch, &dbs).await?;
+    if state.objects > 0 {
+        return Err(Error::new(
+            ErrorKind::Refused,
+            format!(
+                "the scratch server {scratch} holds {} keys in databases the drill needs ({})",
+                state.objects,
+                dbs.iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+        .with_hint("point --scratch-url at a throwaway Redis whose databases are empty"));
+    }
+    let options = RestoreOptions {
+        clean: false,
+        replace: false,
+        db_map: Default::default(),
+        no_owner: false,
+        tools: PgTools::default(),
+        hold_back: crate::pipeline::holdback::DEFAULT_HOLD_BACK,
+    };
+    let started = Instant::now();
+    let loaded = crate::restore::restore_redis(store, manifest, recorded, scratch, &options).await;
+    let result = async {
+        let load = loaded?;
+        *restore_secs = Some(started.elapsed().as_secs_f64());
+        let found = redis_sink::count_keys(scratch, &dbs).await?;
+        // Keys that expired before the drill could load them are not a loss.
+        let mut expected = recorded.clone();
+        for (db, types) in &load.expired {
+            for (t, n) in types {
+                if let Some(c) = expected
+                    .keys
+                    .get_mut(&db.to_string())
+                    .and_then(|m| m.get_mut(t))
+                {
+                    *c = c.saturating_sub(*n);
+                }
+            }
+        }
+        for types in expected.keys.values_mut() {
+            types.retain(|_, n| *n > 0);
+        }
+        expected.keys.retain(|_, t| !t.is_empty());
+        Ok::<_, Error>(expected.differences(&found))
+    }
+    .await;
+    if let Err(e) = redis_sink::flush(scratch, &dbs).await {
+        tracing::warn!("The drill's keys could not be removed from {scratch}: {e}");
+    }
+    result
+}
+
 async fn drill<S: Store>(
     store: &S,
     manifest: &Manifest,
@@ -294,11 +361,11 @@ async fn drill<S: Store>(
     tools: &PgTools,
     restore_secs: &mut Option<f64>,
 ) -> Result<Vec<String>> {
-    let Fingerprint::Postgres(recorded) = &manifest.fingerprint else {
-        return Err(Error::config(format!(
-            "snapshot {}: --level drill is not available for {} snapshots yet; use --level content",
-            manifest.id, manifest.engine
-        )));
+    let recorded = match &manifest.fingerprint {
+        Fingerprint::Postgres(recorded) => recorded,
+        Fingerprint::Redis(recorded) => {
+            return redis_drill(store, manifest, recorded, scratch, restore_secs).await
+        }
     };
     let name = pg_sink::scratch_database_name(manifest);
     pg_sink::create_database(scratch, &name).await?;
