@@ -231,7 +231,10 @@ fn capture(url: &str) -> Result<(Vec<u8>, bool), String> {
             .read_to_end(&mut bytes)
             .await
             .map_err(|e| e.to_string())?;
-        Ok((bytes, c.diskless))
+        Ok((
+            bytes,
+            c.kind == lifeboat_core::source::redis::CaptureKind::SyncDiskless,
+        ))
     })
 }
 
@@ -650,12 +653,16 @@ fn redis_backups_authenticate_with_a_password_or_an_acl_user() {
     source.ok("ACL SETUSER lifeboat-backup on >backup-secret-1 +@all ~*");
     source.ok("ACL SETUSER lifeboat-nosync on >nosync-secret-2 +@all -sync -psync ~*");
     backup(&format!("redis://lifeboat-backup:backup-secret-1@{addr}")).assert_code(0);
-    let refused = backup(&format!("redis://lifeboat-nosync:nosync-secret-2@{addr}"));
-    refused.assert_code(1).assert_contains("SYNC was refused");
+    // mode = "auto" (the default): SYNC is refused, SCAN takes over, and says so.
+    let fallback = backup(&format!("redis://lifeboat-nosync:nosync-secret-2@{addr}"));
+    fallback
+        .assert_code(0)
+        .assert_contains("SYNC was refused")
+        .assert_contains("SCAN");
     assert!(
-        !refused.output().contains("nosync-secret-2"),
+        !fallback.output().contains("nosync-secret-2"),
         "{}",
-        refused.output()
+        fallback.output()
     );
     // requirepass for the default user: ":password@".
     source.ok("CONFIG SET requirepass default-secret-3");
@@ -670,5 +677,95 @@ fn redis_backups_authenticate_with_a_password_or_an_acl_user() {
     authed.ok("ACL DELUSER lifeboat-backup lifeboat-nosync");
     authed.ok("FLUSHALL");
     result.unwrap();
-    assert_eq!(manifests(repo.path(), "auth").len(), 2);
+    let captures: Vec<String> = manifests(repo.path(), "auth")
+        .iter()
+        .map(|m| m["fingerprint"]["capture"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(captures.len(), 3);
+    assert!(captures.contains(&"scan".to_string()), "{captures:?}");
+}
+
+#[test]
+fn scan_mode_builds_an_rdb_that_restores_identically() {
+    use lifeboat_tests::{manifests, run, TempDir};
+    let _servers = SERVERS.lock().unwrap_or_else(|e| e.into_inner());
+    let (source_url, target_url) = redis_urls();
+    let mut source = Redis::connect(&source_url);
+    let mut target = Redis::connect(&target_url);
+    source.ok("FLUSHALL");
+    let mut expected = BTreeMap::new();
+    expected.insert("0".to_string(), fill(&mut source, 0, true));
+    expected.insert("9".to_string(), fill(&mut source, 9, false));
+    // Enough keys for several SCAN pages.
+    let mut many = vec![b"MSET".to_vec()];
+    for i in 0..5000 {
+        many.push(format!("page-key-{i}").into_bytes());
+        many.push(format!("{i}").into_bytes());
+    }
+    source.ok("SELECT 9");
+    assert!(!matches!(
+        source.pipeline(&[many]).remove(0),
+        Reply::Error(_)
+    ));
+    *expected.get_mut("9").unwrap().get_mut("string").unwrap() += 5000;
+    let source_digest = source.ok("DEBUG DIGEST").text();
+
+    let repo = TempDir::new("redis-scan");
+    let dir = TempDir::new("redis-scan-cfg");
+    let config = dir.join("lifeboat.toml");
+    let write = |mode: &str, url: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[store]\nurl = \"{}\"\n\n[[job]]\nname = \"cache\"\nengine = \"redis\"\nurl = \"{url}\"\nmode = \"{mode}\"\n",
+                repo.as_str()
+            ),
+        )
+        .unwrap();
+    };
+    write("scan", &source_url);
+    let config_s = config.to_str().unwrap();
+    run("lifeboat-backup", &["--config", config_s])
+        .assert_code(0)
+        .assert_contains("SCAN");
+    let manifest = &manifests(repo.path(), "cache")[0];
+    assert_eq!(manifest["fingerprint"]["capture"], "scan");
+    assert_eq!(manifest["fingerprint"]["point_in_time"], false);
+    assert_eq!(
+        serde_json::to_value(&expected).unwrap(),
+        manifest["fingerprint"]["keys"]
+    );
+    run(
+        "lifeboat-verify",
+        &["--config", config_s, "--level", "content"],
+    )
+    .assert_code(0);
+    target.ok("FLUSHALL");
+    run(
+        "lifeboat-restore",
+        &[
+            "--config",
+            config_s,
+            "--latest",
+            "--to",
+            &target_url,
+            "--yes",
+        ],
+    )
+    .assert_code(0);
+    assert_eq!(target.ok("DEBUG DIGEST").text(), source_digest);
+
+    // mode = "sync" with a user that may not SYNC: a clear failure, no fallback.
+    source.ok("ACL SETUSER lifeboat-nosync2 on >nosync-secret-4 +@all -sync -psync ~*");
+    let addr = source_url.trim_start_matches("redis://");
+    write(
+        "sync",
+        &format!("redis://lifeboat-nosync2:nosync-secret-4@{addr}"),
+    );
+    let r = run("lifeboat-backup", &["--config", config_s]);
+    source.ok("ACL DELUSER lifeboat-nosync2");
+    r.assert_code(1).assert_contains("SYNC was refused");
+    assert_eq!(manifests(repo.path(), "cache").len(), 1);
+    source.ok("FLUSHALL");
+    target.ok("FLUSHALL");
 }

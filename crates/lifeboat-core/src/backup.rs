@@ -285,13 +285,13 @@ async fn backup_redis<S: Store>(
     ))?;
     // The server forks for the snapshot right after SYNC: this is its point in time.
     let consistent_at = Utc::now();
-    let capture = redis_source::start_capture(&redis.url).await?;
+    let capture = redis_source::start(&redis.url, redis.mode).await?;
     tracing::info!(
-        "Backing up job {:?} (Redis {} at {}, {} snapshot) to {} as snapshot {id}.",
+        "Backing up job {:?} (Redis {} at {}, {}) to {} as snapshot {id}.",
         job.name,
         capture.server_version,
         redis.url,
-        if capture.diskless { "diskless" } else { "disk" },
+        capture.kind.describe(),
         store.describe()
     );
     let (checked, summary) = redis_source::CheckedRdb::new(capture.stream);
@@ -320,13 +320,8 @@ async fn backup_redis<S: Store>(
     let stored = writer.finish().await?;
     let fingerprint = RedisFingerprint {
         rdb_version: summary.rdb_version,
-        capture: if capture.diskless {
-            "sync-diskless"
-        } else {
-            "sync"
-        }
-        .into(),
-        point_in_time: true,
+        capture: capture.kind.as_str().into(),
+        point_in_time: capture.kind.point_in_time(),
         keys: RedisFingerprint::keys_from(&summary.keys),
         functions: summary.functions,
         rdb_crc64: summary.crc64.unwrap_or(0),
@@ -345,10 +340,7 @@ async fn backup_redis<S: Store>(
             url: redis.url.to_string(),
             server_version: capture.server_version.clone(),
             databases: summary.keys.keys().map(|db| format!("db{db}")).collect(),
-            dump_tool: format!(
-                "lifeboat native SYNC ({} payload)",
-                if capture.diskless { "diskless" } else { "disk" }
-            ),
+            dump_tool: format!("lifeboat {}", capture.kind.describe()),
         },
         dump_format: "redis_rdb".into(),
         compression: job.compression,

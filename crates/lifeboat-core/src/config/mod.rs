@@ -196,7 +196,7 @@ pub struct JobSpec {
     pub schedule: Option<String>,
     /// The RPO: `lifeboat-verify` fails (exit 5) when the newest good snapshot is older.
     pub max_age: Option<String>,
-    /// Redis only: how the snapshot is captured (`auto`, `sync`; `scan` is not available yet).
+    /// Redis only: how the snapshot is captured: `auto` (SYNC, else SCAN), `sync` or `scan`.
     pub mode: Option<RedisMode>,
 }
 
@@ -211,7 +211,7 @@ pub enum EngineName {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum RedisMode {
-    /// SYNC (the only capture so far); SCAN once it exists, for servers that refuse SYNC.
+    /// SYNC, and SCAN when the server refuses SYNC.
     #[default]
     Auto,
     /// The replication protocol: a point-in-time snapshot of every database.
@@ -438,76 +438,68 @@ pub fn validate_job(
     validate_job_name(&spec.name)?;
     let url = SecretUrl::parse(&spec.url)
         .map_err(|e| Error::config(format!("job {:?}: url: {e}", spec.name)))?;
-    let engine = match spec.engine {
-        EngineName::Postgres => {
-            if !matches!(url.scheme(), "postgres" | "postgresql") {
-                return Err(Error::config(format!(
-                    "job {:?}: engine postgres needs a postgres:// URL, got {}://",
-                    spec.name,
-                    url.scheme()
-                )));
-            }
-            if url.database().is_none() {
-                return Err(Error::config(format!(
-                    "job {:?}: the URL {url} names no database",
-                    spec.name
-                ))
-                .with_hint(
-                    "add the database name as the URL path: postgres://user@host:5432/DBNAME",
-                ));
-            }
-            if spec.mode.is_some() {
-                return Err(Error::config(format!(
-                    "job {:?}: mode is a setting of redis jobs",
-                    spec.name
-                )));
-            }
-            EngineJob::Postgres(PgJob {
-                url,
-                format: spec.format.unwrap_or_default(),
-                bin_dir: spec
-                    .pg_bin_dir
-                    .as_ref()
-                    .or(defaults.pg_bin_dir.as_ref())
-                    .map(PathBuf::from),
-            })
-        }
-        EngineName::Redis => {
-            match url.scheme() {
-                "redis" => {}
-                "rediss" => {
+    let engine =
+        match spec.engine {
+            EngineName::Postgres => {
+                if !matches!(url.scheme(), "postgres" | "postgresql") {
                     return Err(Error::config(format!(
+                        "job {:?}: engine postgres needs a postgres:// URL, got {}://",
+                        spec.name,
+                        url.scheme()
+                    )));
+                }
+                if url.database().is_none() {
+                    return Err(Error::config(format!(
+                        "job {:?}: the URL {url} names no database",
+                        spec.name
+                    ))
+                    .with_hint(
+                        "add the database name as the URL path: postgres://user@host:5432/DBNAME",
+                    ));
+                }
+                if spec.mode.is_some() {
+                    return Err(Error::config(format!(
+                        "job {:?}: mode is a setting of redis jobs",
+                        spec.name
+                    )));
+                }
+                EngineJob::Postgres(PgJob {
+                    url,
+                    format: spec.format.unwrap_or_default(),
+                    bin_dir: spec
+                        .pg_bin_dir
+                        .as_ref()
+                        .or(defaults.pg_bin_dir.as_ref())
+                        .map(PathBuf::from),
+                })
+            }
+            EngineName::Redis => {
+                match url.scheme() {
+                    "redis" => {}
+                    "rediss" => return Err(Error::config(format!(
                         "job {:?}: rediss:// (Redis over TLS) is not supported yet",
                         spec.name
                     ))
                     .with_hint(
                         "back up through a TLS tunnel (e.g. stunnel) to a redis:// address for now",
-                    ))
+                    )),
+                    other => {
+                        return Err(Error::config(format!(
+                            "job {:?}: engine redis needs a redis:// URL, got {other}://",
+                            spec.name
+                        )))
+                    }
                 }
-                other => {
+                if spec.format.is_some() || spec.pg_bin_dir.is_some() {
                     return Err(Error::config(format!(
-                        "job {:?}: engine redis needs a redis:// URL, got {other}://",
+                        "job {:?}: format and pg-bin-dir are settings of postgres jobs",
                         spec.name
-                    )))
+                    )));
                 }
+                let mode = spec.mode.unwrap_or_default();
+                EngineJob::Redis(RedisJob { url, mode })
             }
-            if spec.format.is_some() || spec.pg_bin_dir.is_some() {
-                return Err(Error::config(format!(
-                    "job {:?}: format and pg-bin-dir are settings of postgres jobs",
-                    spec.name
-                )));
-            }
-            let mode = spec.mode.unwrap_or_default();
-            if mode == RedisMode::Scan {
-                return Err(Error::config(format!(
-                    "job {:?}: mode = \"scan\" is not available yet; Lifeboat captures Redis with SYNC",
-                    spec.name
-                ))
-                .with_hint("use mode = \"auto\" or \"sync\"; the server must allow SYNC for this user"));
-            }
-            EngineJob::Redis(RedisJob { url, mode })
-        }
-    };
+        };
     let compression = Compression::from_spec(
         spec.compression
             .or(defaults.compression)

@@ -13,9 +13,12 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, BufReader, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::config::RedisMode;
 use crate::error::{ErrorKind, Result};
 use crate::resp::Connection;
 use crate::secret::SecretUrl;
+
+mod scan;
 
 /// The diskless form's end mark is 40 bytes.
 const EOF_MARK_LEN: usize = 40;
@@ -23,15 +26,83 @@ const EOF_MARK_LEN: usize = 40;
 /// A snapshot being received.
 pub struct RedisCapture {
     /// Exactly the RDB file's bytes.
-    pub stream: RdbStream,
+    pub stream: Box<dyn AsyncRead + Send + Unpin>,
     /// `redis_version` from INFO.
     pub server_version: String,
-    /// `true` for the diskless (`$EOF:`) form.
-    pub diskless: bool,
+    pub kind: CaptureKind,
 }
 
-/// Connects, authenticates and starts a snapshot transfer.
+/// How the snapshot was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaptureKind {
+    /// SYNC, the server wrote the snapshot to its disk first.
+    Sync,
+    /// SYNC, streamed from the server's fork (`$EOF:` form).
+    SyncDiskless,
+    /// SCAN + DUMP + PTTL per key: every key as it was when read, not one instant.
+    Scan,
+}
+
+impl CaptureKind {
+    /// The manifest's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaptureKind::Sync => "sync",
+            CaptureKind::SyncDiskless => "sync-diskless",
+            CaptureKind::Scan => "scan",
+        }
+    }
+
+    pub fn point_in_time(self) -> bool {
+        self != CaptureKind::Scan
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            CaptureKind::Sync => "native SYNC (disk payload)",
+            CaptureKind::SyncDiskless => "native SYNC (diskless payload)",
+            CaptureKind::Scan => "SCAN + DUMP (not point in time)",
+        }
+    }
+}
+
+/// Starts a capture as `mode` says: `auto` tries SYNC and falls back to SCAN when the server
+/// refuses it (managed services often do), saying so.
+pub async fn start(url: &SecretUrl, mode: RedisMode) -> Result<RedisCapture> {
+    match mode {
+        RedisMode::Scan => scan::start(url).await,
+        RedisMode::Sync => match start_sync(url).await? {
+            Sync::Started(c) => Ok(c),
+            Sync::Refused(e) => Err(e),
+        },
+        RedisMode::Auto => match start_sync(url).await? {
+            Sync::Started(c) => Ok(c),
+            Sync::Refused(e) => {
+                tracing::warn!(
+                    "{}; capturing with SCAN + DUMP instead (not a point-in-time snapshot).",
+                    e.message()
+                );
+                scan::start(url).await
+            }
+        },
+    }
+}
+
+/// The SYNC capture only (tests and `mode = "sync"`).
 pub async fn start_capture(url: &SecretUrl) -> Result<RedisCapture> {
+    match start_sync(url).await? {
+        Sync::Started(c) => Ok(c),
+        Sync::Refused(e) => Err(e),
+    }
+}
+
+enum Sync {
+    Started(RedisCapture),
+    /// The server answered SYNC with an error (unknown command, NOPERM, ...).
+    Refused(crate::error::Error),
+}
+
+async fn start_sync(url: &SecretUrl) -> Result<Sync> {
     let mut conn = Connection::open(url, ErrorKind::Source).await?;
     // Older servers do not know rdb-only; they then stream commands after the snapshot,
     // which the capture never reads.
@@ -48,9 +119,9 @@ pub async fn start_capture(url: &SecretUrl) -> Result<RedisCapture> {
         }
     };
     if let Some(err) = header.strip_prefix('-') {
-        return Err(conn.error(format!("SYNC was refused: {err}")).with_hint(
-            "managed services often refuse SYNC (unknown command, NOPERM); allow the replication commands for this user",
-        ));
+        return Ok(Sync::Refused(conn.error(format!("SYNC was refused: {err}")).with_hint(
+            "managed services often refuse SYNC (unknown command, NOPERM); allow the replication commands for this user, or use mode = \"scan\"",
+        )));
     }
     let Some(rest) = header.strip_prefix('$') else {
         return Err(conn.error(format!("unexpected reply to SYNC: {header:?}")));
@@ -73,15 +144,19 @@ pub async fn start_capture(url: &SecretUrl) -> Result<RedisCapture> {
             .map_err(|_| conn.error(format!("malformed snapshot header {header:?}")))?;
         (Body::Length { left: len }, false)
     };
-    Ok(RedisCapture {
+    Ok(Sync::Started(RedisCapture {
         server_version: conn.server_version.clone(),
-        diskless,
-        stream: RdbStream {
+        kind: if diskless {
+            CaptureKind::SyncDiskless
+        } else {
+            CaptureKind::Sync
+        },
+        stream: Box::new(RdbStream {
             location: url.without_password(),
             conn: conn.io,
             body,
-        },
-    })
+        }),
+    }))
 }
 
 enum Body {
