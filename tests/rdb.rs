@@ -417,6 +417,19 @@ fn redis_backup_verify_and_restore_through_the_binaries() {
         "--clean empties first"
     );
 
+    // --mode swap: a target full of other data is replaced database by database, in one step
+    // each; the spare databases are empty again afterwards.
+    target.ok("FLUSHALL");
+    target.ok("SELECT 0");
+    target.ok("SET old-data 1");
+    target.ok("SELECT 5");
+    target.ok("SET old-data 2");
+    restore(&["--mode", "swap"])
+        .assert_code(0)
+        .assert_contains("SWAPDB");
+    assert_eq!(target.ok("DEBUG DIGEST").text(), source_digest);
+    restore(&["--mode", "swap", "--clean"]).assert_code(2);
+
     // Databases mapped elsewhere.
     target.ok("FLUSHALL");
     restore(&["--db-map", "0:7", "--db-map", "5:8"]).assert_code(0);
@@ -613,6 +626,19 @@ fn redis_snapshot_as_a_file_loads_in_a_stopped_server_and_rdb_files_load_into_li
         .assert_code(0)
         .assert_contains("checksum verified");
     assert_eq!(target.ok("DEBUG DIGEST").text(), source_digest);
+    // A file from a newer Redis (RDB version 12) into this 7.0 target: both versions named.
+    let mut newer = std::fs::read(&elsewhere).unwrap();
+    newer[5..9].copy_from_slice(b"0012");
+    let body = newer.len() - 8;
+    let crc = lifeboat_rdb::crc64(&newer[..body]);
+    newer[body..].copy_from_slice(&crc.to_le_bytes());
+    let newer_path = dir.join("newer.rdb");
+    std::fs::write(&newer_path, &newer).unwrap();
+    target.ok("FLUSHALL");
+    from_file(&newer_path)
+        .assert_code(1)
+        .assert_contains("RDB version 12")
+        .assert_contains("runs Redis 7.0");
     // A truncated file is refused before any key is written.
     let bytes = std::fs::read(&elsewhere).unwrap();
     let cut = dir.join("cut.rdb");

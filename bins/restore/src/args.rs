@@ -23,6 +23,9 @@ Examples:
   # A Redis snapshot into a live server, database 0 of the backup into database 3
   lifeboat-restore --job cache --latest --to redis://:PASSWORD@redis.internal:6379 --db-map 0:3
 
+  # Replace a live Redis database in one step: load a spare database, then SWAPDB
+  lifeboat-restore --job cache --latest --to redis://:PASSWORD@redis.internal:6379 --mode swap
+
   # A Redis snapshot as dump.rdb for a stopped self-hosted server (see RUNBOOK.md)
   lifeboat-restore --job cache --latest --mode file --to /var/lib/redis/dump.rdb
 
@@ -43,6 +46,7 @@ unchanged).";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RestoreMode {
     Live,
+    Swap,
     File,
 }
 
@@ -113,8 +117,9 @@ pub struct RestoreFlags {
     #[arg(long)]
     pub replace: bool,
 
-    /// Redis: `live` loads a running server (default); `file` writes the snapshot as an RDB
-    /// file to --to PATH, for a stopped self-hosted server to load at start
+    /// Redis: `live` loads a running server (default); `swap` loads empty spare databases and
+    /// SWAPDBs each with its target at the end, so clients switch at once; `file` writes the
+    /// snapshot as an RDB file to --to PATH, for a stopped self-hosted server to load at start
     #[arg(long, value_enum, default_value_t = RestoreMode::Live)]
     pub mode: RestoreMode,
 

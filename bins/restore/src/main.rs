@@ -183,6 +183,11 @@ async fn run_restore(common: &CommonArgs, flags: &RestoreFlags) -> Result<()> {
     if flags.mode == RestoreMode::File {
         return run_to_file(common, flags, std::path::Path::new(target)).await;
     }
+    if flags.mode == RestoreMode::Swap && (flags.clean || flags.replace) {
+        return Err(usage(
+            "--mode swap replaces whole databases; it takes neither --clean nor --replace",
+        ));
+    }
     let target = SecretUrl::parse(target).map_err(|e| usage(format!("--to: {e}")))?;
     let postgres = matches!(target.scheme(), "postgres" | "postgresql");
     if !(postgres && target.database().is_some() || target.scheme() == "redis") {
@@ -200,6 +205,7 @@ async fn run_restore(common: &CommonArgs, flags: &RestoreFlags) -> Result<()> {
         clean: flags.clean,
         replace: flags.replace,
         db_map: flags.db_map.iter().copied().collect(),
+        swap: flags.mode == RestoreMode::Swap,
         no_owner: flags.no_owner,
         tools: tools_dir(pg_bin_dir.as_deref()),
         hold_back: flags.hold_back_mib * 1024 * 1024,
@@ -365,6 +371,7 @@ async fn run_from_file(
         clean: flags.clean,
         replace: flags.replace,
         db_map: flags.db_map.iter().copied().collect(),
+        swap: false,
         no_owner: false,
         tools: tools_dir(None),
         hold_back: flags.hold_back_mib * 1024 * 1024,
@@ -433,6 +440,8 @@ fn print_plan(plan: &RestorePlan) {
             plan.target_state.objects,
             if plan.clean {
                 " (--clean empties them first)"
+            } else if plan.swap {
+                " (--mode swap: loaded into empty spare databases, then swapped in with SWAPDB; the previous data is then removed)"
             } else {
                 ""
             }

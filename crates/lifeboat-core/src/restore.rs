@@ -21,6 +21,8 @@ pub struct RestoreOptions {
     pub replace: bool,
     /// Redis: source database -> target database (`--db-map 0:3`).
     pub db_map: std::collections::BTreeMap<u64, u64>,
+    /// Redis: load into spare databases, then SWAPDB each with its target.
+    pub swap: bool,
     pub no_owner: bool,
     pub tools: PgTools,
     /// Bytes held back from the sink until the digests match.
@@ -38,6 +40,8 @@ pub struct RestorePlan {
     pub target_url: SecretUrl,
     pub target_state: TargetState,
     pub clean: bool,
+    /// Redis `--mode swap`.
+    pub swap: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -71,7 +75,7 @@ pub async fn plan<S: Store>(
         }
         let dbs = target_dbs(fingerprint, &options.db_map);
         let target_state = redis_sink::inspect_target(target, &dbs).await?;
-        if target_state.objects > 0 && !options.clean && !options.replace {
+        if target_state.objects > 0 && !options.clean && !options.replace && !options.swap {
             return Err(Error::new(
                 ErrorKind::Refused,
                 format!(
@@ -90,7 +94,17 @@ pub async fn plan<S: Store>(
             target_url: target.clone(),
             target_state,
             clean: options.clean,
+            swap: options.swap,
         });
+    }
+    if options.swap {
+        return Err(Error::new(
+            ErrorKind::Refused,
+            format!(
+                "snapshot {} is a {} backup; --mode swap is for Redis",
+                snapshot.id, snapshot.engine
+            ),
+        ));
     }
     if snapshot.engine != "postgres" {
         return Err(Error::new(
@@ -129,6 +143,7 @@ pub async fn plan<S: Store>(
         target_url: target.clone(),
         target_state,
         clean: options.clean,
+        swap: false,
     })
 }
 
@@ -208,13 +223,31 @@ pub async fn restore_redis<S: Store>(
             "the target was not touched; restore an older snapshot (lifeboat-restore list)",
         ));
     }
-    if options.clean {
-        redis_sink::flush(target, &target_dbs(fingerprint, &options.db_map)).await?;
+    let targets = target_dbs(fingerprint, &options.db_map);
+    // --mode swap: load into empty spare databases, swap them in at the end.
+    let spares = if options.swap {
+        Some(redis_sink::pick_spares(target, &targets).await?)
+    } else {
+        None
+    };
+    let db_map = match &spares {
+        Some(spares) => fingerprint
+            .databases()
+            .into_iter()
+            .map(|db| {
+                let t = redis_sink::target_db(&options.db_map, db);
+                (db, spares.get(&t).copied().unwrap_or(t))
+            })
+            .collect(),
+        None => options.db_map.clone(),
+    };
+    if options.clean && spares.is_none() {
+        redis_sink::flush(target, &targets).await?;
     }
     let mut loader = redis_sink::RedisLoader::open(
         target,
         options.replace,
-        options.db_map.clone(),
+        db_map,
         &manifest.source.server_version,
     )
     .await?;
@@ -230,7 +263,21 @@ pub async fn restore_redis<S: Store>(
             ));
         }
     }
-    let (restored, expired) = loaded?;
+    let (restored, expired) = match loaded {
+        Ok(v) => v,
+        Err(e) => {
+            if let Some(spares) = &spares {
+                // The spares were empty: emptying them again leaves the target as it was.
+                let used: Vec<u64> = spares.values().copied().collect();
+                let _ = redis_sink::flush(target, &used).await;
+                return Err(e.with_hint("--mode swap: the target databases were not touched"));
+            }
+            return Err(e);
+        }
+    };
+    if let Some(spares) = &spares {
+        redis_sink::swap_in(target, spares).await?;
+    }
     tracing::info!(
         "Restored {restored} keys of snapshot {} into {target}.",
         manifest.id

@@ -323,3 +323,86 @@ pub async fn count_keys(
     }
     Ok(out)
 }
+
+/// Empty databases to load into for `--mode swap`, one per target database, chosen from the
+/// highest index down among those the restore does not write to.
+pub async fn pick_spares(url: &SecretUrl, targets: &[u64]) -> Result<BTreeMap<u64, u64>> {
+    let mut conn = Connection::open(url, ErrorKind::Sink).await?;
+    // Managed services may hide CONFIG; 16 is Redis' default.
+    let count = config_databases(&mut conn).await?.unwrap_or(16);
+    let mut spares = BTreeMap::new();
+    let mut candidates = (0..count).rev().filter(|db| !targets.contains(db));
+    for target in targets {
+        let spare = loop {
+            let Some(db) = candidates.next() else {
+                return Err(conn
+                    .error(format!(
+                        "no empty database is left to load database {target} into before swapping"
+                    ))
+                    .with_hint(
+                        "empty a database the restore does not use, or restore without --mode swap",
+                    ));
+            };
+            if let Err(e) = conn
+                .command(&[b"SELECT", db.to_string().as_bytes()])
+                .await?
+            {
+                return Err(conn.error(format!("cannot select database {db}: {e}")));
+            }
+            let size = conn.command(&[b"DBSIZE"]).await?;
+            if size.as_deref() == Ok(b"0") {
+                break db;
+            }
+        };
+        spares.insert(*target, spare);
+    }
+    Ok(spares)
+}
+
+/// `CONFIG GET databases`: an array of name and value, or an error where CONFIG is hidden.
+async fn config_databases(conn: &mut Connection) -> Result<Option<u64>> {
+    let mut cmd = Vec::new();
+    Connection::encode(&mut cmd, &[b"CONFIG", b"GET", b"databases"]);
+    conn.send(&cmd).await?;
+    let head = conn.line().await?;
+    if head != "*2" {
+        return Ok(None);
+    }
+    let _name = conn.reply().await?;
+    Ok(conn
+        .reply()
+        .await?
+        .ok()
+        .and_then(|v| String::from_utf8_lossy(&v).parse().ok()))
+}
+
+/// Swaps each loaded spare database with its target (clients see the new data at once), then
+/// empties the spare, which now holds the previous data.
+pub async fn swap_in(url: &SecretUrl, spares: &BTreeMap<u64, u64>) -> Result<()> {
+    let mut conn = Connection::open(url, ErrorKind::Sink).await?;
+    for (target, spare) in spares {
+        let swap = conn
+            .command(&[
+                b"SWAPDB",
+                spare.to_string().as_bytes(),
+                target.to_string().as_bytes(),
+            ])
+            .await?;
+        if let Err(e) = swap {
+            return Err(conn
+                .error(format!("SWAPDB {spare} {target} failed: {e}"))
+                .with_hint(format!("the restored data is in database {spare}; the target database {target} is unchanged")));
+        }
+        for cmd in [
+            &[&b"SELECT"[..], spare.to_string().as_bytes()][..],
+            &[b"FLUSHDB", b"ASYNC"],
+        ] {
+            if let Err(e) = conn.command(cmd).await? {
+                tracing::warn!(
+                    "Could not empty database {spare} (the previous data of {target}): {e}"
+                );
+            }
+        }
+    }
+    Ok(())
+}
