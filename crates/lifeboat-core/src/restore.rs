@@ -451,7 +451,7 @@ pub async fn rdb_file_into_redis(
     };
     // Pass 1: the whole file, structure and checksum.
     let mut file = open().await?;
-    let mut reader = lifeboat_rdb::RdbReader::new();
+    let mut reader = lifeboat_rdb::RdbReader::counting();
     let mut buf = vec![0u8; crate::pipeline::CHUNK_SIZE];
     let damaged = |e: lifeboat_rdb::RdbError| {
         Error::integrity(format!("{} is not a valid RDB file: {e}", path.display()))

@@ -493,6 +493,8 @@ pub struct RdbReader {
     db: u64,
     crc: Crc64,
     summary: Summary,
+    /// `false`: count keys but hand out no [`Item::Key`] (no copies of values).
+    keys_out: bool,
 }
 
 impl Default for RdbReader {
@@ -512,6 +514,16 @@ impl RdbReader {
             db: 0,
             crc: Crc64::default(),
             summary: Summary::default(),
+            keys_out: true,
+        }
+    }
+
+    /// A reader that checks and counts only: no [`Item::Key`] is handed out, so values are
+    /// never copied (what a backup needs while it streams).
+    pub fn counting() -> Self {
+        RdbReader {
+            keys_out: false,
+            ..Self::new()
         }
     }
 
@@ -776,6 +788,20 @@ impl RdbReader {
         expires_at_ms: Option<i64>,
         at: u64,
     ) -> Parse<()> {
+        if !self.keys_out {
+            c.skip_string()?;
+            let value_start = c.pos;
+            c.skip_value(t)?;
+            let value_type = value_type(t, &c.buf[value_start..c.pos]);
+            *self
+                .summary
+                .keys
+                .entry(self.db)
+                .or_default()
+                .entry(value_type.name().to_string())
+                .or_default() += 1;
+            return Ok(());
+        }
         let key = c.string()?;
         let value_start = c.pos;
         c.skip_value(t)?;
@@ -867,6 +893,22 @@ mod tests {
             assert_eq!(keys[2].value, [2, 1, b'x', 1, b'y']);
             assert_eq!((keys[3].db, keys[3].type_byte), (2, 16));
         }
+    }
+
+    #[test]
+    fn a_counting_reader_counts_the_same_and_hands_out_no_keys() {
+        let data = sample();
+        let mut r = RdbReader::counting();
+        let mut keys = 0;
+        for piece in data.chunks(3) {
+            r.feed(piece, &mut |i| {
+                keys += usize::from(matches!(i, Item::Key(_)))
+            })
+            .unwrap();
+        }
+        let summary = r.finish(&mut |_| {}).unwrap();
+        assert_eq!(keys, 0);
+        assert_eq!(summary, read_in_chunks(&data, 5).unwrap().0);
     }
 
     #[test]

@@ -23,10 +23,18 @@ const BATCH_KEYS: usize = 1000;
 const BATCH_BYTES: usize = 8 * 1024 * 1024;
 
 /// Reads a raw stream as RDB: structure, CRC64, key counts.
-#[derive(Default)]
 pub struct RdbCheck {
     reader: RdbReader,
     error: Option<lifeboat_rdb::RdbError>,
+}
+
+impl Default for RdbCheck {
+    fn default() -> Self {
+        RdbCheck {
+            reader: RdbReader::counting(),
+            error: None,
+        }
+    }
 }
 
 impl RawSink for RdbCheck {

@@ -272,7 +272,7 @@ impl<R> CheckedRdb<R> {
         (
             CheckedRdb {
                 inner,
-                reader: Some(lifeboat_rdb::RdbReader::new()),
+                reader: Some(lifeboat_rdb::RdbReader::counting()),
                 slot: slot.clone(),
             },
             slot,

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Redis benchmark (not a test): capture of a ~1 GB data set by lifeboat-backup vs
+# `redis-cli --rdb /dev/null` on the same server, and the replay rate of lifeboat-restore into a
+# live server. Prints a markdown report and writes it to benches/last-run-redis.md.
+#
+#   scripts/bench-redis.sh                       # ~1 GB of random values
+#   LIFEBOAT_BENCH_REDIS_KEYS=200000 scripts/bench-redis.sh   # smaller, for a quick look
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lifeboat/target}"
+KEYS="${LIFEBOAT_BENCH_REDIS_KEYS:-1000000}"
+SMALL_KEYS="${LIFEBOAT_BENCH_REDIS_SMALL_KEYS:-1000000}"
+
+eval "$(scripts/services.sh start)"
+command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
+cargo build --release --workspace --bins --locked --quiet
+BIN="$CARGO_TARGET_DIR/release"
+OUT="$(mktemp -d /tmp/lifeboat-bench-redis.XXXXXX)"
+trap 'rm -rf "$OUT"' EXIT
+
+# A private server, so the test servers keep their data and settings.
+PORT=54399
+redis-server --bind 127.0.0.1 --port "$PORT" --daemonize yes --dir "$OUT" --save "" \
+  --appendonly no --pidfile "$OUT/redis.pid" --logfile "$OUT/redis.log" \
+  --repl-diskless-sync yes --repl-diskless-sync-delay 0 --enable-debug-command local
+trap 'kill "$(cat "$OUT/redis.pid")" 2>/dev/null || true; rm -rf "$OUT"' EXIT
+for _ in $(seq 1 40); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.25; done
+URL="redis://127.0.0.1:$PORT"
+
+declare -A WALL RSS
+measure() {
+  local name="$1"; shift
+  /usr/bin/time -f '%e %M' -o "$OUT/time" "$@" >/dev/null
+  read -r WALL[$name] RSS[$name] < "$OUT/time"
+  echo "  $name: ${WALL[$name]} s, peak RSS $((${RSS[$name]} / 1024)) MiB" >&2
+}
+
+echo "Loading $KEYS keys of random bytes (200..1800 bytes each)..." >&2
+python3 - "$KEYS" <<'PY' | redis-cli -p "$PORT" --pipe >/dev/null
+import os, random, sys
+random.seed(7)
+out = sys.stdout.buffer
+n = int(sys.argv[1])
+for i in range(n):
+    key = b"user:%d:profile" % i
+    value = os.urandom(random.randint(200, 1800))
+    out.write(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(key), key, len(value), value))
+PY
+USED="$(redis-cli -p "$PORT" info memory | awk -F: '/^used_memory_human/ {print $2}' | tr -d '\r')"
+echo "Capture of $KEYS keys ($USED):" >&2
+# redis-cli 7.0 completes the transfer, then fails to fsync /dev/null: its exit status is not
+# the measure, its "Transfer finished with success" line is.
+measure rediscli bash -c "redis-cli -p $PORT --rdb /dev/null 2>&1 | grep -q 'Transfer finished with success'"
+measure lb_none "$BIN/lifeboat-backup" --engine redis --url "$URL" --repo "$OUT/repo-none" --job raw --compression none
+measure lb_zstd "$BIN/lifeboat-backup" --engine redis --url "$URL" --repo "$OUT/repo-zstd" --job zstd
+RDB_SIZE="$(find "$OUT/repo-none" -name 'data.*' -exec du -b {} + | cut -f1)"
+
+echo "Replay of $SMALL_KEYS small keys:" >&2
+redis-cli -p "$PORT" flushall >/dev/null
+redis-cli -p "$PORT" debug populate "$SMALL_KEYS" small 16 >/dev/null
+"$BIN/lifeboat-backup" --engine redis --url "$URL" --repo "$OUT/repo-small" --job small >/dev/null
+redis-cli -p "$PORT" flushall >/dev/null
+measure lb_restore "$BIN/lifeboat-restore" --repo "$OUT/repo-small" --job small --latest --to "$URL" --yes
+RESTORED="$(redis-cli -p "$PORT" dbsize | tr -d '\r')"
+
+rate() { python3 -c "print(f'{$1 / $2:,.0f}')"; }
+ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
+REPORT="$(cat <<MD
+### Redis, $(date -u +%Y-%m-%d), $(nproc) cores, redis-server $(redis-server --version | sed -E 's/.*v=([0-9.]+).*/\1/'), $KEYS keys of random bytes ($USED in memory), RDB $((RDB_SIZE / 1048576)) MiB
+
+| what | wall (s) | peak RSS (MiB) |
+| --- | ---: | ---: |
+| \`redis-cli --rdb /dev/null\` (the floor) | ${WALL[rediscli]} | $((${RSS[rediscli]} / 1024)) |
+| \`lifeboat-backup\`, uncompressed | ${WALL[lb_none]} | $((${RSS[lb_none]} / 1024)) |
+| \`lifeboat-backup\`, zstd 3 (default) | ${WALL[lb_zstd]} | $((${RSS[lb_zstd]} / 1024)) |
+| \`lifeboat-restore\` of $SMALL_KEYS small keys (check pass + load) | ${WALL[lb_restore]} | $((${RSS[lb_restore]} / 1024)) |
+
+- capture speed vs redis-cli: uncompressed **$(ratio "${WALL[rediscli]}" "${WALL[lb_none]}")x**, zstd **$(ratio "${WALL[rediscli]}" "${WALL[lb_zstd]}")x** (target >= 0.95x)
+- replay: **$(rate "$RESTORED" "${WALL[lb_restore]}") keys/s** ($RESTORED keys restored; target >= 200,000 keys/s)
+MD
+)"
+echo "$REPORT" | tee benches/last-run-redis.md
