@@ -423,7 +423,12 @@ where
             }
         }
     });
-    let mut hashing = HashingWriter::new(&mut *writer);
+    // Uncompressed, the stored bytes are the raw bytes: one digest serves both.
+    let mut hashing = if matches!(compression, Compression::None) {
+        HashingWriter::length_only(&mut *writer)
+    } else {
+        HashingWriter::new(&mut *writer)
+    };
     let write_result: std::io::Result<()> = async {
         let mut encoder = compression.encoder(&mut hashing, threads);
         while let Some(chunk) = rx.recv().await {
@@ -445,5 +450,6 @@ where
             .with_hint("check free space and permissions of the store")
     })?;
     let (raw_digest, raw_len) = hasher.finish();
+    let stored_digest = stored_digest.unwrap_or_else(|| raw_digest.clone());
     Ok((raw_digest, raw_len, stored_digest, stored_len))
 }

@@ -125,23 +125,35 @@ impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
     }
 }
 
-/// Digests everything written through it.
+/// Digests everything written through it (or, made with [`HashingWriter::length_only`],
+/// only counts it: when the stored bytes are the raw bytes, their digest is already known).
 pub struct HashingWriter<W> {
     inner: W,
-    hasher: Hasher,
+    hasher: Option<Hasher>,
+    len: u64,
 }
 
 impl<W> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
         HashingWriter {
             inner,
-            hasher: Hasher::default(),
+            hasher: Some(Hasher::default()),
+            len: 0,
         }
     }
 
-    pub fn into_parts(self) -> (W, Digest, u64) {
-        let (d, n) = self.hasher.finish();
-        (self.inner, d, n)
+    pub fn length_only(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: None,
+            len: 0,
+        }
+    }
+
+    /// The inner writer, the digest (`None` for a length-only writer) and the length.
+    pub fn into_parts(self) -> (W, Option<Digest>, u64) {
+        let digest = self.hasher.map(|h| h.finish().0);
+        (self.inner, digest, self.len)
     }
 }
 
@@ -154,7 +166,10 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for HashingWriter<W> {
         let this = &mut *self;
         let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = poll {
-            this.hasher.update(&buf[..n]);
+            if let Some(h) = this.hasher.as_mut() {
+                h.update(&buf[..n]);
+            }
+            this.len += n as u64;
         }
         poll
     }
@@ -188,7 +203,11 @@ mod tests {
         }
         let (inner, d, n) = w.into_parts();
         assert_eq!(inner, data);
-        assert_eq!((d, n), (Digest::of(&data), data.len() as u64));
+        assert_eq!((d, n), (Some(Digest::of(&data)), data.len() as u64));
+
+        let mut w = HashingWriter::length_only(Vec::new());
+        w.write_all(&data).await.unwrap();
+        assert_eq!(w.into_parts().1, None);
     }
 
     #[test]

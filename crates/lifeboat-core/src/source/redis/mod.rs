@@ -10,7 +10,7 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, BufReader, ReadBuf};
+use tokio::io::{AsyncBufRead, AsyncRead, BufReader, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::config::RedisMode;
@@ -206,14 +206,12 @@ impl AsyncRead for RdbStream {
                 }
                 _ => {}
             }
-            let mut chunk = vec![0u8; out.remaining().clamp(1, 256 * 1024)];
-            let mut buf = ReadBuf::new(&mut chunk);
-            match Pin::new(&mut this.conn).poll_read(cx, &mut buf) {
+            // Straight from the connection's buffer: no copy beyond the one into `out`.
+            let got = match Pin::new(&mut this.conn).poll_fill_buf(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Ready(Ok(())) => {}
-            }
-            let got = buf.filled();
+                Poll::Ready(Ok(got)) => got,
+            };
             if got.is_empty() {
                 return Poll::Ready(Err(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
@@ -223,24 +221,29 @@ impl AsyncRead for RdbStream {
                     ),
                 )));
             }
-            match &mut this.body {
+            let used = match &mut this.body {
                 Body::Length { left } => {
                     // Past the snapshot comes the replication stream: never read it.
-                    let n = (got.len() as u64).min(*left) as usize;
+                    let n = (got.len() as u64).min(*left).min(out.remaining() as u64) as usize;
                     out.put_slice(&got[..n]);
                     *left -= n as u64;
-                    return Poll::Ready(Ok(()));
+                    n
                 }
                 Body::UntilMark { mark, held, found } => {
+                    // Only the bytes that are new (and the mark's length before them) can
+                    // hold the mark for the first time.
+                    let from = held.len().saturating_sub(EOF_MARK_LEN);
                     held.extend_from_slice(got);
-                    if let Some(at) = held
-                        .windows(EOF_MARK_LEN)
-                        .position(|w| w == mark.as_slice())
-                    {
-                        held.truncate(at);
+                    if let Some(at) = memchr::memmem::find(&held[from..], mark) {
+                        held.truncate(from + at);
                         *found = true;
                     }
+                    got.len()
                 }
+            };
+            Pin::new(&mut this.conn).consume(used);
+            if matches!(this.body, Body::Length { .. }) {
+                return Poll::Ready(Ok(()));
             }
         }
     }
