@@ -53,6 +53,11 @@ echo "Capture of $KEYS keys ($USED):" >&2
 measure rediscli bash -c "redis-cli -p $PORT --rdb /dev/null 2>&1 | grep -q 'Transfer finished with success'"
 measure lb_none "$BIN/lifeboat-backup" --engine redis --url "$URL" --repo "$OUT/repo-none" --job raw --compression none
 measure lb_zstd "$BIN/lifeboat-backup" --engine redis --url "$URL" --repo "$OUT/repo-zstd" --job zstd
+# The same into a store in memory (/dev/shm): the capture without the disk writes and fsync
+# that a durable store costs (redis-cli writes to /dev/null).
+SHM="$(mktemp -d /dev/shm/lifeboat-bench.XXXXXX)"
+measure lb_shm "$BIN/lifeboat-backup" --engine redis --url "$URL" --repo "$SHM/repo" --job shm --compression none
+rm -rf "$SHM"
 RDB_SIZE="$(find "$OUT/repo-none" -name 'data.*' -exec du -b {} + | cut -f1)"
 
 echo "Replay of $SMALL_KEYS small keys:" >&2
@@ -73,9 +78,10 @@ REPORT="$(cat <<MD
 | \`redis-cli --rdb /dev/null\` (the floor) | ${WALL[rediscli]} | $((${RSS[rediscli]} / 1024)) |
 | \`lifeboat-backup\`, uncompressed | ${WALL[lb_none]} | $((${RSS[lb_none]} / 1024)) |
 | \`lifeboat-backup\`, zstd 3 (default) | ${WALL[lb_zstd]} | $((${RSS[lb_zstd]} / 1024)) |
+| \`lifeboat-backup\`, uncompressed, store in /dev/shm | ${WALL[lb_shm]} | $((${RSS[lb_shm]} / 1024)) |
 | \`lifeboat-restore\` of $SMALL_KEYS small keys (check pass + load) | ${WALL[lb_restore]} | $((${RSS[lb_restore]} / 1024)) |
 
-- capture speed vs redis-cli: uncompressed **$(ratio "${WALL[rediscli]}" "${WALL[lb_none]}")x**, zstd **$(ratio "${WALL[rediscli]}" "${WALL[lb_zstd]}")x** (target >= 0.95x)
+- capture speed vs redis-cli: uncompressed **$(ratio "${WALL[rediscli]}" "${WALL[lb_none]}")x**, zstd **$(ratio "${WALL[rediscli]}" "${WALL[lb_zstd]}")x**, store in memory **$(ratio "${WALL[rediscli]}" "${WALL[lb_shm]}")x** (target >= 0.95x)
 - replay: **$(rate "$RESTORED" "${WALL[lb_restore]}") keys/s** ($RESTORED keys restored; target >= 200,000 keys/s)
 MD
 )"
