@@ -193,6 +193,10 @@ start_redis() {
   if ! command -v redis-server >/dev/null 2>&1; then
     apt_install redis-server
   fi
+  # The TLS test makes its certificates with openssl.
+  if ! command -v openssl >/dev/null 2>&1; then
+    apt_install openssl
+  fi
   local port
   for port in "$REDIS_PORT" "$REDIS_TARGET_PORT"; do
     if redis_ready "$port"; then

@@ -190,7 +190,7 @@ async fn run_restore(common: &CommonArgs, flags: &RestoreFlags) -> Result<()> {
     }
     let target = SecretUrl::parse(target).map_err(|e| usage(format!("--to: {e}")))?;
     let postgres = matches!(target.scheme(), "postgres" | "postgresql");
-    if !(postgres && target.database().is_some() || target.scheme() == "redis") {
+    if !(postgres && target.database().is_some() || matches!(target.scheme(), "redis" | "rediss")) {
         return Err(usage(format!(
             "--to {target}: expected postgres://user@host:port/dbname or redis://[:password@]host:port"
         )));
@@ -349,9 +349,9 @@ async fn run_from_file(
     target: &str,
 ) -> Result<()> {
     let target = SecretUrl::parse(target).map_err(|e| usage(format!("--to: {e}")))?;
-    if target.scheme() != "redis" {
+    if !matches!(target.scheme(), "redis" | "rediss") {
         return Err(usage(format!(
-            "--from-file loads an RDB file into Redis; --to must be redis://..., got {target}"
+            "--from-file loads an RDB file into Redis; --to must be redis:// or rediss://..., got {target}"
         )));
     }
     if flags.dry_run {

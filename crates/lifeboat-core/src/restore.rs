@@ -66,9 +66,9 @@ pub async fn plan<S: Store>(
     let listing = catalog::list_snapshots(store, job).await?;
     let snapshot = catalog::select(&listing.snapshots, job, selector)?.clone();
     if let Fingerprint::Redis(fingerprint) = &snapshot.fingerprint {
-        if target.scheme() != "redis" {
+        if !matches!(target.scheme(), "redis" | "rediss") {
             return Err(Error::config(format!(
-                "snapshot {} is a Redis backup; --to must be a redis:// URL, got {}://",
+                "snapshot {} is a Redis backup; --to must be a redis:// or rediss:// URL, got {}://",
                 snapshot.id,
                 target.scheme()
             )));

@@ -438,68 +438,58 @@ pub fn validate_job(
     validate_job_name(&spec.name)?;
     let url = SecretUrl::parse(&spec.url)
         .map_err(|e| Error::config(format!("job {:?}: url: {e}", spec.name)))?;
-    let engine =
-        match spec.engine {
-            EngineName::Postgres => {
-                if !matches!(url.scheme(), "postgres" | "postgresql") {
-                    return Err(Error::config(format!(
-                        "job {:?}: engine postgres needs a postgres:// URL, got {}://",
-                        spec.name,
-                        url.scheme()
-                    )));
-                }
-                if url.database().is_none() {
-                    return Err(Error::config(format!(
-                        "job {:?}: the URL {url} names no database",
-                        spec.name
-                    ))
-                    .with_hint(
-                        "add the database name as the URL path: postgres://user@host:5432/DBNAME",
-                    ));
-                }
-                if spec.mode.is_some() {
-                    return Err(Error::config(format!(
-                        "job {:?}: mode is a setting of redis jobs",
-                        spec.name
-                    )));
-                }
-                EngineJob::Postgres(PgJob {
-                    url,
-                    format: spec.format.unwrap_or_default(),
-                    bin_dir: spec
-                        .pg_bin_dir
-                        .as_ref()
-                        .or(defaults.pg_bin_dir.as_ref())
-                        .map(PathBuf::from),
-                })
+    let engine = match spec.engine {
+        EngineName::Postgres => {
+            if !matches!(url.scheme(), "postgres" | "postgresql") {
+                return Err(Error::config(format!(
+                    "job {:?}: engine postgres needs a postgres:// URL, got {}://",
+                    spec.name,
+                    url.scheme()
+                )));
             }
-            EngineName::Redis => {
-                match url.scheme() {
-                    "redis" => {}
-                    "rediss" => return Err(Error::config(format!(
-                        "job {:?}: rediss:// (Redis over TLS) is not supported yet",
-                        spec.name
-                    ))
-                    .with_hint(
-                        "back up through a TLS tunnel (e.g. stunnel) to a redis:// address for now",
-                    )),
-                    other => {
-                        return Err(Error::config(format!(
-                            "job {:?}: engine redis needs a redis:// URL, got {other}://",
-                            spec.name
-                        )))
-                    }
-                }
-                if spec.format.is_some() || spec.pg_bin_dir.is_some() {
-                    return Err(Error::config(format!(
-                        "job {:?}: format and pg-bin-dir are settings of postgres jobs",
-                        spec.name
-                    )));
-                }
-                let mode = spec.mode.unwrap_or_default();
-                EngineJob::Redis(RedisJob { url, mode })
+            if url.database().is_none() {
+                return Err(Error::config(format!(
+                    "job {:?}: the URL {url} names no database",
+                    spec.name
+                ))
+                .with_hint(
+                    "add the database name as the URL path: postgres://user@host:5432/DBNAME",
+                ));
             }
-        };
+            if spec.mode.is_some() {
+                return Err(Error::config(format!(
+                    "job {:?}: mode is a setting of redis jobs",
+                    spec.name
+                )));
+            }
+            EngineJob::Postgres(PgJob {
+                url,
+                format: spec.format.unwrap_or_default(),
+                bin_dir: spec
+                    .pg_bin_dir
+                    .as_ref()
+                    .or(defaults.pg_bin_dir.as_ref())
+                    .map(PathBuf::from),
+            })
+        }
+        EngineName::Redis => {
+            if !matches!(url.scheme(), "redis" | "rediss") {
+                return Err(Error::config(format!(
+                    "job {:?}: engine redis needs a redis:// or rediss:// URL, got {}://",
+                    spec.name,
+                    url.scheme()
+                )));
+            }
+            if spec.format.is_some() || spec.pg_bin_dir.is_some() {
+                return Err(Error::config(format!(
+                    "job {:?}: format and pg-bin-dir are settings of postgres jobs",
+                    spec.name
+                )));
+            }
+            let mode = spec.mode.unwrap_or_default();
+            EngineJob::Redis(RedisJob { url, mode })
+        }
+    };
     let compression = Compression::from_spec(
         spec.compression
             .or(defaults.compression)

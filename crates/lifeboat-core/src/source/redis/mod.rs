@@ -11,7 +11,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncBufRead, AsyncRead, BufReader, ReadBuf};
-use tokio::net::TcpStream;
 
 use crate::config::RedisMode;
 use crate::error::{ErrorKind, Result};
@@ -174,7 +173,7 @@ enum Body {
 
 /// The snapshot's bytes; a connection that ends before the snapshot does is an error.
 pub struct RdbStream {
-    conn: BufReader<TcpStream>,
+    conn: BufReader<crate::resp::RedisIo>,
     body: Body,
     location: String,
 }
