@@ -450,6 +450,6 @@ where
             .with_hint("check free space and permissions of the store")
     })?;
     let (raw_digest, raw_len) = hasher.finish();
-    let stored_digest = stored_digest.unwrap_or_else(|| raw_digest.clone());
+    let stored_digest = stored_digest.unwrap_or(raw_digest);
     Ok((raw_digest, raw_len, stored_digest, stored_len))
 }
