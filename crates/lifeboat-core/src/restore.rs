@@ -192,6 +192,27 @@ pub fn target_dbs(
     dbs
 }
 
+/// Reads a whole Redis snapshot: both digests, the RDB's structure and CRC64, and its key
+/// counts against the manifest. Nothing is written anywhere.
+async fn check_redis_snapshot<S: Store>(
+    store: &S,
+    manifest: &Manifest,
+    fingerprint: &RedisFingerprint,
+) -> Result<()> {
+    let mut check = redis_sink::RdbCheck::default();
+    read_snapshot(store, manifest, &mut check).await?;
+    let findings = check.finish(fingerprint);
+    if !findings.is_empty() {
+        return Err(Error::integrity(format!(
+            "snapshot {} does not match its manifest: {}",
+            manifest.id,
+            findings.join("; ")
+        ))
+        .with_hint("nothing was written; restore an older snapshot (lifeboat-restore list)"));
+    }
+    Ok(())
+}
+
 /// What a Redis load did.
 pub struct RedisLoad {
     pub stored_bytes: u64,
@@ -210,19 +231,7 @@ pub async fn restore_redis<S: Store>(
     target: &SecretUrl,
     options: &RestoreOptions,
 ) -> Result<RedisLoad> {
-    let mut check = redis_sink::RdbCheck::default();
-    read_snapshot(store, manifest, &mut check).await?;
-    let findings = check.finish(fingerprint);
-    if !findings.is_empty() {
-        return Err(Error::integrity(format!(
-            "snapshot {} does not match its manifest: {}",
-            manifest.id,
-            findings.join("; ")
-        ))
-        .with_hint(
-            "the target was not touched; restore an older snapshot (lifeboat-restore list)",
-        ));
-    }
+    check_redis_snapshot(store, manifest, fingerprint).await?;
     let targets = target_dbs(fingerprint, &options.db_map);
     // --mode swap: load into empty spare databases, swap them in at the end.
     let spares = if options.swap {
@@ -368,16 +377,7 @@ pub async fn redis_to_file<S: Store>(
             ),
         );
     }
-    let mut check = redis_sink::RdbCheck::default();
-    read_snapshot(store, manifest, &mut check).await?;
-    let findings = check.finish(fingerprint);
-    if !findings.is_empty() {
-        return Err(Error::integrity(format!(
-            "snapshot {} does not match its manifest: {}",
-            manifest.id,
-            findings.join("; ")
-        )));
-    }
+    check_redis_snapshot(store, manifest, fingerprint).await?;
     let temp = path.with_file_name(format!(
         ".{}.lifeboat-tmp",
         path.file_name()
