@@ -646,7 +646,7 @@ fn leftovers_of_a_crashed_run_are_removed_by_the_next_run() {
     std::fs::write(crashed.join("data.pgdump.zst"), b"no manifest").unwrap();
     for f in ["data.pgdump.zst", ".lifeboat-tmp-0000-data.pgdump.zst"] {
         let status = std::process::Command::new("touch")
-            .args(["-d", "3 hours ago", crashed.join(f).to_str().unwrap()])
+            .args(["-d", "25 hours ago", crashed.join(f).to_str().unwrap()])
             .status()
             .unwrap();
         assert!(status.success());

@@ -81,8 +81,9 @@ pub struct BackupArgs {
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub compression_threads: u32,
 
-    /// Unfinished uploads older than this many minutes are removed at the start of a run
-    #[arg(long, value_name = "MINUTES", default_value_t = 60)]
+    /// Unfinished uploads (and data without a manifest) of crashed runs older than this many
+    /// minutes are removed at the start of a run; reported either way
+    #[arg(long, value_name = "MINUTES", default_value_t = 24 * 60)]
     pub leftover_grace_mins: u64,
 
     /// Print the merged configuration (passwords hidden) and exit
