@@ -499,7 +499,7 @@ async fn downloads_resume_after_a_dropped_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn throttling_is_retried_and_a_silent_server_times_out() {
+async fn throttling_and_server_errors_are_retried_and_a_silent_server_times_out() {
     use std::sync::atomic::Ordering;
     let (direct, faulty, proxy) = through_proxy("throttle", 2).await;
     let k = key("jobs/a/snapshots/s/manifest.json");
@@ -514,6 +514,18 @@ async fn throttling_is_retried_and_a_silent_server_times_out() {
         proxy.faults.slow_down.load(Ordering::SeqCst),
         0,
         "the 503s were not hit"
+    );
+    // Two 500 InternalError answers: retried the same way.
+    proxy.faults.internal_error.store(2, Ordering::SeqCst);
+    faulty.put(&k, b"after server errors").await.unwrap();
+    assert_eq!(
+        direct.get(&k).await.unwrap().as_deref(),
+        Some(&b"after server errors"[..])
+    );
+    assert_eq!(
+        proxy.faults.internal_error.load(Ordering::SeqCst),
+        0,
+        "the 500s were not hit"
     );
     // A server that accepts connections and never answers: each attempt times out, the
     // request is retried, then fails with a clear error; no hang.

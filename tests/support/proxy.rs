@@ -1,5 +1,5 @@
 //! A TCP proxy on loopback in front of the test S3 server that injects network faults: cut a
-//! response after N bytes, answer 503 SlowDown, or accept and never answer. The S3 server
+//! response after N bytes, answer 503 SlowDown or 500 InternalError, or accept and never answer. The S3 server
 //! behind it is real; only the network between is made unreliable.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -14,6 +14,8 @@ pub struct Faults {
     pub cut_after: AtomicU64,
     /// The next N connections get `503 SlowDown` instead of an answer.
     pub slow_down: AtomicU32,
+    /// The next N connections get `500 InternalError` instead of an answer.
+    pub internal_error: AtomicU32,
     /// Every connection is accepted and never answered.
     pub stall: AtomicBool,
     /// Connections seen.
@@ -71,11 +73,27 @@ async fn handle(mut client: TcpStream, upstream: String, faults: Arc<Faults>) {
         }
         return;
     }
-    if faults
-        .slow_down
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-        .is_ok()
-    {
+    let take = |counter: &AtomicU32| {
+        counter
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    };
+    let error = if take(&faults.slow_down) {
+        Some((
+            "503 Slow Down",
+            "SlowDown",
+            "Please reduce your request rate.",
+        ))
+    } else if take(&faults.internal_error) {
+        Some((
+            "500 Internal Server Error",
+            "InternalError",
+            "We encountered an internal error. Please try again.",
+        ))
+    } else {
+        None
+    };
+    if let Some((status, code, message)) = error {
         let mut head = Vec::new();
         let mut byte = [0u8; 1];
         while !head.ends_with(b"\r\n\r\n") {
@@ -84,9 +102,9 @@ async fn handle(mut client: TcpStream, upstream: String, faults: Arc<Faults>) {
                 _ => return,
             }
         }
-        let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+        let body = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>{message}</Message></Error>");
         let response = format!(
-            "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         );
         let _ = client.write_all(response.as_bytes()).await;
