@@ -967,3 +967,172 @@ fn rediss_urls_back_up_and_restore_over_verified_tls() {
     let _ = server.wait();
     result.unwrap();
 }
+
+/// A ziplist of short strings and small integers (the encoding Redis used before 7.0).
+fn ziplist(entries: &[&[u8]]) -> Vec<u8> {
+    let mut body = Vec::new();
+    let mut prev_len = 0usize;
+    let mut tail = 10usize;
+    for e in entries {
+        tail = 10 + body.len();
+        let mut entry = vec![prev_len as u8];
+        match std::str::from_utf8(e)
+            .ok()
+            .and_then(|s| s.parse::<i8>().ok())
+        {
+            Some(n) if e.len() <= 3 && !e.starts_with(b"0") || *e == b"0" => {
+                entry.push(0xfe);
+                entry.push(n as u8);
+            }
+            _ => {
+                assert!(e.len() < 64);
+                entry.push(e.len() as u8);
+                entry.extend_from_slice(e);
+            }
+        }
+        prev_len = entry.len();
+        body.extend(entry);
+    }
+    let total = 10 + body.len() + 1;
+    let mut zl = Vec::new();
+    zl.extend((total as u32).to_le_bytes());
+    zl.extend((tail as u32).to_le_bytes());
+    zl.extend((entries.len() as u16).to_le_bytes());
+    zl.extend(body);
+    zl.push(0xff);
+    zl
+}
+
+/// An RDB string: 6-bit length and the bytes.
+fn rdb_string(out: &mut Vec<u8>, s: &[u8]) {
+    assert!(s.len() < 64);
+    out.push(s.len() as u8);
+    out.extend_from_slice(s);
+}
+
+/// A blob (ziplist, zipmap, intset) as an RDB string, with a 14-bit length if needed.
+fn rdb_blob(out: &mut Vec<u8>, b: &[u8]) {
+    if b.len() < 64 {
+        out.push(b.len() as u8);
+    } else {
+        out.push(0x40 | (b.len() >> 8) as u8);
+        out.push(b.len() as u8);
+    }
+    out.extend_from_slice(b);
+}
+
+#[test]
+fn encodings_older_than_redis_7_are_read_and_restore_into_a_live_server() {
+    use lifeboat_tests::{run, TempDir};
+    let _servers = SERVERS.lock().unwrap_or_else(|e| e.into_inner());
+    let (_, target_url) = redis_urls();
+    let mut target = Redis::connect(&target_url);
+    // An RDB version 9 file (Redis 5/6) written by hand, one key per old encoding.
+    let mut f = b"REDIS0009".to_vec();
+    f.extend([0xfe, 0]); // SELECTDB 0
+    let key = |f: &mut Vec<u8>, t: u8, name: &[u8]| {
+        f.push(t);
+        rdb_string(f, name);
+    };
+    key(&mut f, 1, b"linked"); // linked list
+    f.push(3);
+    for s in [b"a", b"b", b"c"] {
+        rdb_string(&mut f, s);
+    }
+    key(&mut f, 3, b"zset1"); // sorted set, scores as text (253..255: nan, +inf, -inf)
+    f.push(2);
+    rdb_string(&mut f, b"m1");
+    rdb_string(&mut f, b"1.5");
+    rdb_string(&mut f, b"m2");
+    f.push(254);
+    key(&mut f, 9, b"zipmap"); // zipmap hash
+    let mut zm = vec![2u8];
+    for (k, v) in [(&b"f1"[..], &b"v1"[..]), (b"f2", b"value2")] {
+        zm.push(k.len() as u8);
+        zm.extend_from_slice(k);
+        zm.push(v.len() as u8);
+        zm.push(0); // free bytes
+        zm.extend_from_slice(v);
+    }
+    zm.push(0xff);
+    rdb_blob(&mut f, &zm);
+    key(&mut f, 10, b"ziplist-list");
+    rdb_blob(&mut f, &ziplist(&[b"x", b"7", b"yy"]));
+    key(&mut f, 12, b"ziplist-zset");
+    rdb_blob(&mut f, &ziplist(&[b"p", b"1", b"q", b"2.5"]));
+    key(&mut f, 13, b"ziplist-hash");
+    rdb_blob(&mut f, &ziplist(&[b"h1", b"one", b"h2", b"2"]));
+    key(&mut f, 14, b"quicklist1"); // quicklist of ziplists
+    f.push(2);
+    rdb_blob(&mut f, &ziplist(&[b"q1", b"q2"]));
+    rdb_blob(&mut f, &ziplist(&[b"q3"]));
+    key(&mut f, 11, b"intset"); // intset, 16-bit
+    let mut is = Vec::new();
+    is.extend(2u32.to_le_bytes());
+    is.extend(3u32.to_le_bytes());
+    for n in [-5i16, 3, 300] {
+        is.extend(n.to_le_bytes());
+    }
+    rdb_blob(&mut f, &is);
+    // Expiry in seconds (the pre-3.0 opcode) and an LFU hint before a plain string.
+    f.push(0xfd);
+    f.extend(4_000_000_000u32.to_le_bytes());
+    f.extend([0xf9, 5]);
+    key(&mut f, 0, b"old-expiry");
+    rdb_string(&mut f, b"kept");
+    f.push(0xff);
+    let crc = lifeboat_rdb::crc64(&f);
+    f.extend(crc.to_le_bytes());
+
+    let (summary, keys) = parse(&f).unwrap();
+    let types: BTreeMap<String, u64> = [
+        ("hash", 2),
+        ("list", 3),
+        ("set", 1),
+        ("string", 1),
+        ("zset", 2),
+    ]
+    .into_iter()
+    .map(|(t, n)| (t.to_string(), n))
+    .collect();
+    assert_eq!(summary.keys[&0], types);
+    assert_eq!(keys.last().unwrap().expires_at_ms, Some(4_000_000_000_000));
+
+    let dir = TempDir::new("old-encodings");
+    let file = dir.join("old.rdb");
+    std::fs::write(&file, &f).unwrap();
+    target.ok("FLUSHALL");
+    run(
+        "lifeboat-restore",
+        &[
+            "--from-file",
+            file.to_str().unwrap(),
+            "--to",
+            &target_url,
+            "--yes",
+        ],
+    )
+    .assert_code(0);
+    let list = |r: &mut Redis, cmd: &str| match r.ok(cmd) {
+        Reply::Array(Some(v)) => v.iter().map(Reply::text).collect::<Vec<_>>().join(","),
+        other => panic!("{cmd}: {other:?}"),
+    };
+    assert_eq!(list(&mut target, "LRANGE linked 0 -1"), "a,b,c");
+    assert_eq!(
+        list(&mut target, "ZRANGE zset1 0 -1 WITHSCORES"),
+        "m1,1.5,m2,inf"
+    );
+    assert_eq!(list(&mut target, "HGETALL zipmap"), "f1,v1,f2,value2");
+    assert_eq!(list(&mut target, "LRANGE ziplist-list 0 -1"), "x,7,yy");
+    assert_eq!(
+        list(&mut target, "ZRANGE ziplist-zset 0 -1 WITHSCORES"),
+        "p,1,q,2.5"
+    );
+    assert_eq!(list(&mut target, "HGETALL ziplist-hash"), "h1,one,h2,2");
+    assert_eq!(list(&mut target, "LRANGE quicklist1 0 -1"), "q1,q2,q3");
+    assert_eq!(list(&mut target, "SMEMBERS intset"), "-5,3,300");
+    assert_eq!(target.ok("GET old-expiry").text(), "kept");
+    let ttl: i64 = target.ok("TTL old-expiry").text().parse().unwrap();
+    assert!(ttl > 0, "{ttl}");
+    target.ok("FLUSHALL");
+}
