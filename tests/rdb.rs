@@ -316,6 +316,11 @@ fn redis_backup_verify_and_restore_through_the_binaries() {
     let mut expected = BTreeMap::new();
     expected.insert("0".to_string(), fill(&mut source, 0, true));
     expected.insert("5".to_string(), fill(&mut source, 5, false));
+    // A function library (Redis 7): carried in the RDB and loaded on restore.
+    source.ok("FUNCTION FLUSH");
+    let library = b"#!lua name=lifeboat_test_lib\nredis.register_function('lifeboat_ping', function(keys, args) return 'pong' end)";
+    let loaded = source.cmd(&[b"FUNCTION", b"LOAD", library]);
+    assert_eq!(loaded, Reply::Bulk(Some(b"lifeboat_test_lib".to_vec())));
     let source_digest = source.ok("DEBUG DIGEST").text();
     let repo = TempDir::new("redis");
     let repo_s = repo.as_str();
@@ -351,9 +356,13 @@ fn redis_backup_verify_and_restore_through_the_binaries() {
         &["--repo", repo_s, "--job", "redis", "--level", "content"],
     )
     .assert_code(0);
+    let wipe = |r: &mut Redis| {
+        r.ok("FLUSHALL");
+        r.ok("FUNCTION FLUSH");
+    };
     // A drill loads into the (empty) target server, counts, and empties it again; a scratch
     // server holding keys is refused.
-    target.ok("FLUSHALL");
+    wipe(&mut target);
     let drill = || {
         run(
             "lifeboat-verify",
@@ -394,11 +403,12 @@ fn redis_backup_verify_and_restore_through_the_binaries() {
         args.extend_from_slice(extra);
         run("lifeboat-restore", &args)
     };
-    target.ok("FLUSHALL");
+    wipe(&mut target);
     restore(&[])
         .assert_code(0)
         .assert_contains("both digests verified");
     assert_eq!(target.ok("DEBUG DIGEST").text(), source_digest);
+    assert_eq!(target.ok("FCALL lifeboat_ping 0").text(), "pong");
 
     // A target that holds keys is refused unless --replace or --clean says what to do.
     restore(&[]).assert_code(2).assert_contains("already holds");
@@ -431,7 +441,7 @@ fn redis_backup_verify_and_restore_through_the_binaries() {
     restore(&["--mode", "swap", "--clean"]).assert_code(2);
 
     // Databases mapped elsewhere.
-    target.ok("FLUSHALL");
+    wipe(&mut target);
     restore(&["--db-map", "0:7", "--db-map", "5:8"]).assert_code(0);
     assert_eq!(dbsize(&mut target, 7), dbsize(&mut source, 0));
     assert_eq!(dbsize(&mut target, 8), dbsize(&mut source, 5));
@@ -456,7 +466,8 @@ fn redis_backup_verify_and_restore_through_the_binaries() {
         "the target was touched"
     );
     source.ok("FLUSHALL");
-    target.ok("FLUSHALL");
+    source.ok("FUNCTION FLUSH");
+    wipe(&mut target);
 }
 
 #[test]

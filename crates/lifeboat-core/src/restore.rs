@@ -256,6 +256,7 @@ pub async fn restore_redis<S: Store>(
     let mut loader = redis_sink::RedisLoader::open(
         target,
         options.replace,
+        options.replace || options.clean || options.swap,
         db_map,
         &manifest.source.server_version,
     )
@@ -493,6 +494,7 @@ pub async fn rdb_file_into_redis(
     let mut loader = redis_sink::RedisLoader::open(
         target,
         options.replace,
+        options.replace || options.clean,
         options.db_map.clone(),
         &source_version,
     )

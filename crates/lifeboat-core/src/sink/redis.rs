@@ -114,6 +114,8 @@ pub struct RedisLoader {
     pending: Vec<KeyEntry>,
     pending_bytes: usize,
     replace: bool,
+    /// Function libraries are server-wide: replaced with --replace, --clean or --mode swap.
+    replace_functions: bool,
     db_map: BTreeMap<u64, u64>,
     selected: Option<u64>,
     source_version: String,
@@ -131,6 +133,7 @@ impl RedisLoader {
     pub async fn open(
         url: &SecretUrl,
         replace: bool,
+        replace_functions: bool,
         db_map: BTreeMap<u64, u64>,
         source_version: &str,
     ) -> Result<RedisLoader> {
@@ -140,6 +143,7 @@ impl RedisLoader {
             pending: Vec::new(),
             pending_bytes: 0,
             replace,
+            replace_functions,
             db_map,
             selected: None,
             source_version: source_version.to_string(),
@@ -241,15 +245,49 @@ impl RedisLoader {
         let reader = std::mem::take(&mut self.reader);
         let mut rest = Vec::new();
         reader
-            .finish(&mut |item| {
-                if let Item::Key(k) = item {
-                    rest.push(k);
-                }
-            })
+            .finish(&mut |item| rest.push(item))
             .map_err(|e| Error::integrity(format!("the snapshot's RDB stream is damaged: {e}")))?;
-        self.pending.extend(rest);
+        self.take_items(rest).await?;
         self.flush_batch().await?;
         Ok((self.restored, self.expired))
+    }
+
+    /// Queues keys (sent in batches) and loads function libraries right away: an RDB file
+    /// holds them before its keys.
+    async fn take_items(&mut self, items: Vec<Item>) -> Result<()> {
+        for item in items {
+            match item {
+                Item::Key(k) => {
+                    self.pending_bytes += k.value.len() + k.key.len();
+                    self.pending.push(k);
+                    if self.pending.len() >= BATCH_KEYS || self.pending_bytes >= BATCH_BYTES {
+                        self.flush_batch().await?;
+                    }
+                }
+                Item::Function(code) => self.load_function(&code).await?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    async fn load_function(&mut self, code: &[u8]) -> Result<()> {
+        let mut args: Vec<&[u8]> = vec![b"FUNCTION", b"LOAD"];
+        if self.replace_functions {
+            args.push(b"REPLACE");
+        }
+        args.push(code);
+        match self.conn.command(&args).await? {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let err = self.conn.error(format!("FUNCTION LOAD failed: {e}"));
+                Err(if e.contains("already exists") {
+                    err.with_hint("the target has a function library of the same name; add --replace or --clean to replace it")
+                } else {
+                    err
+                })
+            }
+        }
     }
 }
 
@@ -258,27 +296,17 @@ impl RawSink for RedisLoader {
         if self.failure.is_some() {
             return Err(std::io::Error::other("the restore already failed"));
         }
-        let mut keys = Vec::new();
+        let mut items = Vec::new();
         self.reader
-            .feed(chunk, &mut |item| {
-                if let Item::Key(k) = item {
-                    keys.push(k);
-                }
-            })
+            .feed(chunk, &mut |item| items.push(item))
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
         if self.rdb_version.is_none() {
             self.rdb_version = self.reader.rdb_version();
         }
-        for k in keys {
-            self.pending_bytes += k.value.len() + k.key.len();
-            self.pending.push(k);
-            if self.pending.len() >= BATCH_KEYS || self.pending_bytes >= BATCH_BYTES {
-                if let Err(e) = self.flush_batch().await {
-                    let message = e.to_string();
-                    self.failure = Some(e);
-                    return Err(std::io::Error::other(message));
-                }
-            }
+        if let Err(e) = self.take_items(items).await {
+            let message = e.to_string();
+            self.failure = Some(e);
+            return Err(std::io::Error::other(message));
         }
         Ok(())
     }

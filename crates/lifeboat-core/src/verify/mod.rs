@@ -314,9 +314,11 @@ async fn redis_drill<S: Store>(
         )
         .with_hint("point --scratch-url at a throwaway Redis whose databases are empty"));
     }
+    // The databases are empty (checked above); REPLACE only matters for function libraries,
+    // which are server-wide and may remain from an earlier drill.
     let options = RestoreOptions {
         clean: false,
-        replace: false,
+        replace: true,
         db_map: Default::default(),
         swap: false,
         no_owner: false,
