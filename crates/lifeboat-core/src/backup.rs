@@ -294,7 +294,8 @@ async fn backup_redis<S: Store>(
         capture.kind.describe(),
         store.describe()
     );
-    let (checked, summary) = redis_source::CheckedRdb::new(capture.stream);
+    let (checked, summary) =
+        redis_source::CheckedRdb::new(redis_source::read_ahead(capture.stream, 16));
     let mut writer = store.create_sized(&key, size_hint).await?;
     let streamed = stream_compressed(
         checked,

@@ -318,3 +318,78 @@ impl<R: AsyncRead + Unpin> AsyncRead for CheckedRdb<R> {
         Poll::Ready(Ok(()))
     }
 }
+
+/// Drains `inner` in its own task into a small queue of chunks, so the server's socket is read
+/// while this side is busy checking and digesting: a Redis fork that blocks on a full socket
+/// buffer makes the whole capture slower.
+pub fn read_ahead<R: AsyncRead + Send + Unpin + 'static>(
+    mut inner: R,
+    chunks: usize,
+) -> impl AsyncRead + Send + Unpin {
+    use tokio::io::AsyncReadExt;
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(chunks.max(1));
+    tokio::spawn(async move {
+        loop {
+            let mut buf = bytes::BytesMut::with_capacity(256 * 1024);
+            match inner.read_buf(&mut buf).await {
+                Ok(0) => return,
+                Ok(_) => {
+                    if tx.send(Ok(buf.freeze())).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            }
+        }
+    });
+    tokio_util_like::ChannelReader::new(rx)
+}
+
+mod tokio_util_like {
+    //! An AsyncRead over a channel of chunks.
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use tokio::io::{AsyncRead, ReadBuf};
+    use tokio::sync::mpsc::Receiver;
+
+    pub struct ChannelReader {
+        rx: Receiver<std::io::Result<bytes::Bytes>>,
+        current: bytes::Bytes,
+    }
+
+    impl ChannelReader {
+        pub fn new(rx: Receiver<std::io::Result<bytes::Bytes>>) -> Self {
+            ChannelReader {
+                rx,
+                current: bytes::Bytes::new(),
+            }
+        }
+    }
+
+    impl AsyncRead for ChannelReader {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            out: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            loop {
+                if !self.current.is_empty() {
+                    let n = self.current.len().min(out.remaining());
+                    let chunk = self.current.split_to(n);
+                    out.put_slice(&chunk);
+                    return Poll::Ready(Ok(()));
+                }
+                match self.rx.poll_recv(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(None) => return Poll::Ready(Ok(())),
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
+                    Poll::Ready(Some(Ok(b))) => self.current = b,
+                }
+            }
+        }
+    }
+}
