@@ -345,10 +345,10 @@ pub fn read_ahead<R: AsyncRead + Send + Unpin + 'static>(
             }
         }
     });
-    tokio_util_like::ChannelReader::new(rx)
+    channel_reader::ChannelReader::new(rx)
 }
 
-mod tokio_util_like {
+mod channel_reader {
     //! An AsyncRead over a channel of chunks.
     use std::pin::Pin;
     use std::task::{Context, Poll};
