@@ -13,3 +13,10 @@ cargo fmt --all --check
 # The end-to-end tests run the real binaries; build them first.
 cargo build --workspace --bins --locked
 cargo test --workspace --locked --no-fail-fast
+# A short fuzz run of the RDB reader (cargo-fuzz needs a nightly toolchain; without one the
+# property tests above are the only check of damaged input, and this says so).
+if cargo +nightly --version >/dev/null 2>&1; then
+  scripts/fuzz.sh 30
+else
+  echo "test.sh: NOTE: no nightly Rust toolchain here, so the cargo-fuzz run of lifeboat-rdb did not run" >&2
+fi
