@@ -6,6 +6,7 @@ use async_compression::Level;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite};
 
+use super::adaptive_zstd::AdaptiveZstdWriter;
 use crate::config::CompressionName;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +77,11 @@ impl Compression {
                     &[async_compression::zstd::CParameter::nb_workers(threads)],
                 ))
             }
+            Compression::Zstd { level } if level > 1 => match AdaptiveZstdWriter::new(inner, level)
+            {
+                Ok(w) => Box::new(w),
+                Err(e) => Box::new(FailedWriter(Some(e))),
+            },
             Compression::Zstd { level } => {
                 Box::new(ZstdEncoder::with_quality(inner, Level::Precise(level)))
             }
@@ -94,14 +100,50 @@ impl Compression {
         match self {
             Compression::Zstd { .. } => {
                 let mut d = ZstdDecoder::new(inner);
-                // A stored stream is exactly one frame sequence written by us; trailing garbage
-                // must not pass silently.
-                d.multiple_members(false);
+                // A stored stream is one or more whole frames (see adaptive_zstd); bytes after
+                // the last frame that are not a frame are a decoding error, and the digests
+                // cover every byte anyway.
+                d.multiple_members(true);
                 Box::new(d)
             }
             Compression::Gzip { .. } => Box::new(GzipDecoder::new(inner)),
             Compression::None => Box::new(inner),
         }
+    }
+}
+
+/// A writer whose encoder could not be created (zstd out of memory): fails on first use.
+struct FailedWriter(Option<std::io::Error>);
+
+impl AsyncWrite for FailedWriter {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        _buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::Poll::Ready(Err(self.take_error()))
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Err(self.take_error()))
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Err(self.take_error()))
+    }
+}
+
+impl FailedWriter {
+    fn take_error(&mut self) -> std::io::Error {
+        self.0
+            .take()
+            .unwrap_or_else(|| std::io::Error::other("the zstd encoder could not be created"))
     }
 }
 

@@ -5,6 +5,7 @@
 //! Every stage is an `AsyncRead`/`AsyncWrite` adapter; writers must be shut down so trailers are
 //! written, and nothing is considered complete until the digests are known.
 
+pub mod adaptive_zstd;
 pub mod compress;
 pub mod hash;
 pub mod holdback;

@@ -225,6 +225,19 @@ pub async fn start_dump(job: &PgJob) -> Result<PgDump> {
     let snapshot: String = row.get(0);
     let micros: i64 = row.get(1);
     let consistent_at = DateTime::from_timestamp_micros(micros).unwrap_or_else(Utc::now);
+    // The row counts run while pg_dump streams, so they share the server's cores with the dump:
+    // parallel workers would only take CPU from it (and add coordination work).
+    client
+        .batch_execute("SET LOCAL max_parallel_workers_per_gather = 0")
+        .await
+        .map_err(|e| {
+            query_error(
+                ErrorKind::Source,
+                &job.url,
+                "set up the snapshot transaction",
+                &e,
+            )
+        })?;
 
     let mut cmd = Command::new(&pg_dump);
     cmd.arg(format!("--snapshot={snapshot}"))

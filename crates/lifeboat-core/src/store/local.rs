@@ -87,11 +87,22 @@ impl Store for LocalStore {
             .open(&temp_path)
             .await
             .map_err(|e| self.io_error("create", &temp_path, e))?;
+        let early_sync = file
+            .try_clone()
+            .await
+            .map_err(|e| self.io_error("open", &temp_path, e))?
+            .into_std()
+            .await;
         Ok(LocalWriter {
             file: Some(BufWriter::with_capacity(1024 * 1024, file)),
             temp_path,
             final_path,
             key: key.clone(),
+            early_sync: EarlySync {
+                file: std::sync::Arc::new(early_sync),
+                unsynced: 0,
+                running: None,
+            },
         })
     }
 
@@ -304,6 +315,42 @@ pub struct LocalWriter {
     temp_path: PathBuf,
     final_path: PathBuf,
     key: ObjectKey,
+    early_sync: EarlySync,
+}
+
+/// Bytes written between background `fdatasync` calls.
+const EARLY_SYNC_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Writes the file back to disk while it is still being written, one `fdatasync` at a time in
+/// a blocking thread, so the fsync that commits it only has the tail left. Without it, a dump of
+/// hundreds of MiB sits in the page cache and the commit waits for all of it at once (like
+/// PostgreSQL's `*_flush_after` settings).
+struct EarlySync {
+    file: std::sync::Arc<std::fs::File>,
+    unsynced: u64,
+    running: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl EarlySync {
+    fn wrote(&mut self, n: usize) {
+        self.unsynced += n as u64;
+        if self.unsynced < EARLY_SYNC_BYTES {
+            return;
+        }
+        if self.running.as_ref().is_some_and(|r| !r.is_finished()) {
+            return;
+        }
+        // A failure shows again, and is reported, in the fsync that commits the file.
+        self.unsynced = 0;
+        let file = self.file.clone();
+        self.running = Some(tokio::task::spawn_blocking(move || file.sync_data()));
+    }
+
+    async fn wait(&mut self) {
+        if let Some(running) = self.running.take() {
+            let _ = running.await;
+        }
+    }
 }
 
 impl LocalWriter {
@@ -320,10 +367,15 @@ impl AsyncWrite for LocalWriter {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        match self.file() {
+        let this = &mut *self;
+        let written = match this.file() {
             Ok(f) => Pin::new(f).poll_write(cx, buf),
             Err(e) => Poll::Ready(Err(e)),
+        };
+        if let Poll::Ready(Ok(n)) = written {
+            this.early_sync.wrote(n);
         }
+        written
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -350,6 +402,7 @@ impl ObjectWriter for LocalWriter {
                 .with_hint("check free space and permissions of the store directory")
         };
         file.flush().await.map_err(|e| io("write", e))?;
+        self.early_sync.wait().await;
         let file = file.into_inner();
         file.sync_all().await.map_err(|e| io("fsync", e))?;
         let size = file.metadata().await.map_err(|e| io("inspect", e))?.len();
