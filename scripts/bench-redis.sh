@@ -5,11 +5,16 @@
 #
 #   scripts/bench-redis.sh                       # ~1 GB of random values
 #   LIFEBOAT_BENCH_REDIS_KEYS=200000 scripts/bench-redis.sh   # smaller, for a quick look
+#   LIFEBOAT_BENCH_ROUNDS=5 scripts/bench-redis.sh             # more alternating rounds
+#
+# The captures run in alternating rounds (3 by default); the report gives the median and every
+# run, because one sample of each can differ by 30% from noise on a shared machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lifeboat/target}"
 KEYS="${LIFEBOAT_BENCH_REDIS_KEYS:-1000000}"
 SMALL_KEYS="${LIFEBOAT_BENCH_REDIS_SMALL_KEYS:-1000000}"
+ROUNDS="${LIFEBOAT_BENCH_ROUNDS:-3}"
 
 eval "$(scripts/services.sh start)"
 command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
@@ -27,13 +32,7 @@ trap 'kill "$(cat "$OUT/redis.pid")" 2>/dev/null || true; rm -rf "$OUT"' EXIT
 for _ in $(seq 1 40); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.25; done
 URL="redis://127.0.0.1:$PORT"
 
-declare -A WALL RSS
-measure() {
-  local name="$1"; shift
-  /usr/bin/time -f '%e %M' -o "$OUT/time" "$@" >/dev/null
-  read -r WALL[$name] RSS[$name] < "$OUT/time"
-  echo "  $name: ${WALL[$name]} s, peak RSS $((${RSS[$name]} / 1024)) MiB" >&2
-}
+source scripts/bench-measure.sh
 
 echo "Loading $KEYS keys of random bytes (200..1800 bytes each)..." >&2
 python3 - "$KEYS" <<'PY' | redis-cli -p "$PORT" --pipe >/dev/null
@@ -50,13 +49,16 @@ USED="$(redis-cli -p "$PORT" info memory | awk -F: '/^used_memory_human/ {print 
 echo "Capture of $KEYS keys ($USED):" >&2
 # redis-cli 7.0 completes the transfer, then fails to fsync /dev/null: its exit status is not
 # the measure, its "Transfer finished with success" line is.
-measure rediscli bash -c "redis-cli -p $PORT --rdb /dev/null 2>&1 | grep -q 'Transfer finished with success'"
-measure lb_none "$BIN/lifeboat-backup" --engine redis --url "$URL" --repo "$OUT/repo-none" --job raw --compression none
-measure lb_zstd "$BIN/lifeboat-backup" --engine redis --url "$URL" --repo "$OUT/repo-zstd" --job zstd
-# The same into a store in memory (/dev/shm): the capture without the disk writes and fsync
-# that a durable store costs (redis-cli writes to /dev/null).
 SHM="$(mktemp -d /dev/shm/lifeboat-bench.XXXXXX)"
-measure lb_shm "$BIN/lifeboat-backup" --engine redis --url "$URL" --repo "$SHM/repo" --job shm --compression none
+for round in $(seq 1 "$ROUNDS"); do
+  measure rediscli bash -c "redis-cli -p $PORT --rdb /dev/null 2>&1 | grep -q 'Transfer finished with success'"
+  rm -rf "$OUT/repo-none" "$OUT/repo-zstd" "$SHM/repo"
+  measure lb_none "$BIN/lifeboat-backup" --engine redis --url "$URL" --repo "$OUT/repo-none" --job raw --compression none
+  measure lb_zstd "$BIN/lifeboat-backup" --engine redis --url "$URL" --repo "$OUT/repo-zstd" --job zstd
+  # The same into a store in memory (/dev/shm): the capture without the disk writes and fsync
+  # that a durable store costs (redis-cli writes to /dev/null).
+  measure lb_shm "$BIN/lifeboat-backup" --engine redis --url "$URL" --repo "$SHM/repo" --job shm --compression none
+done
 rm -rf "$SHM"
 RDB_SIZE="$(find "$OUT/repo-none" -name 'data.*' -exec du -b {} + | cut -f1)"
 
@@ -69,19 +71,18 @@ measure lb_restore "$BIN/lifeboat-restore" --repo "$OUT/repo-small" --job small 
 RESTORED="$(redis-cli -p "$PORT" dbsize | tr -d '\r')"
 
 rate() { python3 -c "print(f'{$1 / $2:,.0f}')"; }
-ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
 REPORT="$(cat <<MD
 ### Redis, $(date -u +%Y-%m-%d), $(nproc) cores, redis-server $(redis-server --version | sed -E 's/.*v=([0-9.]+).*/\1/'), $KEYS keys of random bytes ($USED in memory), RDB $((RDB_SIZE / 1048576)) MiB
 
 | what | wall (s) | peak RSS (MiB) |
 | --- | ---: | ---: |
-| \`redis-cli --rdb /dev/null\` (the floor) | ${WALL[rediscli]} | $((${RSS[rediscli]} / 1024)) |
-| \`lifeboat-backup\`, uncompressed | ${WALL[lb_none]} | $((${RSS[lb_none]} / 1024)) |
-| \`lifeboat-backup\`, zstd 3 (default) | ${WALL[lb_zstd]} | $((${RSS[lb_zstd]} / 1024)) |
-| \`lifeboat-backup\`, uncompressed, store in /dev/shm | ${WALL[lb_shm]} | $((${RSS[lb_shm]} / 1024)) |
+| \`redis-cli --rdb /dev/null\` (the floor; median of ${RUNS[rediscli]}) | ${WALL[rediscli]} | $((${RSS[rediscli]} / 1024)) |
+| \`lifeboat-backup\`, uncompressed (median of ${RUNS[lb_none]}) | ${WALL[lb_none]} | $((${RSS[lb_none]} / 1024)) |
+| \`lifeboat-backup\`, zstd 3 (default; median of ${RUNS[lb_zstd]}) | ${WALL[lb_zstd]} | $((${RSS[lb_zstd]} / 1024)) |
+| \`lifeboat-backup\`, uncompressed, store in /dev/shm (median of ${RUNS[lb_shm]}) | ${WALL[lb_shm]} | $((${RSS[lb_shm]} / 1024)) |
 | \`lifeboat-restore\` of $SMALL_KEYS small keys (check pass + load) | ${WALL[lb_restore]} | $((${RSS[lb_restore]} / 1024)) |
 
-- capture speed vs redis-cli: uncompressed **$(ratio "${WALL[rediscli]}" "${WALL[lb_none]}")x**, zstd **$(ratio "${WALL[rediscli]}" "${WALL[lb_zstd]}")x**, store in memory **$(ratio "${WALL[rediscli]}" "${WALL[lb_shm]}")x** (target >= 0.95x)
+- capture speed vs redis-cli (medians of $ROUNDS alternating rounds): uncompressed **$(ratio "${WALL[rediscli]}" "${WALL[lb_none]}")x**, zstd **$(ratio "${WALL[rediscli]}" "${WALL[lb_zstd]}")x**, store in memory **$(ratio "${WALL[rediscli]}" "${WALL[lb_shm]}")x** (target >= 0.95x)
 - replay: **$(rate "$RESTORED" "${WALL[lb_restore]}") keys/s** ($RESTORED keys restored; target >= 200,000 keys/s)
 MD
 )"
