@@ -746,6 +746,12 @@ fn scan_mode_builds_an_rdb_that_restores_identically() {
     ));
     *expected.get_mut("9").unwrap().get_mut("string").unwrap() += 5000;
     let source_digest = source.ok("DEBUG DIGEST").text();
+    // Function libraries come along through FUNCTION DUMP.
+    source.ok("FUNCTION FLUSH");
+    let library = b"#!lua name=lifeboat_scan_lib\nredis.register_function('lifeboat_scan_ping', function(keys, args) return 'pong' end)";
+    let loaded = source.cmd(&[b"FUNCTION", b"LOAD", library]);
+    assert_eq!(loaded, Reply::Bulk(Some(b"lifeboat_scan_lib".to_vec())));
+    let source_functions = source.cmd(&[b"FUNCTION", b"LIST", b"WITHCODE"]);
 
     let repo = TempDir::new("redis-scan");
     let dir = TempDir::new("redis-scan-cfg");
@@ -768,6 +774,7 @@ fn scan_mode_builds_an_rdb_that_restores_identically() {
     let manifest = &manifests(repo.path(), "cache")[0];
     assert_eq!(manifest["fingerprint"]["capture"], "scan");
     assert_eq!(manifest["fingerprint"]["point_in_time"], false);
+    assert_eq!(manifest["fingerprint"]["functions"], 1);
     assert_eq!(
         serde_json::to_value(&expected).unwrap(),
         manifest["fingerprint"]["keys"]
@@ -791,6 +798,10 @@ fn scan_mode_builds_an_rdb_that_restores_identically() {
     )
     .assert_code(0);
     assert_eq!(target.ok("DEBUG DIGEST").text(), source_digest);
+    assert_eq!(
+        target.cmd(&[b"FUNCTION", b"LIST", b"WITHCODE"]),
+        source_functions
+    );
 
     // mode = "sync" with a user that may not SYNC: a clear failure, no fallback.
     source.ok("ACL SETUSER lifeboat-nosync2 on >nosync-secret-4 +@all -sync -psync ~*");
@@ -804,7 +815,9 @@ fn scan_mode_builds_an_rdb_that_restores_identically() {
     r.assert_code(1).assert_contains("SYNC was refused");
     assert_eq!(manifests(repo.path(), "cache").len(), 1);
     source.ok("FLUSHALL");
+    source.ok("FUNCTION FLUSH");
     target.ok("FLUSHALL");
+    target.ok("FUNCTION FLUSH");
 }
 
 /// Runs a command, panicking with its output if it fails.

@@ -82,6 +82,15 @@ async fn produce(mut conn: Connection, mut pipe: DuplexStream) -> Result<()> {
             format!("the SCAN capture could not hand on its data: {e}"),
         )
     };
+    // Function libraries (Redis 7) go before the databases, as in a file the server writes.
+    if let Some((libraries, payload_version)) = function_libraries(&mut conn).await? {
+        version = Some(payload_version);
+        let mut header = format!("REDIS{payload_version:04}").into_bytes();
+        header.extend_from_slice(&head);
+        header.extend_from_slice(&libraries);
+        crc.update(&header);
+        pipe.write_all(&header).await.map_err(pipe_error)?;
+    }
     for db in dbs {
         if let Err(e) = conn
             .command(&[b"SELECT", db.to_string().as_bytes()])
@@ -185,7 +194,15 @@ async fn produce(mut conn: Connection, mut pipe: DuplexStream) -> Result<()> {
 
 /// A DUMP payload: type byte, value, RDB version (2 bytes LE), CRC64 (8 bytes LE) of the rest.
 fn split_payload(p: &[u8]) -> Option<(u8, &[u8], u16)> {
-    if p.len() < 11 {
+    let (body, version) = split_trailer(p)?;
+    let (&type_byte, value) = body.split_first()?;
+    Some((type_byte, value, version))
+}
+
+/// What precedes a payload's trailer (RDB version, 2 bytes LE; CRC64 of the rest, 8 bytes LE,
+/// checked unless 0), and the version.
+fn split_trailer(p: &[u8]) -> Option<(&[u8], u16)> {
+    if p.len() < 10 {
         return None;
     }
     let (body, crc) = p.split_at(p.len() - 8);
@@ -193,8 +210,38 @@ fn split_payload(p: &[u8]) -> Option<(u8, &[u8], u16)> {
     if stored != 0 && lifeboat_rdb::crc64(body) != stored {
         return None;
     }
-    let version = u16::from_le_bytes([body[body.len() - 2], body[body.len() - 1]]);
-    Some((body[0], &body[1..body.len() - 2], version))
+    let (libraries, version) = body.split_at(body.len() - 2);
+    Some((libraries, u16::from_le_bytes([version[0], version[1]])))
+}
+
+/// `FUNCTION DUMP`: the libraries as RDB function records and the RDB version, or None when
+/// there are none, or the server has no functions (before 7.0). A user that may not run it is
+/// warned about on every run (the keys are still worth having); other failures are errors.
+async fn function_libraries(conn: &mut Connection) -> Result<Option<(Vec<u8>, u16)>> {
+    let payload = match conn.command(&[b"FUNCTION", b"DUMP"]).await? {
+        Ok(payload) => payload,
+        Err(e) if e.contains("unknown command") || e.contains("unknown subcommand") => {
+            return Ok(None)
+        }
+        Err(e) if e.starts_with("NOPERM") => {
+            tracing::warn!(
+                "{}; this snapshot has no function libraries. Allow FUNCTION DUMP (+function|dump) to capture them.",
+                conn.error(format!("FUNCTION DUMP was refused ({e})"))
+            );
+            return Ok(None);
+        }
+        Err(e) => {
+            return Err(conn
+                .error(format!("FUNCTION DUMP failed: {e}"))
+                .with_hint("the user needs the FUNCTION DUMP command (or +@scripting) to capture function libraries"))
+        }
+    };
+    let (libraries, version) = split_trailer(&payload)
+        .ok_or_else(|| conn.error("the FUNCTION DUMP payload is malformed".to_string()))?;
+    if libraries.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some((libraries.to_vec(), version)))
 }
 
 /// The databases that hold keys (`INFO keyspace`).
@@ -249,6 +296,24 @@ impl AsyncRead for ScanStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn payload_trailers_give_the_version_and_are_checked() {
+        // FUNCTION DUMP of a server without libraries: only the trailer.
+        let mut empty = 11u16.to_le_bytes().to_vec();
+        empty.extend_from_slice(&lifeboat_rdb::crc64(&empty).to_le_bytes());
+        assert_eq!(split_trailer(&empty), Some((&[][..], 11)));
+        let mut damaged = empty.clone();
+        damaged[0] ^= 1;
+        assert_eq!(split_trailer(&damaged), None);
+        assert_eq!(split_trailer(&empty[..9]), None);
+        // A DUMP payload: type byte, value, trailer.
+        let mut dump = vec![0u8, 3, b'a', b'b', b'c'];
+        dump.extend_from_slice(&11u16.to_le_bytes());
+        dump.extend_from_slice(&lifeboat_rdb::crc64(&dump).to_le_bytes());
+        assert_eq!(split_payload(&dump), Some((0, &[3, b'a', b'b', b'c'][..], 11)));
+        assert_eq!(split_payload(&empty), None, "no type byte");
+    }
 
     #[test]
     fn lengths_use_the_shortest_rdb_form() {
