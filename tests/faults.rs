@@ -55,6 +55,7 @@ async fn a_store_failing_mid_upload_commits_nothing_and_does_not_hang() {
         schedule: None,
         max_age: None,
         mode: None,
+        debug_digest: None,
     };
     let job = config::validate_job(&spec, &Default::default(), None).unwrap();
     let options = BackupOptions {

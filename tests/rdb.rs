@@ -1160,3 +1160,85 @@ fn encodings_older_than_redis_7_are_read_and_restore_into_a_live_server() {
     assert!(ttl > 0, "{ttl}");
     target.ok("FLUSHALL");
 }
+
+/// `debug-digest = true`: the source's DEBUG DIGEST, unchanged across the capture, goes into the
+/// manifest, and a drill compares the restored data with it; a digest that does not match (here
+/// a manifest edited by hand) fails the drill with exit 3.
+#[test]
+fn debug_digests_are_recorded_for_quiet_captures_and_checked_by_drills() {
+    use lifeboat_tests::{manifests, run, TempDir};
+    let _servers = SERVERS.lock().unwrap_or_else(|e| e.into_inner());
+    let (source_url, target_url) = redis_urls();
+    let mut source = Redis::connect(&source_url);
+    let mut target = Redis::connect(&target_url);
+    source.ok("FLUSHALL");
+    source.ok("CONFIG SET repl-diskless-sync-delay 0");
+    fill(&mut source, 0, false);
+    fill(&mut source, 3, false);
+    let source_digest = source.ok("DEBUG DIGEST").text();
+
+    let repo = TempDir::new("redis-digest");
+    let dir = TempDir::new("redis-digest-cfg");
+    let config = dir.join("lifeboat.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\nurl = \"{}\"\n\n[[job]]\nname = \"cache\"\nengine = \"redis\"\nurl = \"{source_url}\"\ndebug-digest = true\n",
+            repo.as_str()
+        ),
+    )
+    .unwrap();
+    let config_s = config.to_str().unwrap();
+    run("lifeboat-backup", &["--config", config_s]).assert_code(0);
+    let manifest = &manifests(repo.path(), "cache")[0];
+    assert_eq!(
+        manifest["fingerprint"]["debug_digest"].as_str(),
+        Some(source_digest.as_str()),
+        "{manifest}"
+    );
+
+    target.ok("FLUSHALL");
+    let drill = || {
+        run(
+            "lifeboat-verify",
+            &[
+                "--config",
+                config_s,
+                "--level",
+                "drill",
+                "--scratch-url",
+                &target_url,
+            ],
+        )
+    };
+    drill()
+        .assert_code(0)
+        .assert_contains("DEBUG DIGEST of the restored data matches");
+
+    // A recorded digest the restored data does not have: the drill says so and fails.
+    let snapshots = repo.path().join("jobs/cache/snapshots");
+    let id = manifest["id"].as_str().unwrap();
+    let path = snapshots.join(id).join("manifest.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(&source_digest));
+    std::fs::write(&path, text.replace(&source_digest, &"e".repeat(40))).unwrap();
+    drill()
+        .assert_code(3)
+        .assert_contains("DEBUG DIGEST of the restored data is");
+    assert_eq!(
+        target.ok("DEBUG DIGEST").text(),
+        "0".repeat(40),
+        "the drill cleaned up"
+    );
+
+    // The setting belongs to Redis jobs.
+    std::fs::write(
+        &config,
+        "[[job]]\nname = \"db\"\nengine = \"postgres\"\nurl = \"postgres://u@h/db\"\ndebug-digest = true\n",
+    )
+    .unwrap();
+    run("lifeboat-backup", &["--config", config_s])
+        .assert_code(2)
+        .assert_contains("debug-digest");
+    source.ok("FLUSHALL");
+}

@@ -243,6 +243,7 @@ fn resolve_jobs(args: &BackupArgs) -> Result<(Option<Config>, Vec<Job>)> {
             schedule: None,
             max_age: None,
             mode: None,
+            debug_digest: None,
         };
         let mut job = config::validate_job(&spec, &Default::default(), None)?;
         apply_overrides(&mut job, args, None)?;

@@ -283,6 +283,12 @@ async fn backup_redis<S: Store>(
         catalog::snapshot_prefix(&job.name, &id),
         job.compression.extension()
     ))?;
+    // Before SYNC, so that the same digest after the transfer means it describes the snapshot.
+    let digest_watch = if redis.debug_digest {
+        Some(redis_source::DigestWatch::start(&redis.url).await?)
+    } else {
+        None
+    };
     // The server forks for the snapshot right after SYNC: this is its point in time.
     let consistent_at = Utc::now();
     let capture = redis_source::start(&redis.url, redis.mode).await?;
@@ -318,6 +324,10 @@ async fn backup_redis<S: Store>(
             redis.url
         )));
     };
+    let debug_digest = match digest_watch {
+        Some(watch) => watch.finish().await,
+        None => None,
+    };
     let stored = writer.finish().await?;
     let fingerprint = RedisFingerprint {
         rdb_version: summary.rdb_version,
@@ -326,6 +336,7 @@ async fn backup_redis<S: Store>(
         keys: RedisFingerprint::keys_from(&summary.keys),
         functions: summary.functions,
         rdb_crc64: summary.crc64.unwrap_or(0),
+        debug_digest,
     };
     let manifest = Manifest {
         format: MANIFEST_FORMAT,

@@ -76,6 +76,10 @@ pub struct RedisFingerprint {
     pub functions: u64,
     /// The CRC64 trailer of the RDB file (0 when the server writes none).
     pub rdb_crc64: u64,
+    /// The source's `DEBUG DIGEST` (job setting `debug-digest`), recorded only when it was the
+    /// same before and after the capture, so it describes exactly the captured data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debug_digest: Option<String>,
 }
 
 impl RedisFingerprint {

@@ -198,6 +198,9 @@ pub struct JobSpec {
     pub max_age: Option<String>,
     /// Redis only: how the snapshot is captured: `auto` (SYNC, else SCAN), `sync` or `scan`.
     pub mode: Option<RedisMode>,
+    /// Redis only: record the source's `DEBUG DIGEST` when the data did not change during the
+    /// capture, for drills to compare. Each digest blocks the server while it is computed.
+    pub debug_digest: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -308,6 +311,7 @@ impl EngineJob {
 pub struct RedisJob {
     pub url: SecretUrl,
     pub mode: RedisMode,
+    pub debug_digest: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -456,9 +460,9 @@ pub fn validate_job(
                     "add the database name as the URL path: postgres://user@host:5432/DBNAME",
                 ));
             }
-            if spec.mode.is_some() {
+            if spec.mode.is_some() || spec.debug_digest.is_some() {
                 return Err(Error::config(format!(
-                    "job {:?}: mode is a setting of redis jobs",
+                    "job {:?}: mode and debug-digest are settings of redis jobs",
                     spec.name
                 )));
             }
@@ -486,8 +490,11 @@ pub fn validate_job(
                     spec.name
                 )));
             }
-            let mode = spec.mode.unwrap_or_default();
-            EngineJob::Redis(RedisJob { url, mode })
+            EngineJob::Redis(RedisJob {
+                url,
+                mode: spec.mode.unwrap_or_default(),
+                debug_digest: spec.debug_digest.unwrap_or(false),
+            })
         }
     };
     let compression = Compression::from_spec(

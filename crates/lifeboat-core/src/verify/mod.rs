@@ -348,13 +348,65 @@ async fn redis_drill<S: Store>(
             types.retain(|_, n| *n > 0);
         }
         expected.keys.retain(|_, t| !t.is_empty());
-        Ok::<_, Error>(expected.differences(&found))
+        let mut findings = expected.differences(&found);
+        if let Some(recorded_digest) = &recorded.debug_digest {
+            findings.extend(
+                compare_debug_digest(scratch, recorded_digest, &dbs, load.expired.is_empty())
+                    .await?,
+            );
+        }
+        Ok::<_, Error>(findings)
     }
     .await;
     if let Err(e) = redis_sink::flush(scratch, &dbs).await {
         tracing::warn!("The drill's keys could not be removed from {scratch}: {e}");
     }
     result
+}
+
+/// Compares the scratch server's `DEBUG DIGEST` with the one recorded at backup time, where
+/// that comparison means something: no key expired on the way (expiries are in the digest) and
+/// the scratch server holds nothing but the drill's databases (the digest is server-wide).
+async fn compare_debug_digest(
+    scratch: &SecretUrl,
+    recorded: &str,
+    dbs: &[u64],
+    nothing_expired: bool,
+) -> Result<Vec<String>> {
+    if !nothing_expired {
+        tracing::info!(
+            "Keys expired during the drill, so DEBUG DIGEST is not compared (key counts are)."
+        );
+        return Ok(Vec::new());
+    }
+    let mut conn = crate::resp::Connection::open(scratch, ErrorKind::Sink).await?;
+    let others = crate::source::redis::databases_with_keys(&mut conn)
+        .await?
+        .into_iter()
+        .filter(|db| !dbs.contains(db))
+        .count();
+    if others > 0 {
+        tracing::info!(
+            "The scratch server {scratch} holds keys in other databases, so DEBUG DIGEST is not compared (key counts are)."
+        );
+        return Ok(Vec::new());
+    }
+    match crate::source::redis::debug_digest(&mut conn).await {
+        Ok(found) if found == recorded => {
+            tracing::info!("DEBUG DIGEST of the restored data matches the source's ({found}).");
+            Ok(Vec::new())
+        }
+        Ok(found) => Ok(vec![format!(
+            "DEBUG DIGEST of the restored data is {found}, the source's was {recorded}"
+        )]),
+        Err(e) => {
+            tracing::warn!(
+                "{}; DEBUG DIGEST is not compared (key counts are).",
+                e.message()
+            );
+            Ok(Vec::new())
+        }
+    }
 }
 
 async fn drill<S: Store>(

@@ -19,6 +19,8 @@ use crate::secret::SecretUrl;
 
 mod scan;
 
+pub(crate) use scan::databases as databases_with_keys;
+
 /// The diskless form's end mark is 40 bytes.
 const EOF_MARK_LEN: usize = 40;
 
@@ -316,6 +318,52 @@ impl<R: AsyncRead + Unpin> AsyncRead for CheckedRdb<R> {
             reader.feed(new, &mut |_| {}).map_err(damaged)?;
         }
         Poll::Ready(Ok(()))
+    }
+}
+
+/// The source's `DEBUG DIGEST` before and after a capture (job setting `debug-digest`): the same
+/// digest twice means no key changed while the snapshot was taken, so it describes the snapshot
+/// and a drill can compare a restored copy with it. Each digest blocks the server while it runs.
+pub struct DigestWatch {
+    conn: Connection,
+    before: String,
+}
+
+impl DigestWatch {
+    pub async fn start(url: &SecretUrl) -> Result<DigestWatch> {
+        let mut conn = Connection::open(url, ErrorKind::Source).await?;
+        let before = debug_digest(&mut conn).await.map_err(|e| {
+            e.with_hint("allow DEBUG on the source (enable-debug-command yes, or local for a local connection) or remove debug-digest from the job")
+        })?;
+        Ok(DigestWatch { conn, before })
+    }
+
+    /// The digest, if it did not change; a failure here only costs the digest.
+    pub async fn finish(mut self) -> Option<String> {
+        match debug_digest(&mut self.conn).await {
+            Ok(after) if after == self.before => Some(after),
+            Ok(_) => {
+                tracing::info!(
+                    "Keys changed while the snapshot was taken, so no DEBUG DIGEST is recorded for it (drills compare key counts)."
+                );
+                None
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "{}; no DEBUG DIGEST is recorded for this snapshot.",
+                    e.message()
+                );
+                None
+            }
+        }
+    }
+}
+
+/// `DEBUG DIGEST`: 40 hex digits over every key, value and expiry of every database.
+pub async fn debug_digest(conn: &mut Connection) -> Result<String> {
+    match conn.command(&[b"DEBUG", b"DIGEST"]).await? {
+        Ok(d) => Ok(String::from_utf8_lossy(&d).into_owned()),
+        Err(e) => Err(conn.error(format!("DEBUG DIGEST failed: {e}"))),
     }
 }
 

@@ -245,7 +245,7 @@ async fn function_libraries(conn: &mut Connection) -> Result<Option<(Vec<u8>, u1
 }
 
 /// The databases that hold keys (`INFO keyspace`).
-async fn databases(conn: &mut Connection) -> Result<Vec<u64>> {
+pub(crate) async fn databases(conn: &mut Connection) -> Result<Vec<u64>> {
     let info = match conn.command(&[b"INFO", b"keyspace"]).await? {
         Ok(text) => String::from_utf8_lossy(&text).into_owned(),
         Err(e) => return Err(conn.error(format!("INFO keyspace failed: {e}"))),
@@ -311,7 +311,10 @@ mod tests {
         let mut dump = vec![0u8, 3, b'a', b'b', b'c'];
         dump.extend_from_slice(&11u16.to_le_bytes());
         dump.extend_from_slice(&lifeboat_rdb::crc64(&dump).to_le_bytes());
-        assert_eq!(split_payload(&dump), Some((0, &[3, b'a', b'b', b'c'][..], 11)));
+        assert_eq!(
+            split_payload(&dump),
+            Some((0, &[3, b'a', b'b', b'c'][..], 11))
+        );
         assert_eq!(split_payload(&empty), None, "no type byte");
     }
 
