@@ -13,6 +13,32 @@ use lifeboat_tests::resp::{redis_urls, Redis, Reply};
 /// Both tests use the same two servers: one at a time.
 static SERVERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// The two test servers, held by one test at a time: the source emptied, and set to start a
+/// diskless snapshot at once.
+struct Servers {
+    _guard: std::sync::MutexGuard<'static, ()>,
+    source_url: String,
+    target_url: String,
+    source: Redis,
+    target: Redis,
+}
+
+fn servers() -> Servers {
+    let guard = SERVERS.lock().unwrap_or_else(|e| e.into_inner());
+    let (source_url, target_url) = redis_urls();
+    let mut source = Redis::connect(&source_url);
+    let target = Redis::connect(&target_url);
+    source.ok("FLUSHALL");
+    source.ok("CONFIG SET repl-diskless-sync-delay 0");
+    Servers {
+        _guard: guard,
+        source_url,
+        target_url,
+        source,
+        target,
+    }
+}
+
 fn args(words: &[&[u8]]) -> Vec<Vec<u8>> {
     words.iter().map(|w| w.to_vec()).collect()
 }
@@ -255,12 +281,13 @@ fn parse(bytes: &[u8]) -> Result<(lifeboat_rdb::Summary, Vec<KeyEntry>), lifeboa
 
 #[test]
 fn native_capture_reads_both_sync_payload_forms_and_a_dropped_connection_fails() {
-    let _servers = SERVERS.lock().unwrap_or_else(|e| e.into_inner());
-    let (source_url, target_url) = redis_urls();
-    let mut source = Redis::connect(&source_url);
-    let mut target = Redis::connect(&target_url);
-    source.ok("FLUSHALL");
-    source.ok("CONFIG SET repl-diskless-sync-delay 0");
+    let Servers {
+        _guard,
+        source_url,
+        target_url: _,
+        mut source,
+        mut target,
+    } = servers();
     let mut expected = BTreeMap::new();
     expected.insert(0u64, fill(&mut source, 0, true));
     expected.insert(5u64, fill(&mut source, 5, false));
@@ -307,12 +334,13 @@ fn dbsize(r: &mut Redis, db: u64) -> i64 {
 #[test]
 fn redis_backup_verify_and_restore_through_the_binaries() {
     use lifeboat_tests::{data_objects, manifests, run, TempDir};
-    let _servers = SERVERS.lock().unwrap_or_else(|e| e.into_inner());
-    let (source_url, target_url) = redis_urls();
-    let mut source = Redis::connect(&source_url);
-    let mut target = Redis::connect(&target_url);
-    source.ok("FLUSHALL");
-    source.ok("CONFIG SET repl-diskless-sync-delay 0");
+    let Servers {
+        _guard,
+        source_url,
+        target_url,
+        mut source,
+        mut target,
+    } = servers();
     let mut expected = BTreeMap::new();
     expected.insert("0".to_string(), fill(&mut source, 0, true));
     expected.insert("5".to_string(), fill(&mut source, 5, false));
@@ -537,12 +565,13 @@ fn redis_backup_failures_commit_nothing() {
 #[test]
 fn redis_snapshot_as_a_file_loads_in_a_stopped_server_and_rdb_files_load_into_live_ones() {
     use lifeboat_tests::{run, TempDir};
-    let _servers = SERVERS.lock().unwrap_or_else(|e| e.into_inner());
-    let (source_url, target_url) = redis_urls();
-    let mut source = Redis::connect(&source_url);
-    let mut target = Redis::connect(&target_url);
-    source.ok("FLUSHALL");
-    source.ok("CONFIG SET repl-diskless-sync-delay 0");
+    let Servers {
+        _guard,
+        source_url,
+        target_url,
+        mut source,
+        mut target,
+    } = servers();
     fill(&mut source, 0, true);
     fill(&mut source, 2, false);
     let source_digest = source.ok("DEBUG DIGEST").text();
@@ -1167,12 +1196,13 @@ fn encodings_older_than_redis_7_are_read_and_restore_into_a_live_server() {
 #[test]
 fn debug_digests_are_recorded_for_quiet_captures_and_checked_by_drills() {
     use lifeboat_tests::{manifests, run, TempDir};
-    let _servers = SERVERS.lock().unwrap_or_else(|e| e.into_inner());
-    let (source_url, target_url) = redis_urls();
-    let mut source = Redis::connect(&source_url);
-    let mut target = Redis::connect(&target_url);
-    source.ok("FLUSHALL");
-    source.ok("CONFIG SET repl-diskless-sync-delay 0");
+    let Servers {
+        _guard,
+        source_url,
+        target_url,
+        mut source,
+        mut target,
+    } = servers();
     fill(&mut source, 0, false);
     fill(&mut source, 3, false);
     let source_digest = source.ok("DEBUG DIGEST").text();
