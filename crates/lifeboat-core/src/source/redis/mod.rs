@@ -133,7 +133,7 @@ async fn start_sync(url: &SecretUrl) -> Result<Sync> {
         }
         (
             Body::UntilMark {
-                mark: mark.as_bytes().to_vec(),
+                mark: memchr::memmem::Finder::new(mark.as_bytes()).into_owned(),
                 held: Vec::new(),
                 found: false,
             },
@@ -165,7 +165,8 @@ enum Body {
         left: u64,
     },
     UntilMark {
-        mark: Vec<u8>,
+        /// Built once: a search builds its tables, and it runs on every read.
+        mark: memchr::memmem::Finder<'static>,
         /// Bytes not yet handed out: the last 40 might be the mark.
         held: Vec<u8>,
         /// The mark was seen: `held` is the rest of the snapshot.
@@ -235,7 +236,7 @@ impl AsyncRead for RdbStream {
                     // hold the mark for the first time.
                     let from = held.len().saturating_sub(EOF_MARK_LEN);
                     held.extend_from_slice(got);
-                    if let Some(at) = memchr::memmem::find(&held[from..], mark) {
+                    if let Some(at) = mark.find(&held[from..]) {
                         held.truncate(from + at);
                         *found = true;
                     }
