@@ -133,7 +133,7 @@ async fn start_sync(url: &SecretUrl) -> Result<Sync> {
         }
         (
             Body::UntilMark {
-                mark: memchr::memmem::Finder::new(mark.as_bytes()).into_owned(),
+                mark: Box::new(memchr::memmem::Finder::new(mark.as_bytes()).into_owned()),
                 held: Vec::new(),
                 found: false,
             },
@@ -166,7 +166,7 @@ enum Body {
     },
     UntilMark {
         /// Built once: a search builds its tables, and it runs on every read.
-        mark: memchr::memmem::Finder<'static>,
+        mark: Box<memchr::memmem::Finder<'static>>,
         /// Bytes not yet handed out: the last 40 might be the mark.
         held: Vec<u8>,
         /// The mark was seen: `held` is the rest of the snapshot.
