@@ -533,7 +533,10 @@ fn print_config(common: &CommonArgs, config: Option<&Config>, jobs: &[Job]) {
                     job["format"] = serde_json::json!(pg.format);
                     job["pg-bin-dir"] = serde_json::json!(pg.bin_dir);
                 }
-                EngineJob::Redis(r) => job["mode"] = serde_json::json!(r.mode),
+                EngineJob::Redis(r) => {
+                    job["mode"] = serde_json::json!(r.mode);
+                    job["debug-digest"] = serde_json::json!(r.debug_digest);
+                }
             }
             job
         })
