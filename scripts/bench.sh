@@ -5,10 +5,10 @@
 #
 #   scripts/bench.sh                 # ~1 GB database (reused if it already exists)
 #   LIFEBOAT_BENCH_ROWS=500000 scripts/bench.sh   # smaller, for a quick look
-#   LIFEBOAT_BENCH_ROUNDS=5 scripts/bench.sh      # more alternating rounds of the backups
+#   LIFEBOAT_BENCH_ROUNDS=5 scripts/bench.sh      # more alternating rounds
 #
-# The backups and their floors run in alternating rounds (3 by default) and the report gives the
-# median and every run: on a shared machine one sample of each can differ by 30% from noise.
+# The backups, the restores and their baselines run in alternating rounds (3 by default) and the
+# report gives the median and every run: on a shared machine one sample can be 30% off.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lifeboat/target}"
@@ -79,12 +79,14 @@ measure verify "$BIN/lifeboat-verify" --repo "$OUT/repo" --job bench --level con
 measure rawread bash -c "cat '$(find "$OUT/repo" -name 'data.*')' > /dev/null"
 
 echo "Restores:" >&2
-fresh_db bench_restore_a
-measure pg_restore pg_restore --single-transaction -d "$SERVER/bench_restore_a" "$OUT/local.dump"
-fresh_db bench_restore_b
-measure gunzip_psql bash -o pipefail -c "gunzip -c '$OUT/old.sql.gz' | psql -X -q -v ON_ERROR_STOP=1 --single-transaction -d '$SERVER/bench_restore_b' > /dev/null"
-fresh_db bench_restore_c
-measure lb_restore "$BIN/lifeboat-restore" --repo "$OUT/repo" --job bench --latest --to "$SERVER/bench_restore_c" --yes
+for round in $(seq 1 "$ROUNDS"); do
+  fresh_db bench_restore_a
+  measure pg_restore pg_restore --single-transaction -d "$SERVER/bench_restore_a" "$OUT/local.dump"
+  fresh_db bench_restore_b
+  measure gunzip_psql bash -o pipefail -c "gunzip -c '$OUT/old.sql.gz' | psql -X -q -v ON_ERROR_STOP=1 --single-transaction -d '$SERVER/bench_restore_b' > /dev/null"
+  fresh_db bench_restore_c
+  measure lb_restore "$BIN/lifeboat-restore" --repo "$OUT/repo" --job bench --latest --to "$SERVER/bench_restore_c" --yes
+done
 psql -X -q "$SERVER/postgres" -c "DROP DATABASE bench_restore_a" -c "DROP DATABASE bench_restore_b" -c "DROP DATABASE bench_restore_c"
 
 echo "S3 (s3s-fs on loopback, objects on local disk):" >&2
@@ -125,14 +127,14 @@ REPORT="$(cat <<MD
 | \`lifeboat-backup\` (zstd 3, local store; median of ${RUNS[lifeboat]}) | ${WALL[lifeboat]} | $((${RSS[lifeboat]} / 1024)) | $((LB_SIZE / 1048576)) |
 | \`lifeboat-verify --level content\` | ${WALL[verify]} | $((${RSS[verify]} / 1024)) | - |
 | \`cat object > /dev/null\` (raw read) | ${WALL[rawread]} | - | - |
-| \`pg_restore --single-transaction\` of a local uncompressed dump | ${WALL[pg_restore]} | - | - |
-| \`gunzip -c f.sql.gz \| psql --single-transaction\` | ${WALL[gunzip_psql]} | - | - |
-| \`lifeboat-restore\` | ${WALL[lb_restore]} | $((${RSS[lb_restore]} / 1024)) | - |
+| \`pg_restore --single-transaction\` of a local uncompressed dump (median of ${RUNS[pg_restore]}) | ${WALL[pg_restore]} | - | - |
+| \`gunzip -c f.sql.gz \| psql --single-transaction\` (median of ${RUNS[gunzip_psql]}) | ${WALL[gunzip_psql]} | - | - |
+| \`lifeboat-restore\` (median of ${RUNS[lb_restore]}) | ${WALL[lb_restore]} | $((${RSS[lb_restore]} / 1024)) | - |
 
 - backup vs floor (medians of $ROUNDS alternating rounds): **$(ratio "${WALL[lifeboat]}" "${WALL[floor]}")x** (target <= 1.15x); vs the old way: $(ratio "${WALL[lifeboat]}" "${WALL[oldway]}")x
 - lifeboat-backup peak RSS: **$((${RSS[lifeboat]} / 1024)) MiB** (target <= 64 MiB)
 - stored size vs gzip file: **$(ratio "$LB_SIZE" "$GZ_SIZE")x** (target <= 0.9x)
-- restore vs the faster baseline ($best_restore s): **$(ratio "${WALL[lb_restore]}" "$best_restore")x** (target <= 1.10x)
+- restore vs the faster baseline (medians; $best_restore s): **$(ratio "${WALL[lb_restore]}" "$best_restore")x** (target <= 1.10x)
 
 #### S3 (s3s-fs 0.14.1 on loopback, objects on local disk; 16 MiB parts, 4 in flight)
 
