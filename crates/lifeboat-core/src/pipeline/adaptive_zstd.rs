@@ -44,6 +44,8 @@ pub struct AdaptiveZstdWriter<W> {
     window_out: u64,
     /// Frames ended so far (switches of level).
     switches: u64,
+    /// Input went in since the last flush: zstd may hold some of it back.
+    unflushed: bool,
     finished: bool,
 }
 
@@ -59,6 +61,7 @@ impl<W: AsyncWrite + Unpin> AdaptiveZstdWriter<W> {
             window_in: 0,
             window_out: 0,
             switches: 0,
+            unflushed: false,
             finished: false,
         })
     }
@@ -77,6 +80,7 @@ impl<W: AsyncWrite + Unpin> AdaptiveZstdWriter<W> {
             let mut output = OutBuffer::around_pos(&mut self.pending, pos);
             self.encoder.run(&mut input, &mut output)?;
         }
+        self.unflushed = true;
         self.window_in += input.pos() as u64;
         self.window_out += (self.pending.len() - before) as u64;
         if self.window_in >= WINDOW {
@@ -113,6 +117,23 @@ impl<W: AsyncWrite + Unpin> AdaptiveZstdWriter<W> {
             let pos = self.pending.len();
             let mut output = OutBuffer::around_pos(&mut self.pending, pos);
             if self.encoder.finish(&mut output, true)? == 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Moves what zstd holds back of the input so far into `pending` (ends a block, not the
+    /// frame).
+    fn flush_encoder(&mut self) -> io::Result<()> {
+        if !self.unflushed || self.finished {
+            return Ok(());
+        }
+        loop {
+            self.pending.reserve(128 * 1024);
+            let pos = self.pending.len();
+            let mut output = OutBuffer::around_pos(&mut self.pending, pos);
+            if self.encoder.flush(&mut output)? == 0 {
+                self.unflushed = false;
                 return Ok(());
             }
         }
@@ -157,6 +178,8 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for AdaptiveZstdWriter<W> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_drain(cx))?;
+        this.flush_encoder()?;
+        ready!(this.poll_drain(cx))?;
         Pin::new(&mut this.inner).poll_flush(cx)
     }
 
@@ -165,6 +188,7 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for AdaptiveZstdWriter<W> {
         if !this.finished {
             ready!(this.poll_drain(cx))?;
             this.end_frame()?;
+            this.unflushed = false;
             this.finished = true;
         }
         ready!(this.poll_drain(cx))?;
@@ -275,6 +299,21 @@ mod tests {
         };
         assert_eq!(stored.len(), streaming_level3);
         assert_eq!(decompress(&stored).await, data);
+    }
+
+    #[tokio::test]
+    async fn a_flush_hands_on_everything_written_so_far() {
+        let data = rows(300_000);
+        let mut stored = Vec::new();
+        let mut writer = AdaptiveZstdWriter::new(&mut stored, 3).unwrap();
+        writer.write_all(&data).await.unwrap();
+        writer.flush().await.unwrap();
+        drop(writer);
+        // Without the frame's end, a streaming decoder still yields every byte written.
+        let mut decoder = zstd::stream::read::Decoder::new(&stored[..]).unwrap();
+        let mut out = vec![0u8; data.len()];
+        std::io::Read::read_exact(&mut decoder, &mut out).unwrap();
+        assert_eq!(out, data);
     }
 
     #[tokio::test]
