@@ -326,6 +326,18 @@ fn native_capture_reads_both_sync_payload_forms_and_a_dropped_connection_fails()
     target.ok("FLUSHALL");
 }
 
+/// How many whole zstd frames `bytes` holds, one after the other.
+fn zstd_frames(bytes: &[u8]) -> usize {
+    let mut rest = bytes;
+    let mut frames = 0;
+    while !rest.is_empty() {
+        let size = zstd::zstd_safe::find_frame_compressed_size(rest).expect("a whole zstd frame");
+        rest = &rest[size..];
+        frames += 1;
+    }
+    frames
+}
+
 fn dbsize(r: &mut Redis, db: u64) -> i64 {
     r.ok(&format!("SELECT {db}"));
     r.ok("DBSIZE").text().parse().unwrap()
@@ -1271,4 +1283,69 @@ fn debug_digests_are_recorded_for_quiet_captures_and_checked_by_drills() {
         .assert_code(2)
         .assert_contains("debug-digest");
     source.ok("FLUSHALL");
+}
+
+/// Values that do not compress (already compressed or encrypted data) go through zstd level 1
+/// in frames of their own: the stored object is several frames, and verify and restore read it
+/// back whole.
+#[test]
+fn incompressible_values_are_stored_in_frames_of_their_own_and_restore() {
+    use lifeboat_tests::{data_objects, run, TempDir};
+    let Servers {
+        _guard,
+        source_url,
+        target_url,
+        mut source,
+        mut target,
+    } = servers();
+    fill(&mut source, 0, false);
+    // 12 MiB that no compressor shrinks (xorshift64*), more than one 8 MiB window.
+    let mut x = 0x2545_f491_4f6c_dd1d_u64;
+    let noise: Vec<u8> = (0..12 * 1024 * 1024 / 8)
+        .flat_map(|_| {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes()
+        })
+        .collect();
+    assert_eq!(
+        source.cmd(&[b"SET", b"noise", &noise]),
+        Reply::Status("OK".into())
+    );
+    let source_digest = source.ok("DEBUG DIGEST").text();
+    let repo = TempDir::new("redis-frames");
+    let repo_s = repo.as_str();
+    run(
+        "lifeboat-backup",
+        &["--engine", "redis", "--url", &source_url, "--repo", repo_s],
+    )
+    .assert_code(0);
+    let stored = std::fs::read(data_objects(repo.path()).pop().unwrap()).unwrap();
+    let frames = zstd_frames(&stored);
+    assert!(frames >= 2, "{frames} frames");
+    assert!(stored.len() > noise.len(), "the noise is stored as it is");
+    run(
+        "lifeboat-verify",
+        &["--repo", repo_s, "--job", "redis", "--level", "content"],
+    )
+    .assert_code(0);
+    target.ok("FLUSHALL");
+    run(
+        "lifeboat-restore",
+        &[
+            "--repo",
+            repo_s,
+            "--job",
+            "redis",
+            "--latest",
+            "--to",
+            &target_url,
+            "--yes",
+        ],
+    )
+    .assert_code(0);
+    assert_eq!(target.ok("DEBUG DIGEST").text(), source_digest);
+    source.ok("FLUSHALL");
+    target.ok("FLUSHALL");
 }
