@@ -118,12 +118,7 @@ async fn backup_postgres<S: Store>(
     options: &BackupOptions,
     context: Context,
 ) -> Result<BackupReport> {
-    let Context {
-        started,
-        id,
-        size_hint,
-        leftovers_removed,
-    } = context;
+    let id = &context.id;
     let dump = postgres::start_dump(pg).await?;
     let ext = match pg.format {
         PgFormat::Custom => "pgdump",
@@ -131,7 +126,7 @@ async fn backup_postgres<S: Store>(
     };
     let key = ObjectKey::new(format!(
         "{}data.{ext}{}",
-        catalog::snapshot_prefix(&job.name, &id),
+        catalog::snapshot_prefix(&job.name, id),
         job.compression.extension()
     ))?;
     tracing::info!(
@@ -145,7 +140,7 @@ async fn backup_postgres<S: Store>(
         .child
         .take_stdout()
         .ok_or_else(|| Error::source_failed("pg_dump has no stdout"))?;
-    let mut writer = store.create_sized(&key, size_hint).await?;
+    let mut writer = store.create_sized(&key, context.size_hint).await?;
 
     let (streamed, fingerprint) = tokio::join!(
         stream_compressed(
@@ -156,10 +151,11 @@ async fn backup_postgres<S: Store>(
         ),
         dump.fingerprint()
     );
-    let source = SourceFacts {
-        consistent_at: dump.consistent_at,
+    let consistent_at = dump.consistent_at;
+    let source = SourceInfo {
+        url: pg.url.to_string(),
         server_version: dump.server_version.clone(),
-        database: dump.database.clone(),
+        databases: vec![dump.database.clone()],
         dump_tool: dump.dump_tool.clone(),
     };
     // A store failure (e.g. a full disk) is the cause: pg_dump only died of the closed pipe.
@@ -174,7 +170,7 @@ async fn backup_postgres<S: Store>(
             Ok(()) => streamed.and_then(|s| fingerprint.map(|f| (s, f))),
         },
     };
-    let ((raw_sha256, raw_size, stored_sha256, stored_size), fingerprint) = match outcome {
+    let (streamed, fingerprint) = match outcome {
         Ok(v) => v,
         Err(e) => {
             let _ = writer.abort().await;
@@ -182,27 +178,64 @@ async fn backup_postgres<S: Store>(
         }
     };
     let stored = writer.finish().await?;
+    let captured = Captured {
+        engine: "postgres",
+        consistent_at,
+        source,
+        dump_format: match pg.format {
+            PgFormat::Custom => "pg_custom",
+            PgFormat::Plain => "pg_plain",
+        },
+        streamed,
+        fingerprint: Fingerprint::Postgres(fingerprint),
+    };
+    commit_snapshot(store, job, options, context, &key, stored.size, captured).await
+}
 
+/// What an engine's capture produced, ready to be committed as a snapshot.
+struct Captured {
+    engine: &'static str,
+    consistent_at: DateTime<Utc>,
+    source: SourceInfo,
+    dump_format: &'static str,
+    streamed: Streamed,
+    fingerprint: Fingerprint,
+}
+
+/// Writes the manifest of a fully stored data object (see [`commit`]) and reports the snapshot.
+async fn commit_snapshot<S: Store>(
+    store: &S,
+    job: &Job,
+    options: &BackupOptions,
+    context: Context,
+    key: &ObjectKey,
+    reported_size: u64,
+    captured: Captured,
+) -> Result<BackupReport> {
+    let Context {
+        started,
+        id,
+        leftovers_removed,
+        ..
+    } = context;
+    let Streamed {
+        raw_sha256,
+        raw_size,
+        stored_sha256,
+        stored_size,
+    } = captured.streamed;
     let manifest = Manifest {
         format: MANIFEST_FORMAT,
         id: id.clone(),
         job: job.name.clone(),
-        engine: "postgres".into(),
+        engine: captured.engine.into(),
         tool_version: format!("lifeboat {}", env!("CARGO_PKG_VERSION")),
         started_at: options.now,
         finished_at: options.now
             + chrono::Duration::from_std(started.elapsed()).unwrap_or_default(),
-        consistent_at: source.consistent_at,
-        source: SourceInfo {
-            url: pg.url.to_string(),
-            server_version: source.server_version,
-            databases: vec![source.database],
-            dump_tool: source.dump_tool,
-        },
-        dump_format: match pg.format {
-            PgFormat::Custom => "pg_custom".into(),
-            PgFormat::Plain => "pg_plain".into(),
-        },
+        consistent_at: captured.consistent_at,
+        source: captured.source,
+        dump_format: captured.dump_format.into(),
         compression: job.compression,
         encryption: None,
         object: ObjectInfo {
@@ -212,9 +245,31 @@ async fn backup_postgres<S: Store>(
             raw_size,
             raw_sha256,
         },
-        fingerprint: Fingerprint::Postgres(fingerprint.clone()),
+        fingerprint: captured.fingerprint,
     };
-    commit(store, &key, stored.size, &manifest).await?;
+    commit(store, key, reported_size, &manifest).await?;
+    let (contents, tables, rows, keys) = match &manifest.fingerprint {
+        Fingerprint::Postgres(f) => {
+            let rows = f.tables.values().sum::<i64>();
+            (
+                format!("{} tables, {rows} rows", f.tables.len()),
+                Some(f.tables.len()),
+                Some(rows),
+                None,
+            )
+        }
+        Fingerprint::Redis(f) => (
+            format!(
+                "{} keys in {} databases (RDB version {})",
+                f.total_keys(),
+                f.keys.len(),
+                f.rdb_version
+            ),
+            None,
+            None,
+            Some(f.total_keys()),
+        ),
+    };
     Ok(BackupReport {
         job: job.name.clone(),
         snapshot: id,
@@ -224,14 +279,10 @@ async fn backup_postgres<S: Store>(
         stored_size,
         raw_sha256,
         stored_sha256,
-        contents: format!(
-            "{} tables, {} rows",
-            fingerprint.tables.len(),
-            fingerprint.tables.values().sum::<i64>()
-        ),
-        tables: Some(fingerprint.tables.len()),
-        rows: Some(fingerprint.tables.values().sum()),
-        keys: None,
+        contents,
+        tables,
+        rows,
+        keys,
         object_key: key.to_string(),
         leftovers_removed,
     })
@@ -272,15 +323,10 @@ async fn backup_redis<S: Store>(
     options: &BackupOptions,
     context: Context,
 ) -> Result<BackupReport> {
-    let Context {
-        started,
-        id,
-        size_hint,
-        leftovers_removed,
-    } = context;
+    let id = &context.id;
     let key = ObjectKey::new(format!(
         "{}data.rdb{}",
-        catalog::snapshot_prefix(&job.name, &id),
+        catalog::snapshot_prefix(&job.name, id),
         job.compression.extension()
     ))?;
     // Before SYNC, so that the same digest after the transfer means it describes the snapshot.
@@ -302,7 +348,7 @@ async fn backup_redis<S: Store>(
     );
     let (checked, summary) =
         redis_source::CheckedRdb::new(redis_source::read_ahead(capture.stream, 16));
-    let mut writer = store.create_sized(&key, size_hint).await?;
+    let mut writer = store.create_sized(&key, context.size_hint).await?;
     let streamed = stream_compressed(
         checked,
         job.compression,
@@ -310,7 +356,7 @@ async fn backup_redis<S: Store>(
         &mut writer,
     )
     .await;
-    let (raw_sha256, raw_size, stored_sha256, stored_size) = match streamed {
+    let streamed = match streamed {
         Ok(v) => v,
         Err(e) => {
             let _ = writer.abort().await;
@@ -338,15 +384,8 @@ async fn backup_redis<S: Store>(
         rdb_crc64: summary.crc64.unwrap_or(0),
         debug_digest,
     };
-    let manifest = Manifest {
-        format: MANIFEST_FORMAT,
-        id: id.clone(),
-        job: job.name.clone(),
-        engine: "redis".into(),
-        tool_version: format!("lifeboat {}", env!("CARGO_PKG_VERSION")),
-        started_at: options.now,
-        finished_at: options.now
-            + chrono::Duration::from_std(started.elapsed()).unwrap_or_default(),
+    let captured = Captured {
+        engine: "redis",
         consistent_at,
         source: SourceInfo {
             url: redis.url.to_string(),
@@ -354,48 +393,19 @@ async fn backup_redis<S: Store>(
             databases: summary.keys.keys().map(|db| format!("db{db}")).collect(),
             dump_tool: format!("lifeboat {}", capture.kind.describe()),
         },
-        dump_format: "redis_rdb".into(),
-        compression: job.compression,
-        encryption: None,
-        object: ObjectInfo {
-            key: key.to_string(),
-            stored_size,
-            stored_sha256,
-            raw_size,
-            raw_sha256,
-        },
-        fingerprint: Fingerprint::Redis(fingerprint.clone()),
+        dump_format: "redis_rdb",
+        streamed,
+        fingerprint: Fingerprint::Redis(fingerprint),
     };
-    commit(store, &key, stored.size, &manifest).await?;
-    Ok(BackupReport {
-        job: job.name.clone(),
-        snapshot: id,
-        consistent_at,
-        duration_secs: started.elapsed().as_secs_f64(),
-        raw_size,
-        stored_size,
-        raw_sha256,
-        stored_sha256,
-        contents: format!(
-            "{} keys in {} databases (RDB version {})",
-            fingerprint.total_keys(),
-            fingerprint.keys.len(),
-            fingerprint.rdb_version
-        ),
-        tables: None,
-        rows: None,
-        keys: Some(fingerprint.total_keys()),
-        object_key: key.to_string(),
-        leftovers_removed,
-    })
+    commit_snapshot(store, job, options, context, &key, stored.size, captured).await
 }
 
-/// Facts about the source recorded in the manifest.
-struct SourceFacts {
-    consistent_at: DateTime<Utc>,
-    server_version: String,
-    database: String,
-    dump_tool: String,
+/// The digests and sizes of a streamed dump: raw (as the source wrote it) and stored.
+struct Streamed {
+    raw_sha256: Digest,
+    raw_size: u64,
+    stored_sha256: Digest,
+    stored_size: u64,
 }
 
 /// Reads `source` in one task (digesting the raw bytes) and compresses and writes in this one.
@@ -404,7 +414,7 @@ async fn stream_compressed<R, W>(
     compression: Compression,
     threads: u32,
     writer: &mut W,
-) -> Result<(Digest, u64, Digest, u64)>
+) -> Result<Streamed>
 where
     R: AsyncRead + Unpin + Send + 'static,
     W: ObjectWriter,
@@ -463,5 +473,10 @@ where
     })?;
     let (raw_digest, raw_len) = hasher.finish();
     let stored_digest = stored_digest.unwrap_or(raw_digest);
-    Ok((raw_digest, raw_len, stored_digest, stored_len))
+    Ok(Streamed {
+        raw_sha256: raw_digest,
+        raw_size: raw_len,
+        stored_sha256: stored_digest,
+        stored_size: stored_len,
+    })
 }
