@@ -424,21 +424,18 @@ where
         let mut source = source;
         let mut hasher = Hasher::default();
         loop {
-            let mut chunk = vec![0u8; CHUNK_SIZE];
-            let mut filled = 0;
             // Fill whole chunks: pipes deliver 64 KiB at a time, and fewer, larger messages
-            // keep the per-chunk overhead low.
-            while filled < CHUNK_SIZE {
-                let n = source.read(&mut chunk[filled..]).await?;
-                if n == 0 {
+            // keep the per-chunk overhead low. Reads go into the spare capacity, so the buffer
+            // is not zeroed first.
+            let mut chunk = Vec::with_capacity(CHUNK_SIZE);
+            while chunk.len() < CHUNK_SIZE {
+                if source.read_buf(&mut chunk).await? == 0 {
                     break;
                 }
-                filled += n;
             }
-            if filled == 0 {
+            if chunk.is_empty() {
                 return Ok::<_, std::io::Error>(hasher);
             }
-            chunk.truncate(filled);
             hasher.update(&chunk);
             if tx.send(chunk).await.is_err() {
                 return Ok(hasher); // the writer failed; its error is reported
