@@ -449,7 +449,7 @@ where
         HashingWriter::new(&mut *writer)
     };
     let write_result: std::io::Result<()> = async {
-        let mut encoder = compression.encoder(&mut hashing, threads);
+        let mut encoder = compression.encoder(&mut hashing, threads)?;
         while let Some(chunk) = rx.recv().await {
             encoder.write_all(&chunk).await?;
         }

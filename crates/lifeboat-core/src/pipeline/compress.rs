@@ -61,15 +61,16 @@ impl Compression {
     }
 
     /// Wraps a writer so that what is written to it is compressed. Shut it down to write the
-    /// trailer. `threads` > 1 lets zstd compress on that many worker threads, so that on a
-    /// machine where the database server and pg_dump leave a core idle, compression uses it
-    /// instead of becoming the bottleneck (gzip is single-threaded).
+    /// trailer. zstd above level 1 passes stretches that do not compress at level 1 (see
+    /// `adaptive_zstd`). `threads` > 1 lets zstd compress on that many worker threads instead,
+    /// for a machine where the database server and pg_dump leave a core idle (gzip is
+    /// single-threaded).
     pub fn encoder<'a, W: AsyncWrite + Unpin + Send + 'a>(
         &self,
         inner: W,
         threads: u32,
-    ) -> Box<dyn AsyncWrite + Unpin + Send + 'a> {
-        match *self {
+    ) -> std::io::Result<Box<dyn AsyncWrite + Unpin + Send + 'a>> {
+        Ok(match *self {
             Compression::Zstd { level } if threads > 1 => {
                 Box::new(ZstdEncoder::with_quality_and_params(
                     inner,
@@ -77,11 +78,9 @@ impl Compression {
                     &[async_compression::zstd::CParameter::nb_workers(threads)],
                 ))
             }
-            Compression::Zstd { level } if level > 1 => match AdaptiveZstdWriter::new(inner, level)
-            {
-                Ok(w) => Box::new(w),
-                Err(e) => Box::new(FailedWriter(Some(e))),
-            },
+            Compression::Zstd { level } if level > 1 => {
+                Box::new(AdaptiveZstdWriter::new(inner, level)?)
+            }
             Compression::Zstd { level } => {
                 Box::new(ZstdEncoder::with_quality(inner, Level::Precise(level)))
             }
@@ -89,7 +88,7 @@ impl Compression {
                 Box::new(GzipEncoder::with_quality(inner, Level::Precise(level)))
             }
             Compression::None => Box::new(inner),
-        }
+        })
     }
 
     /// Wraps a buffered reader so that reading from it yields decompressed bytes.
@@ -109,41 +108,6 @@ impl Compression {
             Compression::Gzip { .. } => Box::new(GzipDecoder::new(inner)),
             Compression::None => Box::new(inner),
         }
-    }
-}
-
-/// A writer whose encoder could not be created (zstd out of memory): fails on first use.
-struct FailedWriter(Option<std::io::Error>);
-
-impl AsyncWrite for FailedWriter {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-        _buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::task::Poll::Ready(Err(self.take_error()))
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Err(self.take_error()))
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Err(self.take_error()))
-    }
-}
-
-impl FailedWriter {
-    fn take_error(&mut self) -> std::io::Error {
-        self.0
-            .take()
-            .unwrap_or_else(|| std::io::Error::other("the zstd encoder could not be created"))
     }
 }
 
@@ -188,7 +152,7 @@ mod tests {
                 1
             };
             let mut compressed = Vec::new();
-            let mut enc = c.encoder(&mut compressed, threads);
+            let mut enc = c.encoder(&mut compressed, threads).unwrap();
             enc.write_all(&data).await.unwrap();
             enc.shutdown().await.unwrap();
             drop(enc);
@@ -210,7 +174,7 @@ mod tests {
         let data = vec![42u8; 100_000];
         let c = Compression::Zstd { level: 3 };
         let mut compressed = Vec::new();
-        let mut enc = c.encoder(&mut compressed, 1);
+        let mut enc = c.encoder(&mut compressed, 1).unwrap();
         enc.write_all(&data).await.unwrap();
         enc.shutdown().await.unwrap();
         drop(enc);
