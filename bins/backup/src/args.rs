@@ -68,7 +68,8 @@ pub struct BackupArgs {
     #[arg(long, value_name = "zstd|gzip|none")]
     pub compression: Option<CompressionName>,
 
-    /// Compression level (zstd 1-19, default 3; gzip 1-9, default 6)
+    /// Compression level (zstd 1-19, default 3; gzip 1-9, default 6). zstd passes stretches
+    /// that do not compress at level 1
     #[arg(long, value_name = "N")]
     pub compression_level: Option<i32>,
 
@@ -77,7 +78,8 @@ pub struct BackupArgs {
     pub pg_bin_dir: Option<PathBuf>,
 
     /// zstd worker threads. 1 compresses inline, beside the dump reader; more helps only when
-    /// cores are idle, and each worker buffers several MiB
+    /// cores are idle, each worker buffers several MiB, and every stretch is compressed at the
+    /// configured level
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub compression_threads: u32,
 

@@ -17,7 +17,8 @@ Examples:
   # DR drill: restore into a scratch database, compare the fingerprint, drop it
   lifeboat-verify --job app-db --latest --level drill --scratch-url postgres://admin@db:5432/postgres
 
-  # A Redis drill: load into empty databases of a throwaway server, count keys, empty them
+  # A Redis drill: load into empty databases of a throwaway server, count keys (and compare
+  # DEBUG DIGEST when the job has debug-digest = true), empty them
   lifeboat-verify --job cache --latest --level drill --scratch-url redis://127.0.0.1:6380
 
   # Freshness alarm for cron: fail (exit 5) when the newest good snapshot is older than 26 h
