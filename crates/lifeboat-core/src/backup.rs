@@ -346,8 +346,7 @@ async fn backup_redis<S: Store>(
         capture.kind.describe(),
         store.describe()
     );
-    let (checked, summary) =
-        redis_source::CheckedRdb::new(redis_source::read_ahead(capture.stream, 16));
+    let (checked, summary) = redis_source::CheckedRdb::new(capture.stream);
     let mut writer = store.create_sized(&key, context.size_hint).await?;
     let streamed = stream_compressed(
         checked,

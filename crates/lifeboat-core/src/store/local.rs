@@ -4,12 +4,13 @@
 //! place and the folder fsynced, so a crash leaves either the old state or the complete object,
 //! never a partial one under the real name. Hidden names (starting with `.`) are never listed.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use tokio::io::{AsyncSeekExt, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncSeekExt, AsyncWrite, AsyncWriteExt};
 
 use super::{ObjectKey, ObjectMeta, ObjectReader, ObjectWriter, Store};
 use crate::error::{Error, ErrorKind, Result, ResultExt};
@@ -86,20 +87,20 @@ impl Store for LocalStore {
             .create_new(true)
             .open(&temp_path)
             .await
-            .map_err(|e| self.io_error("create", &temp_path, e))?;
-        let early_sync = file
-            .try_clone()
-            .await
-            .map_err(|e| self.io_error("open", &temp_path, e))?
+            .map_err(|e| self.io_error("create", &temp_path, e))?
             .into_std()
             .await;
+        let file = std::sync::Arc::new(file);
         Ok(LocalWriter {
-            file: Some(BufWriter::with_capacity(1024 * 1024, file)),
+            file: Some(file.clone()),
+            buffer: Vec::with_capacity(WRITE_SIZE),
+            spare: None,
+            writing: None,
             temp_path,
             final_path,
             key: key.clone(),
             early_sync: EarlySync {
-                file: std::sync::Arc::new(early_sync),
+                file,
                 unsynced: 0,
                 running: None,
             },
@@ -310,13 +311,26 @@ impl Store for LocalStore {
 }
 
 /// An upload in progress to a [`LocalStore`].
+/// Writes an object to its temporary file. Bytes are gathered into 1 MiB buffers, each written
+/// by a blocking task while the next one fills: one copy on this side, one thread hand-off per
+/// MiB.
 pub struct LocalWriter {
-    file: Option<BufWriter<tokio::fs::File>>,
+    /// `None` once finished or aborted.
+    file: Option<std::sync::Arc<std::fs::File>>,
+    /// Filling; written when full, on flush and on finish.
+    buffer: Vec<u8>,
+    /// The other buffer, back from its write and empty.
+    spare: Option<Vec<u8>>,
+    /// The write in flight; it hands its buffer back.
+    writing: Option<tokio::task::JoinHandle<std::io::Result<Vec<u8>>>>,
     temp_path: PathBuf,
     final_path: PathBuf,
     key: ObjectKey,
     early_sync: EarlySync,
 }
+
+/// The size of each write to the file.
+const WRITE_SIZE: usize = 1024 * 1024;
 
 /// Bytes written between background `fdatasync` calls.
 const EARLY_SYNC_BYTES: u64 = 64 * 1024 * 1024;
@@ -354,10 +368,43 @@ impl EarlySync {
 }
 
 impl LocalWriter {
-    fn file(&mut self) -> std::io::Result<&mut BufWriter<tokio::fs::File>> {
+    fn file(&self) -> std::io::Result<&std::sync::Arc<std::fs::File>> {
         self.file
-            .as_mut()
+            .as_ref()
             .ok_or_else(|| std::io::Error::other("the upload was already finished"))
+    }
+
+    /// Waits for the write in flight, if any.
+    fn poll_written(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if let Some(writing) = self.writing.as_mut() {
+            let done = std::task::ready!(Pin::new(writing).poll(cx));
+            self.writing = None;
+            let mut buffer = done.map_err(std::io::Error::other)??;
+            buffer.clear();
+            self.spare = Some(buffer);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Starts writing the filled buffer, once the write before it is done.
+    fn poll_submit(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        std::task::ready!(self.poll_written(cx))?;
+        if self.buffer.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        let file = self.file()?.clone();
+        let next = self
+            .spare
+            .take()
+            .unwrap_or_else(|| Vec::with_capacity(WRITE_SIZE));
+        let buffer = std::mem::replace(&mut self.buffer, next);
+        self.early_sync.wrote(buffer.len());
+        self.writing = Some(tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            (&*file).write_all(&buffer)?;
+            Ok(buffer)
+        }));
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -368,21 +415,20 @@ impl AsyncWrite for LocalWriter {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = &mut *self;
-        let written = match this.file() {
-            Ok(f) => Pin::new(f).poll_write(cx, buf),
-            Err(e) => Poll::Ready(Err(e)),
-        };
-        if let Poll::Ready(Ok(n)) = written {
-            this.early_sync.wrote(n);
+        this.file()?;
+        if this.buffer.len() >= WRITE_SIZE {
+            std::task::ready!(this.poll_submit(cx))?;
         }
-        written
+        let n = buf.len().min(WRITE_SIZE - this.buffer.len());
+        this.buffer.extend_from_slice(&buf[..n]);
+        Poll::Ready(Ok(n))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.file() {
-            Ok(f) => Pin::new(f).poll_flush(cx),
-            Err(e) => Poll::Ready(Err(e)),
-        }
+        let this = &mut *self;
+        this.file()?;
+        std::task::ready!(this.poll_submit(cx))?;
+        this.poll_written(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -393,20 +439,23 @@ impl AsyncWrite for LocalWriter {
 
 impl ObjectWriter for LocalWriter {
     async fn finish(mut self) -> Result<ObjectMeta> {
-        let Some(mut file) = self.file.take() else {
-            return Err(Error::store("the upload was already finished"));
-        };
         let temp = self.temp_path.clone();
         let io = |what: &str, e: std::io::Error| {
             Error::store(format!("cannot {what} {}: {e}", temp.display()))
                 .with_hint("check free space and permissions of the store directory")
         };
-        file.flush().await.map_err(|e| io("write", e))?;
+        self.flush().await.map_err(|e| io("write", e))?;
         self.early_sync.wait().await;
-        let file = file.into_inner();
-        file.sync_all().await.map_err(|e| io("fsync", e))?;
-        let size = file.metadata().await.map_err(|e| io("inspect", e))?.len();
-        drop(file);
+        let Some(file) = self.file.take() else {
+            return Err(Error::store("the upload was already finished"));
+        };
+        let size = tokio::task::spawn_blocking(move || {
+            file.sync_all()?;
+            Ok::<_, std::io::Error>(file.metadata()?.len())
+        })
+        .await
+        .map_err(|e| io("fsync", std::io::Error::other(e)))?
+        .map_err(|e| io("fsync", e))?;
         tokio::fs::rename(&self.temp_path, &self.final_path)
             .await
             .map_err(|e| io("rename", e))?;
@@ -460,6 +509,35 @@ mod tests {
             std::env::temp_dir().join(format!("lifeboat-local-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         dir
+    }
+
+    #[tokio::test]
+    async fn writes_of_any_size_are_stored_in_order() {
+        let store = LocalStore::open(temp_root("sizes")).unwrap();
+        let key = ObjectKey::new("jobs/a/snapshots/x/data.bin").unwrap();
+        let data: Vec<u8> = (0..7_500_000u32).map(|i| (i % 251) as u8).collect();
+        let mut w = store.create(&key).await.unwrap();
+        let mut at = 0;
+        // Writes smaller and larger than the 1 MiB write buffer, and a flush in between.
+        for (turn, size) in [1, 1_048_575, 2, 3_000_000, 17, 65_536]
+            .iter()
+            .cycle()
+            .enumerate()
+        {
+            if at == data.len() {
+                break;
+            }
+            let end = (at + size).min(data.len());
+            w.write_all(&data[at..end]).await.unwrap();
+            at = end;
+            if turn == 3 {
+                w.flush().await.unwrap();
+            }
+        }
+        let meta = w.finish().await.unwrap();
+        assert_eq!(meta.size, data.len() as u64);
+        assert!(store.get(&key).await.unwrap().unwrap() == data);
+        std::fs::remove_dir_all(store.root()).unwrap();
     }
 
     #[tokio::test]

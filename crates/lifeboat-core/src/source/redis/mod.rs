@@ -10,19 +10,19 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncBufRead, AsyncRead, BufReader, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::config::RedisMode;
 use crate::error::{ErrorKind, Result};
 use crate::resp::Connection;
 use crate::secret::SecretUrl;
 
+mod payload;
 mod scan;
 
-pub(crate) use scan::databases as databases_with_keys;
+use payload::{PayloadEnd, SyncPayload, EOF_MARK_LEN};
 
-/// The diskless form's end mark is 40 bytes.
-const EOF_MARK_LEN: usize = 40;
+pub(crate) use scan::databases as databases_with_keys;
 
 /// A snapshot being received.
 pub struct RedisCapture {
@@ -127,24 +127,20 @@ async fn start_sync(url: &SecretUrl) -> Result<Sync> {
     let Some(rest) = header.strip_prefix('$') else {
         return Err(conn.error(format!("unexpected reply to SYNC: {header:?}")));
     };
-    let (body, diskless) = if let Some(mark) = rest.strip_prefix("EOF:") {
+    let (end, diskless) = if let Some(mark) = rest.strip_prefix("EOF:") {
         if mark.len() != EOF_MARK_LEN {
             return Err(conn.error(format!("malformed snapshot header {header:?}")));
         }
-        (
-            Body::UntilMark {
-                mark: Box::new(memchr::memmem::Finder::new(mark.as_bytes()).into_owned()),
-                held: Vec::new(),
-                found: false,
-            },
-            true,
-        )
+        (PayloadEnd::Mark(mark.as_bytes().to_vec()), true)
     } else {
         let len: u64 = rest
             .parse()
             .map_err(|_| conn.error(format!("malformed snapshot header {header:?}")))?;
-        (Body::Length { left: len }, false)
+        (PayloadEnd::Length(len), false)
     };
+    // The payload is read from the socket itself; what the header's reader already holds
+    // comes first.
+    let buffered = conn.io.buffer().to_vec();
     Ok(Sync::Started(RedisCapture {
         server_version: conn.server_version.clone(),
         kind: if diskless {
@@ -152,103 +148,13 @@ async fn start_sync(url: &SecretUrl) -> Result<Sync> {
         } else {
             CaptureKind::Sync
         },
-        stream: Box::new(RdbStream {
-            location: url.without_password(),
-            conn: conn.io,
-            body,
-        }),
+        stream: Box::new(SyncPayload::new(
+            conn.io.into_inner(),
+            end,
+            &buffered,
+            url.without_password(),
+        )),
     }))
-}
-
-enum Body {
-    Length {
-        left: u64,
-    },
-    UntilMark {
-        /// Built once: a search builds its tables, and it runs on every read.
-        mark: Box<memchr::memmem::Finder<'static>>,
-        /// Bytes not yet handed out: the last 40 might be the mark.
-        held: Vec<u8>,
-        /// The mark was seen: `held` is the rest of the snapshot.
-        found: bool,
-    },
-}
-
-/// The snapshot's bytes; a connection that ends before the snapshot does is an error.
-pub struct RdbStream {
-    conn: BufReader<crate::resp::RedisIo>,
-    body: Body,
-    location: String,
-}
-
-impl AsyncRead for RdbStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        out: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = &mut *self;
-        loop {
-            match &mut this.body {
-                Body::Length { left: 0 } => return Poll::Ready(Ok(())),
-                Body::UntilMark {
-                    held, found: true, ..
-                } => {
-                    let give = held.len().min(out.remaining());
-                    out.put_slice(&held[..give]);
-                    held.drain(..give);
-                    return Poll::Ready(Ok(()));
-                }
-                Body::UntilMark { held, .. } if held.len() > EOF_MARK_LEN => {
-                    // These bytes can no longer be part of the mark.
-                    let give = (held.len() - EOF_MARK_LEN).min(out.remaining());
-                    out.put_slice(&held[..give]);
-                    held.drain(..give);
-                    return Poll::Ready(Ok(()));
-                }
-                _ => {}
-            }
-            // Straight from the connection's buffer: no copy beyond the one into `out`.
-            let got = match Pin::new(&mut this.conn).poll_fill_buf(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Ready(Ok(got)) => got,
-            };
-            if got.is_empty() {
-                return Poll::Ready(Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "Redis at {} closed the connection before the end of the snapshot",
-                        this.location
-                    ),
-                )));
-            }
-            let used = match &mut this.body {
-                Body::Length { left } => {
-                    // Past the snapshot comes the replication stream: never read it.
-                    let n = (got.len() as u64).min(*left).min(out.remaining() as u64) as usize;
-                    out.put_slice(&got[..n]);
-                    *left -= n as u64;
-                    n
-                }
-                Body::UntilMark { mark, held, found } => {
-                    // Only the bytes that are new (and the mark's length before them) can
-                    // hold the mark for the first time.
-                    let from = held.len().saturating_sub(EOF_MARK_LEN);
-                    held.extend_from_slice(got);
-                    if let Some(at) = mark.find(&held[from..]) {
-                        held.truncate(from + at);
-                        *found = true;
-                    }
-                    got.len()
-                }
-            };
-            Pin::new(&mut this.conn).consume(used);
-            if matches!(this.body, Body::Length { .. }) {
-                return Poll::Ready(Ok(()));
-            }
-        }
-    }
 }
 
 /// Where [`CheckedRdb`] leaves the stream's summary once the whole RDB file has passed and its
@@ -365,80 +271,5 @@ pub async fn debug_digest(conn: &mut Connection) -> Result<String> {
     match conn.command(&[b"DEBUG", b"DIGEST"]).await? {
         Ok(d) => Ok(String::from_utf8_lossy(&d).into_owned()),
         Err(e) => Err(conn.error(format!("DEBUG DIGEST failed: {e}"))),
-    }
-}
-
-/// Drains `inner` in its own task into a small queue of chunks, so the server's socket is read
-/// while this side is busy checking and digesting: a Redis fork that blocks on a full socket
-/// buffer makes the whole capture slower.
-pub fn read_ahead<R: AsyncRead + Send + Unpin + 'static>(
-    mut inner: R,
-    chunks: usize,
-) -> impl AsyncRead + Send + Unpin {
-    use tokio::io::AsyncReadExt;
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(chunks.max(1));
-    tokio::spawn(async move {
-        loop {
-            let mut buf = bytes::BytesMut::with_capacity(256 * 1024);
-            match inner.read_buf(&mut buf).await {
-                Ok(0) => return,
-                Ok(_) => {
-                    if tx.send(Ok(buf.freeze())).await.is_err() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e)).await;
-                    return;
-                }
-            }
-        }
-    });
-    channel_reader::ChannelReader::new(rx)
-}
-
-mod channel_reader {
-    //! An AsyncRead over a channel of chunks.
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
-
-    use tokio::io::{AsyncRead, ReadBuf};
-    use tokio::sync::mpsc::Receiver;
-
-    pub struct ChannelReader {
-        rx: Receiver<std::io::Result<bytes::Bytes>>,
-        current: bytes::Bytes,
-    }
-
-    impl ChannelReader {
-        pub fn new(rx: Receiver<std::io::Result<bytes::Bytes>>) -> Self {
-            ChannelReader {
-                rx,
-                current: bytes::Bytes::new(),
-            }
-        }
-    }
-
-    impl AsyncRead for ChannelReader {
-        fn poll_read(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            out: &mut ReadBuf<'_>,
-        ) -> Poll<std::io::Result<()>> {
-            loop {
-                if !self.current.is_empty() {
-                    let n = self.current.len().min(out.remaining());
-                    let chunk = self.current.split_to(n);
-                    out.put_slice(&chunk);
-                    return Poll::Ready(Ok(()));
-                }
-                match self.rx.poll_recv(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(None) => return Poll::Ready(Ok(())),
-                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
-                    Poll::Ready(Some(Ok(b))) => self.current = b,
-                }
-            }
-        }
     }
 }
