@@ -1,12 +1,15 @@
-//! zstd that does not spend level-3 effort on bytes that do not compress.
+//! zstd that does not spend compression effort on bytes that do not compress.
 //!
 //! Dumps often carry long stretches that zstd cannot shrink: Redis values that are already
 //! compressed or encrypted, bytea columns of images. On those, zstd level 3 costs about four
-//! times the CPU of level 1 and produces the same raw blocks, and on a 2-core machine that CPU is
-//! taken from the database server producing the dump. So the encoder watches what each window of
-//! input compresses to: when level 3 leaves a window at more than [`INCOMPRESSIBLE`] of its size,
-//! it ends the frame and goes on at level 1; when level 1 shrinks a window below
-//! [`COMPRESSIBLE`], it ends that frame and goes back to the configured level.
+//! times the CPU of level 1 and even level 1 runs at about 2 GB/s, all to write raw blocks in
+//! the end; on a 2-core machine that CPU is taken from the database server producing the dump.
+//! So the encoder watches what each window of input compresses to. When the configured level
+//! leaves a window at more than [`INCOMPRESSIBLE`] of its size, it ends the frame and *stores*
+//! what follows: zstd frames of raw blocks (RFC 8878, section 3.1.1.2.2), written here without
+//! running the compressor. The first [`SAMPLE`] bytes of each stored MiB are test-compressed at
+//! level 1; below [`COMPRESSIBLE`] of their size, the stored frame ends and the configured level
+//! takes over again.
 //!
 //! The stored object is then a sequence of whole zstd frames, which every zstd decoder reads as
 //! one stream (`zstd -d` included); Lifeboat's decoder reads all frames and the digests cover
@@ -19,30 +22,55 @@ use std::task::{ready, Context, Poll};
 use tokio::io::AsyncWrite;
 use zstd::stream::raw::{Encoder, InBuffer, Operation, OutBuffer};
 
-/// The level used while the data does not compress.
-const PASS_LEVEL: i32 = 1;
-/// Input bytes per compressibility decision.
+/// Input bytes per compressibility decision while compressing.
 const WINDOW: u64 = 8 * 1024 * 1024;
+/// Input bytes per sample while storing: at most this much compressible data is stored before
+/// the sample shows it.
+const STORED_WINDOW: u64 = 1024 * 1024;
 /// At the configured level, a window that stays above this fraction of its size is
 /// incompressible.
 const INCOMPRESSIBLE: f64 = 0.97;
-/// At the pass-through level, a window below this fraction of its size is worth the
-/// configured level again.
+/// While storing, a sample that level 1 shrinks below this fraction of its size means the data
+/// is worth compressing again.
 const COMPRESSIBLE: f64 = 0.90;
+/// The bytes of each stored window that are test-compressed (1/32 of it; level 1 runs at about
+/// 2 GB/s, so sampling costs about 1/64 of what compressing everything at level 1 would).
+const SAMPLE: usize = 32 * 1024;
+/// The largest block a zstd frame may hold (RFC 8878: Block_Maximum_Size).
+const MAX_BLOCK: usize = 128 * 1024;
 
-/// An [`AsyncWrite`] that zstd-compresses what is written to it into `inner`, switching between
-/// the configured level and level 1 at frame boundaries as described in the module docs.
+/// The start of a stored frame: the magic number, a header descriptor with no content size,
+/// checksum or dictionary (0x00), and a window descriptor of 128 KiB (exponent 7: 2^(10+7)),
+/// which is all raw blocks of up to [`MAX_BLOCK`] bytes need.
+const STORED_FRAME_HEADER: [u8; 6] = [0x28, 0xb5, 0x2f, 0xfd, 0x00, 7 << 3];
+/// The end of a stored frame: an empty raw block marked last, as zstd itself writes for an
+/// empty frame.
+const LAST_EMPTY_BLOCK: [u8; 3] = [0x01, 0x00, 0x00];
+
+/// A raw block's 3-byte header: last-block bit 0, block type 0 (raw), the size in bits 3 to 23.
+fn raw_block_header(size: usize) -> [u8; 3] {
+    debug_assert!(size <= MAX_BLOCK);
+    let v = (size as u32) << 3;
+    [v as u8, (v >> 8) as u8, (v >> 16) as u8]
+}
+
+/// An [`AsyncWrite`] that zstd-compresses what is written to it into `inner`, storing stretches
+/// that do not compress, as described in the module docs.
 pub struct AdaptiveZstdWriter<W> {
     inner: W,
     encoder: Encoder<'static>,
-    level: i32,
-    current_level: i32,
+    /// Writing a stored frame rather than compressing.
+    storing: bool,
+    /// Test-compresses the samples of stored windows (made on first use).
+    sampler: Option<zstd::bulk::Compressor<'static>>,
+    /// The current stored window's first bytes.
+    sample: Vec<u8>,
     /// Compressed bytes not yet written to `inner`.
     pending: Vec<u8>,
     written: usize,
     window_in: u64,
     window_out: u64,
-    /// Frames ended so far (switches of level).
+    /// Frames ended so far (switches between compressing and storing).
     switches: u64,
     /// Input went in since the last flush: zstd may hold some of it back.
     unflushed: bool,
@@ -54,8 +82,9 @@ impl<W: AsyncWrite + Unpin> AdaptiveZstdWriter<W> {
         Ok(AdaptiveZstdWriter {
             inner,
             encoder: Encoder::new(level)?,
-            level,
-            current_level: level,
+            storing: false,
+            sampler: None,
+            sample: Vec::new(),
             pending: Vec::new(),
             written: 0,
             window_in: 0,
@@ -66,64 +95,114 @@ impl<W: AsyncWrite + Unpin> AdaptiveZstdWriter<W> {
         })
     }
 
-    /// Compresses `input` into `pending`.
-    fn compress(&mut self, input: &[u8]) -> io::Result<()> {
+    /// Compresses or stores `input` into `pending`.
+    fn take(&mut self, mut input: &[u8]) -> io::Result<()> {
+        while !input.is_empty() {
+            let used = if self.storing {
+                self.store(input)?
+            } else {
+                self.compress(input)?
+            };
+            input = &input[used..];
+        }
+        Ok(())
+    }
+
+    /// Compresses up to the end of the window; returns the bytes used.
+    fn compress(&mut self, input: &[u8]) -> io::Result<usize> {
+        let input = &input[..input.len().min((WINDOW - self.window_in) as usize)];
         let before = self.pending.len();
         self.pending
             .reserve(zstd::zstd_safe::compress_bound(input.len()) + 1024);
-        let mut input = InBuffer::around(input);
-        while input.pos() < input.src.len() {
+        let mut buffer = InBuffer::around(input);
+        while buffer.pos() < input.len() {
             if self.pending.capacity() == self.pending.len() {
                 self.pending.reserve(128 * 1024);
             }
             let pos = self.pending.len();
             let mut output = OutBuffer::around_pos(&mut self.pending, pos);
-            self.encoder.run(&mut input, &mut output)?;
+            self.encoder.run(&mut buffer, &mut output)?;
         }
         self.unflushed = true;
-        self.window_in += input.pos() as u64;
+        self.window_in += input.len() as u64;
         self.window_out += (self.pending.len() - before) as u64;
         if self.window_in >= WINDOW {
-            self.decide()?;
+            let ratio = self.window_out as f64 / self.window_in as f64;
+            self.window_in = 0;
+            self.window_out = 0;
+            if ratio > INCOMPRESSIBLE {
+                self.end_frame()?;
+                self.pending.extend_from_slice(&STORED_FRAME_HEADER);
+                self.storing = true;
+                self.sample.clear();
+                self.switches += 1;
+            }
         }
-        Ok(())
+        Ok(input.len())
     }
 
-    /// At the end of a window: stay, or end the frame and go on at the other level.
-    fn decide(&mut self) -> io::Result<()> {
-        let ratio = self.window_out as f64 / self.window_in as f64;
-        self.window_in = 0;
-        self.window_out = 0;
-        let next = if self.current_level == self.level && ratio > INCOMPRESSIBLE {
-            PASS_LEVEL
-        } else if self.current_level != self.level && ratio < COMPRESSIBLE {
-            self.level
+    /// Stores raw blocks up to the end of the sample or the window; returns the bytes used.
+    fn store(&mut self, input: &[u8]) -> io::Result<usize> {
+        let to_sample = SAMPLE.saturating_sub(self.sample.len());
+        let limit = if to_sample > 0 {
+            to_sample
         } else {
-            return Ok(());
+            (STORED_WINDOW - self.window_in) as usize
         };
-        self.end_frame()?;
-        self.encoder.reinit()?;
-        self.encoder
-            .set_parameter(zstd::stream::raw::CParameter::CompressionLevel(next))?;
-        self.current_level = next;
-        self.switches += 1;
-        Ok(())
+        let input = &input[..input.len().min(limit)];
+        for block in input.chunks(MAX_BLOCK) {
+            self.pending
+                .extend_from_slice(&raw_block_header(block.len()));
+            self.pending.extend_from_slice(block);
+        }
+        self.window_in += input.len() as u64;
+        if to_sample > 0 {
+            self.sample.extend_from_slice(input);
+            if self.sample.len() == SAMPLE && self.sample_compresses()? {
+                // Compress again from here on.
+                self.end_frame()?;
+                self.encoder.reinit()?;
+                self.storing = false;
+                self.window_in = 0;
+                self.window_out = 0;
+                self.switches += 1;
+            }
+        } else if self.window_in >= STORED_WINDOW {
+            self.window_in = 0;
+            self.sample.clear();
+        }
+        Ok(input.len())
+    }
+
+    /// Whether level 1 shrinks the current sample below [`COMPRESSIBLE`].
+    fn sample_compresses(&mut self) -> io::Result<bool> {
+        let sampler = match &mut self.sampler {
+            Some(s) => s,
+            None => self.sampler.insert(zstd::bulk::Compressor::new(1)?),
+        };
+        let compressed = sampler.compress(&self.sample)?;
+        Ok((compressed.len() as f64) < COMPRESSIBLE * self.sample.len() as f64)
     }
 
     /// Writes the rest of the current frame, its end included, into `pending`.
     fn end_frame(&mut self) -> io::Result<()> {
+        if self.storing {
+            self.pending.extend_from_slice(&LAST_EMPTY_BLOCK);
+            return Ok(());
+        }
         loop {
             self.pending.reserve(128 * 1024);
             let pos = self.pending.len();
             let mut output = OutBuffer::around_pos(&mut self.pending, pos);
             if self.encoder.finish(&mut output, true)? == 0 {
+                self.unflushed = false;
                 return Ok(());
             }
         }
     }
 
     /// Moves what zstd holds back of the input so far into `pending` (ends a block, not the
-    /// frame).
+    /// frame). Stored blocks are never held back.
     fn flush_encoder(&mut self) -> io::Result<()> {
         if !self.unflushed || self.finished {
             return Ok(());
@@ -154,7 +233,7 @@ impl<W: AsyncWrite + Unpin> AdaptiveZstdWriter<W> {
         Poll::Ready(Ok(()))
     }
 
-    /// How often the level changed (for tests and reports).
+    /// How often it switched between compressing and storing (for tests and reports).
     pub fn switches(&self) -> u64 {
         self.switches
     }
@@ -171,7 +250,7 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for AdaptiveZstdWriter<W> {
             return Poll::Ready(Err(io::Error::other("write after shutdown")));
         }
         ready!(this.poll_drain(cx))?;
-        this.compress(buf)?;
+        this.take(buf)?;
         Poll::Ready(Ok(buf.len()))
     }
 
@@ -188,7 +267,6 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for AdaptiveZstdWriter<W> {
         if !this.finished {
             ready!(this.poll_drain(cx))?;
             this.end_frame()?;
-            this.unflushed = false;
             this.finished = true;
         }
         ready!(this.poll_drain(cx))?;
@@ -257,31 +335,62 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn incompressible_stretches_pass_at_level_1_and_everything_round_trips() {
+    async fn incompressible_stretches_are_stored_and_everything_round_trips() {
         const MIB: usize = 1024 * 1024;
         let data = [rows(12 * MIB), noise(40 * MIB, 7), rows(20 * MIB)].concat();
-        let (stored, switches) = compress(&data, 256 * 1024 + 3).await;
-        // To level 1 within the noise, and back to level 3 after it.
-        assert_eq!(switches, 2, "level changes");
-        assert_eq!(decompress(&stored).await, data, "Lifeboat's decoder");
-        // A plain zstd decoder reads the frame sequence as one stream too.
-        assert_eq!(zstd::stream::decode_all(&stored[..]).unwrap(), data, "zstd");
+        for write_size in [256 * 1024 + 3, 1000, 5 * MIB] {
+            let (stored, switches) = compress(&data, write_size).await;
+            // To storing within the noise, and back to level 3 after it.
+            assert_eq!(switches, 2, "switches, writes of {write_size}");
+            assert_eq!(decompress(&stored).await, data, "Lifeboat's decoder");
+            // A plain zstd decoder reads the frame sequence as one stream too.
+            assert_eq!(zstd::stream::decode_all(&stored[..]).unwrap(), data, "zstd");
+            // Three frames: level 3, stored, level 3 (and the frame boundaries are real ones).
+            let mut frames = 0;
+            let mut rest = &stored[..];
+            while !rest.is_empty() {
+                let size = zstd::zstd_safe::find_frame_compressed_size(rest).unwrap();
+                rest = &rest[size..];
+                frames += 1;
+            }
+            assert_eq!(frames, 3);
 
-        // The noise is stored at about its own size, and the compressible parts are compressed
-        // about as well as zstd level 3 alone does: the window after the noise goes at level 1
-        // before the switch back, and frame ends cost a little history.
-        let level3 = zstd::bulk::compress(&rows(12 * MIB), 3).unwrap().len()
-            + zstd::bulk::compress(&rows(20 * MIB), 3).unwrap().len();
-        let noise_stored = stored.len() - level3;
-        assert!(
-            (noise_stored as f64) < 40.0 * MIB as f64 * 1.01,
-            "stored {} bytes, of which noise about {noise_stored}",
-            stored.len()
-        );
-        assert!(
-            (noise_stored as f64) > 40.0 * MIB as f64 * 0.99,
-            "the compressible parts were not compressed at level 3: stored {}, level 3 alone {level3}",
-            stored.len()
+            // The noise is stored at its own size plus 3 bytes per 128 KiB block, and the
+            // compressible parts are compressed about as well as zstd level 3 alone does: at
+            // most one stored MiB of rows goes before the sample shows them, and level 3 takes
+            // up to a window of noise before it stores.
+            let level3 = zstd::bulk::compress(&rows(12 * MIB), 3).unwrap().len()
+                + zstd::bulk::compress(&rows(20 * MIB), 3).unwrap().len();
+            let noise_stored = stored.len() - level3;
+            assert!(
+                (noise_stored as f64) < 41.0 * MIB as f64 * 1.001,
+                "stored {} bytes, of which noise about {noise_stored}",
+                stored.len()
+            );
+            assert!(
+                (noise_stored as f64) > 40.0 * MIB as f64 * 0.999,
+                "the compressible parts were not compressed at level 3: stored {}, level 3 alone {level3}",
+                stored.len()
+            );
+        }
+    }
+
+    #[test]
+    fn stored_blocks_have_the_layout_of_rfc_8878() {
+        // Block_Size 0x1_2345 in bits 3..24, Block_Type 0 (raw), Last_Block 0.
+        assert_eq!(raw_block_header(0x1_2345), [0x28, 0x1a, 0x09]);
+        // A stored frame of two bytes that zstd's own decoder reads.
+        let frame = [
+            &STORED_FRAME_HEADER[..],
+            &raw_block_header(2),
+            b"hi",
+            &LAST_EMPTY_BLOCK,
+        ]
+        .concat();
+        assert_eq!(zstd::stream::decode_all(&frame[..]).unwrap(), b"hi");
+        assert_eq!(
+            zstd::zstd_safe::find_frame_compressed_size(&frame).unwrap(),
+            frame.len()
         );
     }
 
@@ -303,17 +412,21 @@ mod tests {
 
     #[tokio::test]
     async fn a_flush_hands_on_everything_written_so_far() {
-        let data = rows(300_000);
-        let mut stored = Vec::new();
-        let mut writer = AdaptiveZstdWriter::new(&mut stored, 3).unwrap();
-        writer.write_all(&data).await.unwrap();
-        writer.flush().await.unwrap();
-        drop(writer);
-        // Without the frame's end, a streaming decoder still yields every byte written.
-        let mut decoder = zstd::stream::read::Decoder::new(&stored[..]).unwrap();
-        let mut out = vec![0u8; data.len()];
-        std::io::Read::read_exact(&mut decoder, &mut out).unwrap();
-        assert_eq!(out, data);
+        // Compressed, and stored (a window of noise, then more of it).
+        for data in [rows(300_000), noise(8 * 1024 * 1024 + 300_000, 3)] {
+            let mut stored = Vec::new();
+            let mut writer = AdaptiveZstdWriter::new(&mut stored, 3).unwrap();
+            writer.write_all(&data).await.unwrap();
+            writer.flush().await.unwrap();
+            let storing = writer.storing;
+            drop(writer);
+            assert_eq!(storing, data.len() > 8 * 1024 * 1024);
+            // Without the frame's end, a streaming decoder still yields every byte written.
+            let mut decoder = zstd::stream::read::Decoder::new(&stored[..]).unwrap();
+            let mut out = vec![0u8; data.len()];
+            std::io::Read::read_exact(&mut decoder, &mut out).unwrap();
+            assert!(out == data);
+        }
     }
 
     #[tokio::test]
