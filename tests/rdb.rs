@@ -1285,9 +1285,9 @@ fn debug_digests_are_recorded_for_quiet_captures_and_checked_by_drills() {
     source.ok("FLUSHALL");
 }
 
-/// Values that do not compress (already compressed or encrypted data) go through zstd level 1
-/// in frames of their own: the stored object is several frames, and verify and restore read it
-/// back whole.
+/// Values that do not compress (already compressed or encrypted data) are stored as raw blocks
+/// in zstd frames of their own: the stored object is several frames, and verify and restore read
+/// it back whole.
 #[test]
 fn incompressible_values_are_stored_in_frames_of_their_own_and_restore() {
     use lifeboat_tests::{data_objects, run, TempDir};

@@ -68,8 +68,8 @@ pub struct BackupArgs {
     #[arg(long, value_name = "zstd|gzip|none")]
     pub compression: Option<CompressionName>,
 
-    /// Compression level (zstd 1-19, default 3; gzip 1-9, default 6). zstd passes stretches
-    /// that do not compress at level 1
+    /// Compression level (zstd 1-19, default 3; gzip 1-9, default 6). zstd stores stretches
+    /// that do not compress as raw blocks, without compressing them
     #[arg(long, value_name = "N")]
     pub compression_level: Option<i32>,
 

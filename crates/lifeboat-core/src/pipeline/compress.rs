@@ -61,8 +61,8 @@ impl Compression {
     }
 
     /// Wraps a writer so that what is written to it is compressed. Shut it down to write the
-    /// trailer. zstd above level 1 passes stretches that do not compress at level 1 (see
-    /// `adaptive_zstd`). `threads` > 1 lets zstd compress on that many worker threads instead,
+    /// trailer. zstd stores stretches that do not compress as raw blocks instead of running the
+    /// compressor over them (see `adaptive_zstd`). `threads` > 1 lets zstd compress on that many worker threads instead,
     /// for a machine where the database server and pg_dump leave a core idle (gzip is
     /// single-threaded).
     pub fn encoder<'a, W: AsyncWrite + Unpin + Send + 'a>(
@@ -78,12 +78,7 @@ impl Compression {
                     &[async_compression::zstd::CParameter::nb_workers(threads)],
                 ))
             }
-            Compression::Zstd { level } if level > 1 => {
-                Box::new(AdaptiveZstdWriter::new(inner, level)?)
-            }
-            Compression::Zstd { level } => {
-                Box::new(ZstdEncoder::with_quality(inner, Level::Precise(level)))
-            }
+            Compression::Zstd { level } => Box::new(AdaptiveZstdWriter::new(inner, level)?),
             Compression::Gzip { level } => {
                 Box::new(GzipEncoder::with_quality(inner, Level::Precise(level)))
             }
