@@ -310,10 +310,10 @@ impl Store for LocalStore {
     }
 }
 
-/// An upload in progress to a [`LocalStore`].
-/// Writes an object to its temporary file. Bytes are gathered into 1 MiB buffers, each written
-/// by a blocking task while the next one fills: one copy on this side, one thread hand-off per
-/// MiB.
+/// An upload in progress to a [`LocalStore`], written to its temporary file. Bytes are gathered
+/// into 1 MiB buffers, each written by a blocking task while the next one fills: one copy on this
+/// side and one thread hand-off per MiB (a `BufWriter` over tokio's `File` copied every byte
+/// twice).
 pub struct LocalWriter {
     /// `None` once finished or aborted.
     file: Option<std::sync::Arc<std::fs::File>>,
