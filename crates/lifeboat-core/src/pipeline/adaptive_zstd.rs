@@ -33,8 +33,8 @@ const INCOMPRESSIBLE: f64 = 0.97;
 /// While storing, a sample that level 1 shrinks below this fraction of its size means the data
 /// is worth compressing again.
 const COMPRESSIBLE: f64 = 0.90;
-/// The bytes of each stored window that are test-compressed (1/32 of it; level 1 runs at about
-/// 2 GB/s, so sampling costs about 1/64 of what compressing everything at level 1 would).
+/// The bytes of each stored window that are test-compressed: 1/32 of it, so sampling costs about
+/// 1/32 of what compressing everything at level 1 would.
 const SAMPLE: usize = 32 * 1024;
 /// The largest block a zstd frame may hold (RFC 8878: Block_Maximum_Size).
 const MAX_BLOCK: usize = 128 * 1024;
