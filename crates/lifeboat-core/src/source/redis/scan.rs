@@ -76,6 +76,12 @@ async fn produce(mut conn: Connection, mut pipe: DuplexStream) -> Result<()> {
     let mut head = Vec::new();
     aux(&mut head, b"redis-ver", conn.server_version.as_bytes());
     aux(&mut head, b"lifeboat-capture", b"scan");
+    // The magic with the RDB version, then the aux fields.
+    let file_header = |version: u16| {
+        let mut header = format!("REDIS{version:04}").into_bytes();
+        header.extend_from_slice(&head);
+        header
+    };
     let pipe_error = |e: std::io::Error| {
         Error::new(
             ErrorKind::Source,
@@ -85,8 +91,7 @@ async fn produce(mut conn: Connection, mut pipe: DuplexStream) -> Result<()> {
     // Function libraries (Redis 7) go before the databases, as in a file the server writes.
     if let Some((libraries, payload_version)) = function_libraries(&mut conn).await? {
         version = Some(payload_version);
-        let mut header = format!("REDIS{payload_version:04}").into_bytes();
-        header.extend_from_slice(&head);
+        let mut header = file_header(payload_version);
         header.extend_from_slice(&libraries);
         crc.update(&header);
         pipe.write_all(&header).await.map_err(pipe_error)?;
@@ -145,8 +150,7 @@ async fn produce(mut conn: Connection, mut pipe: DuplexStream) -> Result<()> {
                 match version {
                     None => {
                         version = Some(payload_version);
-                        let mut header = format!("REDIS{payload_version:04}").into_bytes();
-                        header.extend_from_slice(&head);
+                        let header = file_header(payload_version);
                         crc.update(&header);
                         pipe.write_all(&header).await.map_err(pipe_error)?;
                     }
@@ -179,8 +183,7 @@ async fn produce(mut conn: Connection, mut pipe: DuplexStream) -> Result<()> {
     let mut tail = Vec::new();
     if version.is_none() {
         // No key anywhere: an empty file (the SELECTDBs of empty databases are dropped).
-        tail = format!("REDIS{EMPTY_RDB_VERSION:04}").into_bytes();
-        tail.extend_from_slice(&head);
+        tail = file_header(EMPTY_RDB_VERSION);
         pending.clear();
     }
     tail.extend_from_slice(&pending);
