@@ -7,10 +7,12 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use tokio::io::{AsyncSeekExt, AsyncWrite, AsyncWriteExt};
+use tokio::task::JoinHandle;
 
 use super::{ObjectKey, ObjectMeta, ObjectReader, ObjectWriter, Store};
 use crate::error::{Error, ErrorKind, Result, ResultExt};
@@ -82,18 +84,14 @@ impl Store for LocalStore {
                 .await
                 .map_err(|e| self.io_error("create the directory", dir, e))?;
         }
-        let file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp_path)
+        let sink = TempFile::create(&temp_path)
             .await
-            .map_err(|e| self.io_error("create", &temp_path, e))?
-            .into_std()
-            .await;
-        let file = std::sync::Arc::new(file);
+            .map_err(|e| self.io_error("create", &temp_path, e))?;
+        let file = sink.buffered.clone();
         Ok(LocalWriter {
             file: Some(file.clone()),
-            buffer: Vec::with_capacity(WRITE_SIZE),
+            sink: Some(sink),
+            buffer: WriteBuffer::new(),
             spare: None,
             writing: None,
             temp_path,
@@ -314,35 +312,162 @@ impl Store for LocalStore {
 /// into 1 MiB buffers, each written by a blocking task while the next one fills: one copy on this
 /// side and one thread hand-off per MiB (a `BufWriter` over tokio's `File` copied every byte
 /// twice).
+///
+/// On Linux the full buffers are written with `O_DIRECT`, from this process's memory to the disk
+/// without a copy into the page cache. That copy, and finding fresh pages for it, was the largest
+/// single cost of a backup on this project's machines (`benches/README.md`), and a backup that
+/// goes around the page cache leaves it to the database it runs beside. The last, unaligned bytes
+/// go through the page cache, as does everything on a file system without direct I/O.
 pub struct LocalWriter {
-    /// `None` once finished or aborted.
-    file: Option<std::sync::Arc<std::fs::File>>,
+    /// The handle the fsyncs use; `None` once finished or aborted.
+    file: Option<Arc<std::fs::File>>,
+    /// The file as the write tasks use it: away while a write is in flight, `None` after a
+    /// failed one.
+    sink: Option<TempFile>,
     /// Filling; written when full, on flush and on finish.
-    buffer: Vec<u8>,
+    buffer: WriteBuffer,
     /// The other buffer, back from its write and empty.
-    spare: Option<Vec<u8>>,
-    /// The write in flight; it hands its buffer back.
-    writing: Option<tokio::task::JoinHandle<std::io::Result<Vec<u8>>>>,
+    spare: Option<WriteBuffer>,
+    /// The write in flight; it hands the file and its buffer back.
+    writing: Option<JoinHandle<std::io::Result<(TempFile, WriteBuffer)>>>,
     temp_path: PathBuf,
     final_path: PathBuf,
     key: ObjectKey,
     early_sync: EarlySync,
 }
 
-/// The size of each write to the file.
+/// The size of each write to the file: a multiple of [`DIRECT_ALIGN`].
 const WRITE_SIZE: usize = 1024 * 1024;
+
+/// What `O_DIRECT` asks of buffer addresses, file offsets and lengths. 4096 covers the logical
+/// block sizes in use (512 and 4096 bytes).
+const DIRECT_ALIGN: usize = 4096;
 
 /// Bytes written between background `fdatasync` calls.
 const EARLY_SYNC_BYTES: u64 = 64 * 1024 * 1024;
 
+/// A write buffer whose first byte sits on a [`DIRECT_ALIGN`] boundary in memory.
+struct WriteBuffer {
+    storage: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl WriteBuffer {
+    fn new() -> Self {
+        let storage = vec![0; WRITE_SIZE + DIRECT_ALIGN];
+        let address = storage.as_ptr().addr();
+        let start = address.next_multiple_of(DIRECT_ALIGN) - address;
+        WriteBuffer {
+            storage,
+            start,
+            len: 0,
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.storage[self.start..self.start + self.len]
+    }
+
+    fn is_full(&self) -> bool {
+        self.len == WRITE_SIZE
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends as much of `bytes` as fits; returns how much that was.
+    fn push(&mut self, bytes: &[u8]) -> usize {
+        let n = bytes.len().min(WRITE_SIZE - self.len);
+        let at = self.start + self.len;
+        self.storage[at..at + n].copy_from_slice(&bytes[..n]);
+        self.len += n;
+        n
+    }
+}
+
+/// The temporary file as the write tasks see it: a direct handle while writes stay aligned, and
+/// a buffered one for the rest. Writes name their offset, so the two never disagree on where the
+/// file ends.
+struct TempFile {
+    direct: Option<std::fs::File>,
+    buffered: Arc<std::fs::File>,
+    written: u64,
+}
+
+impl TempFile {
+    /// Creates the file; `O_DIRECT` is asked for on a second handle, so a file system that
+    /// refuses it still gets its file.
+    async fn create(path: &Path) -> std::io::Result<TempFile> {
+        let buffered = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .await?
+            .into_std()
+            .await;
+        #[cfg(target_os = "linux")]
+        let direct = tokio::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+            .await;
+        #[cfg(not(target_os = "linux"))]
+        let direct: std::io::Result<tokio::fs::File> = Err(std::io::ErrorKind::Unsupported.into());
+        let direct = match direct {
+            Ok(file) => Some(file.into_std().await),
+            Err(_) => None,
+        };
+        Ok(TempFile {
+            direct,
+            buffered: Arc::new(buffered),
+            written: 0,
+        })
+    }
+
+    /// Appends `bytes`: the aligned part direct while that works, the rest through the page
+    /// cache (after which direct writes stop: the end of the file is no longer aligned).
+    fn append(&mut self, mut bytes: &[u8]) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        if let Some(direct) = &self.direct {
+            let aligned = bytes.len() - bytes.len() % DIRECT_ALIGN;
+            let mut done = 0;
+            while done < aligned {
+                match direct.write_at(&bytes[done..aligned], self.written) {
+                    Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                    Ok(n) => {
+                        done += n;
+                        self.written += n as u64;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    // The file system takes no direct writes after all, or a short write left
+                    // the offset unaligned: the page cache takes the rest.
+                    #[cfg(target_os = "linux")]
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            bytes = &bytes[done..];
+            if !bytes.is_empty() {
+                self.direct = None;
+            }
+        }
+        self.buffered.write_all_at(bytes, self.written)?;
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+}
+
 /// Writes the file back to disk while it is still being written, one `fdatasync` at a time in
 /// a blocking thread, so the fsync that commits it only has the tail left. Without it, a dump of
 /// hundreds of MiB sits in the page cache and the commit waits for all of it at once (like
-/// PostgreSQL's `*_flush_after` settings).
+/// PostgreSQL's `*_flush_after` settings). With direct writes it commits the new blocks' metadata
+/// as it goes.
 struct EarlySync {
-    file: std::sync::Arc<std::fs::File>,
+    file: Arc<std::fs::File>,
     unsynced: u64,
-    running: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    running: Option<JoinHandle<std::io::Result<()>>>,
 }
 
 impl EarlySync {
@@ -368,10 +493,11 @@ impl EarlySync {
 }
 
 impl LocalWriter {
-    fn file(&self) -> std::io::Result<&std::sync::Arc<std::fs::File>> {
-        self.file
-            .as_ref()
-            .ok_or_else(|| std::io::Error::other("the upload was already finished"))
+    fn check_open(&self) -> std::io::Result<()> {
+        if self.file.is_none() {
+            return Err(std::io::Error::other("the upload was already finished"));
+        }
+        Ok(())
     }
 
     /// Waits for the write in flight, if any.
@@ -379,8 +505,9 @@ impl LocalWriter {
         if let Some(writing) = self.writing.as_mut() {
             let done = std::task::ready!(Pin::new(writing).poll(cx));
             self.writing = None;
-            let mut buffer = done.map_err(std::io::Error::other)??;
-            buffer.clear();
+            let (sink, mut buffer) = done.map_err(std::io::Error::other)??;
+            buffer.len = 0;
+            self.sink = Some(sink);
             self.spare = Some(buffer);
         }
         Poll::Ready(Ok(()))
@@ -392,17 +519,17 @@ impl LocalWriter {
         if self.buffer.is_empty() {
             return Poll::Ready(Ok(()));
         }
-        let file = self.file()?.clone();
-        let next = self
-            .spare
-            .take()
-            .unwrap_or_else(|| Vec::with_capacity(WRITE_SIZE));
+        let Some(mut sink) = self.sink.take() else {
+            return Poll::Ready(Err(std::io::Error::other(
+                "an earlier write to the file failed",
+            )));
+        };
+        let next = self.spare.take().unwrap_or_else(WriteBuffer::new);
         let buffer = std::mem::replace(&mut self.buffer, next);
-        self.early_sync.wrote(buffer.len());
+        self.early_sync.wrote(buffer.len);
         self.writing = Some(tokio::task::spawn_blocking(move || {
-            use std::io::Write;
-            (&*file).write_all(&buffer)?;
-            Ok(buffer)
+            sink.append(buffer.bytes())?;
+            Ok((sink, buffer))
         }));
         Poll::Ready(Ok(()))
     }
@@ -415,18 +542,16 @@ impl AsyncWrite for LocalWriter {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = &mut *self;
-        this.file()?;
-        if this.buffer.len() >= WRITE_SIZE {
+        this.check_open()?;
+        if this.buffer.is_full() {
             std::task::ready!(this.poll_submit(cx))?;
         }
-        let n = buf.len().min(WRITE_SIZE - this.buffer.len());
-        this.buffer.extend_from_slice(&buf[..n]);
-        Poll::Ready(Ok(n))
+        Poll::Ready(Ok(this.buffer.push(buf)))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
-        this.file()?;
+        this.check_open()?;
         std::task::ready!(this.poll_submit(cx))?;
         this.poll_written(cx)
     }
@@ -538,6 +663,45 @@ mod tests {
         assert_eq!(meta.size, data.len() as u64);
         assert!(store.get(&key).await.unwrap().unwrap() == data);
         std::fs::remove_dir_all(store.root()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn full_buffers_go_direct_and_the_rest_through_the_page_cache() {
+        let root = temp_root("direct");
+        std::fs::create_dir_all(&root).unwrap();
+        let path = root.join("file");
+        let data: Vec<u8> = (0..3 * WRITE_SIZE as u32 + 12_345)
+            .map(|i| (i % 253) as u8)
+            .collect();
+        let mut file = TempFile::create(&path).await.unwrap();
+        #[cfg(target_os = "linux")]
+        assert!(
+            file.direct.is_some(),
+            "{} should take O_DIRECT (ext4, xfs, btrfs and tmpfs since Linux 6.6 do)",
+            root.display()
+        );
+        let mut buffer = WriteBuffer::new();
+        assert_eq!(buffer.bytes().as_ptr().addr() % DIRECT_ALIGN, 0);
+        assert_eq!(buffer.push(&data), WRITE_SIZE);
+        assert!(buffer.is_full());
+        file.append(buffer.bytes()).unwrap();
+        #[cfg(target_os = "linux")]
+        assert!(file.direct.is_some(), "a full aligned buffer stays direct");
+        // Memory off the alignment: the kernel refuses it direct (EINVAL), the page cache
+        // takes it, and direct writes stop there.
+        let shifted: Vec<u8> = [0]
+            .iter()
+            .chain(&data[WRITE_SIZE..2 * WRITE_SIZE])
+            .copied()
+            .collect();
+        let misaligned = &shifted[1..];
+        assert_eq!(misaligned.as_ptr().addr() % 2, 1);
+        file.append(misaligned).unwrap();
+        assert!(file.direct.is_none());
+        file.append(&data[2 * WRITE_SIZE..]).unwrap();
+        assert_eq!(file.written, data.len() as u64);
+        assert!(std::fs::read(&path).unwrap() == data);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[tokio::test]
