@@ -55,8 +55,8 @@ for round in $(seq 1 "$ROUNDS"); do
   rm -rf "$OUT/repo-none" "$OUT/repo-zstd" "$SHM/repo"
   measure lb_none "$BIN/lifeboat-backup" --engine redis --url "$URL" --repo "$OUT/repo-none" --job raw --compression none
   measure lb_zstd "$BIN/lifeboat-backup" --engine redis --url "$URL" --repo "$OUT/repo-zstd" --job zstd
-  # The same into a store in memory (/dev/shm): the capture without the disk writes and fsync
-  # that a durable store costs (redis-cli writes to /dev/null).
+  # The same into a store in memory (/dev/shm): no disk, but tmpfs copies every byte into its
+  # pages, the cost that the disk store's O_DIRECT writes avoid (redis-cli writes to /dev/null).
   measure lb_shm "$BIN/lifeboat-backup" --engine redis --url "$URL" --repo "$SHM/repo" --job shm --compression none
 done
 rm -rf "$SHM"
