@@ -313,11 +313,12 @@ impl Store for LocalStore {
 /// side and one thread hand-off per MiB (a `BufWriter` over tokio's `File` copied every byte
 /// twice).
 ///
-/// On Linux the full buffers are written with `O_DIRECT`, from this process's memory to the disk
-/// without a copy into the page cache. That copy, and finding fresh pages for it, was the largest
-/// single cost of a backup on this project's machines (`benches/README.md`), and a backup that
-/// goes around the page cache leaves it to the database it runs beside. The last, unaligned bytes
-/// go through the page cache, as does everything on a file system without direct I/O.
+/// On Linux, on a local disk file system, the full buffers are written with `O_DIRECT`, from this
+/// process's memory to the disk without a copy into the page cache. That copy, and finding fresh
+/// pages for it, was the largest single cost of a backup on this project's machines
+/// (`benches/README.md`), and a backup that goes around the page cache leaves it to the database
+/// it runs beside. The last, unaligned bytes go through the page cache, as does everything on
+/// other file systems (see [`direct_writes_suit`]).
 pub struct LocalWriter {
     /// The handle the fsyncs use; `None` once finished or aborted.
     file: Option<Arc<std::fs::File>>,
@@ -408,17 +409,31 @@ impl TempFile {
             .into_std()
             .await;
         #[cfg(target_os = "linux")]
-        let direct = tokio::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(path)
-            .await;
+        let want_direct = direct_writes_suit(&buffered);
         #[cfg(not(target_os = "linux"))]
-        let direct: std::io::Result<tokio::fs::File> = Err(std::io::ErrorKind::Unsupported.into());
-        let direct = match direct {
-            Ok(file) => Some(file.into_std().await),
-            Err(_) => None,
-        };
+        let want_direct = false;
+        TempFile::with_handles(path, buffered, want_direct).await
+    }
+
+    /// Adds the direct handle to `buffered` if asked for and the file system lets it open.
+    async fn with_handles(
+        path: &Path,
+        buffered: std::fs::File,
+        want_direct: bool,
+    ) -> std::io::Result<TempFile> {
+        let mut direct = None;
+        #[cfg(target_os = "linux")]
+        if want_direct {
+            let flag = rustix::fs::OFlags::DIRECT.bits() as i32;
+            let opened = tokio::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(flag)
+                .open(path)
+                .await;
+            if let Ok(file) = opened {
+                direct = Some(file.into_std().await);
+            }
+        }
         Ok(TempFile {
             direct,
             buffered: Arc::new(buffered),
@@ -444,7 +459,9 @@ impl TempFile {
                     // The file system takes no direct writes after all, or a short write left
                     // the offset unaligned: the page cache takes the rest.
                     #[cfg(target_os = "linux")]
-                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => break,
+                    Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+                        break
+                    }
                     Err(e) => return Err(e),
                 }
             }
@@ -457,6 +474,19 @@ impl TempFile {
         self.written += bytes.len() as u64;
         Ok(())
     }
+}
+
+/// Whether direct writes suit the file system `file` is on: only the local disk file systems that
+/// take them well. On NFS each direct write can be a synchronous round trip (and a commit on the
+/// server) per MiB, FUSE and SMB may refuse or emulate them, and tmpfs copies into its pages all
+/// the same, so everything else keeps buffered writes.
+#[cfg(target_os = "linux")]
+fn direct_writes_suit(file: &std::fs::File) -> bool {
+    // Magic numbers from linux/magic.h.
+    const EXT2_3_4: u32 = 0xEF53;
+    const XFS: u32 = 0x5846_5342;
+    const BTRFS: u32 = 0x9123_683E;
+    rustix::fs::fstatfs(file).is_ok_and(|fs| matches!(fs.f_type as u32, EXT2_3_4 | XFS | BTRFS))
 }
 
 /// Writes the file back to disk while it is still being written, one `fdatasync` at a time in
@@ -673,20 +703,26 @@ mod tests {
         let data: Vec<u8> = (0..3 * WRITE_SIZE as u32 + 12_345)
             .map(|i| (i % 253) as u8)
             .collect();
-        let mut file = TempFile::create(&path).await.unwrap();
+        // Direct writes asked for whatever the file system, so that this path runs everywhere.
+        let handle = std::fs::File::create_new(&path).unwrap();
+        let mut file = TempFile::with_handles(&path, handle, true).await.unwrap();
         #[cfg(target_os = "linux")]
         assert!(
             file.direct.is_some(),
-            "{} should take O_DIRECT (ext4, xfs, btrfs and tmpfs since Linux 6.6 do)",
+            "{} refused O_DIRECT (ext4, xfs, btrfs, and tmpfs since Linux 6.6 take it)",
             root.display()
         );
+        let direct_at_start = file.direct.is_some();
         let mut buffer = WriteBuffer::new();
         assert_eq!(buffer.bytes().as_ptr().addr() % DIRECT_ALIGN, 0);
         assert_eq!(buffer.push(&data), WRITE_SIZE);
         assert!(buffer.is_full());
         file.append(buffer.bytes()).unwrap();
-        #[cfg(target_os = "linux")]
-        assert!(file.direct.is_some(), "a full aligned buffer stays direct");
+        assert_eq!(
+            file.direct.is_some(),
+            direct_at_start,
+            "a full aligned buffer stays direct"
+        );
         // Memory off the alignment: the kernel refuses it direct (EINVAL), the page cache
         // takes it, and direct writes stop there.
         let shifted: Vec<u8> = [0]
@@ -702,6 +738,51 @@ mod tests {
         assert_eq!(file.written, data.len() as u64);
         assert!(std::fs::read(&path).unwrap() == data);
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// The type of the file system `path` is on, from /proc/self/mountinfo: the mount with the
+    /// longest mount point that contains it.
+    #[cfg(target_os = "linux")]
+    fn file_system_type(path: &Path) -> String {
+        let path = path.canonicalize().unwrap();
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let mut best = (0, String::new());
+        for line in mountinfo.lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let separator = fields.iter().position(|f| *f == "-").unwrap();
+            let mount_point = Path::new(fields[4]);
+            let depth = mount_point.components().count();
+            if path.starts_with(mount_point) && depth >= best.0 {
+                best = (depth, fields[separator + 1].to_string());
+            }
+        }
+        best.1
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn local_disk_file_systems_take_direct_writes() {
+        let dir = std::env::temp_dir();
+        let path = dir.join(format!("lifeboat-direct-check-{}", std::process::id()));
+        let file = std::fs::File::create(&path).unwrap();
+        let suits = direct_writes_suit(&file);
+        std::fs::remove_file(&path).unwrap();
+        let kind = file_system_type(&dir);
+        let local_disk = ["ext2", "ext3", "ext4", "xfs", "btrfs"].contains(&kind.as_str());
+        assert_eq!(suits, local_disk, "{} is on {kind}", dir.display());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn other_file_systems_keep_buffered_writes() {
+        let path = std::path::Path::new("/dev/shm")
+            .join(format!("lifeboat-direct-check-{}", std::process::id()));
+        let file = std::fs::File::create(&path).unwrap();
+        let suits = direct_writes_suit(&file);
+        std::fs::remove_file(&path).unwrap();
+        assert!(!suits, "tmpfs copies into its pages anyway");
+        let proc = std::fs::File::open("/proc/self/status").unwrap();
+        assert!(!direct_writes_suit(&proc));
     }
 
     #[tokio::test]
