@@ -378,6 +378,10 @@ impl WriteBuffer {
         self.len == 0
     }
 
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+
     /// Appends as much of `bytes` as fits; returns how much that was.
     fn push(&mut self, bytes: &[u8]) -> usize {
         let n = bytes.len().min(WRITE_SIZE - self.len);
@@ -536,7 +540,7 @@ impl LocalWriter {
             let done = std::task::ready!(Pin::new(writing).poll(cx));
             self.writing = None;
             let (sink, mut buffer) = done.map_err(std::io::Error::other)??;
-            buffer.len = 0;
+            buffer.clear();
             self.sink = Some(sink);
             self.spare = Some(buffer);
         }
