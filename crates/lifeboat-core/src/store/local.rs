@@ -396,6 +396,8 @@ impl WriteBuffer {
 /// a buffered one for the rest. Writes name their offset, so the two never disagree on where the
 /// file ends.
 struct TempFile {
+    /// Always `None` where there is no `O_DIRECT`.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     direct: Option<std::fs::File>,
     buffered: Arc<std::fs::File>,
     written: u64,
@@ -425,19 +427,26 @@ impl TempFile {
         buffered: std::fs::File,
         want_direct: bool,
     ) -> std::io::Result<TempFile> {
-        let mut direct = None;
         #[cfg(target_os = "linux")]
-        if want_direct {
-            let flag = rustix::fs::OFlags::DIRECT.bits() as i32;
-            let opened = tokio::fs::OpenOptions::new()
+        let direct = if want_direct {
+            tokio::fs::OpenOptions::new()
                 .write(true)
-                .custom_flags(flag)
+                .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
                 .open(path)
-                .await;
-            if let Ok(file) = opened {
-                direct = Some(file.into_std().await);
-            }
-        }
+                .await
+                .ok()
+        } else {
+            None
+        };
+        #[cfg(not(target_os = "linux"))]
+        let direct: Option<tokio::fs::File> = {
+            let _ = (path, want_direct);
+            None
+        };
+        let direct = match direct {
+            Some(file) => Some(file.into_std().await),
+            None => None,
+        };
         Ok(TempFile {
             direct,
             buffered: Arc::new(buffered),
@@ -447,36 +456,51 @@ impl TempFile {
 
     /// Appends `bytes`: the aligned part direct while that works, the rest through the page
     /// cache (after which direct writes stop: the end of the file is no longer aligned).
-    fn append(&mut self, mut bytes: &[u8]) -> std::io::Result<()> {
+    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let rest = self.append_direct(bytes)?;
+        #[cfg(unix)]
+        std::os::unix::fs::FileExt::write_all_at(&*self.buffered, rest, self.written)?;
+        // Elsewhere there is no direct handle, and this handle's position is the end.
+        #[cfg(not(unix))]
+        std::io::Write::write_all(&mut &*self.buffered, rest)?;
+        self.written += rest.len() as u64;
+        Ok(())
+    }
+
+    /// Writes what it can of `bytes` through the direct handle; returns the rest.
+    #[cfg(target_os = "linux")]
+    fn append_direct<'a>(&mut self, bytes: &'a [u8]) -> std::io::Result<&'a [u8]> {
         use std::os::unix::fs::FileExt;
-        if let Some(direct) = &self.direct {
-            let aligned = bytes.len() - bytes.len() % DIRECT_ALIGN;
-            let mut done = 0;
-            while done < aligned {
-                match direct.write_at(&bytes[done..aligned], self.written) {
-                    Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-                    Ok(n) => {
-                        done += n;
-                        self.written += n as u64;
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    // The file system takes no direct writes after all, or a short write left
-                    // the offset unaligned: the page cache takes the rest.
-                    #[cfg(target_os = "linux")]
-                    Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
-                        break
-                    }
-                    Err(e) => return Err(e),
+        let Some(direct) = &self.direct else {
+            return Ok(bytes);
+        };
+        let aligned = bytes.len() - bytes.len() % DIRECT_ALIGN;
+        let mut done = 0;
+        while done < aligned {
+            match direct.write_at(&bytes[done..aligned], self.written) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    done += n;
+                    self.written += n as u64;
                 }
-            }
-            bytes = &bytes[done..];
-            if !bytes.is_empty() {
-                self.direct = None;
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // The file system takes no direct writes after all, or a short write left the
+                // offset unaligned: the page cache takes the rest.
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+                    break
+                }
+                Err(e) => return Err(e),
             }
         }
-        self.buffered.write_all_at(bytes, self.written)?;
-        self.written += bytes.len() as u64;
-        Ok(())
+        if done < bytes.len() {
+            self.direct = None;
+        }
+        Ok(&bytes[done..])
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn append_direct<'a>(&mut self, bytes: &'a [u8]) -> std::io::Result<&'a [u8]> {
+        Ok(bytes)
     }
 }
 
