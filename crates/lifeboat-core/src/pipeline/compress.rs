@@ -62,9 +62,9 @@ impl Compression {
 
     /// Wraps a writer so that what is written to it is compressed. Shut it down to write the
     /// trailer. zstd stores stretches that do not compress as raw blocks instead of running the
-    /// compressor over them (see `adaptive_zstd`). `threads` > 1 lets zstd compress on that many worker threads instead,
-    /// for a machine where the database server and pg_dump leave a core idle (gzip is
-    /// single-threaded).
+    /// compressor over them (see `adaptive_zstd`). `threads` > 1 lets zstd compress on that many
+    /// worker threads instead, for a machine where the database server and pg_dump leave a core
+    /// idle (gzip is single-threaded).
     pub fn encoder<'a, W: AsyncWrite + Unpin + Send + 'a>(
         &self,
         inner: W,

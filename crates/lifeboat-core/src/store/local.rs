@@ -414,44 +414,22 @@ impl TempFile {
             .await?
             .into_std()
             .await;
-        #[cfg(target_os = "linux")]
         let want_direct = direct_writes_suit(&buffered);
-        #[cfg(not(target_os = "linux"))]
-        let want_direct = false;
-        TempFile::with_handles(path, buffered, want_direct).await
+        Ok(TempFile::with_handles(path, buffered, want_direct).await)
     }
 
     /// Adds the direct handle to `buffered` if asked for and the file system lets it open.
-    async fn with_handles(
-        path: &Path,
-        buffered: std::fs::File,
-        want_direct: bool,
-    ) -> std::io::Result<TempFile> {
-        #[cfg(target_os = "linux")]
+    async fn with_handles(path: &Path, buffered: std::fs::File, want_direct: bool) -> TempFile {
         let direct = if want_direct {
-            tokio::fs::OpenOptions::new()
-                .write(true)
-                .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
-                .open(path)
-                .await
-                .ok()
+            open_direct(path).await
         } else {
             None
         };
-        #[cfg(not(target_os = "linux"))]
-        let direct: Option<tokio::fs::File> = {
-            let _ = (path, want_direct);
-            None
-        };
-        let direct = match direct {
-            Some(file) => Some(file.into_std().await),
-            None => None,
-        };
-        Ok(TempFile {
+        TempFile {
             direct,
             buffered: Arc::new(buffered),
             written: 0,
-        })
+        }
     }
 
     /// Appends `bytes`: the aligned part direct while that works, the rest through the page
@@ -515,6 +493,28 @@ fn direct_writes_suit(file: &std::fs::File) -> bool {
     const XFS: u32 = 0x5846_5342;
     const BTRFS: u32 = 0x9123_683E;
     rustix::fs::fstatfs(file).is_ok_and(|fs| matches!(fs.f_type as u32, EXT2_3_4 | XFS | BTRFS))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn direct_writes_suit(_: &std::fs::File) -> bool {
+    false
+}
+
+/// A second handle on the file at `path`, for direct writes; `None` if the file system refuses.
+#[cfg(target_os = "linux")]
+async fn open_direct(path: &Path) -> Option<std::fs::File> {
+    let file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+        .open(path)
+        .await
+        .ok()?;
+    Some(file.into_std().await)
+}
+
+#[cfg(not(target_os = "linux"))]
+async fn open_direct(_: &Path) -> Option<std::fs::File> {
+    None
 }
 
 /// Writes the file back to disk while it is still being written, one `fdatasync` at a time in
@@ -733,7 +733,7 @@ mod tests {
             .collect();
         // Direct writes asked for whatever the file system, so that this path runs everywhere.
         let handle = std::fs::File::create_new(&path).unwrap();
-        let mut file = TempFile::with_handles(&path, handle, true).await.unwrap();
+        let mut file = TempFile::with_handles(&path, handle, true).await;
         #[cfg(target_os = "linux")]
         assert!(
             file.direct.is_some(),
