@@ -470,3 +470,70 @@ pub fn manifests(repo: &Path, job: &str) -> Vec<serde_json::Value> {
     out.sort_by_key(|m| m["id"].as_str().unwrap().to_string());
     out
 }
+
+/// Backs up a tiny database once as `job` and returns the snapshot folder.
+pub fn real_snapshot(repo: &TempDir, job: &str) -> std::path::PathBuf {
+    let db = TestDb::create("ret");
+    sql(
+        &db.url(),
+        "CREATE TABLE t (id int); INSERT INTO t VALUES (1), (2), (3)",
+    );
+    let url = db.url();
+    run(
+        "lifeboat-backup",
+        &[
+            "--engine",
+            "postgres",
+            "--url",
+            &url,
+            "--repo",
+            repo.as_str(),
+            "--job",
+            job,
+        ],
+    )
+    .assert_code(0);
+    let id = manifests(repo.path(), job).last().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    repo.join(&format!("jobs/{job}/snapshots/{id}"))
+}
+
+/// Copies a committed snapshot as a new one consistent at `at` (same data, so digests hold).
+pub fn clone_snapshot(
+    repo: &TempDir,
+    from: &std::path::Path,
+    job: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) -> String {
+    let id = format!(
+        "{}-{:06x}",
+        at.format("%Y%m%dT%H%M%SZ"),
+        at.timestamp() as u32 & 0xff_ffff
+    );
+    let folder = repo.join(&format!("jobs/{job}/snapshots/{id}"));
+    std::fs::create_dir_all(&folder).unwrap();
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(from.join("manifest.json")).unwrap()).unwrap();
+    let data_name = manifest["object"]["key"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    std::fs::copy(from.join(&data_name), folder.join(&data_name)).unwrap();
+    manifest["id"] = id.clone().into();
+    manifest["job"] = job.into();
+    for field in ["started_at", "finished_at", "consistent_at"] {
+        manifest[field] = at.to_rfc3339().into();
+    }
+    manifest["object"]["key"] = format!("jobs/{job}/snapshots/{id}/{data_name}").into();
+    std::fs::write(
+        folder.join("manifest.json"),
+        serde_json::to_vec_pretty(&manifest).unwrap(),
+    )
+    .unwrap();
+    id
+}

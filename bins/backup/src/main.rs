@@ -102,6 +102,7 @@ async fn run(args: BackupArgs) -> i32 {
                             now: chrono::Utc::now(),
                             dry_run: false,
                             orphan_grace: Duration::from_secs(args.orphan_grace_hours * 3600),
+                            committed: Some(report.snapshot.clone()),
                         };
                         match lifeboat_cli::until_signal(prune(&store, &job.name, policy, &options))
                             .await
@@ -366,6 +367,7 @@ async fn run_prune(args: &BackupArgs, prune_args: &PruneArgs) -> Result<i32> {
         now: chrono::Utc::now(),
         dry_run: prune_args.dry_run,
         orphan_grace: Duration::from_secs(prune_args.orphan_grace_hours * 3600),
+        committed: None,
     };
     let mut reports = Vec::new();
     for (job, policy) in &targets {

@@ -84,7 +84,11 @@ async fn run_list(common: &CommonArgs, list: &ListArgs) -> Result<()> {
             retention::plan(
                 p,
                 &facts,
-                verify::newest_verified(&records, &listing.snapshots).as_ref(),
+                &retention::Guards {
+                    now: chrono::Utc::now(),
+                    newest_verified: verify::newest_verified(&records, &listing.snapshots).as_ref(),
+                    committed: None,
+                },
             )
         });
         let verified = |id: &SnapshotId| records.iter().rev().find(|r| &r.snapshot == id);
@@ -209,6 +213,7 @@ async fn run_restore(common: &CommonArgs, flags: &RestoreFlags) -> Result<()> {
         no_owner: flags.no_owner,
         tools: tools_dir(pg_bin_dir.as_deref()),
         hold_back: flags.hold_back_mib * 1024 * 1024,
+        now: chrono::Utc::now(),
     };
     let plan = restore::plan(&store, &job, &selector, &target, &options).await?;
     if flags.dry_run {
@@ -304,7 +309,8 @@ async fn run_to_file(
 ) -> Result<()> {
     let (store, _config, job, selector) = repository_and_selection(common, flags).await?;
     let listing = catalog::list_snapshots(&store, &job).await?;
-    let manifest = catalog::select(&listing.snapshots, &job, &selector)?.clone();
+    let manifest =
+        catalog::select(&listing.snapshots, &job, &selector, chrono::Utc::now())?.clone();
     if !common.json {
         println!(
             "Restore plan: snapshot {} of job {:?} (consistent at {}) written as an RDB file to {}.",
@@ -375,6 +381,7 @@ async fn run_from_file(
         no_owner: false,
         tools: tools_dir(None),
         hold_back: flags.hold_back_mib * 1024 * 1024,
+        now: chrono::Utc::now(),
     };
     let (summary, restored) = restore::rdb_file_into_redis(file, &target, &options).await?;
     if common.json {

@@ -80,6 +80,7 @@ pub async fn backup<S: Store>(
         now: options.now,
         dry_run: false,
         orphan_grace: options.leftover_grace,
+        committed: None,
     };
     leftovers_removed
         .extend(crate::prune::remove_orphans(store, &job.name, &orphan_options).await?);
@@ -157,6 +158,7 @@ async fn backup_postgres<S: Store>(
         server_version: dump.server_version.clone(),
         databases: vec![dump.database.clone()],
         dump_tool: dump.dump_tool.clone(),
+        server_clock_at: dump.server_clock_at,
     };
     // A store failure (e.g. a full disk) is the cause: pg_dump only died of the closed pipe.
     // Otherwise pg_dump's exit status comes first: a failed dump explains a short stream best.
@@ -391,6 +393,7 @@ async fn backup_redis<S: Store>(
             server_version: capture.server_version.clone(),
             databases: summary.keys.keys().map(|db| format!("db{db}")).collect(),
             dump_tool: format!("lifeboat {}", capture.kind.describe()),
+            server_clock_at: None,
         },
         dump_format: "redis_rdb",
         streamed,

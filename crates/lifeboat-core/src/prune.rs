@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::catalog::{self, DamagedSnapshot, SnapshotId};
 use crate::error::Result;
-use crate::retention::{self, Policy, RetentionPlan, SnapshotFacts};
+use crate::retention::{self, Guards, Policy, RetentionPlan, SnapshotFacts};
 use crate::store::{ObjectKey, ObjectMeta, Protection, Store};
 use crate::verify;
 
@@ -22,6 +22,8 @@ pub struct PruneOptions {
     pub dry_run: bool,
     /// Data without a manifest is removed only once it is older than this.
     pub orphan_grace: Duration,
+    /// The snapshot the backup that runs this prune has just committed: never forgotten.
+    pub committed: Option<SnapshotId>,
 }
 
 #[derive(Debug, Serialize)]
@@ -66,7 +68,24 @@ pub async fn prune<S: Store>(
             time: m.consistent_at,
         })
         .collect();
-    let plan = retention::plan(policy, &facts, verified.as_ref());
+    let plan = retention::plan(
+        policy,
+        &facts,
+        &Guards {
+            now: options.now,
+            newest_verified: verified.as_ref(),
+            committed: options.committed.as_ref(),
+        },
+    );
+    for m in &listing.snapshots {
+        if catalog::is_future_dated(m.consistent_at, options.now) {
+            tracing::warn!(
+                "Snapshot {} of job {job:?} is dated in the future (consistent at {}): it is kept, and not taken as the latest; check the clocks of the backup host and the source.",
+                m.id,
+                m.consistent_at.to_rfc3339()
+            );
+        }
+    }
     let mut report = PruneReport {
         job: job.to_string(),
         dry_run: options.dry_run,

@@ -27,6 +27,8 @@ pub struct RestoreOptions {
     pub tools: PgTools,
     /// Bytes held back from the sink until the digests match.
     pub hold_back: usize,
+    /// The current time, for picking the latest snapshot (future-dated ones never are).
+    pub now: chrono::DateTime<chrono::Utc>,
 }
 
 /// What a restore will do; printed before anything is touched.
@@ -64,7 +66,7 @@ pub async fn plan<S: Store>(
     options: &RestoreOptions,
 ) -> Result<RestorePlan> {
     let listing = catalog::list_snapshots(store, job).await?;
-    let snapshot = catalog::select(&listing.snapshots, job, selector)?.clone();
+    let snapshot = catalog::select(&listing.snapshots, job, selector, options.now)?.clone();
     if let Fingerprint::Redis(fingerprint) = &snapshot.fingerprint {
         if !matches!(target.scheme(), "redis" | "rediss") {
             return Err(Error::config(format!(

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use super::SnapshotId;
 use crate::pipeline::{Compression, Digest};
 
-/// Version of the manifest layout. Readers ignore fields they do not know.
+/// Version of the manifest layout. Readers ignore fields they do not know, and refuse a
+/// manifest of a newer format (written by a newer Lifeboat).
 pub const MANIFEST_FORMAT: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,7 +43,16 @@ pub struct SourceInfo {
     pub databases: Vec<String>,
     /// e.g. `pg_dump (PostgreSQL) 15.18`.
     pub dump_tool: String,
+    /// The source server's own clock at the instant `consistent_at` records, kept only when it
+    /// differs from the backup host's clock by more than [`CLOCK_SKEW_RECORDED`]
+    /// (`consistent_at` always comes from the backup host's clock, the one that also dates
+    /// snapshot ids and that `--at` and retention compare with).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_clock_at: Option<DateTime<Utc>>,
 }
+
+/// A source clock this far from the backup host's is recorded in the manifest.
+pub const CLOCK_SKEW_RECORDED: chrono::Duration = chrono::Duration::seconds(5);
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ObjectInfo {

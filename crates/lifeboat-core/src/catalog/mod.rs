@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 
 pub use id::SnapshotId;
 pub use manifest::{
-    Fingerprint, Manifest, ObjectInfo, PgFingerprint, RedisFingerprint, SourceInfo, MANIFEST_FORMAT,
+    Fingerprint, Manifest, ObjectInfo, PgFingerprint, RedisFingerprint, SourceInfo,
+    CLOCK_SKEW_RECORDED, MANIFEST_FORMAT,
 };
 pub use time::parse_time;
 
@@ -120,6 +121,16 @@ pub async fn list_snapshots(store: &impl Store, job: &str) -> Result<Catalog> {
         match store.get(&object.key).await? {
             None => continue, // deleted meanwhile
             Some(bytes) => match Manifest::from_json(&bytes) {
+                Ok(m) if m.format > MANIFEST_FORMAT => catalog.damaged.push(damaged(format!(
+                    "manifest format {} was written by a newer Lifeboat (this one reads format {MANIFEST_FORMAT}); upgrade Lifeboat",
+                    m.format
+                ))),
+                Ok(m) if object.key.as_str().split('/').nth(3) != Some(m.id.as_str()) => {
+                    catalog.damaged.push(damaged(format!(
+                        "the manifest names snapshot {}, not the folder it is in",
+                        m.id
+                    )))
+                }
                 Ok(m) if m.job == job => catalog.snapshots.push(m),
                 Ok(m) => catalog.damaged.push(damaged(format!(
                     "the manifest names job {:?}, not {job:?}",
@@ -160,36 +171,73 @@ impl std::fmt::Display for Selector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Selector::Id(id) => write!(f, "snapshot {id}"),
-            Selector::Latest => f.write_str("the latest snapshot"),
-            Selector::At(t) => write!(
-                f,
-                "the newest snapshot consistent at or before {}",
-                t.to_rfc3339()
-            ),
+            Selector::Latest => f.write_str("latest snapshot"),
+            Selector::At(t) => write!(f, "snapshot consistent at or before {}", t.to_rfc3339()),
         }
     }
 }
 
-/// Picks one snapshot; a pure function of the catalog.
+/// How far ahead of the local clock a snapshot may be dated before it counts as dated in the
+/// future: clocks of healthy machines agree within seconds, and a few minutes leave room for
+/// a source server whose clock drifts a little.
+pub const FUTURE_TOLERANCE: chrono::Duration = chrono::Duration::minutes(5);
+
+/// Whether a snapshot consistent at `time` is dated in the future (beyond the tolerance):
+/// a source or a host whose clock was ahead, or a hand-edited manifest. Such snapshots are
+/// reported, kept, and never taken as the latest.
+pub fn is_future_dated(time: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    time > now + FUTURE_TOLERANCE
+}
+
+/// The one definition of "latest" that verify, restore, prune and list share: the snapshot
+/// with the newest `consistent_at` (ties broken by id) among those not dated in the future.
+pub fn latest_of<T>(
+    items: &[T],
+    now: DateTime<Utc>,
+    key: impl Fn(&T) -> (DateTime<Utc>, &SnapshotId),
+) -> Option<&T> {
+    items
+        .iter()
+        .filter(|item| !is_future_dated(key(item).0, now))
+        .max_by(|a, b| key(a).cmp(&key(b)))
+}
+
+/// The latest snapshot of a catalog (see [`latest_of`]).
+pub fn latest(snapshots: &[Manifest], now: DateTime<Utc>) -> Option<&Manifest> {
+    latest_of(snapshots, now, |m| (m.consistent_at, &m.id))
+}
+
+/// Picks one snapshot; a pure function of the catalog and the current time.
 pub fn select<'a>(
     snapshots: &'a [Manifest],
     job: &str,
     selector: &Selector,
+    now: DateTime<Utc>,
 ) -> Result<&'a Manifest> {
     let found = match selector {
         Selector::Id(id) => snapshots.iter().find(|m| &m.id == id),
-        Selector::Latest => snapshots
-            .iter()
-            .max_by(|a, b| a.consistent_at.cmp(&b.consistent_at).then(a.id.cmp(&b.id))),
-        Selector::At(t) => snapshots
-            .iter()
-            .filter(|m| m.consistent_at <= *t)
-            .max_by(|a, b| a.consistent_at.cmp(&b.consistent_at).then(a.id.cmp(&b.id))),
+        Selector::Latest => latest(snapshots, now),
+        Selector::At(t) => {
+            let before: Vec<&Manifest> =
+                snapshots.iter().filter(|m| m.consistent_at <= *t).collect();
+            latest_of(&before, now, |m| (m.consistent_at, &m.id)).copied()
+        }
     };
     found.ok_or_else(|| {
+        let future: Vec<&str> = snapshots
+            .iter()
+            .filter(|m| is_future_dated(m.consistent_at, now))
+            .map(|m| m.id.as_str())
+            .collect();
         let hint = match (selector, snapshots.first()) {
             (_, None) => {
                 format!("job {job:?} has no committed snapshots; run lifeboat-backup first")
+            }
+            (Selector::Latest | Selector::At(_), Some(_)) if future.len() == snapshots.len() => {
+                format!(
+                    "every snapshot of job {job:?} is dated in the future ({}): check the clocks of this host and of the source; pick one by id with --snapshot if you trust it",
+                    future.join(", ")
+                )
             }
             (Selector::At(_), Some(oldest)) => format!(
                 "the oldest snapshot of job {job:?} is {} (consistent at {})",
@@ -198,7 +246,7 @@ pub fn select<'a>(
             ),
             _ => format!("run `lifeboat-restore list --job {job}` to see the snapshots"),
         };
-        Error::new(ErrorKind::NotFound, format!("job {job:?}: no {selector}")).with_hint(hint)
+        Error::new(ErrorKind::NotFound, format!("job {job:?} has no {selector}")).with_hint(hint)
     })
 }
 
@@ -223,6 +271,7 @@ mod tests {
                 server_version: "15".into(),
                 databases: vec!["db".into()],
                 dump_tool: "pg_dump".into(),
+                server_clock_at: None,
             },
             dump_format: "pg_custom".into(),
             compression: Compression::None,
@@ -247,33 +296,69 @@ mod tests {
             manifest_at("j", t(3), 3),
         ];
         assert_eq!(
-            select(&snaps, "j", &Selector::At(t(2))).unwrap().id,
+            select(&snaps, "j", &Selector::At(t(2)), t(23)).unwrap().id,
             snaps[1].id
         );
         assert_eq!(
             select(
                 &snaps,
                 "j",
-                &Selector::At(t(2) + chrono::Duration::minutes(59))
+                &Selector::At(t(2) + chrono::Duration::minutes(59)),
+                t(23)
             )
             .unwrap()
             .id,
             snaps[1].id
         );
         assert_eq!(
-            select(&snaps, "j", &Selector::Latest).unwrap().id,
+            select(&snaps, "j", &Selector::Latest, t(23)).unwrap().id,
             snaps[2].id
         );
-        let e = select(&snaps, "j", &Selector::At(t(0))).unwrap_err();
+        let e = select(&snaps, "j", &Selector::At(t(0)), t(23)).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::NotFound);
         assert!(e.hint().unwrap().contains("oldest"), "{:?}", e.hint());
         assert_eq!(
-            select(&snaps, "j", &Selector::Id(snaps[0].id.clone()))
+            select(&snaps, "j", &Selector::Id(snaps[0].id.clone()), t(23))
                 .unwrap()
                 .id,
             snaps[0].id
         );
-        assert!(select(&[], "j", &Selector::Latest).is_err());
+        assert!(select(&[], "j", &Selector::Latest, t(23)).is_err());
+    }
+
+    /// Regression: `verify --latest` picked by id and `restore --latest` by time, and both
+    /// would take a snapshot dated ten days ahead.
+    #[test]
+    fn latest_is_one_definition_and_never_a_future_dated_snapshot() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 29, 3, 0, 0).unwrap();
+        let snaps = vec![
+            manifest_at("j", now - chrono::Duration::days(1), 1),
+            manifest_at("j", now + chrono::Duration::days(10), 2),
+            manifest_at("j", now + chrono::Duration::minutes(1), 3),
+        ];
+        // A minute ahead is within the tolerance; ten days is not.
+        assert_eq!(latest(&snaps, now).unwrap().id, snaps[2].id);
+        assert_eq!(
+            select(&snaps, "j", &Selector::Latest, now).unwrap().id,
+            snaps[2].id
+        );
+        let far = Selector::At(now + chrono::Duration::days(30));
+        assert_eq!(select(&snaps, "j", &far, now).unwrap().id, snaps[2].id);
+        // Picked by id, it can still be restored on purpose.
+        assert_eq!(
+            select(&snaps, "j", &Selector::Id(snaps[1].id.clone()), now)
+                .unwrap()
+                .id,
+            snaps[1].id
+        );
+        let only_future = vec![snaps[1].clone()];
+        let e = select(&only_future, "j", &Selector::Latest, now).unwrap_err();
+        assert_eq!(e.message(), "job \"j\" has no latest snapshot");
+        assert!(
+            e.hint().unwrap().contains("dated in the future"),
+            "{:?}",
+            e.hint()
+        );
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //! kept if it is the newest of a period that rule has not counted yet and the rule's count is not
 //! used up; `keep-last N` keeps the N newest; `keep-within D` keeps everything within D of the
 //! *newest snapshot* (not of now, so stopped backups never age the last good ones away).
-//! Guards no policy can override: the newest snapshot and the newest verified snapshot are
-//! always kept. See `policies/README.md` for worked examples.
+//! Guards no policy can override: the newest snapshot, the newest verified snapshot and the
+//! snapshot the running backup just committed are always kept; snapshots dated in the future
+//! are kept and reported, and are never the "newest" that `keep-within` counts from. See `policies/README.md` for worked examples.
 
 mod plan;
 
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use plan::{plan, Decision, RetentionPlan, SnapshotFacts, Verified};
+pub use plan::{plan, Decision, Guards, RetentionPlan, SnapshotFacts, Verified};
 
 use crate::config::parse_duration;
 

@@ -4,7 +4,7 @@ use chrono::{DateTime, Datelike, Timelike, Utc};
 use serde::Serialize;
 
 use super::{format_duration, Policy};
-use crate::catalog::SnapshotId;
+use crate::catalog::{self, SnapshotId};
 
 /// What planning needs to know about a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,14 +94,58 @@ struct Rule {
     period: fn(&DateTime<chrono_tz::Tz>, usize) -> Period,
 }
 
+/// What the guards no policy can override need to know besides the snapshots.
+#[derive(Debug, Clone, Copy)]
+pub struct Guards<'a> {
+    /// The current time: snapshots dated after it (beyond [`catalog::FUTURE_TOLERANCE`]) are
+    /// kept, reported, and neither counted by the rules nor taken as the newest.
+    pub now: DateTime<Utc>,
+    /// The newest snapshot that passed a content or drill verification.
+    pub newest_verified: Option<&'a Verified>,
+    /// The snapshot the running backup has just committed: that run never forgets it.
+    pub committed: Option<&'a SnapshotId>,
+}
+
+impl<'a> Guards<'a> {
+    pub fn at(now: DateTime<Utc>) -> Guards<'a> {
+        Guards {
+            now,
+            newest_verified: None,
+            committed: None,
+        }
+    }
+}
+
 /// Plans retention for the snapshots of one job: pure, deterministic, and restic-compatible.
-pub fn plan(
-    policy: &Policy,
-    snapshots: &[SnapshotFacts],
-    newest_verified: Option<&Verified>,
-) -> RetentionPlan {
-    let mut sorted: Vec<&SnapshotFacts> = snapshots.iter().collect();
-    sorted.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| b.id.cmp(&a.id)));
+pub fn plan(policy: &Policy, snapshots: &[SnapshotFacts], guards: &Guards) -> RetentionPlan {
+    let newest_verified = guards.newest_verified;
+    // The rules walk the snapshots dated up to now, newest first; the future-dated ones come
+    // first in the plan, kept and marked, so that a clock far ahead can neither age every real
+    // snapshot out of `keep-within` nor use up the calendar rules' counts.
+    let (mut future, mut sorted): (Vec<&SnapshotFacts>, Vec<&SnapshotFacts>) = snapshots
+        .iter()
+        .partition(|s| catalog::is_future_dated(s.time, guards.now));
+    let newest_first =
+        |a: &&SnapshotFacts, b: &&SnapshotFacts| b.time.cmp(&a.time).then_with(|| b.id.cmp(&a.id));
+    sorted.sort_by(newest_first);
+    future.sort_by(newest_first);
+    let newest = catalog::latest_of(snapshots, guards.now, |s| (s.time, &s.id)).map(|s| &s.id);
+    let mut decisions = Vec::with_capacity(snapshots.len());
+    for snapshot in future {
+        let mut reasons = vec![format!(
+            "dated in the future ({} ahead): check the clocks",
+            format_duration((snapshot.time - guards.now).to_std().unwrap_or_default())
+        )];
+        if guards.committed == Some(&snapshot.id) {
+            reasons.push("committed by this run".to_string());
+        }
+        decisions.push(Decision {
+            id: snapshot.id.clone(),
+            time: snapshot.time,
+            keep: true,
+            reasons,
+        });
+    }
     let mut rules = [
         Rule {
             name: "last",
@@ -147,12 +191,14 @@ pub fn plan(
         },
     ];
     let newest_time = sorted.first().map(|s| s.time);
-    let mut decisions = Vec::with_capacity(sorted.len());
     for (i, snapshot) in sorted.iter().enumerate() {
         let local = snapshot.time.with_timezone(&policy.timezone);
         let mut reasons = Vec::new();
-        if i == 0 {
+        if newest == Some(&snapshot.id) {
             reasons.push("newest snapshot".to_string());
+        }
+        if guards.committed == Some(&snapshot.id) {
+            reasons.push("committed by this run".to_string());
         }
         if newest_verified.is_some_and(|v| v.id == snapshot.id) {
             reasons.push(format!(
@@ -208,6 +254,11 @@ mod tests {
         }
     }
 
+    /// Guards at a time after every snapshot of these tests.
+    fn later() -> Guards<'static> {
+        Guards::at(Utc.with_ymd_and_hms(2200, 1, 1, 0, 0, 0).unwrap())
+    }
+
     fn policy(text: &str) -> Policy {
         parse_policy_text(text, "test").unwrap()
     }
@@ -235,7 +286,7 @@ mod tests {
         let snaps: Vec<_> = (0..72)
             .map(|h| snap(start + chrono::Duration::hours(h)))
             .collect();
-        let p = plan(&policy("keep-hourly = 4\nkeep-daily = 3"), &snaps, None);
+        let p = plan(&policy("keep-hourly = 4\nkeep-daily = 3"), &snaps, &later());
         let kept: Vec<String> = lines(&p)
             .into_iter()
             .filter(|l| l.contains(" keep"))
@@ -272,7 +323,7 @@ mod tests {
             }
             day += chrono::Duration::days(1);
         }
-        let p = plan(&policy("keep-daily = 3\nkeep-weekly = 2\nkeep-monthly = 6\nkeep-yearly = 5\nkeep-within = \"2d\""), &snaps, None);
+        let p = plan(&policy("keep-daily = 3\nkeep-weekly = 2\nkeep-monthly = 6\nkeep-yearly = 5\nkeep-within = \"2d\""), &snaps, &later());
         let kept: Vec<String> = lines(&p)
             .into_iter()
             .filter(|l| l.contains(" keep"))
@@ -311,7 +362,7 @@ mod tests {
         let berlin = plan(
             &policy("keep-hourly = 10\ntimezone = \"Europe/Berlin\""),
             &snaps,
-            None,
+            &later(),
         );
         assert_eq!(
             lines(&berlin),
@@ -323,16 +374,16 @@ mod tests {
                 "2026-10-24 23:30 keep hourly 4/10",                  // 01:30 CEST
             ]
         );
-        let utc = plan(&policy("keep-hourly = 10"), &snaps, None);
+        let utc = plan(&policy("keep-hourly = 10"), &snaps, &later());
         assert_eq!(utc.kept().count(), 5, "in UTC every hour is distinct");
         // Daily buckets follow the local date too: 23:30 UTC on the 24th is the 25th in Berlin.
         let daily = plan(
             &policy("keep-daily = 2\ntimezone = \"Europe/Berlin\""),
             &snaps,
-            None,
+            &later(),
         );
         assert_eq!(daily.kept().count(), 1, "{}", daily.render());
-        let daily_utc = plan(&policy("keep-daily = 2"), &snaps, None);
+        let daily_utc = plan(&policy("keep-daily = 2"), &snaps, &later());
         assert_eq!(daily_utc.kept().count(), 2, "{}", daily_utc.render());
     }
 
@@ -344,7 +395,14 @@ mod tests {
             id: snaps[0].id.clone(),
             level: "content".into(),
         };
-        let p = plan(&policy("keep-last = 1"), &snaps, Some(&verified));
+        let p = plan(
+            &policy("keep-last = 1"),
+            &snaps,
+            &Guards {
+                newest_verified: Some(&verified),
+                ..later()
+            },
+        );
         assert_eq!(
             lines(&p),
             [
@@ -409,17 +467,17 @@ mod tests {
         #[test]
         fn retention_properties(spec in arb_policy(), history in arb_history(), bump in 0usize..6) {
             let p = Policy::from_spec(&spec, "random").unwrap();
-            let first = plan(&p, &history, None);
+            let first = plan(&p, &history, &later());
             // The newest snapshot is always kept.
             let newest = history.iter().max_by(|a, b| a.time.cmp(&b.time).then(a.id.cmp(&b.id))).unwrap();
             prop_assert!(first.decisions.iter().any(|d| d.id == newest.id && d.keep));
             // Only the given snapshots are planned, each exactly once.
             prop_assert_eq!(first.decisions.len(), history.len());
             // Planning is deterministic.
-            prop_assert_eq!(&plan(&p, &history, None), &first);
+            prop_assert_eq!(&plan(&p, &history, &later()), &first);
             // Applying the plan, then planning again, forgets nothing more.
             let kept: Vec<SnapshotFacts> = history.iter().filter(|s| first.kept().any(|d| d.id == s.id)).cloned().collect();
-            prop_assert_eq!(plan(&p, &kept, None).forgotten().count(), 0);
+            prop_assert_eq!(plan(&p, &kept, &later()).forgotten().count(), 0);
             // Raising any count never forgets more.
             let mut more = p.clone();
             match bump {
@@ -430,10 +488,61 @@ mod tests {
                 4 => more.keep_monthly += 1,
                 _ => more.keep_yearly += 1,
             }
-            let wider = plan(&more, &history, None);
+            let wider = plan(&more, &history, &later());
             for d in first.kept() {
                 prop_assert!(wider.decisions.iter().any(|w| w.id == d.id && w.keep));
             }
         }
+
+        /// Whatever the clock says: the snapshot a run committed, the newest one dated up to
+        /// now, and every future-dated one are kept.
+        #[test]
+        fn guards_hold_whatever_the_times_say(
+            spec in arb_policy(),
+            history in arb_history(),
+            now_offset in -(400i64 * 86_400)..(4 * 365 * 86_400),
+            committed in any::<prop::sample::Index>(),
+        ) {
+            let p = Policy::from_spec(&spec, "random").unwrap();
+            let now = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::seconds(now_offset);
+            let committed = &history[committed.index(history.len())].id;
+            let plan = plan(&p, &history, &Guards { now, newest_verified: None, committed: Some(committed) });
+            let kept = |id: &SnapshotId| plan.decisions.iter().any(|d| &d.id == id && d.keep);
+            prop_assert!(kept(committed));
+            for s in history.iter().filter(|s| catalog::is_future_dated(s.time, now)) {
+                prop_assert!(kept(&s.id));
+            }
+            if let Some(newest) = catalog::latest_of(&history, now, |s| (s.time, &s.id)) {
+                prop_assert!(kept(&newest.id));
+            }
+        }
+    }
+
+    /// Regression: one snapshot dated ten days ahead made the next backup with keep-7-days
+    /// forget the snapshot it had just committed, and every real older one.
+    #[test]
+    fn a_future_dated_snapshot_does_not_make_a_backup_forget_itself() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 29, 3, 0, 0).unwrap();
+        let days = |d: i64| now + chrono::Duration::days(d);
+        let snaps = vec![snap(days(-2)), snap(days(-1)), snap(days(10)), snap(now)];
+        let committed = snaps[3].id.clone();
+        let p = plan(
+            &policy("keep-within = \"7d\""),
+            &snaps,
+            &Guards {
+                now,
+                newest_verified: None,
+                committed: Some(&committed),
+            },
+        );
+        assert_eq!(
+            lines(&p),
+            [
+                "2026-12-09 03:00 keep dated in the future (10d ahead): check the clocks",
+                "2026-11-29 03:00 keep newest snapshot, committed by this run, within 7d of newest",
+                "2026-11-28 03:00 keep within 7d of newest",
+                "2026-11-27 03:00 keep within 7d of newest",
+            ]
+        );
     }
 }

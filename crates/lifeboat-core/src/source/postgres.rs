@@ -181,6 +181,8 @@ pub fn check_client_version(
 pub struct PgDump {
     pub child: ChildProcess,
     pub consistent_at: DateTime<Utc>,
+    /// The server's clock at `consistent_at`, when it differs from this host's.
+    pub server_clock_at: Option<DateTime<Utc>>,
     pub server_version: String,
     pub dump_tool: String,
     pub database: String,
@@ -213,8 +215,9 @@ pub async fn start_dump(job: &PgJob) -> Result<PgDump> {
                 &e,
             )
         })?;
-    // The snapshot is taken by this first statement, so clock_timestamp() here is the instant
-    // the data is consistent as of.
+    // The snapshot is taken by this first statement. `consistent_at` is read from this host's
+    // clock, which also dates snapshot ids and is what retention and `--at` compare with; the
+    // server's clock_timestamp() is kept beside it when the two disagree.
     let row = client
         .query_one(
             "SELECT pg_export_snapshot(), (extract(epoch from clock_timestamp()) * 1000000)::int8",
@@ -224,7 +227,17 @@ pub async fn start_dump(job: &PgJob) -> Result<PgDump> {
         .map_err(|e| query_error(ErrorKind::Source, &job.url, "export a snapshot", &e))?;
     let snapshot: String = row.get(0);
     let micros: i64 = row.get(1);
-    let consistent_at = DateTime::from_timestamp_micros(micros).unwrap_or_else(Utc::now);
+    let consistent_at = Utc::now();
+    let server_clock_at = DateTime::from_timestamp_micros(micros)
+        .filter(|server| (*server - consistent_at).abs() > crate::catalog::CLOCK_SKEW_RECORDED);
+    if let Some(server) = server_clock_at {
+        tracing::warn!(
+            "The clock of {} reads {}, this host's {}: the snapshot is dated by this host's clock and records both.",
+            job.url,
+            server.to_rfc3339(),
+            consistent_at.to_rfc3339()
+        );
+    }
     // The row counts run while pg_dump streams, so they share the server's cores with the dump:
     // parallel workers would only take CPU from it (and add coordination work).
     client
@@ -254,6 +267,7 @@ pub async fn start_dump(job: &PgJob) -> Result<PgDump> {
     Ok(PgDump {
         child,
         consistent_at,
+        server_clock_at,
         server_version: conn.server_version,
         dump_tool,
         database: job.url.database().unwrap_or_default(),

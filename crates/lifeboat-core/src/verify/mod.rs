@@ -127,11 +127,18 @@ pub async fn verify<S: Store>(
     let listing = catalog::list_snapshots(store, job).await?;
     let chosen: Vec<&Manifest> = match &options.which {
         Which::All => listing.snapshots.iter().collect(),
-        Which::Latest => listing.snapshots.last().into_iter().collect(),
+        Which::Latest if listing.snapshots.is_empty() => Vec::new(),
+        Which::Latest => vec![catalog::select(
+            &listing.snapshots,
+            job,
+            &catalog::Selector::Latest,
+            options.now,
+        )?],
         Which::Id(id) => vec![catalog::select(
             &listing.snapshots,
             job,
             &catalog::Selector::Id(id.clone()),
+            options.now,
         )?],
     };
     if chosen.is_empty() && listing.damaged.is_empty() && options.max_age.is_none() {
@@ -150,9 +157,10 @@ pub async fn verify<S: Store>(
         checks.push(check);
     }
     let freshness = options.max_age.map(|max_age| {
+        // A snapshot dated in the future would look fresh forever.
         let newest_good = checks
             .iter()
-            .filter(|c| c.ok)
+            .filter(|c| c.ok && !catalog::is_future_dated(c.consistent_at, options.now))
             .max_by_key(|c| c.consistent_at);
         let age = newest_good.map(|c| (options.now - c.consistent_at).num_seconds());
         Freshness {
@@ -324,6 +332,8 @@ async fn redis_drill<S: Store>(
         no_owner: false,
         tools: PgTools::default(),
         hold_back: crate::pipeline::holdback::DEFAULT_HOLD_BACK,
+        // Only restore planning picks snapshots by time; a drill names its snapshot.
+        now: manifest.finished_at,
     };
     let started = Instant::now();
     let loaded = crate::restore::restore_redis(store, manifest, recorded, scratch, &options).await;
@@ -435,6 +445,8 @@ async fn drill<S: Store>(
             no_owner: false,
             tools: tools.clone(),
             hold_back: crate::pipeline::holdback::DEFAULT_HOLD_BACK,
+            // Only restore planning picks snapshots by time; a drill names its snapshot.
+            now: manifest.finished_at,
         };
         restore_into(store, manifest, &target, &options).await?;
         *restore_secs = Some(started.elapsed().as_secs_f64());
