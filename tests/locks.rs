@@ -6,67 +6,12 @@ use std::process::Stdio;
 
 use lifeboat_tests::*;
 
-/// (repo argument, extra flags) for the local and the S3 store.
-fn repos(label: &str, dir: &TempDir) -> Vec<(String, Vec<String>)> {
-    let bucket = s3_bucket("locks");
-    vec![
-        (dir.as_str().to_string(), vec![]),
-        (
-            format!("s3://{bucket}/{label}-{}", std::process::id()),
-            s3_flags(),
-        ),
-    ]
-}
-
-fn backup_cmd(repo: &str, flags: &[String], url: &str) -> std::process::Command {
-    let mut cmd = command("lifeboat-backup");
-    cmd.args([
-        "--engine", "postgres", "--url", url, "--repo", repo, "--job", "app",
-    ])
-    .args(flags);
-    cmd
-}
-
-fn lock_json(host: &str, expires_in_secs: i64) -> String {
-    let now = chrono::Utc::now();
-    serde_json::json!({
-        "owner": "lifeboat-backup",
-        "host": host,
-        "pid": 4242,
-        "token": "0123456789abcdef01234567",
-        "started_at": now - chrono::Duration::hours(1),
-        "expires_at": now + chrono::Duration::seconds(expires_in_secs),
-    })
-    .to_string()
-}
-
-/// Writes a lock object as another run would have.
-fn plant_lock(repo: &str, flags: &[String], body: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let endpoint = flags.get(1).cloned();
-        let options = lifeboat_core::store::S3Options {
-            endpoint,
-            path_style: true,
-            ..Default::default()
-        };
-        let store = lifeboat_core::store::open(repo, &options).await.unwrap();
-        let key = lifeboat_core::lock::lock_key("app").unwrap();
-        lifeboat_core::store::Store::put(&store, &key, body.as_bytes())
-            .await
-            .unwrap();
-    });
-}
-
 #[test]
 fn a_held_lock_stops_the_run_an_expired_one_is_taken_over_and_unlock_removes_one() {
     let db = TestDb::create("locks");
     sql(&db.url(), "CREATE TABLE t (id int)");
     let dir = TempDir::new("locks");
-    for (repo, flags) in repos("held", &dir) {
+    for (repo, flags) in lock_repos("held", &dir) {
         plant_lock(&repo, &flags, &lock_json("db-host-7", 3600));
         let r = finish(backup_cmd(&repo, &flags, &db.url()).output().unwrap());
         r.assert_code(4)
@@ -103,7 +48,7 @@ fn twenty_concurrent_runs_of_one_job_never_overlap_and_every_snapshot_verifies()
         "CREATE TABLE t AS SELECT g FROM generate_series(1, 20000) g",
     );
     let dir = TempDir::new("concurrent");
-    for (repo, flags) in repos("concurrent", &dir) {
+    for (repo, flags) in lock_repos("concurrent", &dir) {
         let children: Vec<_> = (0..20)
             .map(|_| {
                 backup_cmd(&repo, &flags, &db.url())

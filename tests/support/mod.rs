@@ -537,3 +537,58 @@ pub fn clone_snapshot(
     .unwrap();
     id
 }
+
+/// (repo argument, extra flags) for the local and the S3 store.
+pub fn lock_repos(label: &str, dir: &TempDir) -> Vec<(String, Vec<String>)> {
+    let bucket = s3_bucket("locks");
+    vec![
+        (dir.as_str().to_string(), vec![]),
+        (
+            format!("s3://{bucket}/{label}-{}", std::process::id()),
+            s3_flags(),
+        ),
+    ]
+}
+
+pub fn backup_cmd(repo: &str, flags: &[String], url: &str) -> Command {
+    let mut cmd = command("lifeboat-backup");
+    cmd.args([
+        "--engine", "postgres", "--url", url, "--repo", repo, "--job", "app",
+    ])
+    .args(flags);
+    cmd
+}
+
+pub fn lock_json(host: &str, expires_in_secs: i64) -> String {
+    let now = chrono::Utc::now();
+    serde_json::json!({
+        "owner": "lifeboat-backup",
+        "host": host,
+        "pid": 4242,
+        "token": "0123456789abcdef01234567",
+        "started_at": now - chrono::Duration::hours(1),
+        "expires_at": now + chrono::Duration::seconds(expires_in_secs),
+    })
+    .to_string()
+}
+
+/// Writes a lock object as another run would have.
+pub fn plant_lock(repo: &str, flags: &[String], body: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let endpoint = flags.get(1).cloned();
+        let options = lifeboat_core::store::S3Options {
+            endpoint,
+            path_style: true,
+            ..Default::default()
+        };
+        let store = lifeboat_core::store::open(repo, &options).await.unwrap();
+        let key = lifeboat_core::lock::lock_key("app").unwrap();
+        lifeboat_core::store::Store::put(&store, &key, body.as_bytes())
+            .await
+            .unwrap();
+    });
+}

@@ -425,11 +425,17 @@ async fn run_unlock(args: &BackupArgs, unlock: &UnlockArgs) -> Result<i32> {
     config::validate_job_name(&unlock.job)?;
     let config = lifeboat_cli::load_config(&args.common)?;
     let store = lifeboat_cli::open_store(&args.common, config.as_ref()).await?;
-    let Some(held) = lock::current(&store, &unlock.job).await? else {
-        println!("Job {:?} is not locked.", unlock.job);
-        return Ok(0);
-    };
-    println!("Job {:?} is locked by {}.", unlock.job, held.describe());
+    match lock::inspect(&store, &unlock.job).await? {
+        None => {
+            println!("Job {:?} is not locked.", unlock.job);
+            return Ok(0);
+        }
+        Some(Ok(held)) => println!("Job {:?} is locked by {}.", unlock.job, held.describe()),
+        Some(Err(unreadable)) => println!(
+            "Job {:?} has a lock nobody can read: {unreadable}.",
+            unlock.job
+        ),
+    }
     if std::io::stdin().is_terminal() && !unlock.yes {
         eprint!("Remove the lock? Only do this if that run is not active. [y/N] ");
         let _ = std::io::stderr().flush();

@@ -40,6 +40,9 @@ pub struct BackupReport {
     pub job: String,
     pub snapshot: SnapshotId,
     pub consistent_at: DateTime<Utc>,
+    /// When the run started (with the job's lock held) and committed, as in the manifest.
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
     pub duration_secs: f64,
     pub raw_size: u64,
     pub stored_size: u64,
@@ -194,6 +197,15 @@ async fn backup_postgres<S: Store>(
     commit_snapshot(store, job, options, context, &key, stored.size, captured).await
 }
 
+/// "1 table", "2 tables".
+pub fn counted(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// What an engine's capture produced, ready to be committed as a snapshot.
 struct Captured {
     engine: &'static str,
@@ -254,7 +266,11 @@ async fn commit_snapshot<S: Store>(
         Fingerprint::Postgres(f) => {
             let rows = f.tables.values().sum::<i64>();
             (
-                format!("{} tables, {rows} rows", f.tables.len()),
+                format!(
+                    "{}, {}",
+                    counted(f.tables.len() as u64, "table"),
+                    counted(rows as u64, "row")
+                ),
                 Some(f.tables.len()),
                 Some(rows),
                 None,
@@ -262,9 +278,9 @@ async fn commit_snapshot<S: Store>(
         }
         Fingerprint::Redis(f) => (
             format!(
-                "{} keys in {} databases (RDB version {})",
-                f.total_keys(),
-                f.keys.len(),
+                "{} in {} (RDB version {})",
+                counted(f.total_keys(), "key"),
+                counted(f.keys.len() as u64, "database"),
                 f.rdb_version
             ),
             None,
@@ -276,6 +292,8 @@ async fn commit_snapshot<S: Store>(
         job: job.name.clone(),
         snapshot: id,
         consistent_at: manifest.consistent_at,
+        started_at: manifest.started_at,
+        finished_at: manifest.finished_at,
         duration_secs: started.elapsed().as_secs_f64(),
         raw_size,
         stored_size,

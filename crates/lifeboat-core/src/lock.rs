@@ -7,8 +7,9 @@
 //! Stores that silently ignore conditional create (some S3-compatible servers accept
 //! `If-None-Match` and overwrite anyway) are detected before the first use and refused.
 //!
-//! Takeover of an expired lock deletes it and creates a new one; two runs taking over the same
-//! expired lock at once are told apart by re-reading the token after creating it.
+//! Takeover of an expired lock replaces exactly the version that was read (S3 `If-Match` on its
+//! ETag, a compare-and-swap under a file lock in a directory), never delete-then-create: of
+//! several runs taking over the same expired lock at once, exactly one wins.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,16 +77,25 @@ async fn read_lock(store: &AnyStore, key: &ObjectKey) -> Result<Option<LockInfo>
 async fn read_lock_tagged(store: &AnyStore, key: &ObjectKey) -> Result<Option<(LockInfo, String)>> {
     match store.get_tagged(key).await? {
         None => Ok(None),
-        Some((bytes, tag)) => serde_json::from_slice(&bytes)
+        Some((bytes, tag)) => parse_lock(&bytes)
             .map(|i| Some((i, tag)))
-            .map_err(|e| {
-                Error::new(
-                    ErrorKind::Lock,
-                    format!("the lock {key} in {} is unreadable: {e}", store.describe()),
-                )
-                .with_hint("if no run is active, remove it with `lifeboat-backup unlock JOB`")
-            }),
+            .map_err(|e| unreadable(store, key, &e)),
     }
+}
+
+fn parse_lock(bytes: &[u8]) -> std::result::Result<LockInfo, serde_json::Error> {
+    serde_json::from_slice(bytes)
+}
+
+fn unreadable(store: &AnyStore, key: &ObjectKey, e: &serde_json::Error) -> Error {
+    let job = key.as_str().split('/').nth(1).unwrap_or("JOB");
+    Error::new(
+        ErrorKind::Lock,
+        format!("the lock {key} in {} is unreadable: {e}", store.describe()),
+    )
+    .with_hint(format!(
+        "if no run is active, remove it with `lifeboat-backup unlock {job}`; it is taken over by itself once it is older than the lease"
+    ))
 }
 
 /// Refuses stores whose conditional create does not work (they would let two runs in).
@@ -138,56 +148,69 @@ pub async fn acquire(
         expires_at: now + lease_chrono,
     };
     let bytes = serde_json::to_vec_pretty(&info).unwrap_or_default();
+    let locked_by = |other: Option<LockInfo>| {
+        Error::new(
+            ErrorKind::Lock,
+            format!(
+                "job {job:?} is locked by {}",
+                other.map_or_else(|| "another run".to_string(), |w| w.describe())
+            ),
+        )
+        .with_hint(format!(
+            "another run is active; wait for it. If it is not (a crashed machine), the lock expires by itself, \
+             or remove it with `lifeboat-backup unlock {job}`"
+        ))
+    };
     let mut took_over = None;
     if !store.create_exclusive(&key, &bytes).await? {
-        let current = read_lock(store, &key).await?;
-        match current {
-            Some(held) if held.expires_at > now => {
-                return Err(Error::new(
-                    ErrorKind::Lock,
-                    format!("job {job:?} is locked by {}", held.describe()),
-                )
-                .with_hint(format!(
-                    "another run is active; wait for it. If it is not (a crashed machine), the lock expires by itself, \
-                     or remove it with `lifeboat-backup unlock {job}`"
-                )));
+        match store.get_tagged(&key).await? {
+            // Released meanwhile: one more conditional create decides.
+            None => {
+                if !store.create_exclusive(&key, &bytes).await? {
+                    return Err(locked_by(read_lock(store, &key).await.ok().flatten()));
+                }
             }
-            stale => {
+            Some((current, current_tag)) => {
+                let stale = match parse_lock(&current) {
+                    Ok(held) if held.token == info.token => None, // our own create, retried
+                    Ok(held) if held.expires_at > now => return Err(locked_by(Some(held))),
+                    Ok(held) => Some(held),
+                    Err(e) => {
+                        // An unreadable lock (a crash or a full disk while it was written) is
+                        // taken over only once it is older than a lease; until then it may be
+                        // a lock being written.
+                        let written = store.head(&key).await?.map(|m| m.modified);
+                        let age = written
+                            .and_then(|w| std::time::SystemTime::from(now).duration_since(w).ok());
+                        if age.is_none_or(|a| a < lease) {
+                            return Err(unreadable(store, &key, &e));
+                        }
+                        tracing::warn!(
+                            "Taking over the unreadable lock {key} in {} ({e}), written more than {} ago.",
+                            store.describe(),
+                            crate::retention::format_duration(lease)
+                        );
+                        None
+                    }
+                };
                 if let Some(s) = &stale {
                     tracing::warn!(
                         "Taking over the expired lock of job {job:?} held by {}.",
                         s.describe()
                     );
                 }
-                store.delete(&key).await?;
-                if !store.create_exclusive(&key, &bytes).await? {
-                    let winner = read_lock(store, &key).await?;
-                    return Err(Error::new(
-                        ErrorKind::Lock,
-                        format!(
-                            "job {job:?} is locked by {}",
-                            winner.map_or_else(|| "another run".to_string(), |w| w.describe())
-                        ),
-                    ));
-                }
+                // Replace exactly the version that was read: of several runs taking over the
+                // same expired lock, one wins and the others see the winner's fresh lock.
+                store.replace_if(&key, &bytes, &current_tag).await?;
                 took_over = stale;
             }
         }
     }
-    // Two runs taking over the same expired lock at once: only the one whose token is there
-    // now holds it.
+    // Whether this run holds the lock is decided by what is there now: a conditional write
+    // whose answer was lost and retried reports failure although it succeeded.
     let tag = match read_lock_tagged(store, &key).await? {
-        Some((l, tag)) if l.token == info.token => tag,
-        other => {
-            let other = other.map(|(l, _)| l);
-            return Err(Error::new(
-                ErrorKind::Lock,
-                format!(
-                    "job {job:?} is locked by {}",
-                    other.map_or_else(|| "another run".to_string(), |w| w.describe())
-                ),
-            ));
-        }
+        Some((l, current)) if l.token == info.token => current,
+        other => return Err(locked_by(other.map(|(l, _)| l))),
     };
     let stop = Arc::new(Notify::new());
     let renewer = tokio::spawn(renew(
@@ -275,6 +298,18 @@ impl Drop for LockGuard {
 /// Who holds the job's lock, if anyone.
 pub async fn current(store: &AnyStore, job: &str) -> Result<Option<LockInfo>> {
     read_lock(store, &lock_key(job)?).await
+}
+
+/// Who holds the job's lock: `Ok(None)` if nobody, `Err` with the reason if the lock object is
+/// there but unreadable (`unlock` removes those too).
+pub async fn inspect(
+    store: &AnyStore,
+    job: &str,
+) -> Result<Option<std::result::Result<LockInfo, String>>> {
+    let key = lock_key(job)?;
+    Ok(store.get(&key).await?.map(|bytes| {
+        parse_lock(&bytes).map_err(|e| unreadable(store, &key, &e).message().to_string())
+    }))
 }
 
 /// Removes a job's lock by hand (after the operator confirmed no run is active).

@@ -399,7 +399,7 @@ pub async fn redis_to_file<S: Store>(
     let mut sink = FileSink(file);
     let read = read_snapshot(store, manifest, &mut sink).await;
     let written = match read {
-        Ok(r) if r.sink_error.is_none() => sink.0.sync_all().await.map(|_| r),
+        Ok(r) if r.sink_error.is_none() => sink.commit(r.raw_bytes).await.map(|_| r),
         Ok(r) => Err(r
             .sink_error
             .unwrap_or_else(|| std::io::Error::other("write failed"))),
@@ -418,10 +418,34 @@ pub async fn redis_to_file<S: Store>(
     tokio::fs::rename(&temp, path)
         .await
         .map_err(|e| io("rename into place", path, e))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let folder = async { tokio::fs::File::open(dir).await?.sync_all().await };
+        folder
+            .await
+            .map_err(|e| io("fsync the folder of", path, e))?;
+    }
     Ok((read.stored_bytes, read.raw_bytes))
 }
 
 struct FileSink(tokio::fs::File);
+
+impl FileSink {
+    /// Makes what was written durable and checks that all of it reached the file. tokio's
+    /// `File` writes in a background thread: without the `flush`, the error of the last write
+    /// (a full disk) is never seen and `sync_all` succeeds on a truncated file.
+    async fn commit(&mut self, expected: u64) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.0.flush().await?;
+        self.0.sync_all().await?;
+        let len = self.0.metadata().await?.len();
+        if len != expected {
+            return Err(std::io::Error::other(format!(
+                "the file has {len} bytes, the snapshot {expected}"
+            )));
+        }
+        Ok(())
+    }
+}
 
 impl crate::pipeline::RawSink for FileSink {
     async fn write(&mut self, chunk: &[u8]) -> std::io::Result<()> {

@@ -65,6 +65,20 @@ impl LocalStore {
     }
 }
 
+/// Removes the folder of one snapshot or verification (`jobs/<job>/<kind>/<id>/`) that holds
+/// `path`, if it is empty, so listings stay clean; failure is harmless. The folders above it are
+/// shared: another run may be creating a file in them this instant (removing `jobs/<job>/`
+/// under a concurrent lock write made that write fail).
+fn remove_empty_item_folder(root: &Path, path: &Path) {
+    let Some(dir) = path.parent() else { return };
+    if dir
+        .strip_prefix(root)
+        .is_ok_and(|rel| rel.components().count() == 4)
+    {
+        let _ = std::fs::remove_dir(dir);
+    }
+}
+
 async fn sync_dir(dir: &Path) -> std::io::Result<()> {
     tokio::fs::File::open(dir).await?.sync_all().await
 }
@@ -89,6 +103,7 @@ impl Store for LocalStore {
             .map_err(|e| self.io_error("create", &temp_path, e))?;
         let file = sink.buffered.clone();
         Ok(LocalWriter {
+            root: self.root.clone(),
             file: Some(file.clone()),
             sink: Some(sink),
             buffer: WriteBuffer::new(),
@@ -123,12 +138,11 @@ impl Store for LocalStore {
                 .map_err(|e| self.io_error("create the directory", dir, e))?;
         }
         let temp = self.temp_path(key);
-        let write = async {
-            let mut f = tokio::fs::File::create(&temp).await?;
-            f.write_all(bytes).await?;
-            f.sync_all().await
-        };
-        if let Err(e) = write.await {
+        let (temp_for_write, owned) = (temp.clone(), bytes.to_vec());
+        let written = tokio::task::spawn_blocking(move || write_durably(&temp_for_write, &owned))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        if let Err(e) = written {
             let _ = tokio::fs::remove_file(&temp).await;
             return Err(self.io_error("write", &temp, e));
         }
@@ -164,16 +178,53 @@ impl Store for LocalStore {
         }))
     }
 
-    /// The check and the rename are two steps in a directory (no compare-and-swap): enough
-    /// for lock renewal, where only the holder writes until the lease has expired.
+    /// A compare-and-swap: the check and the rename happen under an exclusive lock of a hidden
+    /// file beside the object (`flock` on Unix), so of several writers replacing the same
+    /// version exactly one succeeds. The object itself is replaced by a rename, so it exists
+    /// throughout and a concurrent `create_exclusive` cannot slip in.
     async fn replace_if(&self, key: &ObjectKey, bytes: &[u8], tag: &str) -> Result<Option<String>> {
-        match self.get_tagged(key).await? {
-            Some((_, current)) if current == tag => {
-                self.put(key, bytes).await?;
-                Ok(Some(content_tag(bytes)))
+        let path = self.path(key);
+        let guard_path = path.with_file_name(format!(".{}.cas", key.file_name()));
+        let temp = self.temp_path(key);
+        let (bytes, tag) = (bytes.to_vec(), tag.to_string());
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let guard = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&guard_path)
+                .map_err(|e| store.io_error("open", &guard_path, e))?;
+            // Released when `guard` is dropped (closing the file).
+            guard
+                .lock()
+                .map_err(|e| store.io_error("lock", &guard_path, e))?;
+            let current = match std::fs::read(&path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(store.io_error("read", &path, e)),
+            };
+            if content_tag(&current) != tag {
+                return Ok(None);
             }
-            _ => Ok(None),
-        }
+            write_durably(&temp, &bytes).map_err(|e| {
+                let _ = std::fs::remove_file(&temp);
+                store.io_error("write", &temp, e)
+            })?;
+            std::fs::rename(&temp, &path).map_err(|e| {
+                let _ = std::fs::remove_file(&temp);
+                store.io_error("rename", &path, e)
+            })?;
+            if let Some(dir) = path.parent() {
+                std::fs::File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| store.io_error("fsync", dir, e))?;
+            }
+            drop(guard);
+            Ok(Some(content_tag(&bytes)))
+        })
+        .await
+        .map_err(|e| Error::store(format!("the write of {key} stopped: {e}")))?
     }
 
     async fn open(&self, key: &ObjectKey, offset: u64) -> Result<ObjectReader> {
@@ -261,14 +312,7 @@ impl Store for LocalStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(self.io_error("delete", &path, e)),
         }
-        // Empty snapshot folders are removed so listings stay clean; failure is harmless.
-        let mut dir = path.parent().map(Path::to_path_buf);
-        while let Some(d) = dir {
-            if d == self.root || tokio::fs::remove_dir(&d).await.is_err() {
-                break;
-            }
-            dir = d.parent().map(Path::to_path_buf);
-        }
+        remove_empty_item_folder(&self.root, &path);
         Ok(())
     }
 
@@ -320,6 +364,8 @@ impl Store for LocalStore {
 /// it runs beside. The last, unaligned bytes go through the page cache, as does everything on
 /// other file systems (see [`direct_writes_suit`]).
 pub struct LocalWriter {
+    /// The store's root, to clean up an empty snapshot folder after an abort.
+    root: PathBuf,
     /// The handle the fsyncs use; `None` once finished or aborted.
     file: Option<Arc<std::fs::File>>,
     /// The file as the write tasks use it: away while a write is in flight, `None` after a
@@ -657,7 +703,10 @@ impl ObjectWriter for LocalWriter {
     async fn abort(mut self) -> Result<()> {
         self.file.take();
         match tokio::fs::remove_file(&self.temp_path).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                remove_empty_item_folder(&self.root, &self.temp_path);
+                Ok(())
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::store(format!(
                 "cannot remove the unfinished upload {}: {e}",
@@ -672,8 +721,27 @@ impl Drop for LocalWriter {
         // An unfinished upload is thrown away (cancellation, errors); this never commits.
         if self.file.take().is_some() {
             let _ = std::fs::remove_file(&self.temp_path);
+            remove_empty_item_folder(&self.root, &self.temp_path);
         }
     }
+}
+
+/// Writes a small file whole and syncs it. Blocking `std::fs` on purpose: tokio's `File`
+/// hands writes to a background thread, and `sync_all` without a `flush` first returns before
+/// that write's error (ENOSPC) is seen, so a full disk left 0-byte files that looked written.
+fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create_new(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    let len = f.metadata()?.len();
+    if len != bytes.len() as u64 {
+        return Err(std::io::Error::other(format!(
+            "wrote {} bytes but the file has {len}",
+            bytes.len()
+        )));
+    }
+    Ok(())
 }
 
 /// A directory has no ETags: the SHA-256 of the content stands in for one.
@@ -835,8 +903,12 @@ mod tests {
         store.delete(&key).await.unwrap();
         assert!(store.list("jobs/").await.unwrap().is_empty());
         assert!(
-            !store.root().join("jobs").exists(),
-            "empty folders are removed"
+            !store.root().join("jobs/a/snapshots/x").exists(),
+            "the empty snapshot folder is removed"
+        );
+        assert!(
+            store.root().join("jobs/a/snapshots").exists(),
+            "shared folders stay: concurrent runs create files in them"
         );
     }
 
