@@ -197,6 +197,10 @@ start_redis() {
   if ! command -v openssl >/dev/null 2>&1; then
     apt_install openssl
   fi
+  # The full-disk tests format small ext4 images.
+  if ! command -v mkfs.ext4 >/dev/null 2>&1; then
+    apt_install e2fsprogs
+  fi
   local port
   for port in "$REDIS_PORT" "$REDIS_TARGET_PORT"; do
     if redis_ready "$port"; then

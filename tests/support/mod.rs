@@ -592,3 +592,177 @@ pub fn plant_lock(repo: &str, flags: &[String], body: &str) {
             .unwrap();
     });
 }
+
+/// A small file system mounted for one test (full-disk cases), unmounted when dropped. CI runs
+/// as root; a machine where mounting fails fails the test with the reason, never skips it.
+pub struct Mount {
+    pub dir: TempDir,
+    image: Option<PathBuf>,
+}
+
+impl Mount {
+    /// A tmpfs of `size` (e.g. "1m").
+    pub fn tmpfs(label: &str, size: &str) -> Mount {
+        let dir = TempDir::new(label);
+        must(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir.path()),
+            "mount a tmpfs (the full-disk tests need root)",
+        );
+        Mount { dir, image: None }
+    }
+
+    /// A loop-mounted ext4 image of `mib` MiB: a real disk file system, where the directory
+    /// store writes with O_DIRECT (tmpfs never takes that path).
+    pub fn ext4(label: &str, mib: u32) -> Mount {
+        let dir = TempDir::new(label);
+        let image = std::env::temp_dir().join(format!(
+            "lifeboat-test-{label}-{}.ext4",
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        let file = std::fs::File::create(&image).unwrap();
+        file.set_len(u64::from(mib) << 20).unwrap();
+        must(
+            Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image),
+            "make an ext4 image (mkfs.ext4 from e2fsprogs; scripts/services.sh installs it)",
+        );
+        must(
+            Command::new("mount").args(["-o", "loop"]).arg(&image).arg(dir.path()),
+            "loop-mount an ext4 image (the full-disk tests need root and a loop device)",
+        );
+        Mount {
+            dir,
+            image: Some(image),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.dir.join(p)
+    }
+
+    /// Fills the file system until it refuses another byte; returns the filler's path.
+    pub fn fill(&self) -> PathBuf {
+        let filler = self.join("filler");
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![0x5au8; 64 * 1024];
+        loop {
+            use std::io::Write;
+            if f.write_all(&block).and_then(|_| f.sync_all()).is_err() {
+                break;
+            }
+        }
+        // Single bytes too, so not even a small file fits.
+        loop {
+            use std::io::Write;
+            if f.write_all(b"x").and_then(|_| f.sync_all()).is_err() {
+                break;
+            }
+        }
+        filler
+    }
+
+    /// Leaves `free_kib` KiB free by filling the rest.
+    pub fn leave_free(&self, free_kib: u64) {
+        let stat = Command::new("df")
+            .args(["--output=avail", "-k"])
+            .arg(self.path())
+            .output()
+            .unwrap();
+        let avail: u64 = String::from_utf8_lossy(&stat.stdout)
+            .lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap();
+        let filler = std::fs::File::create(self.join("filler")).unwrap();
+        let take = avail.saturating_sub(free_kib) * 1024;
+        std::io::Write::write_all(&mut &filler, &vec![0x5au8; take as usize]).unwrap();
+        filler.sync_all().unwrap();
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+        if let Some(image) = &self.image {
+            let _ = std::fs::remove_file(image);
+        }
+    }
+}
+
+#[track_caller]
+fn must(cmd: &mut Command, what: &str) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot {what}: {e}"));
+    assert!(
+        out.status.success(),
+        "cannot {what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A redis-server of the test's own on a free loopback port (Debian's redis-server, which
+/// scripts/services.sh installs), stopped when dropped.
+pub struct OwnRedis {
+    child: std::process::Child,
+    pub url: String,
+    _dir: TempDir,
+}
+
+impl OwnRedis {
+    pub fn start(label: &str) -> OwnRedis {
+        let dir = TempDir::new(label);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "no", "--enable-debug-command", "yes"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/services.sh installs it)");
+        let url = format!("redis://127.0.0.1:{port}");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        OwnRedis {
+            child,
+            url,
+            _dir: dir,
+        }
+    }
+
+    pub fn client(&self) -> resp::Redis {
+        resp::Redis::connect(&self.url)
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `len` bytes that no compressor shrinks (a fixed-seed xorshift stream).
+pub fn incompressible(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
