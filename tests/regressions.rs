@@ -310,7 +310,16 @@ fn a_redis_file_restore_on_a_nearly_full_disk_exits_0_with_a_truncated_file() {
     let repo = TempDir::new("full-file-repo");
     run(
         "lifeboat-backup",
-        &["--engine", "redis", "--url", &redis.url, "--repo", repo.as_str(), "--job", "cache"],
+        &[
+            "--engine",
+            "redis",
+            "--url",
+            &redis.url,
+            "--repo",
+            repo.as_str(),
+            "--job",
+            "cache",
+        ],
     )
     .assert_code(0);
     for mount in [Mount::tmpfs("full-file-tmpfs", "1m"), {
@@ -322,8 +331,16 @@ fn a_redis_file_restore_on_a_nearly_full_disk_exits_0_with_a_truncated_file() {
         let r = run(
             "lifeboat-restore",
             &[
-                "--repo", repo.as_str(), "--job", "cache", "--latest", "--mode", "file", "--to",
-                file.to_str().unwrap(), "--yes",
+                "--repo",
+                repo.as_str(),
+                "--job",
+                "cache",
+                "--latest",
+                "--mode",
+                "file",
+                "--to",
+                file.to_str().unwrap(),
+                "--yes",
             ],
         );
         r.assert_code(1).assert_contains("No space left on device");
@@ -338,17 +355,67 @@ fn a_redis_file_restore_on_a_nearly_full_disk_exits_0_with_a_truncated_file() {
 #[test]
 fn a_completely_full_disk_leaves_a_0_byte_lock() {
     let db = TestDb::create("full_lock");
-    sql(&db.url(), "CREATE TABLE t (id int); INSERT INTO t VALUES (1)");
-    for mount in [Mount::tmpfs("full-lock-tmpfs", "2m"), Mount::ext4("full-lock-ext4", 16)] {
+    sql(
+        &db.url(),
+        "CREATE TABLE t (id int); INSERT INTO t VALUES (1)",
+    );
+    for mount in [
+        Mount::tmpfs("full-lock-tmpfs", "2m"),
+        Mount::ext4("full-lock-ext4", 16),
+    ] {
         let repo = mount.path().to_str().unwrap().to_string();
         // A repository with a job folder already, as after earlier nights.
         std::fs::create_dir_all(mount.join("jobs/app")).unwrap();
         let filler = mount.fill();
         let r = finish(backup_cmd(&repo, &[], &db.url()).output().unwrap());
         r.assert_code(1).assert_contains("No space left on device");
-        assert!(!mount.join("jobs/app/lock").exists(), "a lock was left on {repo}");
+        assert!(
+            !mount.join("jobs/app/lock").exists(),
+            "a lock was left on {repo}"
+        );
         std::fs::remove_file(filler).unwrap();
         finish(backup_cmd(&repo, &[], &db.url()).output().unwrap()).assert_code(0);
         assert!(!mount.join("jobs/app/lock").exists());
     }
+}
+
+/// RDB files with empty collections, which redis-server loads (skipping them with a warning),
+/// made Lifeboat's restore fail with `RESTORE ... ERR Bad data format`.
+#[test]
+fn an_rdb_file_with_empty_collections_fails_with_bad_data_format() {
+    let mut rdb = b"REDIS0009".to_vec();
+    rdb.extend([0xfe, 0x00]); // SELECTDB 0
+    rdb.extend([0x02, 5]); // an empty set...
+    rdb.extend(b"empty");
+    rdb.push(0); // ...of 0 members
+    rdb.extend([0x0b, 5]); // an empty intset
+    rdb.extend(b"ints0");
+    rdb.extend([8, 2, 0, 0, 0, 0, 0, 0, 0]);
+    rdb.extend([0x00, 4]); // and a string
+    rdb.extend(b"kept");
+    rdb.extend([5]);
+    rdb.extend(b"value");
+    rdb.push(0xff);
+    let crc = lifeboat_rdb::crc64(&rdb);
+    rdb.extend(crc.to_le_bytes());
+    let dir = TempDir::new("empty-collections");
+    let file = dir.join("dump.rdb");
+    std::fs::write(&file, &rdb).unwrap();
+    let target = OwnRedis::start("empty-collections-target");
+    let r = run(
+        "lifeboat-restore",
+        &[
+            "--from-file",
+            file.to_str().unwrap(),
+            "--to",
+            &target.url,
+            "--yes",
+        ],
+    );
+    r.assert_code(0)
+        .assert_contains("Loaded 1 key from")
+        .assert_contains("Skipped 2 empty set key(s)");
+    let mut client = target.client();
+    assert_eq!(client.cmd(&[b"DBSIZE"]).text(), "1");
+    assert_eq!(client.cmd(&[b"GET", b"kept"]).text(), "value");
 }

@@ -628,7 +628,10 @@ impl Mount {
             "make an ext4 image (mkfs.ext4 from e2fsprogs; scripts/services.sh installs it)",
         );
         must(
-            Command::new("mount").args(["-o", "loop"]).arg(&image).arg(dir.path()),
+            Command::new("mount")
+                .args(["-o", "loop"])
+                .arg(&image)
+                .arg(dir.path()),
             "loop-mount an ext4 image (the full-disk tests need root and a loop device)",
         );
         Mount {
@@ -696,7 +699,9 @@ impl Drop for Mount {
 
 #[track_caller]
 fn must(cmd: &mut Command, what: &str) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot {what}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot {what}: {e}"));
     assert!(
         out.status.success(),
         "cannot {what}: {}",
@@ -721,7 +726,14 @@ impl OwnRedis {
             .unwrap()
             .port();
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
             .args(["--appendonly", "no", "--enable-debug-command", "yes"])
             .arg("--dir")
             .arg(dir.path())

@@ -247,6 +247,12 @@ async fn run_restore(common: &CommonArgs, flags: &RestoreFlags) -> Result<()> {
             human_bytes(report.raw_bytes),
             report.duration_secs
         );
+        if report.skipped_empty_keys > 0 {
+            println!(
+                "  skipped {} empty collection key(s), as redis-server does when it loads such a file",
+                report.skipped_empty_keys
+            );
+        }
     }
     Ok(())
 }
@@ -390,7 +396,8 @@ async fn run_from_file(
         );
     } else {
         println!(
-            "Loaded {restored} keys from {} (RDB version {}, checksum verified) into {target}.",
+            "Loaded {} from {} (RDB version {}, checksum verified) into {target}.",
+            lifeboat_core::backup::counted(restored, "key"),
             file.display(),
             summary.rdb_version
         );

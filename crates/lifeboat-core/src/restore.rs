@@ -55,6 +55,8 @@ pub struct RestoreReport {
     pub stored_bytes: u64,
     pub raw_bytes: u64,
     pub duration_secs: f64,
+    /// Redis: empty collections in the snapshot, skipped as redis-server skips them on load.
+    pub skipped_empty_keys: u64,
 }
 
 /// Picks the snapshot and inspects the target; changes nothing.
@@ -158,14 +160,16 @@ pub async fn apply<S: Store>(
 ) -> Result<RestoreReport> {
     let started = Instant::now();
     let manifest = &plan.snapshot;
-    let (stored_bytes, raw_bytes) = match &manifest.fingerprint {
+    let (stored_bytes, raw_bytes, skipped_empty_keys) = match &manifest.fingerprint {
         Fingerprint::Redis(fingerprint) => {
             let load =
                 restore_redis(store, manifest, fingerprint, &plan.target_url, options).await?;
-            (load.stored_bytes, load.raw_bytes)
+            let skipped = load.skipped_empty.values().flat_map(|t| t.values()).sum();
+            (load.stored_bytes, load.raw_bytes, skipped)
         }
         Fingerprint::Postgres(_) => {
-            restore_into(store, manifest, &plan.target_url, options).await?
+            let (stored, raw) = restore_into(store, manifest, &plan.target_url, options).await?;
+            (stored, raw, 0)
         }
     };
     Ok(RestoreReport {
@@ -176,6 +180,7 @@ pub async fn apply<S: Store>(
         stored_bytes,
         raw_bytes,
         duration_secs: started.elapsed().as_secs_f64(),
+        skipped_empty_keys,
     })
 }
 
@@ -221,7 +226,9 @@ pub struct RedisLoad {
     pub raw_bytes: u64,
     pub restored: u64,
     /// Keys whose expiry had passed when they were sent, per target database and type.
-    pub expired: std::collections::BTreeMap<u64, std::collections::BTreeMap<String, u64>>,
+    pub expired: redis_sink::KeyCounts,
+    /// Empty collections skipped (redis-server skips them on load too).
+    pub skipped_empty: redis_sink::KeyCounts,
 }
 
 /// Checks the whole snapshot first (both digests, RDB structure and CRC64, key counts), then
@@ -275,7 +282,11 @@ pub async fn restore_redis<S: Store>(
             ));
         }
     }
-    let (restored, expired) = match loaded {
+    let redis_sink::Loaded {
+        restored,
+        expired,
+        skipped_empty,
+    } = match loaded {
         Ok(v) => v,
         Err(e) => {
             if let Some(spares) = &spares {
@@ -299,6 +310,7 @@ pub async fn restore_redis<S: Store>(
         raw_bytes: read.raw_bytes,
         restored,
         expired,
+        skipped_empty,
     })
 }
 

@@ -88,6 +88,41 @@ impl KeyEntry {
     }
 }
 
+impl KeyEntry {
+    /// Whether the value is a collection with no elements. redis-server skips such keys when
+    /// it loads a file ("empty keys skipped", `RDB_LOAD_ERR_EMPTY_KEY` in rdb.c) and `RESTORE`
+    /// refuses their payload ("Bad data format"), so a restore skips them the same way.
+    /// Older Redis versions and other tools could write them.
+    pub fn is_empty_collection(&self) -> bool {
+        let mut c = Cursor {
+            buf: &self.value,
+            pos: 0,
+            base: self.offset,
+        };
+        let empty = match self.type_byte {
+            // Element counts first: list, set, zset, hash, zset2, quicklist (nodes).
+            1..=5 | 14 | 18 | 22 => c.length().map(|n| n == 0),
+            // Hash with field expiry (GA form): the smallest expiry, then the count.
+            24 => c.take(8).and_then(|_| c.length()).map(|n| n == 0),
+            // Compact encodings, one string blob each; its header holds the element count.
+            9 | 10 | 11 | 12 | 13 | 16 | 17 | 20 | 23 => {
+                c.string().map(|blob| match self.type_byte {
+                    // zipmap: a length byte, then the end mark 0xff if there is no entry.
+                    9 => blob.get(1) == Some(&0xff),
+                    // ziplist: 10-byte header (bytes, tail, count), then the end mark.
+                    10 | 12 | 13 => blob.get(10) == Some(&0xff),
+                    // intset: encoding (4 bytes), then the element count (4 bytes, little endian).
+                    11 => blob.get(4..8) == Some(&[0, 0, 0, 0][..]),
+                    // listpack: 6-byte header (bytes, count), then the end mark.
+                    _ => blob.get(6) == Some(&0xff),
+                })
+            }
+            _ => Ok(false),
+        };
+        empty.unwrap_or(false)
+    }
+}
+
 /// What the reader found, record by record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Item {
@@ -909,6 +944,43 @@ mod tests {
         let summary = r.finish(&mut |_| {}).unwrap();
         assert_eq!(keys, 0);
         assert_eq!(summary, read_in_chunks(&data, 5).unwrap().0);
+    }
+
+    /// Regression: files with empty collections (which redis-server loads, skipping them)
+    /// failed the restore with `RESTORE ... ERR Bad data format`.
+    #[test]
+    fn empty_collections_are_recognised_in_every_encoding() {
+        let entry = |type_byte: u8, value: &[u8]| KeyEntry {
+            db: 0,
+            key: b"k".to_vec(),
+            value_type: value_type(type_byte, value),
+            type_byte,
+            expires_at_ms: None,
+            value: value.to_vec(),
+            offset: 0,
+        };
+        let empty: &[(u8, &[u8])] = &[
+            (2, &[0]),                                         // set, linked
+            (4, &[0]),                                         // hash, linked
+            (18, &[0]),                                        // quicklist 2, no nodes
+            (11, &[8, 2, 0, 0, 0, 0, 0, 0, 0]),                // intset
+            (10, &[11, 11, 0, 0, 0, 10, 0, 0, 0, 0, 0, 0xff]), // ziplist
+            (16, &[7, 7, 0, 0, 0, 0, 0, 0xff]),                // listpack hash
+            (20, &[7, 7, 0, 0, 0, 0, 0, 0xff]),                // listpack set
+            (9, &[2, 0, 0xff]),                                // zipmap
+        ];
+        for (t, v) in empty {
+            assert!(entry(*t, v).is_empty_collection(), "type {t}");
+        }
+        let full: &[(u8, &[u8])] = &[
+            (0, &[0]),                                         // an empty string is a value
+            (2, &[1, 1, b'a']),                                // set of one
+            (20, &[9, 9, 0, 0, 0, 1, 0, 0x81, b'a', 2, 0xff]), // listpack of one
+            (11, &[10, 2, 0, 0, 0, 1, 0, 0, 0, 7, 0]),         // intset of one
+        ];
+        for (t, v) in full {
+            assert!(!entry(*t, v).is_empty_collection(), "type {t}");
+        }
     }
 
     #[test]

@@ -107,6 +107,19 @@ pub async fn flush(url: &SecretUrl, dbs: &[u64]) -> Result<()> {
     Ok(())
 }
 
+/// Keys per target database and type.
+pub type KeyCounts = BTreeMap<u64, BTreeMap<String, u64>>;
+
+/// What a finished load did.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub restored: u64,
+    /// Keys whose expiry had passed when they were sent (Redis drops them on RESTORE).
+    pub expired: KeyCounts,
+    /// Empty collections, skipped as redis-server skips them.
+    pub skipped_empty: KeyCounts,
+}
+
 /// Loads keys as the raw stream goes by, in pipelined batches.
 pub struct RedisLoader {
     conn: Connection,
@@ -125,6 +138,9 @@ pub struct RedisLoader {
     /// Keys whose expiry had passed when they were sent (Redis drops them on RESTORE), per
     /// target database and type.
     pub expired: BTreeMap<u64, BTreeMap<String, u64>>,
+    /// Empty collections skipped (as redis-server skips them on load), per target database and
+    /// type.
+    pub skipped_empty: BTreeMap<u64, BTreeMap<String, u64>>,
     /// Why loading stopped (the stream itself is still read to the end and digested).
     failure: Option<Error>,
 }
@@ -150,6 +166,7 @@ impl RedisLoader {
             rdb_version: None,
             restored: 0,
             expired: BTreeMap::new(),
+            skipped_empty: BTreeMap::new(),
             failure: None,
         })
     }
@@ -234,11 +251,12 @@ impl RedisLoader {
 
     /// Loads what is left and returns the number of keys restored.
     pub async fn finish(self) -> Result<u64> {
-        self.finish_counted().await.map(|(n, _)| n)
+        self.finish_counted().await.map(|l| l.restored)
     }
 
-    /// Like [`RedisLoader::finish`], also returning the keys that had expired on arrival.
-    pub async fn finish_counted(mut self) -> Result<(u64, BTreeMap<u64, BTreeMap<String, u64>>)> {
+    /// Like [`RedisLoader::finish`], also returning the keys that had expired on arrival and
+    /// the empty collections that were skipped.
+    pub async fn finish_counted(mut self) -> Result<Loaded> {
         if let Some(e) = self.failure.take() {
             return Err(e);
         }
@@ -249,7 +267,18 @@ impl RedisLoader {
             .map_err(|e| Error::integrity(format!("the snapshot's RDB stream is damaged: {e}")))?;
         self.take_items(rest).await?;
         self.flush_batch().await?;
-        Ok((self.restored, self.expired))
+        for (db, types) in &self.skipped_empty {
+            for (t, n) in types {
+                tracing::warn!(
+                    "Skipped {n} empty {t} key(s) of database {db}: Redis cannot hold empty collections and skips them when it loads such a file too."
+                );
+            }
+        }
+        Ok(Loaded {
+            restored: self.restored,
+            expired: self.expired,
+            skipped_empty: self.skipped_empty,
+        })
     }
 
     /// Queues keys (sent in batches) and loads function libraries right away: an RDB file
@@ -257,6 +286,15 @@ impl RedisLoader {
     async fn take_items(&mut self, items: Vec<Item>) -> Result<()> {
         for item in items {
             match item {
+                Item::Key(k) if k.is_empty_collection() => {
+                    let db = target_db(&self.db_map, k.db);
+                    *self
+                        .skipped_empty
+                        .entry(db)
+                        .or_default()
+                        .entry(k.value_type.name().to_string())
+                        .or_default() += 1;
+                }
                 Item::Key(k) => {
                     self.pending_bytes += k.value.len() + k.key.len();
                     self.pending.push(k);

@@ -341,9 +341,10 @@ async fn redis_drill<S: Store>(
         let load = loaded?;
         *restore_secs = Some(started.elapsed().as_secs_f64());
         let found = redis_sink::count_keys(scratch, &dbs).await?;
-        // Keys that expired before the drill could load them are not a loss.
+        // Keys that expired before the drill could load them are not a loss, nor are empty
+        // collections, which Redis cannot hold.
         let mut expected = recorded.clone();
-        for (db, types) in &load.expired {
+        for (db, types) in load.expired.iter().chain(&load.skipped_empty) {
             for (t, n) in types {
                 if let Some(c) = expected
                     .keys
