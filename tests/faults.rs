@@ -56,6 +56,8 @@ async fn a_store_failing_mid_upload_commits_nothing_and_does_not_hang() {
         max_age: None,
         mode: None,
         debug_digest: None,
+        idle_timeout: None,
+        timeout: None,
     };
     let job = config::validate_job(&spec, &Default::default(), None).unwrap();
     let options = BackupOptions {

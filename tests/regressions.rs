@@ -419,3 +419,104 @@ fn an_rdb_file_with_empty_collections_fails_with_bad_data_format() {
     assert_eq!(client.cmd(&[b"DBSIZE"]).text(), "1");
     assert_eq!(client.cmd(&[b"GET", b"kept"]).text(), "value");
 }
+
+/// A port where the kernel accepts connections (the listen backlog) and nothing ever answers.
+fn silent_server() -> (std::net::TcpListener, u16) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    (listener, port)
+}
+
+fn no_lock_left(repo: &TempDir, job: &str) {
+    assert!(
+        !repo.join(&format!("jobs/{job}/lock")).exists(),
+        "the run left the lock of {job} behind"
+    );
+}
+
+/// A PostgreSQL or Redis server that accepts the connection and never answers hung the backup
+/// forever, while it held (and renewed) the job's lock.
+#[test]
+fn silent_servers_hang_a_backup_forever() {
+    let (_listener, port) = silent_server();
+    let repo = TempDir::new("silent");
+    for (engine, url) in [
+        ("postgres", format!("postgres://u:secret@127.0.0.1:{port}/app")),
+        ("redis", format!("redis://127.0.0.1:{port}")),
+    ] {
+        let started = std::time::Instant::now();
+        let r = run(
+            "lifeboat-backup",
+            &[
+                "--engine", engine, "--url", &url, "--repo", repo.as_str(), "--job", "silent",
+                "--idle-timeout", "2s",
+            ],
+        );
+        r.assert_code(1).assert_contains("no answer");
+        assert!(!r.output().contains("secret"));
+        let took = started.elapsed();
+        assert!(took < std::time::Duration::from_secs(30), "{engine}: took {took:?}");
+        no_lock_left(&repo, "silent");
+    }
+}
+
+/// A Redis source stopped in the middle of SYNC hung the backup; a run whose source sends
+/// nothing for `idle-timeout` must end with exit 1, and an overall `timeout` likewise.
+#[test]
+fn a_redis_source_stopped_in_the_middle_of_sync_hangs_the_backup() {
+    let redis = OwnRedis::start("stalled-sync");
+    fill_incompressible(&redis);
+    // The server waits before it streams the snapshot; it is stopped meanwhile.
+    redis
+        .client()
+        .cmd(&[b"CONFIG", b"SET", b"repl-diskless-sync", b"yes"]);
+    redis
+        .client()
+        .cmd(&[b"CONFIG", b"SET", b"repl-diskless-sync-delay", b"3"]);
+    let repo = TempDir::new("stalled-sync-repo");
+    for (flags, expected) in [
+        (["--idle-timeout", "2s"], "2s (idle-timeout)"),
+        (["--timeout", "3s"], "took longer than its timeout of 3s"),
+    ] {
+        let mut cmd = command("lifeboat-backup");
+        cmd.args(["--engine", "redis", "--url", &redis.url, "--repo", repo.as_str()])
+            .args(["--job", "cache"])
+            .args(flags)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let started = std::time::Instant::now();
+        let child = cmd.spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(800));
+        redis.signal("STOP");
+        let r = finish(child.wait_with_output().unwrap());
+        redis.signal("CONT");
+        r.assert_code(1).assert_contains(expected);
+        let took = started.elapsed();
+        assert!(took < std::time::Duration::from_secs(30), "took {took:?}");
+        no_lock_left(&repo, "cache");
+        assert!(manifests(repo.path(), "cache").is_empty());
+    }
+}
+
+/// `--leftover-grace-mins 300000000000000000` panicked with an overflow (exit 101) and left the
+/// lock behind. No value a user can type may panic.
+#[test]
+fn huge_grace_values_panic() {
+    let repo = TempDir::new("grace");
+    for flag in ["--leftover-grace-mins", "--orphan-grace-hours"] {
+        let r = run(
+            "lifeboat-backup",
+            &[
+                "--engine", "postgres", "--url", "postgres://u@127.0.0.1:1/app", "--repo",
+                repo.as_str(), flag, "300000000000000000",
+            ],
+        );
+        r.assert_code(2).assert_contains(flag);
+    }
+    let r = run(
+        "lifeboat-backup",
+        &["prune", "app", "--repo", repo.as_str(), "--retention", "gfs", "--orphan-grace-hours", "300000000000000000"],
+    );
+    r.assert_code(2);
+    no_lock_left(&repo, "app");
+}

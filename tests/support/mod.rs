@@ -757,10 +757,21 @@ impl OwnRedis {
     pub fn client(&self) -> resp::Redis {
         resp::Redis::connect(&self.url)
     }
+
+    /// Sends a signal (e.g. "STOP", "CONT") to the server process.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name} failed");
+    }
 }
 
 impl Drop for OwnRedis {
     fn drop(&mut self) {
+        self.signal("CONT");
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -36,7 +36,7 @@ Exit codes: 0 ok, 1 the backup failed (nothing was committed), 2 usage or config
 /// Back up databases into a Lifeboat repository: stream the dump through checksums and
 /// compression into the store; the snapshot exists only once its manifest is written.
 #[derive(Debug, Parser)]
-#[command(name = "lifeboat-backup", version, after_help = EXAMPLES, args_conflicts_with_subcommands = true)]
+#[command(name = "lifeboat-backup", version, after_help = EXAMPLES)]
 pub struct BackupArgs {
     #[command(flatten)]
     pub common: CommonArgs,
@@ -85,8 +85,19 @@ pub struct BackupArgs {
 
     /// Unfinished uploads (and data without a manifest) of crashed runs older than this many
     /// minutes are removed at the start of a run; reported either way
-    #[arg(long, value_name = "MINUTES", default_value_t = 24 * 60)]
+    #[arg(long, value_name = "MINUTES", default_value_t = 24 * 60,
+          value_parser = clap::value_parser!(u64).range(0..=MAX_GRACE_HOURS * 60))]
     pub leftover_grace_mins: u64,
+
+    /// A source that sends nothing for this long (e.g. 10m, 1h) has stopped: the run ends with
+    /// exit 1. Overrides the job's idle-timeout [default: 10m]
+    #[arg(long, value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
+
+    /// The longest a run of each job may take (e.g. 4h); overrides the job's timeout
+    /// [default: none, so long dumps are never cut]
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
 
     /// Print the merged configuration (passwords hidden) and exit
     #[arg(long)]
@@ -101,9 +112,13 @@ pub struct BackupArgs {
     pub no_prune: bool,
 
     /// Prune: data without a manifest is removed once older than this many hours
-    #[arg(long, value_name = "HOURS", default_value_t = 24)]
+    #[arg(long, value_name = "HOURS", default_value_t = 24,
+          value_parser = clap::value_parser!(u64).range(0..=MAX_GRACE_HOURS))]
     pub orphan_grace_hours: u64,
 }
+
+/// Grace periods beyond ten years are mistakes (and would overflow as seconds).
+pub const MAX_GRACE_HOURS: u64 = 10 * 366 * 24;
 
 #[derive(Debug, Subcommand)]
 pub enum BackupCommand {
@@ -139,7 +154,8 @@ pub struct PruneArgs {
     pub retention: Option<String>,
 
     /// Data without a manifest is removed once older than this many hours
-    #[arg(long, value_name = "HOURS", default_value_t = 24)]
+    #[arg(long, value_name = "HOURS", default_value_t = 24,
+          value_parser = clap::value_parser!(u64).range(0..=MAX_GRACE_HOURS))]
     pub orphan_grace_hours: u64,
 }
 

@@ -60,6 +60,7 @@ async fn run(args: BackupArgs) -> i32 {
     let mut exit = 0;
     let mut reports = Vec::new();
     for job in &jobs {
+        lifeboat_core::net::set_idle_timeout(job.idle_timeout);
         let guard = match lock::acquire(
             &store,
             &job.name,
@@ -147,23 +148,27 @@ async fn run(args: BackupArgs) -> i32 {
                 if e.kind() == lifeboat_core::ErrorKind::Cancelled {
                     // The upload was dropped mid-stream. This run still holds the job's lock,
                     // so every unfinished upload of the job is its own: abort them now rather
-                    // than leave them to the next run.
+                    // than leave them to the next run. The lease is no longer renewed, and the
+                    // clean-up has a deadline: an unreachable store must not keep the run alive.
+                    let mut guard = guard;
+                    guard.stop_renewing();
                     let prefix = lifeboat_core::catalog::job_prefix(&job.name);
-                    match store.remove_incomplete(&prefix, Duration::ZERO).await {
-                        Ok(aborted) if !aborted.is_empty() => {
-                            tracing::info!(
+                    lifeboat_cli::cleanup_after_signal(async {
+                        match store.remove_incomplete(&prefix, Duration::ZERO).await {
+                            Ok(aborted) if !aborted.is_empty() => tracing::info!(
                                 "Aborted {} unfinished upload(s) of job {:?}.",
                                 aborted.len(),
                                 job.name
-                            )
+                            ),
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!(
+                                "Could not abort the unfinished upload of job {:?}: {e}",
+                                job.name
+                            ),
                         }
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(
-                            "Could not abort the unfinished upload of job {:?}: {e}",
-                            job.name
-                        ),
-                    }
-                    let _ = guard.release().await;
+                        let _ = guard.release().await;
+                    })
+                    .await;
                     break;
                 }
             }
@@ -245,6 +250,8 @@ fn resolve_jobs(args: &BackupArgs) -> Result<(Option<Config>, Vec<Job>)> {
             max_age: None,
             mode: None,
             debug_digest: None,
+            idle_timeout: None,
+            timeout: None,
         };
         let mut job = config::validate_job(&spec, &Default::default(), None)?;
         apply_overrides(&mut job, args, None)?;
@@ -300,6 +307,19 @@ fn apply_overrides(
         job.compression =
             lifeboat_core::pipeline::Compression::from_spec(name, args.compression_level)
                 .map_err(|e| usage(format!("--compression-level: {e}")))?;
+    }
+    let duration = |flag: &str, value: &str| {
+        match config::parse_duration(value) {
+            Ok(d) if d.is_zero() => Err(format!("{value:?} is zero")),
+            other => other,
+        }
+        .map_err(|e| usage(format!("{flag}: {e}")))
+    };
+    if let Some(v) = &args.idle_timeout {
+        job.idle_timeout = duration("--idle-timeout", v)?;
+    }
+    if let Some(v) = &args.timeout {
+        job.timeout = Some(duration("--timeout", v)?);
     }
     if let EngineJob::Postgres(pg) = &mut job.engine {
         if let Some(f) = args.format {

@@ -157,6 +157,47 @@ pub async fn until_signal<T>(work: impl std::future::Future<Output = Result<T>>)
     }
 }
 
+/// How long the clean-up after a signal may take (aborting uploads, releasing the lock) before
+/// the process exits anyway: an unreachable store must not keep a stopped run alive.
+pub const CLEANUP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Runs the clean-up after a signal with [`CLEANUP_DEADLINE`]; a second SIGINT or SIGTERM
+/// exits the process at once. `None` if the clean-up did not finish.
+pub async fn cleanup_after_signal<T>(cleanup: impl std::future::Future<Output = T>) -> Option<T> {
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    let second_signal = async {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate => {}
+        }
+    };
+    tokio::select! {
+        done = tokio::time::timeout(CLEANUP_DEADLINE, cleanup) => {
+            if done.is_err() {
+                tracing::warn!(
+                    "The clean-up did not finish within {} s; exiting. The next run removes what is left, and the lock expires by itself.",
+                    CLEANUP_DEADLINE.as_secs()
+                );
+            }
+            done.ok()
+        }
+        _ = second_signal => {
+            eprintln!("error: a second signal arrived during the clean-up; exiting now. The next run removes what is left, and the lock expires by itself.");
+            std::process::exit(ErrorKind::Cancelled.exit_code());
+        }
+    }
+}
+
 fn interrupted(signal: &str) -> Error {
     Error::new(
         ErrorKind::Cancelled,

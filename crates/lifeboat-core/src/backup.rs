@@ -63,8 +63,31 @@ pub struct BackupReport {
     pub leftovers_removed: Vec<String>,
 }
 
-/// Runs one backup job to a committed snapshot, or fails leaving nothing visible.
+/// Runs one backup job to a committed snapshot, or fails leaving nothing visible; a job with a
+/// `timeout` is stopped (nothing committed) when it takes longer.
 pub async fn backup<S: Store>(
+    store: &S,
+    job: &Job,
+    options: &BackupOptions,
+) -> Result<BackupReport> {
+    let Some(limit) = job.timeout else {
+        return backup_unbounded(store, job, options).await;
+    };
+    match tokio::time::timeout(limit, backup_unbounded(store, job, options)).await {
+        Ok(done) => done,
+        Err(_) => Err(Error::new(
+            ErrorKind::Source,
+            format!(
+                "the backup of job {:?} took longer than its timeout of {}; it was stopped and nothing was committed",
+                job.name,
+                crate::retention::format_duration(limit)
+            ),
+        )
+        .with_hint("raise the job's timeout (or --timeout), or find out why the dump is slower than usual")),
+    }
+}
+
+async fn backup_unbounded<S: Store>(
     store: &S,
     job: &Job,
     options: &BackupOptions,
@@ -146,15 +169,26 @@ async fn backup_postgres<S: Store>(
         .ok_or_else(|| Error::source_failed("pg_dump has no stdout"))?;
     let mut writer = store.create_sized(&key, context.size_hint).await?;
 
-    let (streamed, fingerprint) = tokio::join!(
-        stream_compressed(
+    let (streamed, fingerprint) = {
+        let stream = stream_compressed(
             stdout,
             job.compression,
             options.compression_threads,
-            &mut writer
-        ),
-        dump.fingerprint()
-    );
+            job.idle_timeout,
+            &mut writer,
+        );
+        let counts = dump.fingerprint();
+        tokio::pin!(stream, counts);
+        tokio::select! {
+            streamed = &mut stream => match streamed {
+                // The row counts wait on the same server: a failed stream (a stopped server,
+                // a full store) must not wait for them.
+                Err(e) => (Err(e), Err(Error::source_failed("the row counts were abandoned"))),
+                Ok(s) => (Ok(s), counts.await),
+            },
+            counted = &mut counts => (stream.await, counted),
+        }
+    };
     let consistent_at = dump.consistent_at;
     let source = SourceInfo {
         url: pg.url.to_string(),
@@ -177,10 +211,7 @@ async fn backup_postgres<S: Store>(
     };
     let (streamed, fingerprint) = match outcome {
         Ok(v) => v,
-        Err(e) => {
-            let _ = writer.abort().await;
-            return Err(e);
-        }
+        Err(e) => return Err(abandon(writer, e).await),
     };
     let stored = writer.finish().await?;
     let captured = Captured {
@@ -195,6 +226,20 @@ async fn backup_postgres<S: Store>(
         fingerprint: Fingerprint::Postgres(fingerprint),
     };
     commit_snapshot(store, job, options, context, &key, stored.size, captured).await
+}
+
+/// Throws an upload away after `failure`. When the store had stopped the upload itself, its
+/// error (an S3 status, a lost connection) is the real cause, and replaces the write error
+/// that could only say the upload had ended.
+async fn abandon<W: ObjectWriter>(writer: W, failure: Error) -> Error {
+    match writer.abort().await {
+        Err(store_error) if failure.kind() == ErrorKind::Store => store_error,
+        Err(store_error) => {
+            tracing::warn!("The upload was abandoned after the failure below; the store also reported: {store_error}");
+            failure
+        }
+        Ok(()) => failure,
+    }
 }
 
 /// "1 table", "2 tables".
@@ -372,15 +417,13 @@ async fn backup_redis<S: Store>(
         checked,
         job.compression,
         options.compression_threads,
+        job.idle_timeout,
         &mut writer,
     )
     .await;
     let streamed = match streamed {
         Ok(v) => v,
-        Err(e) => {
-            let _ = writer.abort().await;
-            return Err(e);
-        }
+        Err(e) => return Err(abandon(writer, e).await),
     };
     let Some(summary) = summary.take() else {
         let _ = writer.abort().await;
@@ -433,6 +476,7 @@ async fn stream_compressed<R, W>(
     source: R,
     compression: Compression,
     threads: u32,
+    idle_timeout: std::time::Duration,
     writer: &mut W,
 ) -> Result<Streamed>
 where
@@ -441,7 +485,11 @@ where
 {
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(CHANNEL_DEPTH);
     let reader = tokio::spawn(async move {
-        let mut source = source;
+        // A source that sends nothing for the idle timeout has stopped (a silent server, a
+        // hung dump): the read fails with TimedOut and the run ends.
+        let mut source = tokio_io_timeout::TimeoutReader::new(source);
+        source.set_timeout(Some(idle_timeout));
+        let mut source = Box::pin(source);
         let mut hasher = Hasher::default();
         loop {
             // Fill whole chunks: pipes deliver 64 KiB at a time, and fewer, larger messages
@@ -482,8 +530,20 @@ where
     let read_result = reader
         .await
         .map_err(|e| Error::source_failed(format!("the dump reader task failed: {e}")))?;
-    let hasher = read_result
-        .map_err(|e| Error::new(ErrorKind::Source, format!("reading the dump failed: {e}")))?;
+    let hasher = read_result.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::TimedOut {
+            Error::new(
+                ErrorKind::Source,
+                format!(
+                    "the source sent nothing for {} (idle-timeout); the run was stopped",
+                    crate::retention::format_duration(idle_timeout)
+                ),
+            )
+            .with_hint("check that the source server is healthy; raise idle-timeout for a source that pauses longer on purpose")
+        } else {
+            Error::new(ErrorKind::Source, format!("reading the dump failed: {e}"))
+        }
+    })?;
     write_result.map_err(|e| {
         Error::store(format!("writing the snapshot failed: {e}"))
             .with_hint("check free space and permissions of the store")

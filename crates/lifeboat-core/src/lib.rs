@@ -18,6 +18,7 @@ pub mod catalog;
 pub mod config;
 pub mod error;
 pub mod lock;
+pub mod net;
 pub mod pipeline;
 pub mod prune;
 pub mod resp;

@@ -271,6 +271,15 @@ impl LockGuard {
         &self.info
     }
 
+    /// Stops renewing the lease (a cancelled run: it must not keep the lock alive while it
+    /// cleans up); the lock stays until [`LockGuard::release`] or its expiry.
+    pub fn stop_renewing(&mut self) {
+        self.stop.notify_one();
+        if let Some(r) = self.renewer.take() {
+            r.abort();
+        }
+    }
+
     /// Stops renewing and removes the lock if it is still ours.
     pub async fn release(mut self) -> Result<()> {
         self.stop.notify_one();

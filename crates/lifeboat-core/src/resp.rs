@@ -13,16 +13,16 @@ use std::task::{Context, Poll};
 use tokio::io::{
     AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf,
 };
-use tokio::net::TcpStream;
 use tokio_rustls::rustls;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::net::TimedTcp;
 use crate::secret::SecretUrl;
 
 /// A plain or TLS connection.
 pub enum RedisIo {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Plain(TimedTcp),
+    Tls(Box<tokio_rustls::client::TlsStream<TimedTcp>>),
 }
 
 impl AsyncRead for RedisIo {
@@ -134,7 +134,7 @@ impl Connection {
         };
         let host = url.host().unwrap_or_else(|| "127.0.0.1".into());
         let port = url.port().unwrap_or(6379);
-        let tcp = TcpStream::connect((host.as_str(), port))
+        let tcp = crate::net::connect_tcp(&host, port)
             .await
             .map_err(|e| {
                 Error::new(
@@ -143,15 +143,15 @@ impl Connection {
                 )
                 .with_hint("check the host and port, and that the server is running")
             })?;
-        let _ = tcp.set_nodelay(true);
         let io = if tls {
             let config = tls_config(url, kind)?;
             let name = rustls_pki_types::ServerName::try_from(host.clone()).map_err(|e| {
                 Error::config(format!("{host:?} is not a valid TLS server name: {e}"))
             })?;
-            let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
-                .connect(name, tcp)
+            let handshake = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp);
+            let stream = crate::net::within_connect_timeout(handshake)
                 .await
+                .and_then(|r| r)
                 .map_err(|e| {
                     Error::new(
                         kind,
@@ -214,7 +214,7 @@ impl Connection {
     }
 
     fn io_error(&self, e: std::io::Error) -> Error {
-        self.error(format!("the connection failed: {e}"))
+        self.error(format!("the connection failed: {}", crate::net::describe_io(&e)))
     }
 
     /// Encodes commands as RESP arrays of bulk strings.

@@ -201,6 +201,11 @@ pub struct JobSpec {
     /// Redis only: record the source's `DEBUG DIGEST` when the data did not change during the
     /// capture, for drills to compare. Each digest blocks the server while it is computed.
     pub debug_digest: Option<bool>,
+    /// A source (or any server Lifeboat talks to) that sends nothing for this long has stopped:
+    /// the run ends with exit 1. Default 10m.
+    pub idle_timeout: Option<String>,
+    /// The longest a whole run of the job may take; no default, so long dumps are never cut.
+    pub timeout: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -275,6 +280,10 @@ pub struct Job {
     pub max_age: Option<Duration>,
     /// The retention policy applied by prune (after each successful backup).
     pub retention: Option<crate::retention::Policy>,
+    /// No bytes from the source (or answer from a server) for this long ends the run.
+    pub idle_timeout: Duration,
+    /// The longest a run may take, if set.
+    pub timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -510,11 +519,26 @@ pub fn validate_job(
         .map(parse_duration)
         .transpose()
         .map_err(|e| Error::config(format!("job {:?}: max-age: {e}", spec.name)))?;
+    let positive = |key: &str, value: &Option<String>| -> Result<Option<Duration>> {
+        value
+            .as_deref()
+            .map(|v| match parse_duration(v) {
+                Ok(d) if d.is_zero() => Err(format!("{v:?} is zero; give a length like 10m")),
+                other => other,
+            })
+            .transpose()
+            .map_err(|e| Error::config(format!("job {:?}: {key}: {e}", spec.name)))
+    };
+    let idle_timeout = positive("idle-timeout", &spec.idle_timeout)?
+        .unwrap_or(crate::net::DEFAULT_IDLE_TIMEOUT);
+    let timeout = positive("timeout", &spec.timeout)?;
     Ok(Job {
         name: spec.name.clone(),
         engine,
         compression,
         max_age,
+        idle_timeout,
+        timeout,
         retention: spec
             .retention
             .as_ref()

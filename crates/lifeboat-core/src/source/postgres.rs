@@ -19,6 +19,17 @@ use crate::config::{PgFormat, PgJob};
 use crate::error::{Error, ErrorKind, Result};
 use crate::secret::SecretUrl;
 
+/// Lifeboat's own queries wait at most this long for a lock.
+const LOCK_TIMEOUT_MS: u64 = 60_000;
+/// And run at most this long (the row counts of the largest tables included).
+const STATEMENT_TIMEOUT_MS: u64 = 6 * 3600 * 1000;
+
+/// Why a connection could not be made.
+enum Failed {
+    Io(std::io::Error),
+    Pg(tokio_postgres::Error),
+}
+
 pub const CLIENT_INSTALL_HINT: &str = "install the PostgreSQL client programs (Debian/Ubuntu: \
      apt-get install postgresql-client; use the server's major version or newer), or point \
      pg-bin-dir / --pg-bin-dir at the directory that holds them";
@@ -52,7 +63,13 @@ pub async fn connect(url: &SecretUrl, kind: ErrorKind) -> Result<PgConnection> {
         .user(url.username())
         .dbname(url.database().unwrap_or_default())
         .application_name("lifeboat")
-        .connect_timeout(std::time::Duration::from_secs(30));
+        .connect_timeout(crate::net::connect_timeout())
+        // Lifeboat's own queries: a lock another session holds fails them after a minute
+        // instead of queueing behind it (and everything behind them), and a statement that runs
+        // for hours is cut.
+        .options(format!(
+            "-c lock_timeout={LOCK_TIMEOUT_MS} -c statement_timeout={STATEMENT_TIMEOUT_MS}"
+        ));
     if let Some(pw) = url.password() {
         config.password(pw.expose());
     }
@@ -65,32 +82,66 @@ pub async fn connect(url: &SecretUrl, kind: ErrorKind) -> Result<PgConnection> {
             .with_hint("use sslmode=prefer or disable on a trusted network"));
         }
     }
-    let (client, connection) = config.connect(NoTls).await.map_err(|e| {
-        let detail = e
-            .as_db_error()
-            .map_or_else(|| describe_pg_error(&e), |db| db.message().to_string());
-        let hint = if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_CATALOG_NAME) {
-            format!(
-                "create the database first (createdb -h HOST -U USER {}), or fix the name in the URL",
-                url.database().unwrap_or_default()
-            )
-        } else {
-            "check that the server is running and reachable, and that the user and password in the URL are right"
-                .to_string()
-        };
-        Error::new(kind, format!("cannot connect to {}: {detail}", where_(url))).with_hint(hint)
-    })?;
-    tokio::spawn(async move {
-        // The connection ends when the client is dropped; errors surface on queries.
-        let _ = connection.await;
-    });
-    let row = client
-        .query_one(
+    let host = url.host().unwrap_or_else(|| "localhost".into());
+    let connected = async {
+        if host.starts_with('/') {
+            // A Unix socket: the server is on this machine.
+            let (client, connection) = config.connect(NoTls).await.map_err(Failed::Pg)?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            return Ok(client);
+        }
+        let tcp = crate::net::connect_tcp_plain(&host, url.port().unwrap_or(5432))
+            .await
+            .map_err(Failed::Io)?;
+        let (client, connection) = config.connect_raw(tcp, NoTls).await.map_err(Failed::Pg)?;
+        tokio::spawn(async move {
+            // The connection ends when the client is dropped; errors surface on queries.
+            let _ = connection.await;
+        });
+        Ok(client)
+    };
+    let client = crate::net::within_connect_timeout(connected)
+        .await
+        .map_err(Failed::Io)
+        .and_then(|r| r)
+        .map_err(|failed| {
+            let e = match failed {
+                Failed::Io(e) => {
+                    return Error::new(kind, format!("cannot connect to {}: {e}", where_(url)))
+                        .with_hint("check that the server is running and reachable (host, port, firewall)")
+                }
+                Failed::Pg(e) => e,
+            };
+            let detail = e
+                .as_db_error()
+                .map_or_else(|| describe_pg_error(&e), |db| db.message().to_string());
+            let missing_db = e.code() == Some(&tokio_postgres::error::SqlState::INVALID_CATALOG_NAME);
+            let hint = match (missing_db, kind) {
+                (true, ErrorKind::Source) => format!(
+                    "there is no database {:?} on this server: check the name in the URL (psql -l lists them)",
+                    url.database().unwrap_or_default()
+                ),
+                (true, _) => format!(
+                    "create the database first (createdb -h HOST -U USER {}), or fix the name in the URL",
+                    url.database().unwrap_or_default()
+                ),
+                (false, _) => "check that the server is running and reachable, and that the user and password in the URL are right"
+                    .to_string(),
+            };
+            Error::new(kind, format!("cannot connect to {}: {detail}", where_(url))).with_hint(hint)
+        })?;
+    let row = timed(
+        kind,
+        url,
+        "read the server version",
+        client.query_one(
             "SELECT current_setting('server_version'), current_setting('server_version_num')::int4",
             &[],
-        )
-        .await
-        .map_err(|e| query_error(kind, url, "read the server version", &e))?;
+        ),
+    )
+    .await?;
     let server_version: String = row.get(0);
     let num: i32 = row.get(1);
     Ok(PgConnection {
@@ -121,6 +172,24 @@ pub fn query_error(
         .as_db_error()
         .map_or_else(|| describe_pg_error(e), |db| db.message().to_string());
     Error::new(kind, format!("cannot {what} on {}: {detail}", where_(url)))
+}
+
+/// Runs one of Lifeboat's own requests with the idle timeout: a server that stops answering
+/// fails the run instead of hanging it.
+pub async fn timed<T>(
+    kind: ErrorKind,
+    url: &SecretUrl,
+    what: &str,
+    request: impl std::future::Future<Output = std::result::Result<T, tokio_postgres::Error>>,
+) -> Result<T> {
+    match crate::net::within_idle_timeout(request).await {
+        Ok(done) => done.map_err(|e| query_error(kind, url, what, &e)),
+        Err(silent) => Err(Error::new(
+            kind,
+            format!("cannot {what} on {}: {silent}", where_(url)),
+        )
+        .with_hint("the server accepted the connection but stopped answering; check its health and load")),
+    }
 }
 
 /// The version of a PostgreSQL client program, e.g. `("pg_dump (PostgreSQL) 15.18", 15)`.
@@ -204,27 +273,26 @@ pub async fn start_dump(job: &PgJob) -> Result<PgDump> {
     )?;
 
     let client = conn.client;
-    client
-        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        .await
-        .map_err(|e| {
-            query_error(
-                ErrorKind::Source,
-                &job.url,
-                "start the snapshot transaction",
-                &e,
-            )
-        })?;
+    timed(
+        ErrorKind::Source,
+        &job.url,
+        "start the snapshot transaction",
+        client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"),
+    )
+    .await?;
     // The snapshot is taken by this first statement. `consistent_at` is read from this host's
     // clock, which also dates snapshot ids and is what retention and `--at` compare with; the
     // server's clock_timestamp() is kept beside it when the two disagree.
-    let row = client
-        .query_one(
+    let row = timed(
+        ErrorKind::Source,
+        &job.url,
+        "export a snapshot",
+        client.query_one(
             "SELECT pg_export_snapshot(), (extract(epoch from clock_timestamp()) * 1000000)::int8",
             &[],
-        )
-        .await
-        .map_err(|e| query_error(ErrorKind::Source, &job.url, "export a snapshot", &e))?;
+        ),
+    )
+    .await?;
     let snapshot: String = row.get(0);
     let micros: i64 = row.get(1);
     let consistent_at = Utc::now();
@@ -240,21 +308,20 @@ pub async fn start_dump(job: &PgJob) -> Result<PgDump> {
     }
     // The row counts run while pg_dump streams, so they share the server's cores with the dump:
     // parallel workers would only take CPU from it (and add coordination work).
-    client
-        .batch_execute("SET LOCAL max_parallel_workers_per_gather = 0")
-        .await
-        .map_err(|e| {
-            query_error(
-                ErrorKind::Source,
-                &job.url,
-                "set up the snapshot transaction",
-                &e,
-            )
-        })?;
+    timed(
+        ErrorKind::Source,
+        &job.url,
+        "set up the snapshot transaction",
+        client.batch_execute("SET LOCAL max_parallel_workers_per_gather = 0"),
+    )
+    .await?;
 
     let mut cmd = Command::new(&pg_dump);
     cmd.arg(format!("--snapshot={snapshot}"))
-        .arg("--no-password");
+        .arg("--no-password")
+        // pg_dump waits for a lock on every table it dumps: a table held exclusively by another
+        // session fails the dump after this long instead of stalling it.
+        .arg(format!("--lock-wait-timeout={LOCK_TIMEOUT_MS}"));
     match job.format {
         PgFormat::Custom => cmd.args(["--format=custom", "--compress=0"]),
         PgFormat::Plain => cmd.arg("--format=plain"),
@@ -295,7 +362,7 @@ impl PgDump {
     /// Stops pg_dump (after a failure elsewhere) and ends the snapshot transaction.
     pub async fn abort(self) {
         self.child.kill().await;
-        let _ = self.client.batch_execute("ROLLBACK").await;
+        let _ = crate::net::within_idle_timeout(self.client.batch_execute("ROLLBACK")).await;
     }
 
     /// Waits for pg_dump to exit successfully, then ends the snapshot transaction.
@@ -305,7 +372,7 @@ impl PgDump {
             Error::new(ErrorKind::Source, msg)
                 .with_hint("nothing was committed; fix the cause above and run the backup again")
         })?;
-        let _ = self.client.batch_execute("COMMIT").await;
+        let _ = crate::net::within_idle_timeout(self.client.batch_execute("COMMIT")).await;
         Ok(())
     }
 }

@@ -87,7 +87,9 @@ impl std::fmt::Display for Protection {
 pub trait ObjectWriter: AsyncWrite + Unpin + Send {
     /// Makes the object durable and visible. Until this returns `Ok`, the key shows nothing.
     fn finish(self) -> impl Future<Output = Result<ObjectMeta>> + Send;
-    /// Throws away what was written. Dropping a writer does the same, best effort.
+    /// Throws away what was written. Dropping a writer does the same, best effort. When the
+    /// store had already stopped the upload on its own (a failed part, a lost connection),
+    /// that error is returned: it is the cause a write to the writer could only hint at.
     fn abort(self) -> impl Future<Output = Result<()>> + Send;
 }
 

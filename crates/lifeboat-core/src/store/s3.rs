@@ -27,7 +27,7 @@ use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::{ObjectKey, ObjectMeta, ObjectReader, ObjectWriter, Protection, Store};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 
 /// S3 allows at most 10,000 parts per multipart upload.
 pub const MAX_PARTS: u32 = 10_000;
@@ -801,7 +801,7 @@ impl Upload {
                         })?;
                         return Ok(());
                     }
-                    return Err(Error::store(format!(
+                    return Err(Error::new(ErrorKind::Cancelled, format!(
                         "the upload to {} was abandoned",
                         self.location()
                     )));
@@ -885,7 +885,7 @@ impl Upload {
                 parts.push(join_part(&mut in_flight, &mut spare).await?);
             }
             if !wait_commit(&mut commit).await {
-                return Err(Error::store(format!(
+                return Err(Error::new(ErrorKind::Cancelled, format!(
                     "the upload to {} was abandoned",
                     self.location()
                 )));
@@ -1092,7 +1092,9 @@ impl ObjectWriter for S3Writer {
         match self.end(false).await {
             Ok(_) => Ok(()),
             // The task reports the abandonment it was asked for.
-            Err(_) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::Cancelled => Ok(()),
+            // It had stopped on its own: the store's error is the cause of the failure.
+            Err(e) => Err(e),
         }
     }
 }
