@@ -441,21 +441,35 @@ fn silent_servers_hang_a_backup_forever() {
     let (_listener, port) = silent_server();
     let repo = TempDir::new("silent");
     for (engine, url) in [
-        ("postgres", format!("postgres://u:secret@127.0.0.1:{port}/app")),
+        (
+            "postgres",
+            format!("postgres://u:secret@127.0.0.1:{port}/app"),
+        ),
         ("redis", format!("redis://127.0.0.1:{port}")),
     ] {
         let started = std::time::Instant::now();
         let r = run(
             "lifeboat-backup",
             &[
-                "--engine", engine, "--url", &url, "--repo", repo.as_str(), "--job", "silent",
-                "--idle-timeout", "2s",
+                "--engine",
+                engine,
+                "--url",
+                &url,
+                "--repo",
+                repo.as_str(),
+                "--job",
+                "silent",
+                "--idle-timeout",
+                "2s",
             ],
         );
         r.assert_code(1).assert_contains("no answer");
         assert!(!r.output().contains("secret"));
         let took = started.elapsed();
-        assert!(took < std::time::Duration::from_secs(30), "{engine}: took {took:?}");
+        assert!(
+            took < std::time::Duration::from_secs(30),
+            "{engine}: took {took:?}"
+        );
         no_lock_left(&repo, "silent");
     }
 }
@@ -479,11 +493,18 @@ fn a_redis_source_stopped_in_the_middle_of_sync_hangs_the_backup() {
         (["--timeout", "3s"], "took longer than its timeout of 3s"),
     ] {
         let mut cmd = command("lifeboat-backup");
-        cmd.args(["--engine", "redis", "--url", &redis.url, "--repo", repo.as_str()])
-            .args(["--job", "cache"])
-            .args(flags)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
+        cmd.args([
+            "--engine",
+            "redis",
+            "--url",
+            &redis.url,
+            "--repo",
+            repo.as_str(),
+        ])
+        .args(["--job", "cache"])
+        .args(flags)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
         let started = std::time::Instant::now();
         let child = cmd.spawn().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(800));
@@ -507,16 +528,116 @@ fn huge_grace_values_panic() {
         let r = run(
             "lifeboat-backup",
             &[
-                "--engine", "postgres", "--url", "postgres://u@127.0.0.1:1/app", "--repo",
-                repo.as_str(), flag, "300000000000000000",
+                "--engine",
+                "postgres",
+                "--url",
+                "postgres://u@127.0.0.1:1/app",
+                "--repo",
+                repo.as_str(),
+                flag,
+                "300000000000000000",
             ],
         );
         r.assert_code(2).assert_contains(flag);
     }
     let r = run(
         "lifeboat-backup",
-        &["prune", "app", "--repo", repo.as_str(), "--retention", "gfs", "--orphan-grace-hours", "300000000000000000"],
+        &[
+            "prune",
+            "app",
+            "--repo",
+            repo.as_str(),
+            "--retention",
+            "gfs",
+            "--orphan-grace-hours",
+            "300000000000000000",
+        ],
     );
     r.assert_code(2);
     no_lock_left(&repo, "app");
+}
+
+/// Starts a Redis backup to S3 (through `proxy`) that holds the lock and then waits on its
+/// stopped source; returns the running process.
+fn backup_waiting_on_its_source(
+    redis: &OwnRedis,
+    proxy: &proxy::FaultProxy,
+    bucket: &str,
+    prefix: &str,
+) -> std::process::Child {
+    redis
+        .client()
+        .cmd(&[b"CONFIG", b"SET", b"repl-diskless-sync", b"yes"]);
+    redis
+        .client()
+        .cmd(&[b"CONFIG", b"SET", b"repl-diskless-sync-delay", b"2"]);
+    let child = command("lifeboat-backup")
+        .args(["--engine", "redis", "--url", &redis.url, "--job", "cache"])
+        .args(["--repo", &format!("s3://{bucket}/{prefix}")])
+        .args(["--s3-endpoint", &proxy.endpoint, "--s3-path-style"])
+        .args(["--idle-timeout", "1h"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The lock is taken and SYNC sent within the server's 2 s delay; then the source stops
+    // and the store stops answering.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    redis.signal("STOP");
+    proxy
+        .faults
+        .stall
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    child
+}
+
+fn kill(child: &std::process::Child, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// With the store unreachable, a run went on for over 6 minutes after SIGTERM, ignored a
+/// second SIGTERM and a SIGINT, and kept renewing its lock. Clean-up gets a deadline of about
+/// 30 s, and a second signal exits at once.
+#[test]
+fn sigterm_does_not_end_a_run_when_the_store_is_unreachable() {
+    let bucket = s3_bucket("sigterm-dead");
+    let upstream = s3_endpoint().trim_start_matches("http://").to_string();
+    let redis = OwnRedis::start("sigterm-dead");
+    redis.client().cmd(&[b"SET", b"k", b"v"]);
+
+    // One signal: the run ends within the clean-up deadline.
+    let proxy = proxy::FaultProxy::start(&upstream);
+    let child = backup_waiting_on_its_source(&redis, &proxy, &bucket, "one");
+    let started = std::time::Instant::now();
+    kill(&child, "TERM");
+    let r = finish(child.wait_with_output().unwrap());
+    let took = started.elapsed();
+    redis.signal("CONT");
+    r.assert_code(1).assert_contains("interrupted by SIGTERM");
+    assert!(
+        took < std::time::Duration::from_secs(45),
+        "took {took:?} after SIGTERM:\n{}",
+        r.output()
+    );
+
+    // A second signal during the clean-up: the process exits at once.
+    let proxy = proxy::FaultProxy::start(&upstream);
+    let child = backup_waiting_on_its_source(&redis, &proxy, &bucket, "two");
+    kill(&child, "TERM");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    kill(&child, "INT");
+    let r = finish(child.wait_with_output().unwrap());
+    let took = started.elapsed();
+    redis.signal("CONT");
+    r.assert_code(1)
+        .assert_contains("again during the clean-up");
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "took {took:?} after the second signal"
+    );
 }

@@ -31,6 +31,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: BackupArgs) -> i32 {
+    lifeboat_cli::watch_signals();
     let json = args.common.json;
     let sub = match &args.command {
         Some(BackupCommand::Prune(prune_args)) => {
@@ -61,13 +62,13 @@ async fn run(args: BackupArgs) -> i32 {
     let mut reports = Vec::new();
     for job in &jobs {
         lifeboat_core::net::set_idle_timeout(job.idle_timeout);
-        let guard = match lock::acquire(
+        let guard = match lifeboat_cli::until_signal(lock::acquire(
             &store,
             &job.name,
             &holder(),
             lock::DEFAULT_LEASE,
             chrono::Utc::now(),
-        )
+        ))
         .await
         {
             Ok(g) => g,

@@ -136,9 +136,33 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// Runs `work` until it ends or SIGINT/SIGTERM arrives. On a signal, `work` is dropped: child
-/// processes are killed and unfinished uploads removed (their `Drop`), nothing is committed.
-pub async fn until_signal<T>(work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+/// The first SIGINT or SIGTERM, once one has arrived (set by [`watch_signals`]).
+static SIGNALLED: std::sync::OnceLock<tokio::sync::watch::Receiver<Option<&'static str>>> =
+    std::sync::OnceLock::new();
+
+/// Starts the process's one signal watcher (idempotent; needs a running tokio runtime). The
+/// first SIGINT or SIGTERM cancels the work wrapped in [`until_signal`]; a second one exits the
+/// process at once, whatever it is doing (an unreachable store must never make a stopped run
+/// ignore signals).
+pub fn watch_signals() -> tokio::sync::watch::Receiver<Option<&'static str>> {
+    SIGNALLED
+        .get_or_init(|| {
+            let (tx, rx) = tokio::sync::watch::channel(None);
+            tokio::spawn(async move {
+                let first = next_signal().await;
+                let _ = tx.send(Some(first));
+                let second = next_signal().await;
+                eprintln!(
+                    "error: {second} again during the clean-up; exiting now. The next run removes what is left, and the lock expires by itself."
+                );
+                std::process::exit(ErrorKind::Cancelled.exit_code());
+            });
+            rx
+        })
+        .clone()
+}
+
+async fn next_signal() -> &'static str {
     #[cfg(unix)]
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -151,9 +175,25 @@ pub async fn until_signal<T>(work: impl std::future::Future<Output = Result<T>>)
     #[cfg(not(unix))]
     let terminate = std::future::pending::<()>();
     tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = terminate => "SIGTERM",
+    }
+}
+
+/// Runs `work` until it ends or SIGINT/SIGTERM arrives (see [`watch_signals`]). On a signal,
+/// `work` is dropped: child processes are killed and unfinished uploads removed (their `Drop`),
+/// nothing is committed.
+pub async fn until_signal<T>(work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    let mut signalled = watch_signals();
+    let arrived = async move {
+        match signalled.wait_for(Option::is_some).await {
+            Ok(signal) => signal.unwrap_or("a signal"),
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
         r = work => r,
-        _ = tokio::signal::ctrl_c() => Err(interrupted("SIGINT")),
-        _ = terminate => Err(interrupted("SIGTERM")),
+        signal = arrived => Err(interrupted(signal)),
     }
 }
 
@@ -161,48 +201,21 @@ pub async fn until_signal<T>(work: impl std::future::Future<Output = Result<T>>)
 /// the process exits anyway: an unreachable store must not keep a stopped run alive.
 pub const CLEANUP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Runs the clean-up after a signal with [`CLEANUP_DEADLINE`]; a second SIGINT or SIGTERM
-/// exits the process at once. `None` if the clean-up did not finish.
+/// Runs the clean-up after a signal with [`CLEANUP_DEADLINE`] (a second signal exits at once,
+/// see [`watch_signals`]). `None` if the clean-up did not finish.
 pub async fn cleanup_after_signal<T>(cleanup: impl std::future::Future<Output = T>) -> Option<T> {
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    let second_signal = async {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminate => {}
-        }
-    };
-    tokio::select! {
-        done = tokio::time::timeout(CLEANUP_DEADLINE, cleanup) => {
-            if done.is_err() {
-                tracing::warn!(
-                    "The clean-up did not finish within {} s; exiting. The next run removes what is left, and the lock expires by itself.",
-                    CLEANUP_DEADLINE.as_secs()
-                );
-            }
-            done.ok()
-        }
-        _ = second_signal => {
-            eprintln!("error: a second signal arrived during the clean-up; exiting now. The next run removes what is left, and the lock expires by itself.");
-            std::process::exit(ErrorKind::Cancelled.exit_code());
-        }
+    let done = tokio::time::timeout(CLEANUP_DEADLINE, cleanup).await;
+    if done.is_err() {
+        tracing::warn!(
+            "The clean-up did not finish within {} s; exiting. The next run removes what is left, and the lock expires by itself.",
+            CLEANUP_DEADLINE.as_secs()
+        );
     }
+    done.ok()
 }
 
 fn interrupted(signal: &str) -> Error {
-    Error::new(
-        ErrorKind::Cancelled,
-        format!("interrupted by {signal}; nothing was committed"),
-    )
+    Error::new(ErrorKind::Cancelled, format!("interrupted by {signal}"))
 }
 
 /// Prints an error (with its causes and hint) on stderr, or as JSON on stdout; returns the exit

@@ -24,7 +24,9 @@ static IDLE_TIMEOUT_MS: AtomicU64 = AtomicU64::new(DEFAULT_IDLE_TIMEOUT.as_milli
 
 /// Sets the idle-read timeout of connections opened from now on.
 pub fn set_idle_timeout(timeout: Duration) {
-    let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1);
+    let ms = u64::try_from(timeout.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
     IDLE_TIMEOUT_MS.store(ms, Ordering::Relaxed);
 }
 

@@ -134,15 +134,13 @@ impl Connection {
         };
         let host = url.host().unwrap_or_else(|| "127.0.0.1".into());
         let port = url.port().unwrap_or(6379);
-        let tcp = crate::net::connect_tcp(&host, port)
-            .await
-            .map_err(|e| {
-                Error::new(
-                    kind,
-                    format!("Redis at {}: cannot connect: {e}", url.without_password()),
-                )
-                .with_hint("check the host and port, and that the server is running")
-            })?;
+        let tcp = crate::net::connect_tcp(&host, port).await.map_err(|e| {
+            Error::new(
+                kind,
+                format!("Redis at {}: cannot connect: {e}", url.without_password()),
+            )
+            .with_hint("check the host and port, and that the server is running")
+        })?;
         let io = if tls {
             let config = tls_config(url, kind)?;
             let name = rustls_pki_types::ServerName::try_from(host.clone()).map_err(|e| {
@@ -214,7 +212,10 @@ impl Connection {
     }
 
     fn io_error(&self, e: std::io::Error) -> Error {
-        self.error(format!("the connection failed: {}", crate::net::describe_io(&e)))
+        self.error(format!(
+            "the connection failed: {}",
+            crate::net::describe_io(&e)
+        ))
     }
 
     /// Encodes commands as RESP arrays of bulk strings.

@@ -529,8 +529,8 @@ pub fn validate_job(
             .transpose()
             .map_err(|e| Error::config(format!("job {:?}: {key}: {e}", spec.name)))
     };
-    let idle_timeout = positive("idle-timeout", &spec.idle_timeout)?
-        .unwrap_or(crate::net::DEFAULT_IDLE_TIMEOUT);
+    let idle_timeout =
+        positive("idle-timeout", &spec.idle_timeout)?.unwrap_or(crate::net::DEFAULT_IDLE_TIMEOUT);
     let timeout = positive("timeout", &spec.timeout)?;
     Ok(Job {
         name: spec.name.clone(),
