@@ -641,3 +641,65 @@ fn sigterm_does_not_end_a_run_when_the_store_is_unreachable() {
         "took {took:?} after the second signal"
     );
 }
+
+/// `timeout-secs` on S3 cut requests that were still making progress: with the defaults every
+/// part failed below about 280 kB/s. It is a stall timeout: 50 kB/s steady succeeds (a 200 KB
+/// object takes 4 s against a 2 s timeout), a stall fails.
+#[test]
+fn s3_timeout_cuts_requests_that_are_still_making_progress() {
+    use lifeboat_core::store::{ObjectKey, ObjectWriter, S3Options, S3Store, Store};
+    use tokio::io::AsyncWriteExt;
+    let bucket = s3_bucket("stall");
+    let upstream = s3_endpoint().trim_start_matches("http://").to_string();
+    let proxy = proxy::ThrottleProxy::start(&upstream, 50_000);
+    block_on(async {
+        let store = S3Store::open(
+            &format!("s3://{bucket}/stall-{}", std::process::id()),
+            S3Options {
+                endpoint: Some(proxy.endpoint.clone()),
+                path_style: true,
+                timeout: std::time::Duration::from_secs(2),
+                max_attempts: 1,
+                ..S3Options::default()
+            },
+        )
+        .await
+        .unwrap();
+        let data = incompressible(200_000, 7);
+        let key = ObjectKey::new("slow/data.bin").unwrap();
+        let mut w = store.create(&key).await.unwrap();
+        w.write_all(&data).await.unwrap();
+        let started = std::time::Instant::now();
+        w.finish()
+            .await
+            .expect("a slow upload that keeps moving must succeed");
+        assert!(
+            started.elapsed() > std::time::Duration::from_secs(3),
+            "the link was not slow"
+        );
+        assert_eq!(store.get(&key).await.unwrap().unwrap(), data);
+
+        proxy
+            .stall_after
+            .store(64 * 1024, std::sync::atomic::Ordering::SeqCst);
+        let key = ObjectKey::new("stalled/data.bin").unwrap();
+        let mut w = store.create(&key).await.unwrap();
+        w.write_all(&data).await.unwrap();
+        let started = std::time::Instant::now();
+        let e = w.finish().await.unwrap_err();
+        assert!(e.to_string().contains("no progress for 2 s"), "{e}");
+        // The 2 s, plus what the kernel may still hold at the slowest link (200 KB: 6 s).
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
+        let direct = S3Store::open(
+            &format!("s3://{bucket}/stall-{}", std::process::id()),
+            S3Options {
+                endpoint: Some(s3_endpoint()),
+                path_style: true,
+                ..S3Options::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert!(direct.head(&key).await.unwrap().is_none());
+    });
+}

@@ -154,3 +154,81 @@ async fn handle(mut client: TcpStream, upstream: String, faults: Arc<Faults>) {
     }
     up.abort();
 }
+
+/// A plain TCP proxy that forwards what the client sends at a fixed rate, and can stop
+/// forwarding altogether: a slow link and a stalled one, in front of a real server.
+pub struct ThrottleProxy {
+    pub endpoint: String,
+    /// Client-to-server bytes forwarded per second.
+    pub bytes_per_sec: Arc<AtomicU64>,
+    /// Once this many client bytes have been forwarded on a connection, it stalls (0 = never).
+    pub stall_after: Arc<AtomicU64>,
+}
+
+impl ThrottleProxy {
+    pub fn start(upstream: &str, bytes_per_sec: u64) -> ThrottleProxy {
+        let rate = Arc::new(AtomicU64::new(bytes_per_sec));
+        let stall_after = Arc::new(AtomicU64::new(0));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let upstream = upstream.to_string();
+        let (rate2, stall2) = (rate.clone(), stall_after.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(listener.local_addr().unwrap().port()).unwrap();
+                loop {
+                    let Ok((client, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let Ok(server) = TcpStream::connect(&upstream).await else {
+                        continue;
+                    };
+                    let (rate, stall) = (rate2.clone(), stall2.clone());
+                    tokio::spawn(async move {
+                        let (mut client_rx, mut client_tx) = client.into_split();
+                        let (mut server_rx, mut server_tx) = server.into_split();
+                        let up = async move {
+                            let mut buf = vec![0u8; 4096];
+                            let mut sent: u64 = 0;
+                            loop {
+                                let n = match client_rx.read(&mut buf).await {
+                                    Ok(0) | Err(_) => break,
+                                    Ok(n) => n,
+                                };
+                                let limit = stall.load(Ordering::SeqCst);
+                                if limit > 0 && sent + n as u64 > limit {
+                                    // Stalled: hold the connection open, forward nothing.
+                                    std::future::pending::<()>().await;
+                                }
+                                let per_sec = rate.load(Ordering::SeqCst).max(1);
+                                tokio::time::sleep(std::time::Duration::from_micros(
+                                    n as u64 * 1_000_000 / per_sec,
+                                ))
+                                .await;
+                                if server_tx.write_all(&buf[..n]).await.is_err() {
+                                    break;
+                                }
+                                sent += n as u64;
+                            }
+                        };
+                        let down = async move {
+                            let _ = tokio::io::copy(&mut server_rx, &mut client_tx).await;
+                        };
+                        tokio::join!(up, down);
+                    });
+                }
+            });
+        });
+        let port = rx.recv().unwrap();
+        ThrottleProxy {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            bytes_per_sec: rate,
+            stall_after,
+        }
+    }
+}

@@ -7,6 +7,7 @@ pub mod any;
 pub mod faulty;
 pub mod local;
 pub mod s3;
+mod stall;
 
 use std::future::Future;
 use std::time::{Duration, SystemTime};

@@ -26,6 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 
+use super::stall;
 use super::{ObjectKey, ObjectMeta, ObjectReader, ObjectWriter, Protection, Store};
 use crate::error::{Error, ErrorKind, Result};
 
@@ -50,7 +51,8 @@ pub struct S3Options {
     /// stores reject the SDK's default CRC headers, so the default is "when required".
     pub checksums_when_supported: bool,
     pub storage_class: Option<String>,
-    /// A request that sends or receives nothing for this long is cut and retried.
+    /// A request that makes no progress for this long fails: nothing sent or received (an
+    /// upload that is merely slow goes on; see `stall.rs`). Other requests are also retried.
     pub timeout: Duration,
     /// Attempts per request (throttling, 5xx, timeouts and dropped connections are retried
     /// with exponential backoff and jitter).
@@ -161,7 +163,6 @@ impl S3Store {
                 TimeoutConfig::builder()
                     .connect_timeout(options.timeout.min(Duration::from_secs(10)))
                     .read_timeout(options.timeout)
-                    .operation_attempt_timeout(options.timeout * 10)
                     .build(),
             );
         // S3 requires a checksum header on uploads that carry object-lock retention.
@@ -322,6 +323,7 @@ impl Store for S3Store {
             part_size,
             parts_in_flight: self.options.parts_in_flight.max(1),
             settings: self.write_settings(key),
+            stall_timeout: self.options.timeout,
         };
         let task = tokio::spawn(upload.run(reader, commit_rx));
         Ok(S3Writer {
@@ -760,6 +762,28 @@ struct Upload {
     part_size: usize,
     parts_in_flight: usize,
     settings: WriteSettings,
+    /// An upload request that makes no progress for this long fails.
+    stall_timeout: Duration,
+}
+
+/// Uploads carry their own stall timeout (`stall.rs`): the SDK's read timeout, which counts
+/// from the first byte sent, would cut slow uploads that are still moving.
+fn without_read_timeout() -> aws_sdk_s3::config::Builder {
+    aws_sdk_s3::config::Builder::default().timeout_config(
+        TimeoutConfig::builder()
+            .disable_read_timeout()
+            .disable_operation_attempt_timeout()
+            .build(),
+    )
+}
+
+/// The error of an upload request that stopped moving.
+fn stalled(what: String, timeout: Duration) -> Error {
+    Error::store(format!(
+        "{what}: no progress for {} s (timeout-secs); the upload was stopped",
+        timeout.as_secs_f32()
+    ))
+    .with_hint("check the network to the store; raise timeout-secs in [store] for a link that pauses longer")
 }
 
 impl Upload {
@@ -790,15 +814,23 @@ impl Upload {
                 if upload_id.is_none() && last {
                     // Small stream: one PUT, only if committed.
                     if wait_commit(&mut commit).await {
+                        let progress = stall::Progress::new(chunk.len());
                         let req = self
                             .client
                             .put_object()
                             .bucket(&self.bucket)
                             .key(&self.key)
-                            .body(ByteStream::from(chunk));
-                        with_write_settings!(req, &self.settings).send().await.map_err(|e| {
-                            s3_error(format!("cannot write {}", self.location()), e)
-                        })?;
+                            .body(stall::body(bytes::Bytes::from(chunk), &progress));
+                        let request = with_write_settings!(req, &self.settings)
+                            .customize()
+                            .config_override(without_read_timeout())
+                            .send();
+                        stall::until_stalled(&progress, self.stall_timeout, request)
+                            .await
+                            .map_err(|t| stalled(format!("cannot write {}", self.location()), t))?
+                            .map_err(|e| {
+                                s3_error(format!("cannot write {}", self.location()), e)
+                            })?;
                         return Ok(());
                     }
                     return Err(Error::new(ErrorKind::Cancelled, format!(
@@ -849,25 +881,27 @@ impl Upload {
                         upload_id.clone().unwrap_or_default(),
                     );
                     let n = part_number;
+                    let stall_timeout = self.stall_timeout;
                     in_flight.spawn(async move {
                         let body = bytes::Bytes::from(chunk);
                         // Kept to take the buffer back once the SDK has let go of its copies.
                         let buffer = body.clone();
-                        let out = client
+                        let progress = stall::Progress::new(body.len());
+                        let request = client
                             .upload_part()
                             .bucket(&bucket)
                             .key(&key)
                             .upload_id(id)
                             .part_number(n as i32)
-                            .body(ByteStream::from(body))
-                            .send()
+                            .body(stall::body(body, &progress))
+                            .customize()
+                            .config_override(without_read_timeout())
+                            .send();
+                        let what = || format!("cannot upload part {n} of s3://{bucket}/{key}");
+                        let out = stall::until_stalled(&progress, stall_timeout, request)
                             .await
-                            .map_err(|e| {
-                                s3_error(
-                                    format!("cannot upload part {n} of s3://{bucket}/{key}"),
-                                    e,
-                                )
-                            })?;
+                            .map_err(|t| stalled(what(), t))?
+                            .map_err(|e| s3_error(what(), e))?;
                         Ok(UploadedPart {
                             part: CompletedPart::builder()
                                 .part_number(n as i32)
