@@ -474,11 +474,16 @@ fn redis_backup_verify_and_restore_through_the_binaries() {
     target.ok("SET old-data 1");
     target.ok("SELECT 5");
     target.ok("SET old-data 2");
+    // Onto a non-empty target it is refused like the other modes, in a dry run too, until
+    // --clean confirms it.
     restore(&["--mode", "swap"])
+        .assert_code(2)
+        .assert_contains("--mode swap replaces those databases whole");
+    restore(&["--mode", "swap", "--dry-run"]).assert_code(2);
+    restore(&["--mode", "swap", "--clean"])
         .assert_code(0)
         .assert_contains("SWAPDB");
     assert_eq!(target.ok("DEBUG DIGEST").text(), source_digest);
-    restore(&["--mode", "swap", "--clean"]).assert_code(2);
 
     // Databases mapped elsewhere.
     wipe(&mut target);

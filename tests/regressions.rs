@@ -703,3 +703,265 @@ fn s3_timeout_cuts_requests_that_are_still_making_progress() {
         assert!(direct.head(&key).await.unwrap().is_none());
     });
 }
+
+/// When an upload failed, the only line was "the upload failed; see the store error", with a
+/// misleading free-space hint, in text and in `--json`: the store's own error was lost.
+#[test]
+fn the_store_error_is_lost_when_an_upload_fails() {
+    use lifeboat_core::store::{S3Options, S3Store};
+    let bucket = s3_bucket("lost-error");
+    let source = TestDb::create("lost_error");
+    sql(
+        &source.url(),
+        "CREATE TABLE big AS SELECT g, md5(g::text) || md5((g + 1)::text) AS v FROM generate_series(1, 600000) g",
+    );
+    let upstream = s3_endpoint().trim_start_matches("http://").to_string();
+    let proxy = proxy::FaultProxy::start(&upstream);
+    let dir = TempDir::new("lost-error");
+    let prefix = format!("lost-{}", std::process::id());
+    let config = dir.join("lifeboat.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\nurl = \"s3://{bucket}/{prefix}\"\nendpoint = \"{}\"\npath-style = true\npart-size-mib = 5\nparts-in-flight = 1\nmax-attempts = 1\n\n\
+             [[job]]\nname = \"app\"\nengine = \"postgres\"\nurl = \"{}\"\ncompression = \"none\"\n",
+            proxy.endpoint,
+            source.url()
+        ),
+    )
+    .unwrap();
+    let child = command("lifeboat-backup")
+        .args(["--config", config.to_str().unwrap(), "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let direct = block_on(S3Store::open(
+        &format!("s3://{bucket}/{prefix}"),
+        S3Options {
+            endpoint: Some(s3_endpoint()),
+            path_style: true,
+            ..S3Options::default()
+        },
+    ))
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while block_on(direct.unfinished_uploads("jobs/"))
+        .unwrap()
+        .is_empty()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no multipart upload started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // From now on the store answers every request with 500 InternalError.
+    proxy
+        .faults
+        .internal_error
+        .store(10_000, std::sync::atomic::Ordering::SeqCst);
+    let r = finish(child.wait_with_output().unwrap());
+    r.assert_code(1);
+    let report = r.json();
+    let error = &report["jobs"][0]["error"];
+    let text = format!("{error}\n{}", r.stderr);
+    assert!(!text.contains("see the store error"), "{text}");
+    assert!(!text.contains("free space"), "{text}");
+    assert!(text.contains("InternalError"), "{text}");
+}
+
+/// An unknown job had four behaviours across the binaries (exit 2, 1, 0 with an empty table,
+/// and 1 with "no the latest snapshot"): it is exit 2, naming the jobs that exist.
+#[test]
+fn an_unknown_job_gets_four_different_behaviours() {
+    let repo = TempDir::new("unknown-job");
+    real_snapshot(&repo, "app");
+    let r = repo.as_str();
+    for args in [
+        vec!["lifeboat-verify", "--repo", r, "--job", "nope"],
+        vec!["lifeboat-restore", "list", "--repo", r, "--job", "nope"],
+        vec![
+            "lifeboat-restore",
+            "--repo",
+            r,
+            "--job",
+            "nope",
+            "--latest",
+            "--to",
+            "postgres://u@127.0.0.1:1/x",
+        ],
+        vec![
+            "lifeboat-backup",
+            "prune",
+            "nope",
+            "--repo",
+            r,
+            "--retention",
+            "gfs",
+            "--dry-run",
+        ],
+        vec!["lifeboat-backup", "unlock", "nope", "--repo", r, "--yes"],
+    ] {
+        let out = run(args[0], &args[1..]);
+        out.assert_code(2)
+            .assert_contains("there is no job \"nope\"")
+            .assert_contains("jobs: app");
+    }
+}
+
+/// `list`, `verify` and `restore` created the repository directory (even
+/// ~/.local/share/lifeboat/repo for a bare `lifeboat-restore list`); they must create nothing,
+/// and a missing repository or a file is exit 2.
+#[test]
+fn read_only_commands_create_directories() {
+    let home = TempDir::new("ro-home");
+    let missing = home.join("no/such/repo");
+    let file = home.join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let commands: Vec<(&str, Vec<&str>)> = vec![
+        ("lifeboat-restore", vec!["list"]),
+        ("lifeboat-verify", vec![]),
+        (
+            "lifeboat-restore",
+            vec![
+                "--job",
+                "app",
+                "--latest",
+                "--to",
+                "postgres://u@127.0.0.1:1/x",
+            ],
+        ),
+        (
+            "lifeboat-backup",
+            vec!["prune", "app", "--retention", "gfs", "--dry-run"],
+        ),
+        ("lifeboat-backup", vec!["unlock", "app", "--yes"]),
+    ];
+    for (bin, args) in &commands {
+        // No --repo: the default repository under HOME.
+        let out = finish(
+            command(bin)
+                .args(args)
+                .env("HOME", home.path())
+                .current_dir(home.path())
+                .output()
+                .unwrap(),
+        );
+        out.assert_code(2).assert_contains("there is no repository");
+        for repo in [&missing, &file] {
+            let out = finish(
+                command(bin)
+                    .args(args)
+                    .args(["--repo", repo.to_str().unwrap()])
+                    .env("HOME", home.path())
+                    .current_dir(home.path())
+                    .output()
+                    .unwrap(),
+            );
+            out.assert_code(2);
+        }
+    }
+    let top: Vec<String> = std::fs::read_dir(home.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        top,
+        ["a-file"],
+        "something was created in {}",
+        home.as_str()
+    );
+}
+
+/// `lifeboat-backup --config F prune --dry-run` and `lifeboat-backup --repo R unlock J` took
+/// the subcommand for a job name.
+#[test]
+fn options_before_a_subcommand_make_it_a_job_name() {
+    let repo = TempDir::new("global-opts");
+    real_snapshot(&repo, "app");
+    let dir = TempDir::new("global-opts-cfg");
+    let config = dir.join("lifeboat.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\nurl = \"{}\"\n\n[[job]]\nname = \"app\"\nengine = \"postgres\"\nurl = \"postgres://127.0.0.1/unused\"\nretention = \"gfs\"\n",
+            repo.as_str()
+        ),
+    )
+    .unwrap();
+    run(
+        "lifeboat-backup",
+        &["--config", config.to_str().unwrap(), "prune", "--dry-run"],
+    )
+    .assert_code(0)
+    .assert_contains("Dry run: job \"app\" would keep 1 and forget 0 snapshots");
+    run(
+        "lifeboat-backup",
+        &["--repo", repo.as_str(), "unlock", "app", "--yes"],
+    )
+    .assert_code(0)
+    .assert_contains("is not locked");
+}
+
+/// `--dry-run` accepted what the real run refused: `--mode file` on a PostgreSQL snapshot
+/// (exit 0 in a dry run, 2 for real), and flags of the other engine (`--db-map`, `--replace`).
+#[test]
+fn dry_run_accepts_what_the_real_run_refuses() {
+    let repo = TempDir::new("dry-parity");
+    real_snapshot(&repo, "app");
+    let target = TestDb::create("dry_parity");
+    let out = TempDir::new("dry-parity-out");
+    let file = out.join("dump.rdb");
+    let to = target.url();
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["--mode", "file", "--to", file.to_str().unwrap()],
+        vec!["--db-map", "0:1", "--to", &to],
+        vec!["--replace", "--to", &to],
+        vec!["--mode", "swap", "--to", &to],
+    ];
+    for case in &cases {
+        for dry in [true, false] {
+            let mut args = vec!["--repo", repo.as_str(), "--job", "app", "--latest", "--yes"];
+            args.extend(case.iter().copied());
+            if dry {
+                args.push("--dry-run");
+            }
+            run("lifeboat-restore", &args).assert_code(2);
+        }
+    }
+    assert!(!file.exists());
+    assert_eq!(
+        sql_one(
+            &target.url(),
+            "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace"
+        ),
+        "0"
+    );
+}
+
+/// `--log-format json` left the final error lines as plain text.
+#[test]
+fn log_format_json_leaves_the_final_error_as_plain_text() {
+    let repo = TempDir::new("json-log");
+    let r = run(
+        "lifeboat-backup",
+        &[
+            "--engine",
+            "postgres",
+            "--url",
+            "postgres://u:pw@127.0.0.1:1/app",
+            "--repo",
+            repo.as_str(),
+            "--log-format",
+            "json",
+        ],
+    );
+    r.assert_code(1);
+    for line in r.stderr.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(v.get("level").is_some(), "{line}");
+    }
+    assert!(r.stderr.contains("\"level\":\"ERROR\""), "{}", r.stderr);
+}

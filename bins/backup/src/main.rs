@@ -58,6 +58,11 @@ async fn run(args: BackupArgs) -> i32 {
         Ok(s) => s,
         Err(e) => return report_error(&e, json),
     };
+    // The repository exists before the first lock is taken, so `unlock` and the other
+    // commands find it even when the first run never got further than its lock.
+    if let Err(e) = lifeboat_core::catalog::ensure_repository(&store, chrono::Utc::now()).await {
+        return report_error(&e, json);
+    }
     let mut exit = 0;
     let mut reports = Vec::new();
     for job in &jobs {
@@ -383,7 +388,10 @@ async fn run_prune(args: &BackupArgs, prune_args: &PruneArgs) -> Result<i32> {
             targets.push((name.clone(), policy));
         }
     }
-    let store = lifeboat_cli::open_store(&args.common, config.as_ref()).await?;
+    let store = lifeboat_cli::open_repository(&args.common, config.as_ref()).await?;
+    for (job, _) in &targets {
+        lifeboat_cli::known_job(&store, config.as_ref(), job).await?;
+    }
     let options = PruneOptions {
         now: chrono::Utc::now(),
         dry_run: prune_args.dry_run,
@@ -445,7 +453,8 @@ async fn run_unlock(args: &BackupArgs, unlock: &UnlockArgs) -> Result<i32> {
     use std::io::{BufRead, IsTerminal, Write};
     config::validate_job_name(&unlock.job)?;
     let config = lifeboat_cli::load_config(&args.common)?;
-    let store = lifeboat_cli::open_store(&args.common, config.as_ref()).await?;
+    let store = lifeboat_cli::open_repository(&args.common, config.as_ref()).await?;
+    lifeboat_cli::known_job(&store, config.as_ref(), &unlock.job).await?;
     match lock::inspect(&store, &unlock.job).await? {
         None => {
             println!("Job {:?} is not locked.", unlock.job);
@@ -487,9 +496,9 @@ fn print_prune_summary(report: &PruneReport) {
     let kept = report.plan.kept().count();
     if report.dry_run {
         println!(
-            "Dry run: job {:?} would keep {kept} and forget {} snapshots; nothing was changed.",
+            "Dry run: job {:?} would keep {kept} and forget {}; nothing was changed.",
             report.job,
-            report.plan.forgotten().count()
+            lifeboat_core::backup::counted(report.plan.forgotten().count() as u64, "snapshot")
         );
         print_protected(report);
         return;
@@ -515,8 +524,8 @@ fn print_prune_summary(report: &PruneReport) {
     );
     if !report.orphans_removed.is_empty() {
         println!(
-            "  removed {} leftover objects of interrupted runs",
-            report.orphans_removed.len()
+            "  removed {} of interrupted runs",
+            lifeboat_core::backup::counted(report.orphans_removed.len() as u64, "leftover object")
         );
     }
     print_protected(report);

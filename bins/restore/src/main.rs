@@ -46,14 +46,7 @@ async fn open_repository(
     common: &CommonArgs,
 ) -> Result<(AnyStore, Option<lifeboat_core::config::Config>)> {
     let config = lifeboat_cli::load_config(common)?;
-    let store = lifeboat_cli::open_store(common, config.as_ref()).await?;
-    if !catalog::check_repository(&store).await? {
-        return Err(Error::not_found(format!(
-            "{} is not a Lifeboat repository (no lifeboat.json)",
-            store.describe()
-        ))
-        .with_hint("check --repo or the [store] url of the configuration"));
-    }
+    let store = lifeboat_cli::open_repository(common, config.as_ref()).await?;
     Ok((store, config))
 }
 
@@ -62,6 +55,9 @@ async fn run_list(common: &CommonArgs, list: &ListArgs) -> Result<()> {
     let jobs = if list.job.is_empty() {
         catalog::list_jobs(&store).await?
     } else {
+        for job in &list.job {
+            lifeboat_cli::known_job(&store, config.as_ref(), job).await?;
+        }
         list.job.clone()
     };
     let mut out = Vec::new();
@@ -105,8 +101,8 @@ async fn run_list(common: &CommonArgs, list: &ListArgs) -> Result<()> {
         };
         if !common.json {
             println!(
-                "Job {job:?} ({} snapshots; retention: {}):",
-                listing.snapshots.len(),
+                "Job {job:?} ({}; retention: {}):",
+                lifeboat_core::backup::counted(listing.snapshots.len() as u64, "snapshot"),
                 policy
                     .as_ref()
                     .map_or_else(|| "none configured".to_string(), |p| p.describe())
@@ -120,9 +116,9 @@ async fn run_list(common: &CommonArgs, list: &ListArgs) -> Result<()> {
                     || "-".to_string(),
                     |r| {
                         format!(
-                            "{} {:?} {}",
+                            "{} {} {}",
                             if r.ok { "ok" } else { "FAILED" },
-                            r.level,
+                            r.level.as_str(),
                             r.checked_at.format("%Y-%m-%d %H:%M")
                         )
                         .to_lowercase()
@@ -186,11 +182,6 @@ async fn run_restore(common: &CommonArgs, flags: &RestoreFlags) -> Result<()> {
     }
     if flags.mode == RestoreMode::File {
         return run_to_file(common, flags, std::path::Path::new(target)).await;
-    }
-    if flags.mode == RestoreMode::Swap && (flags.clean || flags.replace) {
-        return Err(usage(
-            "--mode swap replaces whole databases; it takes neither --clean nor --replace",
-        ));
     }
     let target = SecretUrl::parse(target).map_err(|e| usage(format!("--to: {e}")))?;
     let postgres = matches!(target.scheme(), "postgres" | "postgresql");
@@ -285,7 +276,10 @@ async fn repository_and_selection(
     }
     let (store, config) = open_repository(common).await?;
     let job = match &flags.job {
-        Some(j) => j.clone(),
+        Some(j) => {
+            lifeboat_cli::known_job(&store, config.as_ref(), j).await?;
+            j.clone()
+        }
         None => {
             let jobs = catalog::list_jobs(&store).await?;
             match jobs.as_slice() {
@@ -314,9 +308,15 @@ async fn run_to_file(
     path: &std::path::Path,
 ) -> Result<()> {
     let (store, _config, job, selector) = repository_and_selection(common, flags).await?;
-    let listing = catalog::list_snapshots(&store, &job).await?;
-    let manifest =
-        catalog::select(&listing.snapshots, &job, &selector, chrono::Utc::now())?.clone();
+    let manifest = restore::plan_file(
+        &store,
+        &job,
+        &selector,
+        path,
+        flags.clean,
+        chrono::Utc::now(),
+    )
+    .await?;
     if !common.json {
         println!(
             "Restore plan: snapshot {} of job {:?} (consistent at {}) written as an RDB file to {}.",

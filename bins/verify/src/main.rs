@@ -35,16 +35,7 @@ fn main() -> ExitCode {
 
 async fn run(args: &VerifyArgs) -> Result<i32> {
     let config = lifeboat_cli::load_config(&args.common)?;
-    let store = lifeboat_cli::open_store(&args.common, config.as_ref()).await?;
-    if !catalog::check_repository(&store).await? {
-        return Err(Error::not_found(format!(
-            "{} is not a Lifeboat repository (no lifeboat.json)",
-            lifeboat_core::store::Store::describe(&store)
-        ))
-        .with_hint(
-            "check --repo or the [store] url; a repository is created by the first lifeboat-backup",
-        ));
-    }
+    let store = lifeboat_cli::open_repository(&args.common, config.as_ref()).await?;
     let jobs = jobs_to_verify(args, config.as_ref(), &store).await?;
     let which = match (&args.snapshot, args.all) {
         (Some(id), _) => Which::Id(id.parse::<SnapshotId>().map_err(usage)?),
@@ -122,7 +113,7 @@ async fn jobs_to_verify(
 ) -> Result<Vec<String>> {
     if !args.job.is_empty() {
         for j in &args.job {
-            config::validate_job_name(j)?;
+            lifeboat_cli::known_job(store, config, j).await?;
         }
         return Ok(args.job.clone());
     }
@@ -156,13 +147,13 @@ fn print_report(report: &VerifyReport) {
             .map(|s| format!(", restore took {s:.1}s"))
             .unwrap_or_default();
         println!(
-            "{status:7} {} job {:?} snapshot {} (consistent at {}) level {:?} in {:.1}s{restore}",
+            "{status:7} {} job {:?} snapshot {} (consistent at {}) level {} in {:.1}s{restore}",
             if c.ok { "✓" } else { "✗" },
             report.job,
             c.snapshot,
             c.consistent_at
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            c.level,
+            c.level.as_str(),
             c.duration_secs,
         );
         for f in &c.findings {
@@ -193,6 +184,7 @@ fn print_report(report: &VerifyReport) {
 fn human_duration(secs: i64) -> String {
     let (d, h, m) = (secs / 86_400, (secs % 86_400) / 3600, (secs % 3600) / 60);
     match (d, h) {
+        (0, 0) if secs < 60 => format!("{secs}s"),
         (0, 0) => format!("{m}m"),
         (0, _) => format!("{h}h{m:02}m"),
         _ => format!("{d}d{h:02}h"),

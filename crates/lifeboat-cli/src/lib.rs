@@ -58,8 +58,15 @@ pub enum LogFormat {
     Json,
 }
 
+/// Whether log lines (and so the final error lines) are JSON (`--log-format json`).
+static LOG_JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Sets up logging on stderr. `LIFEBOAT_LOG` overrides the level filter.
 pub fn init_logging(common: &CommonArgs) {
+    LOG_JSON.store(
+        common.log_format == LogFormat::Json,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let default = match common.verbose {
         0 => "info",
         1 => "debug",
@@ -103,6 +110,54 @@ pub fn load_config(common: &CommonArgs) -> Result<Option<Config>> {
 /// directory. S3 settings come from the file's `[store]` table, overridden by `--s3-*` flags;
 /// credentials from the standard AWS chain.
 pub async fn open_store(common: &CommonArgs, config: Option<&Config>) -> Result<AnyStore> {
+    open_store_with(common, config, store::Access::Create).await
+}
+
+/// Opens an existing repository, for every command that does not back up: nothing is created,
+/// and a missing repository (or a path that is a file, or a folder without `lifeboat.json`)
+/// is a usage error (exit 2).
+pub async fn open_repository(common: &CommonArgs, config: Option<&Config>) -> Result<AnyStore> {
+    let store = open_store_with(common, config, store::Access::Existing).await?;
+    if !lifeboat_core::catalog::check_repository(&store).await? {
+        return Err(usage(format!(
+            "{} is not a Lifeboat repository (no lifeboat.json)",
+            store.describe()
+        ))
+        .with_hint("check --repo or the [store] url; lifeboat-backup creates the repository on its first run"));
+    }
+    Ok(store)
+}
+
+/// Refuses a job that neither the configuration nor the repository knows (exit 2), naming the
+/// jobs that exist: the one behaviour of every command for an unknown job.
+pub async fn known_job(store: &AnyStore, config: Option<&Config>, job: &str) -> Result<()> {
+    config::validate_job_name(job)?;
+    let configured: Vec<String> = config
+        .map(|c| c.jobs.iter().map(|j| j.name.clone()).collect())
+        .unwrap_or_default();
+    let stored = lifeboat_core::catalog::list_jobs(store).await?;
+    if configured.iter().chain(&stored).any(|j| j == job) {
+        return Ok(());
+    }
+    let mut all: Vec<String> = configured.into_iter().chain(stored).collect();
+    all.sort();
+    all.dedup();
+    Err(
+        usage(format!("there is no job {job:?} in {}", store.describe())).with_hint(
+            if all.is_empty() {
+                "the repository holds no jobs yet; run lifeboat-backup first".to_string()
+            } else {
+                format!("jobs: {}", all.join(", "))
+            },
+        ),
+    )
+}
+
+async fn open_store_with(
+    common: &CommonArgs,
+    config: Option<&Config>,
+    access: store::Access,
+) -> Result<AnyStore> {
     let mut spec: StoreSpec = config.map(|c| c.store.clone()).unwrap_or_default();
     if let Some(repo) = &common.repo {
         spec.url = Some(repo.clone());
@@ -123,7 +178,7 @@ pub async fn open_store(common: &CommonArgs, config: Option<&Config>) -> Result<
             config::default_repo(home.as_deref()).display().to_string()
         }
     };
-    let store = store::open(&location, &spec.s3_options()?).await?;
+    let store = store::open_with(&location, &spec.s3_options()?, access).await?;
     tracing::debug!("Using the store at {}.", store.describe());
     Ok(store)
 }
@@ -239,6 +294,18 @@ pub fn report_error(err: &Error, json: bool) -> i32 {
             }
         });
         println!("{value}");
+    }
+    if LOG_JSON.load(std::sync::atomic::Ordering::Relaxed) {
+        // One structured line, like every other log line of the run.
+        tracing::error!(
+            kind = err.kind().as_str(),
+            causes = ?causes,
+            hint = err.hint().unwrap_or_default(),
+            exit_code = err.exit_code(),
+            "{}",
+            err.message()
+        );
+        return err.exit_code();
     }
     let mut text = format!("error: {}", err.message());
     for cause in &causes {

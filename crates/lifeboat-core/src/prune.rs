@@ -171,7 +171,14 @@ pub async fn remove_orphans<S: Store>(
     let mut removed = Vec::new();
     for object in &objects {
         let folder = object.key.as_str().rsplit_once('/').map_or("", |(d, _)| d);
-        if !has_manifest(folder) && object.modified <= cutoff {
+        if !has_manifest(folder) && object.modified > cutoff {
+            tracing::info!(
+                "Left {} (data without a manifest) in place: it is younger than the grace period, so a run may still be writing it.",
+                object.key
+            );
+            continue;
+        }
+        if !has_manifest(folder) {
             if let Some(p) = store.protection(&object.key).await? {
                 tracing::info!(
                     "Left {} (data without a manifest) in place: {p}.",

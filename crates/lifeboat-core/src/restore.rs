@@ -59,6 +59,76 @@ pub struct RestoreReport {
     pub skipped_empty_keys: u64,
 }
 
+/// Refuses options that do not apply to the snapshot's engine: the same checks for a dry run
+/// and a real one, before anything is inspected.
+fn check_options_fit(snapshot: &Manifest, options: &RestoreOptions) -> Result<()> {
+    let redis_only = [
+        ("--db-map", !options.db_map.is_empty()),
+        ("--replace", options.replace),
+        ("--mode swap", options.swap),
+    ];
+    let postgres_only = [("--no-owner", options.no_owner)];
+    let (misfits, for_engine) = match snapshot.fingerprint {
+        Fingerprint::Redis(_) => (&postgres_only[..], "PostgreSQL"),
+        Fingerprint::Postgres(_) => (&redis_only[..], "Redis"),
+    };
+    match misfits.iter().find(|(_, given)| *given) {
+        Some((flag, _)) => Err(Error::config(format!(
+            "{flag} applies to {for_engine} snapshots; snapshot {} is a {} backup",
+            snapshot.id, snapshot.engine
+        ))
+        .with_hint(format!("drop {flag}"))),
+        None => Ok(()),
+    }
+}
+
+/// `--mode file`: picks the snapshot and checks that it can be written to `path`; changes
+/// nothing. A dry run and the real run (see [`redis_to_file`]) go through the same checks.
+pub async fn plan_file<S: Store>(
+    store: &S,
+    job: &str,
+    selector: &Selector,
+    path: &std::path::Path,
+    overwrite: bool,
+    now: DateTime<Utc>,
+) -> Result<Manifest> {
+    let listing = catalog::list_snapshots(store, job).await?;
+    let manifest = catalog::select(&listing.snapshots, job, selector, now)?.clone();
+    check_file_target(&manifest, path, overwrite)?;
+    Ok(manifest)
+}
+
+fn check_file_target(manifest: &Manifest, path: &std::path::Path, overwrite: bool) -> Result<()> {
+    if !matches!(manifest.fingerprint, Fingerprint::Redis(_)) {
+        return Err(Error::new(
+            ErrorKind::Refused,
+            format!(
+                "snapshot {} is a {} backup; --mode file writes Redis snapshots only",
+                manifest.id, manifest.engine
+            ),
+        ));
+    }
+    if path.exists() && !overwrite {
+        return Err(
+            Error::new(ErrorKind::Refused, format!("{} exists", path.display())).with_hint(
+                "stop the server, move the old file aside, or add --clean to replace it",
+            ),
+        );
+    }
+    let folder = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    if !folder.is_dir() {
+        return Err(Error::config(format!(
+            "{} is not a directory, so {} cannot be written",
+            folder.display(),
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Picks the snapshot and inspects the target; changes nothing.
 pub async fn plan<S: Store>(
     store: &S,
@@ -69,6 +139,7 @@ pub async fn plan<S: Store>(
 ) -> Result<RestorePlan> {
     let listing = catalog::list_snapshots(store, job).await?;
     let snapshot = catalog::select(&listing.snapshots, job, selector, options.now)?.clone();
+    check_options_fit(&snapshot, options)?;
     if let Fingerprint::Redis(fingerprint) = &snapshot.fingerprint {
         if !matches!(target.scheme(), "redis" | "rediss") {
             return Err(Error::config(format!(
@@ -79,7 +150,7 @@ pub async fn plan<S: Store>(
         }
         let dbs = target_dbs(fingerprint, &options.db_map);
         let target_state = redis_sink::inspect_target(target, &dbs).await?;
-        if target_state.objects > 0 && !options.clean && !options.replace && !options.swap {
+        if target_state.objects > 0 && !options.clean && !options.replace {
             return Err(Error::new(
                 ErrorKind::Refused,
                 format!(
@@ -89,7 +160,11 @@ pub async fn plan<S: Store>(
                     dbs.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
                 ),
             )
-            .with_hint("restore into empty databases (--db-map SRC:DST), add --replace to overwrite keys of the same name, or --clean to empty those databases first"));
+            .with_hint(if options.swap {
+                "--mode swap replaces those databases whole: add --clean (or --replace) to confirm, or restore into empty databases (--db-map SRC:DST)"
+            } else {
+                "restore into empty databases (--db-map SRC:DST), add --replace to overwrite keys of the same name, or --clean to empty those databases first"
+            }));
         }
         return Ok(RestorePlan {
             job: job.to_string(),
@@ -134,7 +209,7 @@ pub async fn plan<S: Store>(
         return Err(Error::new(
             ErrorKind::Refused,
             format!(
-                "the target database {} is not empty ({} tables, views, functions or large objects)",
+                "the target database {} is not empty ({} tables, views, sequences, functions or large objects)",
                 target, target_state.objects
             ),
         )
@@ -376,22 +451,12 @@ pub async fn redis_to_file<S: Store>(
     path: &std::path::Path,
     overwrite: bool,
 ) -> Result<(u64, u64)> {
+    check_file_target(manifest, path, overwrite)?;
     let Fingerprint::Redis(fingerprint) = &manifest.fingerprint else {
-        return Err(Error::new(
-            ErrorKind::Refused,
-            format!(
-                "snapshot {} is a {} backup; --mode file writes Redis snapshots only",
-                manifest.id, manifest.engine
-            ),
+        return Err(Error::integrity(
+            "the snapshot's engine changed under the check",
         ));
     };
-    if path.exists() && !overwrite {
-        return Err(
-            Error::new(ErrorKind::Refused, format!("{} exists", path.display())).with_hint(
-                "stop the server, move the old file aside, or add --clean to replace it",
-            ),
-        );
-    }
     check_redis_snapshot(store, manifest, fingerprint).await?;
     let temp = path.with_file_name(format!(
         ".{}.lifeboat-tmp",

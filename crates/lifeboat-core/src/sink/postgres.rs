@@ -44,8 +44,11 @@ pub async fn inspect_target(url: &SecretUrl) -> Result<TargetState> {
     let row = conn
         .client
         .query_one(
+            // Tables, views, sequences (not their indexes or TOAST tables), functions and
+            // large objects: what the refusal message names.
             "SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-                     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') \
+                     WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') \
+                       AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
                        AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%') \
                   + (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
                      WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')) \

@@ -39,6 +39,27 @@ impl LocalStore {
         Ok(LocalStore { root })
     }
 
+    /// Opens a directory store that must already exist (commands that only read never create
+    /// anything): a missing path or a file is a configuration error.
+    pub fn open_existing(root: impl AsRef<Path>) -> Result<Self> {
+        let root = root.as_ref().to_path_buf();
+        match std::fs::metadata(&root) {
+            Ok(m) if m.is_dir() => Ok(LocalStore { root }),
+            Ok(_) => Err(Error::config(format!(
+                "{} is a file, not a repository directory",
+                root.display()
+            ))
+            .with_hint("pass the repository's directory with --repo")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::config(format!(
+                "there is no repository at {}",
+                root.display()
+            ))
+            .with_hint("check --repo (or [store] url); lifeboat-backup creates the repository on its first run")),
+            Err(e) => Err(Error::config(format!("cannot open {}: {e}", root.display()))
+                .with_hint("check the path and its permissions")),
+        }
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -345,6 +366,8 @@ impl Store for LocalStore {
                             format!("cannot remove the leftover {}", entry.path().display())
                         })?;
                     removed.push(entry.path().display().to_string());
+                } else if is_temp {
+                    super::report_young_leftover(&entry.path().display().to_string(), age);
                 }
             }
         }

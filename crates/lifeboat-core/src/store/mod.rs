@@ -182,9 +182,31 @@ pub trait Store: Send + Sync {
     ) -> impl Future<Output = Result<Vec<String>>> + Send;
 }
 
+/// Reports an unfinished upload left in place because it is younger than the grace period.
+pub(crate) fn report_young_leftover(what: &str, age: Duration) {
+    tracing::info!(
+        "Left the unfinished upload {what} in place: it is {} old, younger than the grace period, so it may belong to a run in progress.",
+        crate::retention::format_duration(Duration::from_secs(age.as_secs()))
+    );
+}
+
+/// Whether opening a store may create it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Backups: a directory store is created if missing.
+    Create,
+    /// Everything that only reads or tidies: nothing is created.
+    Existing,
+}
+
 /// Opens the store named by a `--repo` value or the file's `[store] url`: a directory path
 /// (or `file://` URL), or `s3://bucket/prefix` with the given S3 settings.
 pub async fn open(location: &str, s3: &S3Options) -> Result<AnyStore> {
+    open_with(location, s3, Access::Create).await
+}
+
+/// Like [`open`], creating a directory store only with [`Access::Create`].
+pub async fn open_with(location: &str, s3: &S3Options, access: Access) -> Result<AnyStore> {
     if location.starts_with("s3://") {
         return S3Store::open(location, s3.clone()).await.map(AnyStore::S3);
     }
@@ -193,5 +215,10 @@ pub async fn open(location: &str, s3: &S3Options) -> Result<AnyStore> {
             "{location:?} is not a store Lifeboat knows; use a directory path or s3://bucket/prefix"
         )));
     }
-    LocalStore::open(location.strip_prefix("file://").unwrap_or(location)).map(AnyStore::Local)
+    let path = location.strip_prefix("file://").unwrap_or(location);
+    match access {
+        Access::Create => LocalStore::open(path),
+        Access::Existing => LocalStore::open_existing(path),
+    }
+    .map(AnyStore::Local)
 }

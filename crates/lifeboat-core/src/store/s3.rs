@@ -537,6 +537,17 @@ impl Store for S3Store {
                     "s3://{}/{} (upload {})",
                     self.bucket, upload.key, upload.upload_id
                 ));
+            } else {
+                let age = SystemTime::now()
+                    .duration_since(upload.initiated)
+                    .unwrap_or_default();
+                super::report_young_leftover(
+                    &format!(
+                        "s3://{}/{} (upload {})",
+                        self.bucket, upload.key, upload.upload_id
+                    ),
+                    age,
+                );
             }
         }
         Ok(removed)

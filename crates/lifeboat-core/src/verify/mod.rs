@@ -31,6 +31,17 @@ pub enum Level {
     Drill,
 }
 
+impl Level {
+    /// The name the flags use: `stored`, `content`, `drill`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Stored => "stored",
+            Level::Content => "content",
+            Level::Drill => "drill",
+        }
+    }
+}
+
 impl std::str::FromStr for Level {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
@@ -206,7 +217,7 @@ pub fn newest_verified(
             .find(|r| r.snapshot == m.id && r.ok && r.level >= Level::Content)
             .map(|r| crate::retention::Verified {
                 id: m.id.clone(),
-                level: format!("{:?}", r.level).to_lowercase(),
+                level: r.level.as_str().to_string(),
             })
     })
 }
