@@ -228,10 +228,14 @@ fn resolve_jobs(args: &BackupArgs) -> Result<(Option<Config>, Vec<Job>)> {
             ));
         }
         let url = config::interpolate::expand(url, &lifeboat_cli::env_lookup).map_err(|m| {
-            usage(format!(
-                "--url: environment variable {} is not set (or is empty)",
-                m.name
-            ))
+            if m.unclosed {
+                usage(format!("--url: \"${{{}\" has no closing brace", m.name))
+            } else {
+                usage(format!(
+                    "--url: environment variable {} is not set (or is empty)",
+                    m.name
+                ))
+            }
         })?;
         let name = match &args.job {
             Some(n) => n.clone(),

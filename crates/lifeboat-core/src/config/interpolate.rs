@@ -8,11 +8,15 @@
 /// Looks up an environment variable; passed in so the library never reads the environment itself.
 pub type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
+/// A reference that cannot be expanded: an unset (or empty) variable, or a `${` that is
+/// never closed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MissingVar {
     pub name: String,
     /// Byte offset of the `$` in the input.
     pub offset: usize,
+    /// `${NAME` without its `}`.
+    pub unclosed: bool,
 }
 
 /// Expands `${VAR}` references in `input`. Returns the first missing (unset or empty) variable.
@@ -27,7 +31,18 @@ pub fn expand(input: &str, lookup: Lookup<'_>) -> Result<String, MissingVar> {
             continue;
         }
         if bytes[i] == b'$' && bytes.get(i + 1) == Some(&b'{') {
-            if let Some(end) = input[i + 2..].find('}') {
+            let Some(end) = input[i + 2..].find('}') else {
+                let rest = &input[i + 2..];
+                let name_len = rest
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(rest.len());
+                return Err(MissingVar {
+                    name: rest[..name_len].to_string(),
+                    offset: i,
+                    unclosed: true,
+                });
+            };
+            {
                 let inner = &input[i + 2..i + 2 + end];
                 let (name, default) = match inner.split_once(":-") {
                     Some((n, d)) => (n, Some(d)),
@@ -42,6 +57,7 @@ pub fn expand(input: &str, lookup: Lookup<'_>) -> Result<String, MissingVar> {
                                 return Err(MissingVar {
                                     name: name.to_string(),
                                     offset: i,
+                                    unclosed: false,
                                 })
                             }
                         },
@@ -64,8 +80,8 @@ pub fn check_file(text: &str, lookup: Lookup<'_>) -> Result<(), MissingVar> {
     for line in text.split_inclusive('\n') {
         if !line.trim_start().starts_with('#') {
             expand(line, lookup).map_err(|m| MissingVar {
-                name: m.name,
                 offset: line_start + m.offset,
+                ..m
             })?;
         }
         line_start += line.len();
@@ -107,7 +123,7 @@ mod tests {
             "postgres://u:p@h/db"
         );
         assert_eq!(expand("a-${NOPE:-x}-b", &env).unwrap(), "a-x-b");
-        assert_eq!(expand("cost $$5 ${", &env).unwrap(), "cost $5 ${");
+        assert_eq!(expand("cost $$5", &env).unwrap(), "cost $5");
         assert_eq!(
             expand("é${DATABASE_URL}é", &env).unwrap(),
             "épostgres://u:p@h/dbé"
@@ -121,5 +137,16 @@ mod tests {
         assert_eq!(m.name, "MISSING");
         assert_eq!(line_col(text, m.offset), (3, 8));
         assert_eq!(expand("${EMPTY}", &env).unwrap_err().name, "EMPTY");
+    }
+
+    /// Regression: an unclosed `${VAR` was accepted silently (and kept literally in the URL).
+    #[test]
+    fn an_unclosed_reference_is_accepted_silently() {
+        let text = "[[job]]\nurl = \"postgres://u@h/${DB_NAME\"\n";
+        let m = check_file(text, &env).unwrap_err();
+        assert!(m.unclosed);
+        assert_eq!(m.name, "DB_NAME");
+        assert_eq!(line_col(text, m.offset), (2, 23));
+        assert!(expand("cost ${", &env).unwrap_err().unclosed);
     }
 }

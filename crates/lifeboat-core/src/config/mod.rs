@@ -386,6 +386,14 @@ pub fn parse(text: &str, path: Option<&Path>, lookup: Lookup<'_>) -> Result<Conf
         format!("{file}:{line}:{col}")
     };
     interpolate::check_file(text, lookup).map_err(|m| {
+        if m.unclosed {
+            return Error::config(format!(
+                "{}: \"${{{}\" has no closing brace",
+                at(m.offset),
+                m.name
+            ))
+            .with_hint("write ${NAME}, or $$ for a literal dollar sign");
+        }
         Error::config(format!(
             "{}: environment variable {} is not set (or is empty)",
             at(m.offset),
@@ -416,6 +424,18 @@ pub fn parse(text: &str, path: Option<&Path>, lookup: Lookup<'_>) -> Result<Conf
                 spec_job.name
             ))
             .with_hint("give every [[job]] its own name"));
+        }
+        if let Some(schedule) = &spec_job.schedule {
+            validate_schedule(schedule).map_err(|e| {
+                Error::config(format!(
+                    "{}: job {:?}: schedule: {e}",
+                    locate(&format!("\"{schedule}\"")),
+                    spec_job.name
+                ))
+                .with_hint(
+                    "write it as for crontab, e.g. schedule = \"0 3 * * *\" for 03:00 every day",
+                )
+            })?;
         }
         let mut spec_job = spec_job.clone();
         spec_job.url = expand(&spec_job.url);
@@ -562,6 +582,25 @@ pub fn validate_job_name(name: &str) -> Result<()> {
         Err(Error::config(format!("{name:?} is not a valid job name"))
             .with_hint("use 1-64 letters, digits, '-', '_' or '.', not starting with '.' or '-'"))
     }
+}
+
+/// Checks a job's `schedule`: five-field cron syntax (minute hour day-of-month month
+/// day-of-week), as cron reads it, or an `@daily`-style nickname.
+pub fn validate_schedule(expr: &str) -> std::result::Result<(), String> {
+    use croner::parser::{CronParser, Seconds, Year};
+    let fields = expr.split_whitespace().count();
+    if !expr.trim_start().starts_with('@') && fields != 5 {
+        return Err(format!(
+            "{expr:?} has {fields} fields; a schedule has five: minute hour day-of-month month day-of-week, e.g. \"0 3 * * *\""
+        ));
+    }
+    CronParser::builder()
+        .seconds(Seconds::Disallowed)
+        .year(Year::Disallowed)
+        .build()
+        .parse(expr)
+        .map(|_| ())
+        .map_err(|e| format!("{expr:?} is not a cron schedule: {e}"))
 }
 
 /// Parses durations like `26h`, `90m`, `7d`, `1h30m`, `45s`.
@@ -720,5 +759,31 @@ retention = { keep-daily = 7 }
         assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
         assert!(parse_duration("26").is_err());
         assert!(parse_duration("h").is_err());
+    }
+
+    /// Regression: `schedule` was accepted, unused and unvalidated.
+    #[test]
+    fn a_schedule_is_accepted_unused_and_unvalidated() {
+        for good in [
+            "0 3 * * *",
+            "*/15 * * * 1-5",
+            "30 2 1 * *",
+            "@daily",
+            "0 4 * * SUN",
+        ] {
+            validate_schedule(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+        for bad in ["0 3 * *", "0 0 3 * * *", "61 * * * *", "every night", ""] {
+            assert!(validate_schedule(bad).is_err(), "{bad} was accepted");
+        }
+        let text = "[[job]]\nname = \"db\"\nengine = \"postgres\"\nurl = \"postgres://h/db\"\nschedule = \"0 25 * * *\"\n";
+        let e = parse(text, Some(Path::new("lifeboat.toml")), &env).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Config);
+        assert!(
+            e.message()
+                .starts_with("lifeboat.toml:5:12: job \"db\": schedule"),
+            "{}",
+            e.message()
+        );
     }
 }
