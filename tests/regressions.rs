@@ -965,3 +965,193 @@ fn log_format_json_leaves_the_final_error_as_plain_text() {
     }
     assert!(r.stderr.contains("\"level\":\"ERROR\""), "{}", r.stderr);
 }
+
+/// A password given as a query parameter (`postgres://u@h/db?password=...`) ended up on the
+/// command line of pg_dump, pg_restore and psql, visible to `ps`. Wrappers around the real
+/// programs record every argument they get.
+#[test]
+fn passwords_in_query_parameters_show_in_ps() {
+    let real = std::env::var("LIFEBOAT_TEST_PG_BIN").expect(
+        "LIFEBOAT_TEST_PG_BIN is not set: run eval \"$(scripts/services.sh start)\" (or scripts/test.sh)",
+    );
+    let tools = TempDir::new("argv-tools");
+    let log = tools.join("argv.log");
+    for program in ["pg_dump", "pg_restore", "psql"] {
+        let path = tools.join(program);
+        std::fs::write(
+            &path,
+            format!(
+                "#!/bin/sh\necho \"{program} $*\" >> '{}'\nexec '{real}/{program}' \"$@\"\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let with_query_password = |url: &str| {
+        let without = url.replacen(&format!(":{PG_PASSWORD}@"), "@", 1);
+        format!("{without}?password={PG_PASSWORD}&application_name=lbt")
+    };
+    let repo = TempDir::new("argv-repo");
+    let db = TestDb::create("argv");
+    sql(
+        &db.url(),
+        "CREATE TABLE t (id int); INSERT INTO t VALUES (1), (2)",
+    );
+    for format in ["custom", "plain"] {
+        run(
+            "lifeboat-backup",
+            &[
+                "--engine",
+                "postgres",
+                "--url",
+                &with_query_password(&db.url()),
+                "--repo",
+                repo.as_str(),
+                "--job",
+                format,
+                "--format",
+                format,
+                "--pg-bin-dir",
+                tools.as_str(),
+            ],
+        )
+        .assert_code(0);
+        let target = TestDb::create("argv_to");
+        let r = run(
+            "lifeboat-restore",
+            &[
+                "--repo",
+                repo.as_str(),
+                "--job",
+                format,
+                "--latest",
+                "--to",
+                &with_query_password(&target.url()),
+                "--yes",
+                "--pg-bin-dir",
+                tools.as_str(),
+            ],
+        );
+        r.assert_code(0);
+        assert!(!r.output().contains(PG_PASSWORD));
+        assert_eq!(sql_one(&target.url(), "SELECT count(*) FROM t"), "2");
+    }
+    let argv = std::fs::read_to_string(&log).unwrap();
+    for program in ["pg_dump --snapshot", "pg_restore", "psql"] {
+        assert!(argv.contains(program), "{program} never ran:\n{argv}");
+    }
+    assert!(
+        !argv.contains(PG_PASSWORD),
+        "a password reached a command line:\n{argv}"
+    );
+}
+
+/// The README's one-liner `--url "$DATABASE_URL"` put the password in Lifeboat's own
+/// arguments, visible to `ps`. Every URL flag has a form that names an environment variable.
+#[test]
+fn lifeboats_own_command_line_shows_the_password() {
+    let repo = TempDir::new("url-env");
+    let db = TestDb::create("url_env");
+    sql(
+        &db.url(),
+        "CREATE TABLE t (id int); INSERT INTO t VALUES (1)",
+    );
+    let target = TestDb::create("url_env_to");
+    let with_env = |bin: &str, args: &[&str]| {
+        finish(
+            command(bin)
+                .args(args)
+                .env("LBT_SOURCE_URL", db.url())
+                .env("LBT_TARGET_URL", target.url())
+                .env("LBT_SCRATCH_URL", admin_url())
+                .output()
+                .unwrap(),
+        )
+    };
+    with_env(
+        "lifeboat-backup",
+        &[
+            "--engine",
+            "postgres",
+            "--url-env",
+            "LBT_SOURCE_URL",
+            "--repo",
+            repo.as_str(),
+            "--job",
+            "app",
+        ],
+    )
+    .assert_code(0);
+    with_env(
+        "lifeboat-verify",
+        &[
+            "--repo",
+            repo.as_str(),
+            "--job",
+            "app",
+            "--level",
+            "drill",
+            "--scratch-url-env",
+            "LBT_SCRATCH_URL",
+        ],
+    )
+    .assert_code(0);
+    with_env(
+        "lifeboat-restore",
+        &[
+            "--repo",
+            repo.as_str(),
+            "--job",
+            "app",
+            "--latest",
+            "--to-env",
+            "LBT_TARGET_URL",
+            "--yes",
+        ],
+    )
+    .assert_code(0);
+    assert_eq!(sql_one(&target.url(), "SELECT count(*) FROM t"), "1");
+    // An unset variable is a usage error that names it.
+    for (bin, args) in [
+        (
+            "lifeboat-backup",
+            vec![
+                "--engine",
+                "postgres",
+                "--url-env",
+                "LBT_UNSET",
+                "--repo",
+                repo.as_str(),
+            ],
+        ),
+        (
+            "lifeboat-restore",
+            vec![
+                "--repo",
+                repo.as_str(),
+                "--job",
+                "app",
+                "--latest",
+                "--to-env",
+                "LBT_UNSET",
+            ],
+        ),
+        (
+            "lifeboat-verify",
+            vec![
+                "--repo",
+                repo.as_str(),
+                "--level",
+                "drill",
+                "--scratch-url-env",
+                "LBT_UNSET",
+            ],
+        ),
+    ] {
+        run(bin, &args)
+            .assert_code(2)
+            .assert_contains("LBT_UNSET is not set");
+    }
+}

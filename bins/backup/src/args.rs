@@ -14,11 +14,12 @@ Examples:
   # Run one job of a given file
   lifeboat-backup --config /etc/lifeboat.toml app-db
 
-  # No file: back up one database to a directory, keeping a grandfather-father-son history
-  lifeboat-backup --engine postgres --url \"$DATABASE_URL\" --repo /var/backups/lifeboat --retention gfs
+  # No file: back up the database whose URL is in $DATABASE_URL to a directory, keeping a
+  # grandfather-father-son history (--url-env keeps the password out of `ps`)
+  lifeboat-backup --engine postgres --url-env DATABASE_URL --repo /var/backups/lifeboat --retention gfs
 
   # A Redis server (a point-in-time snapshot of every database, taken like a replica would)
-  lifeboat-backup --engine redis --url redis://:PASSWORD@redis.internal:6379 --repo /var/backups/lifeboat
+  lifeboat-backup --engine redis --url-env REDIS_URL --repo /var/backups/lifeboat
 
   # What would retention forget? (prints every snapshot with keep/forget and why)
   lifeboat-backup prune --dry-run
@@ -48,12 +49,17 @@ pub struct BackupArgs {
     #[arg(value_name = "JOB")]
     pub jobs: Vec<String>,
 
-    /// Back up one database without a file: its engine (with --url)
-    #[arg(long, value_enum, requires = "url")]
+    /// Back up one database without a file: its engine (with --url-env or --url)
+    #[arg(long, value_enum, requires = "source_url")]
     pub engine: Option<EngineArg>,
 
-    /// Connection URL of the database for --engine, e.g. "$DATABASE_URL"
-    #[arg(long, value_name = "URL", requires = "engine", hide_env_values = true)]
+    /// The environment variable that holds the database URL for --engine, e.g. DATABASE_URL
+    /// (the password then never shows in `ps`, unlike with --url)
+    #[arg(long, value_name = "VAR", requires = "engine", group = "source_url")]
+    pub url_env: Option<String>,
+
+    /// Connection URL of the database for --engine (visible to `ps`: prefer --url-env)
+    #[arg(long, value_name = "URL", requires = "engine", group = "source_url")]
     pub url: Option<String>,
 
     /// Job name for --engine [default: the database name]

@@ -221,7 +221,8 @@ fn describe_compression(job: &Job) -> String {
 
 /// Jobs from the one-liner flags, or from the file (all, or those named).
 fn resolve_jobs(args: &BackupArgs) -> Result<(Option<Config>, Vec<Job>)> {
-    if let (Some(engine), Some(url)) = (args.engine, &args.url) {
+    let url = lifeboat_cli::url_flag(args.url.as_deref(), args.url_env.as_deref(), "url")?;
+    if let (Some(engine), Some(url)) = (args.engine, &url) {
         if !args.jobs.is_empty() {
             return Err(usage(
                 "JOB names select jobs of a configuration file; with --engine use --job NAME",
@@ -269,7 +270,7 @@ fn resolve_jobs(args: &BackupArgs) -> Result<(Option<Config>, Vec<Job>)> {
     }
     let config = lifeboat_cli::load_config(&args.common)?.ok_or_else(|| {
         usage("no jobs to run: there is no ./lifeboat.toml and no --config or --engine/--url")
-            .with_hint("pass --config FILE, or back up one database with --engine postgres --url \"$DATABASE_URL\" --repo DIR")
+            .with_hint("pass --config FILE, or back up one database with --engine postgres --url-env DATABASE_URL --repo DIR")
     })?;
     let mut jobs = if args.jobs.is_empty() {
         config.jobs.clone()

@@ -15,10 +15,10 @@ Examples:
   lifeboat-restore --job app-db --at '2026-11-25 02:00' --to postgres://app@db:5432/shop_restored
 
   # Show what would happen, touch nothing
-  lifeboat-restore --job app-db --latest --to \"$DATABASE_URL\" --clean --dry-run
+  lifeboat-restore --job app-db --latest --to-env DATABASE_URL --clean --dry-run
 
   # Replace the objects of a live database from a given snapshot, without asking
-  lifeboat-restore --job app-db --snapshot 20261125T030000Z-a1b2c3 --to \"$DATABASE_URL\" --clean --yes
+  lifeboat-restore --job app-db --snapshot 20261125T030000Z-a1b2c3 --to-env DATABASE_URL --clean --yes
 
   # A Redis snapshot into a live server, database 0 of the backup into database 3
   lifeboat-restore --job cache --latest --to redis://:PASSWORD@redis.internal:6379 --db-map 0:3
@@ -104,9 +104,14 @@ pub struct RestoreFlags {
     #[arg(long, value_name = "TIME", group = "which")]
     pub at: Option<String>,
 
-    /// Target database URL, e.g. postgres://user@host:5432/dbname
-    #[arg(long, value_name = "URL", hide_env_values = true)]
+    /// Target database URL, e.g. postgres://user@host:5432/dbname (a path with --mode file;
+    /// visible to `ps`: prefer --to-env for URLs with a password)
+    #[arg(long, value_name = "URL", conflicts_with = "to_env")]
     pub to: Option<String>,
+
+    /// The environment variable that holds the target URL, e.g. DATABASE_URL
+    #[arg(long, value_name = "VAR")]
+    pub to_env: Option<String>,
 
     /// PostgreSQL: drop the dump's objects in the target before recreating them. Redis: empty
     /// the target databases first. Needed for a non-empty target.

@@ -173,7 +173,8 @@ fn compression_name(m: &lifeboat_core::catalog::Manifest) -> &'static str {
 }
 
 async fn run_restore(common: &CommonArgs, flags: &RestoreFlags) -> Result<()> {
-    let target = flags.to.as_deref().ok_or_else(|| {
+    let target = lifeboat_cli::url_flag(flags.to.as_deref(), flags.to_env.as_deref(), "to")?;
+    let target = target.as_deref().ok_or_else(|| {
         usage("which database should be restored into? pass --to URL")
             .with_hint("e.g. --to postgres://user@host:5432/new_db (create it first with createdb)")
     })?;

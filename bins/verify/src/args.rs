@@ -57,8 +57,13 @@ pub struct VerifyArgs {
 
     /// Where a drill restores: a PostgreSQL server URL (a scratch database is created and
     /// dropped there), or a throwaway Redis whose databases are empty
-    #[arg(long, value_name = "URL", hide_env_values = true)]
+    /// (visible to `ps`: prefer --scratch-url-env for URLs with a password)
+    #[arg(long, value_name = "URL", conflicts_with = "scratch_url_env")]
     pub scratch_url: Option<String>,
+
+    /// The environment variable that holds the scratch URL, e.g. SCRATCH_DATABASE_URL
+    #[arg(long, value_name = "VAR")]
+    pub scratch_url_env: Option<String>,
 
     /// Fail with exit 5 if the newest good snapshot is older than this (e.g. 26h) [default: the job's max-age]
     #[arg(long, value_name = "DURATION")]

@@ -42,8 +42,12 @@ async fn run(args: &VerifyArgs) -> Result<i32> {
         (None, true) => Which::All,
         (None, false) => Which::Latest,
     };
-    let scratch_url = args
-        .scratch_url
+    let scratch_url = lifeboat_cli::url_flag(
+        args.scratch_url.as_deref(),
+        args.scratch_url_env.as_deref(),
+        "scratch-url",
+    )?;
+    let scratch_url = scratch_url
         .as_deref()
         .map(SecretUrl::parse)
         .transpose()

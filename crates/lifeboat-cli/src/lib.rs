@@ -86,6 +86,26 @@ pub fn init_logging(common: &CommonArgs) {
     };
 }
 
+/// A URL given either on the command line (`--url URL`) or by the name of the environment
+/// variable that holds it (`--url-env VAR`, which keeps passwords out of `ps`).
+pub fn url_flag(value: Option<&str>, env_var: Option<&str>, flag: &str) -> Result<Option<String>> {
+    match (value, env_var) {
+        (Some(v), _) => Ok(Some(v.to_string())),
+        (None, Some(var)) => env_lookup(var)
+            .filter(|v| !v.is_empty())
+            .map(Some)
+            .ok_or_else(|| {
+                usage(format!(
+                    "--{flag}-env {var}: the environment variable {var} is not set (or is empty)"
+                ))
+                .with_hint(format!(
+                    "export {var}=... before running, or name another variable"
+                ))
+            }),
+        (None, None) => Ok(None),
+    }
+}
+
 /// Reads an environment variable (the binaries are the only place that does).
 pub fn env_lookup(name: &str) -> Option<String> {
     std::env::var(name).ok()

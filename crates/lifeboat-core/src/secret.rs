@@ -48,12 +48,33 @@ impl SecretUrl {
         let mut url = url::Url::parse(input).map_err(|e| {
             format!("not a valid URL ({e}); expected e.g. postgres://user:password@host:5432/db")
         })?;
-        let password = url
+        let mut password = url
             .password()
             .map(|p| Secret::new(percent_decode(p).unwrap_or_else(|| p.to_string())));
         if password.is_some() {
             // Cannot fail for URLs that have a host, which is the only way to have a password.
             let _ = url.set_password(None);
+        }
+        // libpq also takes the password as a query parameter (`?password=...`). It is moved out
+        // of the URL like the userinfo one, so it never reaches a child's arguments (`ps`).
+        let in_query = url
+            .query_pairs()
+            .find(|(k, _)| k == "password")
+            .map(|(_, v)| v.into_owned());
+        if let Some(p) = in_query {
+            let rest: Vec<(String, String)> = url
+                .query_pairs()
+                .filter(|(k, _)| k != "password")
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            if rest.is_empty() {
+                url.set_query(None);
+            } else {
+                url.query_pairs_mut().clear().extend_pairs(rest);
+            }
+            if password.is_none() {
+                password = Some(Secret::new(p));
+            }
         }
         Ok(SecretUrl { url, password })
     }
@@ -105,8 +126,8 @@ impl SecretUrl {
             .collect()
     }
 
-    /// The URL without its password, for child processes that get the password another way.
-    /// Secret query parameters stay: the child needs them, and argv is not printed by us.
+    /// The URL without its password (from the userinfo or a `password` query parameter), for
+    /// child processes that get the password another way (`PGPASSWORD`).
     pub fn without_password(&self) -> String {
         self.url.to_string()
     }
@@ -194,6 +215,21 @@ mod tests {
         let shown = u.to_string();
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("sslmode=disable"));
+    }
+
+    /// Regression: a password given as a query parameter reached the command line of
+    /// pg_dump, pg_restore and psql, visible to `ps`.
+    #[test]
+    fn passwords_in_query_parameters_reach_the_child_command_line() {
+        let u =
+            SecretUrl::parse("postgres://app@h:5432/db?password=hunter2&sslmode=disable").unwrap();
+        assert_eq!(u.password().map(Secret::expose), Some("hunter2"));
+        assert_eq!(
+            u.without_password(),
+            "postgres://app@h:5432/db?sslmode=disable"
+        );
+        let only = SecretUrl::parse("postgres://app@h/db?password=hunter2").unwrap();
+        assert_eq!(only.without_password(), "postgres://app@h/db");
     }
 
     #[test]
