@@ -1155,3 +1155,83 @@ fn lifeboats_own_command_line_shows_the_password() {
             .assert_contains("LBT_UNSET is not set");
     }
 }
+
+/// A drill as a non-superuser failed with `must be member of role "lifeboat"` (the dump's
+/// owner): drills restore with --no-owner.
+#[test]
+fn a_drill_as_a_non_superuser_fails() {
+    let role = format!("lbt_drill_{}", std::process::id());
+    sql(
+        &admin_url(),
+        &format!(
+            "DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN CREATEDB PASSWORD 'drill-pw'"
+        ),
+    );
+    let db = TestDb::create("drill_owner");
+    sql(
+        &db.url(),
+        "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1), (2)",
+    );
+    let repo = TempDir::new("drill-owner");
+    let url = db.url();
+    run(
+        "lifeboat-backup",
+        &[
+            "--engine",
+            "postgres",
+            "--url",
+            &url,
+            "--repo",
+            repo.as_str(),
+            "--job",
+            "app",
+        ],
+    )
+    .assert_code(0);
+    let scratch = admin_url().replacen(
+        &format!("lifeboat:{PG_PASSWORD}@"),
+        &format!("{role}:drill-pw@"),
+        1,
+    );
+    let r = run(
+        "lifeboat-verify",
+        &[
+            "--repo",
+            repo.as_str(),
+            "--job",
+            "app",
+            "--level",
+            "drill",
+            "--scratch-url",
+            &scratch,
+        ],
+    );
+    sql(&admin_url(), &format!("DROP ROLE IF EXISTS {role}"));
+    r.assert_code(0).assert_contains("level drill");
+}
+
+/// Default job names (the database name, or the literal `redis`) let two different servers
+/// share one history silently. A one-liner into a job whose snapshots came from another source
+/// is refused unless `--job` names it on purpose.
+#[test]
+fn default_job_names_collide() {
+    let first = OwnRedis::start("collide-a");
+    let second = OwnRedis::start("collide-b");
+    first.client().cmd(&[b"SET", b"a", b"1"]);
+    second.client().cmd(&[b"SET", b"b", b"2"]);
+    let repo = TempDir::new("collide");
+    let backup = |url: &str, extra: &[&str]| {
+        let mut args = vec!["--engine", "redis", "--url", url, "--repo", repo.as_str()];
+        args.extend_from_slice(extra);
+        run("lifeboat-backup", &args)
+    };
+    backup(&first.url, &[]).assert_code(0);
+    backup(&first.url, &[]).assert_code(0);
+    backup(&second.url, &[])
+        .assert_code(2)
+        .assert_contains("two sources would share one history")
+        .assert_contains(&first.url);
+    assert_eq!(manifests(repo.path(), "redis").len(), 2);
+    backup(&second.url, &["--job", "redis"]).assert_code(0);
+    backup(&second.url, &["--job", "cache-b"]).assert_code(0);
+}

@@ -735,6 +735,7 @@ impl OwnRedis {
                 "",
             ])
             .args(["--appendonly", "no", "--enable-debug-command", "yes"])
+            .args(["--repl-diskless-sync-delay", "0"])
             .arg("--dir")
             .arg(dir.path())
             .stdout(Stdio::null())

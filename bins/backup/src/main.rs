@@ -63,6 +63,9 @@ async fn run(args: BackupArgs) -> i32 {
     if let Err(e) = lifeboat_core::catalog::ensure_repository(&store, chrono::Utc::now()).await {
         return report_error(&e, json);
     }
+    // A one-liner without --job backs up into a job named for the database (or `redis`):
+    // that history must stay one source's.
+    let one_liner_default_name = args.engine.is_some() && args.job.is_none();
     let mut exit = 0;
     let mut reports = Vec::new();
     for job in &jobs {
@@ -95,6 +98,7 @@ async fn run(args: BackupArgs) -> i32 {
             now: chrono::Utc::now(),
             leftover_grace: Duration::from_secs(args.leftover_grace_mins * 60),
             compression_threads: args.compression_threads,
+            same_source_only: one_liner_default_name,
         };
         let outcome = lifeboat_cli::until_signal(backup(&store, job, &options)).await;
         match outcome {

@@ -19,6 +19,7 @@ use crate::config::{EngineJob, Job, PgFormat};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pipeline::hash::Hasher;
 use crate::pipeline::{Compression, Digest, HashingWriter, CHUNK_SIZE};
+use crate::secret::SecretUrl;
 use crate::source::postgres;
 use crate::source::redis as redis_source;
 use crate::store::{ObjectKey, ObjectWriter, Store};
@@ -33,6 +34,10 @@ pub struct BackupOptions {
     pub leftover_grace: Duration,
     /// Worker threads for zstd (1: compress inline).
     pub compression_threads: u32,
+    /// The job name was chosen for the user (a one-liner without `--job`): refuse to add to a
+    /// history whose snapshots came from another source (two servers' databases called `app`
+    /// would otherwise share one history, and its retention, silently).
+    pub same_source_only: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -111,12 +116,12 @@ async fn backup_unbounded<S: Store>(
     leftovers_removed
         .extend(crate::prune::remove_orphans(store, &job.name, &orphan_options).await?);
 
+    let history = catalog::list_snapshots(store, &job.name).await?.snapshots;
+    if options.same_source_only {
+        check_same_source(job, &history)?;
+    }
     // The previous snapshot's size sizes the upload's parts (S3 allows 10,000 per upload).
-    let size_hint = catalog::list_snapshots(store, &job.name)
-        .await?
-        .snapshots
-        .last()
-        .map(|m| m.object.stored_size);
+    let size_hint = history.last().map(|m| m.object.stored_size);
     let id = SnapshotId::generate(options.now);
     let context = Context {
         started,
@@ -226,6 +231,28 @@ async fn backup_postgres<S: Store>(
         fingerprint: Fingerprint::Postgres(fingerprint),
     };
     commit_snapshot(store, job, options, context, &key, stored.size, captured).await
+}
+
+/// Refuses to add a snapshot of one source to the history of another (see
+/// [`BackupOptions::same_source_only`]).
+fn check_same_source(job: &Job, history: &[crate::catalog::Manifest]) -> Result<()> {
+    let this = job.engine.url().identity();
+    let Some(other) = history
+        .iter()
+        .rev()
+        .map(|m| &m.source.url)
+        .find(|url| SecretUrl::parse(url).map(|u| u.identity()).ok() != Some(this.clone()))
+    else {
+        return Ok(());
+    };
+    Err(Error::config(format!(
+        "job {:?} holds snapshots of {other}, not of {this}: two sources would share one history",
+        job.name
+    ))
+    .with_hint(format!(
+        "give this source its own job with --job NAME; or, if it is the same database that moved, name the job on purpose: --job {}",
+        job.name
+    )))
 }
 
 /// Throws an upload away after `failure`. When the store had stopped the upload itself, its

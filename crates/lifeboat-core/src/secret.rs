@@ -126,6 +126,27 @@ impl SecretUrl {
             .collect()
     }
 
+    /// Which server and database this is, without user or secrets: `scheme://host:port/db`
+    /// (the default port filled in), what a snapshot's history must stay the same for.
+    pub fn identity(&self) -> String {
+        let port = self.url.port_or_known_default().or(match self.scheme() {
+            "postgres" | "postgresql" => Some(5432),
+            "redis" | "rediss" => Some(6379),
+            _ => None,
+        });
+        format!(
+            "{}://{}{}{}",
+            match self.scheme() {
+                "postgresql" => "postgres",
+                "rediss" => "redis",
+                other => other,
+            },
+            self.host().unwrap_or_default(),
+            port.map(|p| format!(":{p}")).unwrap_or_default(),
+            self.url.path()
+        )
+    }
+
     /// The URL without its password (from the userinfo or a `password` query parameter), for
     /// child processes that get the password another way (`PGPASSWORD`).
     pub fn without_password(&self) -> String {

@@ -454,7 +454,9 @@ async fn drill<S: Store>(
             replace: false,
             db_map: Default::default(),
             swap: false,
-            no_owner: false,
+            // The scratch server's user is often not a superuser and not the dump's owner:
+            // `ALTER ... OWNER TO` would fail the drill ("must be member of role").
+            no_owner: true,
             tools: tools.clone(),
             hold_back: crate::pipeline::holdback::DEFAULT_HOLD_BACK,
             // Only restore planning picks snapshots by time; a drill names its snapshot.
