@@ -9,8 +9,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lifeboat/target}"
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-say "Starting the demo PostgreSQL (scripts/services.sh)"
-eval "$(scripts/services.sh start)"
+say "Starting the demo PostgreSQL (scripts/services.sh; nothing else is installed)"
+eval "$(scripts/services.sh start postgres)"
 export PATH="$LIFEBOAT_TEST_PG_BIN:$PATH"
 
 say "Building Lifeboat"
@@ -41,7 +41,9 @@ INSERT INTO orders (customer_id, total, items, placed_at)
 SQL
 
 say "lifeboat-backup (local directory store: $REPO)"
-"$BIN/lifeboat-backup" --engine postgres --url "$SRC_URL" --job demo --repo "$REPO"
+# --url-env names the variable that holds the URL, so no password shows in `ps`.
+export DEMO_DATABASE_URL="$SRC_URL" DEMO_RESTORE_URL="$DST_URL"
+"$BIN/lifeboat-backup" --engine postgres --url-env DEMO_DATABASE_URL --job demo --repo "$REPO"
 
 say "lifeboat-verify --level content"
 "$BIN/lifeboat-verify" --repo "$REPO" --job demo --level content
@@ -50,7 +52,7 @@ say "lifeboat-restore list"
 "$BIN/lifeboat-restore" list --repo "$REPO"
 
 say "lifeboat-restore --latest into lifeboat_demo_restored"
-"$BIN/lifeboat-restore" --repo "$REPO" --job demo --latest --to "$DST_URL" --yes
+"$BIN/lifeboat-restore" --repo "$REPO" --job demo --latest --to-env DEMO_RESTORE_URL --yes
 
 say "Did the data come back?"
 digest_sql="SELECT c.relname, (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I', c.relname), false, true, '')))[1]::text,

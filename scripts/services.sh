@@ -2,9 +2,11 @@
 # Installs (if missing) and starts the servers Lifeboat's tests and demo use, on loopback ports
 # that do not clash with default installs. Idempotent: running it again leaves running servers be.
 #
-#   scripts/services.sh start     install + start (default)
-#   scripts/services.sh stop      stop what this script started
-#   scripts/services.sh env       print the variables the tests read
+#   scripts/services.sh start [SERVICE...]   install + start (default: all of them)
+#   scripts/services.sh stop                 stop what this script started
+#   scripts/services.sh env                  print the variables the tests read
+#
+# SERVICE is postgres, s3 (moto), s3s (s3s-fs) or redis: the demo starts only postgres.
 #
 # PostgreSQL: superuser "lifeboat", password "lifeboat-test-password", 127.0.0.1:${LIFEBOAT_PG_PORT:-54329}.
 # S3: moto server 5.1.22 (pinned: 5.2.x fails to complete multipart uploads from the Rust SDK) in
@@ -238,8 +240,22 @@ print_env() {
   echo "export LIFEBOAT_TEST_S3S_FS=$S3S_ROOT/bin/s3s-fs"
 }
 
+start_services() {
+  local service
+  [ "$#" -gt 0 ] || set -- postgres s3 s3s redis
+  for service in "$@"; do
+    case "$service" in
+      postgres) start_postgres ;;
+      s3) start_s3 ;;
+      s3s) start_s3s_fs ;;
+      redis) start_redis ;;
+      *) echo "services.sh: unknown service $service (postgres, s3, s3s, redis)" >&2; exit 2 ;;
+    esac
+  done
+}
+
 case "${1:-start}" in
-  start) start_postgres; start_s3; start_s3s_fs; start_redis; print_env ;;
+  start) shift || true; start_services "$@"; print_env ;;
   stop) stop_postgres; stop_s3; stop_s3s_fs; stop_redis ;;
   env) print_env ;;
   *) echo "usage: $0 [start|stop|env]" >&2; exit 2 ;;

@@ -10,8 +10,11 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lifeboat/target}"
 eval "$(scripts/services.sh start)"
 
 cargo fmt --all --check
-# The end-to-end tests run the real binaries; build them first.
-cargo build --workspace --bins --locked
+# The end-to-end tests run the real binaries; build them first. One build serves both: with
+# --all-targets the binaries get the same dependency features as the tests (a plain
+# `cargo build --bins` resolves them without dev-dependencies, and `cargo test` would then
+# rebuild some 35 crates).
+cargo build --workspace --all-targets --locked
 cargo test --workspace --locked --no-fail-fast
 # A short fuzz run of the RDB reader (cargo-fuzz needs a nightly toolchain; without one the
 # property tests above are the only check of damaged input, and this says so).
