@@ -2,6 +2,7 @@
 //!
 //! The modules follow the data as it flows (DESIGN.md):
 //! - [`config`]: file + env + flags -> validated [`config::Job`] values;
+//! - [`net`]: connect and idle-read timeouts of every connection;
 //! - [`source`]: engines that produce a dump stream (PostgreSQL via `pg_dump`);
 //! - [`pipeline`]: hash, compress and their inverses over byte streams, and the read path;
 //! - [`store`]: where bytes live ([`store::Store`]; a local directory);
