@@ -1235,3 +1235,188 @@ fn default_job_names_collide() {
     backup(&second.url, &["--job", "redis"]).assert_code(0);
     backup(&second.url, &["--job", "cache-b"]).assert_code(0);
 }
+
+/// The smaller message fixes, each as the user met it: indexes counted as tables in the
+/// non-empty-target refusal; a restore-side hint ("create the database first") for a backup of
+/// a database that does not exist; "1 tables", "1 snapshots", "level Content", `--max-age 1s`
+/// shown as "max 0m".
+#[test]
+fn messages_count_indexes_as_tables_and_say_1_tables() {
+    let repo = TempDir::new("messages");
+    let db = TestDb::create("messages");
+    sql(
+        &db.url(),
+        "CREATE TABLE t (id int PRIMARY KEY, v text UNIQUE); INSERT INTO t VALUES (1, 'a')",
+    );
+    let url = db.url();
+    run(
+        "lifeboat-backup",
+        &[
+            "--engine",
+            "postgres",
+            "--url",
+            &url,
+            "--repo",
+            repo.as_str(),
+            "--job",
+            "app",
+        ],
+    )
+    .assert_code(0)
+    .assert_contains("1 table, 1 row;");
+    // The target holds one table and its two indexes: one object.
+    let target = TestDb::create("messages_to");
+    sql(
+        &target.url(),
+        "CREATE TABLE other (id int PRIMARY KEY, v text UNIQUE)",
+    );
+    run(
+        "lifeboat-restore",
+        &[
+            "--repo",
+            repo.as_str(),
+            "--job",
+            "app",
+            "--latest",
+            "--to",
+            &target.url(),
+            "--yes",
+        ],
+    )
+    .assert_code(2)
+    .assert_contains("it holds 1 object (tables, views");
+    run("lifeboat-restore", &["list", "--repo", repo.as_str()])
+        .assert_code(0)
+        .assert_contains("(1 snapshot;");
+    run(
+        "lifeboat-verify",
+        &["--repo", repo.as_str(), "--job", "app", "--max-age", "1s"],
+    )
+    .assert_contains("level content")
+    .assert_contains("(max 1s)");
+    let missing = db_url("lbt_no_such_database");
+    let r = run(
+        "lifeboat-backup",
+        &[
+            "--engine",
+            "postgres",
+            "--url",
+            &missing,
+            "--repo",
+            repo.as_str(),
+            "--job",
+            "gone",
+        ],
+    );
+    r.assert_code(1)
+        .assert_contains("check the name in the URL");
+    assert!(
+        !r.output().contains("create the database first"),
+        "{}",
+        r.output()
+    );
+}
+
+/// Failed runs left empty snapshot directories that nothing removed; young orphans (data
+/// without a manifest, younger than the grace period) were not reported although `--help`
+/// said they were.
+#[test]
+fn failed_runs_leave_empty_snapshot_directories() {
+    let repo = TempDir::new("empty-dirs");
+    real_snapshot(&repo, "app");
+    // A pg_dump that writes a little and fails.
+    let tools = TempDir::new("failing-pg-dump");
+    let real = std::env::var("LIFEBOAT_TEST_PG_BIN")
+        .expect("LIFEBOAT_TEST_PG_BIN (scripts/services.sh env)");
+    let fake = tools.join("pg_dump");
+    std::fs::write(
+        &fake,
+        format!("#!/bin/sh\ncase \"$1\" in --version) exec '{real}/pg_dump' --version;; esac\nprintf 'PGDMP partial'\nexit 1\n"),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let db = TestDb::create("empty_dirs");
+    let url = db.url();
+    run(
+        "lifeboat-backup",
+        &[
+            "--engine",
+            "postgres",
+            "--url",
+            &url,
+            "--repo",
+            repo.as_str(),
+            "--job",
+            "app",
+            "--pg-bin-dir",
+            tools.as_str(),
+        ],
+    )
+    .assert_code(1);
+    let folders: Vec<String> = std::fs::read_dir(repo.join("jobs/app/snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(folders.len(), 1, "a failed run left a folder: {folders:?}");
+
+    // Data without a manifest, just written (another run's upload in progress): left, and said.
+    let young = repo.join("jobs/app/snapshots/20991231T000000Z-abcdef");
+    std::fs::create_dir_all(&young).unwrap();
+    std::fs::write(young.join("data.pgdump"), b"in progress").unwrap();
+    run(
+        "lifeboat-backup",
+        &[
+            "prune",
+            "app",
+            "--repo",
+            repo.as_str(),
+            "--retention",
+            "gfs",
+        ],
+    )
+    .assert_code(0)
+    .assert_contains("younger than the grace period");
+    assert!(young.join("data.pgdump").exists());
+}
+
+/// A manifest whose `id` differs from its folder, or whose `format` is newer than this
+/// Lifeboat reads, was accepted.
+#[test]
+fn manifests_of_a_newer_format_or_in_the_wrong_folder_are_accepted() {
+    let repo = TempDir::new("manifest-checks");
+    let original = real_snapshot(&repo, "app");
+    let id = original.file_name().unwrap().to_str().unwrap().to_string();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(original.join("manifest.json")).unwrap()).unwrap();
+    // A copy in another folder, its id unchanged.
+    let moved = repo.join("jobs/app/snapshots/20200101T000000Z-000001");
+    std::fs::create_dir_all(&moved).unwrap();
+    for entry in std::fs::read_dir(&original).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), moved.join(entry.file_name())).unwrap();
+    }
+    let r = run(
+        "lifeboat-verify",
+        &["--repo", repo.as_str(), "--job", "app", "--all"],
+    );
+    r.assert_code(3).assert_contains(&format!(
+        "the manifest names snapshot {id}, not the folder it is in"
+    ));
+    std::fs::remove_dir_all(&moved).unwrap();
+    // A newer format.
+    let mut newer = manifest.clone();
+    newer["format"] = 99.into();
+    std::fs::write(
+        original.join("manifest.json"),
+        serde_json::to_vec(&newer).unwrap(),
+    )
+    .unwrap();
+    run(
+        "lifeboat-verify",
+        &["--repo", repo.as_str(), "--job", "app", "--all"],
+    )
+    .assert_code(3)
+    .assert_contains("written by a newer Lifeboat")
+    .assert_contains("upgrade Lifeboat");
+}

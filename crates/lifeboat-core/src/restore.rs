@@ -209,8 +209,9 @@ pub async fn plan<S: Store>(
         return Err(Error::new(
             ErrorKind::Refused,
             format!(
-                "the target database {} is not empty ({} tables, views, sequences, functions or large objects)",
-                target, target_state.objects
+                "the target database {} is not empty: it holds {} (tables, views, sequences, functions or large objects)",
+                target,
+                crate::backup::counted(target_state.objects as u64, "object")
             ),
         )
         .with_hint("restore into a new empty database (createdb NAME), or add --clean to drop and replace the objects in the dump"));
