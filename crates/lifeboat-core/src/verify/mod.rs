@@ -131,7 +131,7 @@ pub async fn verify<S: Store>(
     options: &VerifyOptions,
 ) -> Result<VerifyReport> {
     if options.level == Level::Drill && options.scratch_url.is_none() {
-        return Err(Error::config("--level drill needs --scratch-url").with_hint(
+        return Err(Error::config("--level drill needs --scratch-url-env VAR or --scratch-url URL").with_hint(
             "pass a PostgreSQL URL whose user may create databases, e.g. --scratch-url postgres://admin@db:5432/postgres",
         ));
     }
@@ -247,7 +247,7 @@ async fn check_snapshot<S: Store>(
             Some(scratch) => {
                 drill(store, manifest, scratch, &options.tools, &mut restore_secs).await
             }
-            None => Err(Error::config("--level drill needs --scratch-url")),
+            None => Err(Error::config("--level drill needs --scratch-url-env VAR or --scratch-url URL")),
         },
     };
     let (findings, damaged) = match result {

@@ -253,7 +253,7 @@ mod tests {
             let this = &mut *self;
             this.turn += 1;
             // Every third read is not ready yet, as a socket's would be.
-            if this.turn % 3 == 0 {
+            if this.turn.is_multiple_of(3) {
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
