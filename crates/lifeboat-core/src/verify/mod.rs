@@ -247,7 +247,9 @@ async fn check_snapshot<S: Store>(
             Some(scratch) => {
                 drill(store, manifest, scratch, &options.tools, &mut restore_secs).await
             }
-            None => Err(Error::config("--level drill needs --scratch-url-env VAR or --scratch-url URL")),
+            None => Err(Error::config(
+                "--level drill needs --scratch-url-env VAR or --scratch-url URL",
+            )),
         },
     };
     let (findings, damaged) = match result {
