@@ -6,9 +6,13 @@
 #   scripts/services.sh stop                 stop what this script started
 #   scripts/services.sh env                  print the variables the tests read
 #
-# SERVICE is postgres, s3 (moto), s3s (s3s-fs) or redis: the demo starts only postgres.
+# SERVICE is postgres, pg-tls, s3 (moto), s3s (s3s-fs) or redis: the demo starts only postgres.
 #
 # PostgreSQL: superuser "lifeboat", password "lifeboat-test-password", 127.0.0.1:${LIFEBOAT_PG_PORT:-54329}.
+# PostgreSQL over TLS only (service pg-tls): a second cluster on localhost:${LIFEBOAT_PG_TLS_PORT:-54332}
+#     with ssl = on and only hostssl lines (scram, and `cert` for the user lbt_cert), a private
+#     CA and certificates made with openssl in $LIFEBOAT_SERVICES_DIR/pg-tls/certs (the server's
+#     is for the name localhost only; a second CA signs nothing the server uses).
 # S3: moto server 5.1.22 (pinned: 5.2.x fails to complete multipart uploads from the Rust SDK) in
 #     its own Python venv, http://127.0.0.1:${LIFEBOAT_S3_PORT:-54390}, any access key.
 # Redis: redis-server from Debian packages, two instances (a source and a restore target) on
@@ -26,6 +30,10 @@ PG_USER=lifeboat
 PG_PASSWORD=lifeboat-test-password
 PG_DATA="$SERVICES_DIR/pg/data"
 PG_LOG="$SERVICES_DIR/pg/server.log"
+PG_TLS_PORT="${LIFEBOAT_PG_TLS_PORT:-54332}"
+PG_TLS_DIR="$SERVICES_DIR/pg-tls"
+PG_TLS_DATA="$PG_TLS_DIR/data"
+PG_TLS_CERTS="$PG_TLS_DIR/certs"
 # The server refuses to run as root; it runs as this system user.
 PG_OS_USER=postgres
 S3_PORT="${LIFEBOAT_S3_PORT:-54390}"
@@ -114,6 +122,81 @@ stop_postgres() {
   local bin; bin="$(pg_bin_dir || true)"
   if [ -n "$bin" ] && [ -f "$PG_DATA/postmaster.pid" ]; then
     run_as_pg "$bin/pg_ctl" -D "$PG_DATA" -m fast -w stop >/dev/null || true
+  fi
+}
+
+pg_tls_ready() {
+  "$(pg_bin_dir)/pg_isready" -q -h localhost -p "$PG_TLS_PORT" >/dev/null 2>&1
+}
+
+make_pg_tls_certs() {
+  [ -f "$PG_TLS_CERTS/server.crt" ] && return
+  command -v openssl >/dev/null 2>&1 || apt_install openssl
+  mkdir -p "$PG_TLS_CERTS"
+  (
+    cd "$PG_TLS_CERTS"
+    openssl req -x509 -new -nodes -newkey rsa:2048 -days 3650 -subj "/CN=Lifeboat Test CA" \
+      -keyout ca.key -out ca.crt 2>/dev/null
+    openssl req -x509 -new -nodes -newkey rsa:2048 -days 3650 -subj "/CN=Another CA" \
+      -keyout wrong-ca.key -out wrong-ca.crt 2>/dev/null
+    printf 'subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n' > server.ext
+    openssl req -new -nodes -newkey rsa:2048 -subj "/CN=localhost" \
+      -keyout server.key -out server.csr 2>/dev/null
+    openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile server.ext -out server.crt 2>/dev/null
+    printf 'extendedKeyUsage=clientAuth\n' > client.ext
+    openssl req -new -nodes -newkey rsa:2048 -subj "/CN=lbt_cert" \
+      -keyout client.key -out client.csr 2>/dev/null
+    openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile client.ext -out client.crt 2>/dev/null
+    chmod 600 ./*.key
+  )
+}
+
+start_pg_tls() {
+  install_postgres
+  local bin; bin="$(pg_bin_dir)"
+  if pg_tls_ready; then
+    log "PostgreSQL (TLS only) already running on localhost:$PG_TLS_PORT"
+    return
+  fi
+  make_pg_tls_certs
+  as_root mkdir -p "$PG_TLS_DIR"
+  as_root chmod 755 "$SERVICES_DIR" "$PG_TLS_DIR"
+  if [ ! -f "$PG_TLS_DATA/PG_VERSION" ]; then
+    log "creating a TLS-only PostgreSQL cluster in $PG_TLS_DATA"
+    local pwfile="$PG_TLS_DIR/pwfile"
+    echo "$PG_PASSWORD" > "$pwfile"
+    as_root chown -R "$PG_OS_USER" "$PG_TLS_DIR"
+    run_as_pg "$bin/initdb" -D "$PG_TLS_DATA" -U "$PG_USER" --pwfile="$pwfile" \
+      --auth-host=scram-sha-256 --auth-local=trust -E UTF8 --locale=C.UTF-8 >/dev/null
+    rm -f "$pwfile"
+    # The server's key and certificate, readable by the server only.
+    cp "$PG_TLS_CERTS/server.crt" "$PG_TLS_CERTS/server.key" "$PG_TLS_CERTS/ca.crt" "$PG_TLS_DATA/"
+    cat > "$PG_TLS_DATA/pg_hba.conf" <<HBA
+local     all  all                 trust
+hostssl   all  lbt_cert  127.0.0.1/32  cert
+hostssl   all  lbt_cert  ::1/128       cert
+hostssl   all  all       127.0.0.1/32  scram-sha-256
+hostssl   all  all       ::1/128       scram-sha-256
+HBA
+    as_root chown -R "$PG_OS_USER" "$PG_TLS_DIR"
+    as_root chmod 600 "$PG_TLS_DATA/server.key"
+  fi
+  log "starting PostgreSQL (TLS only) on localhost:$PG_TLS_PORT"
+  run_as_pg "$bin/pg_ctl" -D "$PG_TLS_DATA" -l "$PG_TLS_DIR/server.log" -w -t 60 start \
+    -o "-h localhost -p $PG_TLS_PORT -k $PG_TLS_DIR -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key -c ssl_ca_file=ca.crt -c fsync=off" >/dev/null
+  for _ in $(seq 1 60); do pg_tls_ready && break; sleep 0.5; done
+  pg_tls_ready || { log "the TLS PostgreSQL did not start; see $PG_TLS_DIR/server.log"; tail -n 20 "$PG_TLS_DIR/server.log" >&2 || true; exit 1; }
+  # The user of the client-certificate test.
+  run_as_pg "$bin/psql" -X -q -h "$PG_TLS_DIR" -p "$PG_TLS_PORT" -U "$PG_USER" -d postgres \
+    -c "DO \$\$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'lbt_cert') THEN CREATE ROLE lbt_cert LOGIN SUPERUSER; END IF; END \$\$" >/dev/null
+}
+
+stop_pg_tls() {
+  local bin; bin="$(pg_bin_dir || true)"
+  if [ -n "$bin" ] && [ -f "$PG_TLS_DATA/postmaster.pid" ]; then
+    run_as_pg "$bin/pg_ctl" -D "$PG_TLS_DATA" -m fast -w stop >/dev/null || true
   fi
 }
 
@@ -232,6 +315,8 @@ stop_redis() {
 print_env() {
   echo "export LIFEBOAT_TEST_PG_URL=postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/postgres"
   echo "export LIFEBOAT_TEST_PG_BIN=$(pg_bin_dir)"
+  echo "export LIFEBOAT_TEST_PG_TLS_URL=postgres://$PG_USER:$PG_PASSWORD@localhost:$PG_TLS_PORT/postgres"
+  echo "export LIFEBOAT_TEST_PG_TLS_CERTS=$PG_TLS_CERTS"
   echo "export LIFEBOAT_TEST_S3_ENDPOINT=http://127.0.0.1:$S3_PORT"
   echo "export LIFEBOAT_TEST_REDIS_URL=redis://127.0.0.1:$REDIS_PORT"
   echo "export LIFEBOAT_TEST_REDIS_TARGET_URL=redis://127.0.0.1:$REDIS_TARGET_PORT"
@@ -242,21 +327,22 @@ print_env() {
 
 start_services() {
   local service
-  [ "$#" -gt 0 ] || set -- postgres s3 s3s redis
+  [ "$#" -gt 0 ] || set -- postgres pg-tls s3 s3s redis
   for service in "$@"; do
     case "$service" in
       postgres) start_postgres ;;
+      pg-tls) start_pg_tls ;;
       s3) start_s3 ;;
       s3s) start_s3s_fs ;;
       redis) start_redis ;;
-      *) echo "services.sh: unknown service $service (postgres, s3, s3s, redis)" >&2; exit 2 ;;
+      *) echo "services.sh: unknown service $service (postgres, pg-tls, s3, s3s, redis)" >&2; exit 2 ;;
     esac
   done
 }
 
 case "${1:-start}" in
   start) shift || true; start_services "$@"; print_env ;;
-  stop) stop_postgres; stop_s3; stop_s3s_fs; stop_redis ;;
+  stop) stop_postgres; stop_pg_tls; stop_s3; stop_s3s_fs; stop_redis ;;
   env) print_env ;;
   *) echo "usage: $0 [start|stop|env]" >&2; exit 2 ;;
 esac

@@ -453,10 +453,10 @@ fn print_plan(plan: &RestorePlan) {
         println!(
             "  existing keys  {} in the databases restored into{}",
             plan.target_state.objects,
-            if plan.clean {
-                " (--clean empties them first)"
-            } else if plan.swap {
+            if plan.swap {
                 " (--mode swap: loaded into empty spare databases, then swapped in with SWAPDB; the previous data is then removed)"
+            } else if plan.clean {
+                " (--clean empties them first)"
             } else {
                 ""
             }
