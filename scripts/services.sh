@@ -317,6 +317,7 @@ print_env() {
   echo "export LIFEBOAT_TEST_PG_BIN=$(pg_bin_dir)"
   echo "export LIFEBOAT_TEST_PG_TLS_URL=postgres://$PG_USER:$PG_PASSWORD@localhost:$PG_TLS_PORT/postgres"
   echo "export LIFEBOAT_TEST_PG_TLS_CERTS=$PG_TLS_CERTS"
+  echo "export LIFEBOAT_TEST_PG_TLS_SOCKET_DIR=$PG_TLS_DIR"
   echo "export LIFEBOAT_TEST_S3_ENDPOINT=http://127.0.0.1:$S3_PORT"
   echo "export LIFEBOAT_TEST_REDIS_URL=redis://127.0.0.1:$REDIS_PORT"
   echo "export LIFEBOAT_TEST_REDIS_TARGET_URL=redis://127.0.0.1:$REDIS_TARGET_PORT"

@@ -16,6 +16,7 @@
 
 pub mod backup;
 pub mod catalog;
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod lock;

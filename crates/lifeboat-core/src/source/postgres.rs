@@ -73,15 +73,12 @@ pub async fn connect(url: &SecretUrl, kind: ErrorKind) -> Result<PgConnection> {
     if let Some(pw) = url.password() {
         config.password(pw.expose());
     }
-    for (k, v) in url.query_pairs() {
-        if k == "sslmode" && matches!(v.as_str(), "require" | "verify-ca" | "verify-full") {
-            return Err(Error::config(format!(
-                "{}: sslmode={v} is not supported yet by Lifeboat's own PostgreSQL connection",
-                where_(url)
-            ))
-            .with_hint("use sslmode=prefer or disable on a trusted network"));
-        }
-    }
+    let tls = crate::client::pg_tls::PgTls::from_url(url).map_err(|e| {
+        Error::config(format!("{}: {}", where_(url), e.message()))
+            .with_hint(e.hint().unwrap_or_default().to_string())
+    })?;
+    config.ssl_mode(tls.postgres_mode());
+    let mut make_tls = tls.connector()?;
     let host = url.host().unwrap_or_else(|| "localhost".into());
     let connected = async {
         if host.starts_with('/') {
@@ -95,7 +92,16 @@ pub async fn connect(url: &SecretUrl, kind: ErrorKind) -> Result<PgConnection> {
         let tcp = crate::net::connect_tcp_plain(&host, url.port().unwrap_or(5432))
             .await
             .map_err(Failed::Io)?;
-        let (client, connection) = config.connect_raw(tcp, NoTls).await.map_err(Failed::Pg)?;
+        let connector =
+            tokio_postgres::tls::MakeTlsConnect::<tokio::net::TcpStream>::make_tls_connect(
+                &mut make_tls,
+                &host,
+            )
+            .map_err(|e| Failed::Io(std::io::Error::other(e)))?;
+        let (client, connection) = config
+            .connect_raw(tcp, connector)
+            .await
+            .map_err(Failed::Pg)?;
         tokio::spawn(async move {
             // The connection ends when the client is dropped; errors surface on queries.
             let _ = connection.await;
@@ -114,6 +120,24 @@ pub async fn connect(url: &SecretUrl, kind: ErrorKind) -> Result<PgConnection> {
                 }
                 Failed::Pg(e) => e,
             };
+            if let Some((what, hint)) = tls.explain(&host, &e) {
+                return Error::new(kind, format!("cannot connect to {}: {what}", where_(url)))
+                    .with_hint(hint);
+            }
+            if e
+                .as_db_error()
+                .is_some_and(|db| db.message().contains("no encryption"))
+            {
+                return Error::new(
+                    kind,
+                    format!(
+                        "cannot connect to {}: the server accepts only TLS connections, and this URL has sslmode={}",
+                        where_(url),
+                        if tls.mode() == crate::client::pg_tls::SslMode::Disable { "disable" } else { "prefer" }
+                    ),
+                )
+                .with_hint("use sslmode=verify-full with sslrootcert=CA.pem (or sslmode=require on a network you trust)");
+            }
             let detail = e
                 .as_db_error()
                 .map_or_else(|| describe_pg_error(&e), |db| db.message().to_string());
