@@ -27,21 +27,7 @@ fn a_future_dated_snapshot_makes_the_next_backup_delete_itself() {
         "CREATE TABLE t (id int); INSERT INTO t VALUES (7)",
     );
     let url = db.url();
-    let r = run(
-        "lifeboat-backup",
-        &[
-            "--engine",
-            "postgres",
-            "--url",
-            &url,
-            "--repo",
-            repo.as_str(),
-            "--job",
-            "app",
-            "--retention",
-            "keep-7-days",
-        ],
-    );
+    let r = backup_pg(&url, repo.as_str(), "app", &["--retention", "keep-7-days"]);
     r.assert_code(0).assert_contains("dated in the future");
     let after = ids(&repo, "app");
     assert_eq!(
@@ -1174,20 +1160,7 @@ fn a_drill_as_a_non_superuser_fails() {
     );
     let repo = TempDir::new("drill-owner");
     let url = db.url();
-    run(
-        "lifeboat-backup",
-        &[
-            "--engine",
-            "postgres",
-            "--url",
-            &url,
-            "--repo",
-            repo.as_str(),
-            "--job",
-            "app",
-        ],
-    )
-    .assert_code(0);
+    backup_pg(&url, repo.as_str(), "app", &[]).assert_code(0);
     let scratch = admin_url().replacen(
         &format!("lifeboat:{PG_PASSWORD}@"),
         &format!("{role}:drill-pw@"),
@@ -1249,21 +1222,9 @@ fn messages_count_indexes_as_tables_and_say_1_tables() {
         "CREATE TABLE t (id int PRIMARY KEY, v text UNIQUE); INSERT INTO t VALUES (1, 'a')",
     );
     let url = db.url();
-    run(
-        "lifeboat-backup",
-        &[
-            "--engine",
-            "postgres",
-            "--url",
-            &url,
-            "--repo",
-            repo.as_str(),
-            "--job",
-            "app",
-        ],
-    )
-    .assert_code(0)
-    .assert_contains("1 table, 1 row;");
+    backup_pg(&url, repo.as_str(), "app", &[])
+        .assert_code(0)
+        .assert_contains("1 table, 1 row;");
     // The target holds one table and its two indexes: one object.
     let target = TestDb::create("messages_to");
     sql(
@@ -1295,19 +1256,7 @@ fn messages_count_indexes_as_tables_and_say_1_tables() {
     .assert_contains("level content")
     .assert_contains("(max 1s)");
     let missing = db_url("lbt_no_such_database");
-    let r = run(
-        "lifeboat-backup",
-        &[
-            "--engine",
-            "postgres",
-            "--url",
-            &missing,
-            "--repo",
-            repo.as_str(),
-            "--job",
-            "gone",
-        ],
-    );
+    let r = backup_pg(&missing, repo.as_str(), "gone", &[]);
     r.assert_code(1)
         .assert_contains("check the name in the URL");
     assert!(
@@ -1338,20 +1287,11 @@ fn failed_runs_leave_empty_snapshot_directories() {
     std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
     let db = TestDb::create("empty_dirs");
     let url = db.url();
-    run(
-        "lifeboat-backup",
-        &[
-            "--engine",
-            "postgres",
-            "--url",
-            &url,
-            "--repo",
-            repo.as_str(),
-            "--job",
-            "app",
-            "--pg-bin-dir",
-            tools.as_str(),
-        ],
+    backup_pg(
+        &url,
+        repo.as_str(),
+        "app",
+        &["--pg-bin-dir", tools.as_str()],
     )
     .assert_code(1);
     let folders: Vec<String> = std::fs::read_dir(repo.join("jobs/app/snapshots"))

@@ -471,6 +471,15 @@ pub fn manifests(repo: &Path, job: &str) -> Vec<serde_json::Value> {
     out
 }
 
+/// `lifeboat-backup --engine postgres --url URL --repo REPO --job JOB EXTRA...`.
+pub fn backup_pg(url: &str, repo: &str, job: &str, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "--engine", "postgres", "--url", url, "--repo", repo, "--job", job,
+    ];
+    args.extend_from_slice(extra);
+    run("lifeboat-backup", &args)
+}
+
 /// Backs up a tiny database once as `job` and returns the snapshot folder.
 pub fn real_snapshot(repo: &TempDir, job: &str) -> std::path::PathBuf {
     let db = TestDb::create("ret");
@@ -478,21 +487,7 @@ pub fn real_snapshot(repo: &TempDir, job: &str) -> std::path::PathBuf {
         &db.url(),
         "CREATE TABLE t (id int); INSERT INTO t VALUES (1), (2), (3)",
     );
-    let url = db.url();
-    run(
-        "lifeboat-backup",
-        &[
-            "--engine",
-            "postgres",
-            "--url",
-            &url,
-            "--repo",
-            repo.as_str(),
-            "--job",
-            job,
-        ],
-    )
-    .assert_code(0);
+    backup_pg(&db.url(), repo.as_str(), job, &[]).assert_code(0);
     let id = manifests(repo.path(), job).last().unwrap()["id"]
         .as_str()
         .unwrap()
