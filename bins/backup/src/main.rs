@@ -273,7 +273,7 @@ fn resolve_jobs(args: &BackupArgs) -> Result<(Option<Config>, Vec<Job>)> {
         return Ok((None, vec![job]));
     }
     let config = lifeboat_cli::load_config(&args.common)?.ok_or_else(|| {
-        usage("no jobs to run: there is no ./lifeboat.toml and no --config or --engine/--url")
+        usage("no jobs to run: there is no ./lifeboat.toml, no --config, and no --engine with --url-env or --url")
             .with_hint("pass --config FILE, or back up one database with --engine postgres --url-env DATABASE_URL --repo DIR")
     })?;
     let mut jobs = if args.jobs.is_empty() {
