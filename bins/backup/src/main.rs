@@ -8,8 +8,9 @@ use std::time::Duration;
 use args::{BackupArgs, BackupCommand, EngineArg, PruneArgs, UnlockArgs};
 use clap::Parser;
 use lifeboat_cli::{human_bytes, print_json, report_error, usage, CommonArgs};
-use lifeboat_core::backup::{backup, BackupOptions, BackupReport};
+use lifeboat_core::backup::BackupReport;
 use lifeboat_core::config::{self, Config, EngineJob, EngineName, Job, JobSpec};
+use lifeboat_core::job::{self, JobOptions};
 use lifeboat_core::lock::{self, Holder};
 use lifeboat_core::prune::{prune, PruneOptions, PruneReport};
 use lifeboat_core::retention::{self, Policy};
@@ -63,89 +64,39 @@ async fn run(args: BackupArgs) -> i32 {
     if let Err(e) = lifeboat_core::catalog::ensure_repository(&store, chrono::Utc::now()).await {
         return report_error(&e, json);
     }
-    // A one-liner without --job backs up into a job named for the database (or `redis`):
-    // that history must stay one source's.
-    let one_liner_default_name = args.engine.is_some() && args.job.is_none();
+    let options = JobOptions {
+        holder: holder(),
+        leftover_grace: Duration::from_secs(args.leftover_grace_mins * 60),
+        orphan_grace: Duration::from_secs(args.orphan_grace_hours * 3600),
+        compression_threads: args.compression_threads,
+        prune: !args.no_prune,
+        // A one-liner without --job backs up into a job named for the database (or `redis`):
+        // that history must stay one source's.
+        same_source_only: args.engine.is_some() && args.job.is_none(),
+    };
+    let cancel = lifeboat_cli::watch_signals();
     let mut exit = 0;
     let mut reports = Vec::new();
     for job in &jobs {
-        lifeboat_core::net::set_idle_timeout(job.idle_timeout);
-        let guard = match lifeboat_cli::until_signal(lock::acquire(
-            &store,
-            &job.name,
-            &holder(),
-            lock::DEFAULT_LEASE,
-            chrono::Utc::now(),
-        ))
-        .await
-        {
-            Ok(g) => g,
-            Err(e) => {
-                let code = report_error(&e, false);
-                reports.push(serde_json::json!({
-                    "ok": false,
-                    "job": job.name,
-                    "error": {"kind": e.kind().as_str(), "message": e.message(), "hint": e.hint()}
-                }));
-                if exit == 0 {
-                    exit = code;
-                }
-                continue;
-            }
-        };
-        // The start time is read once the lock is held: runs of a job never overlap.
-        let options = BackupOptions {
-            now: chrono::Utc::now(),
-            leftover_grace: Duration::from_secs(args.leftover_grace_mins * 60),
-            compression_threads: args.compression_threads,
-            same_source_only: one_liner_default_name,
-        };
-        let outcome = lifeboat_cli::until_signal(backup(&store, job, &options)).await;
-        match outcome {
-            Ok(report) => {
+        match job::run(&store, job, &options, &chrono::Utc::now, &cancel).await {
+            Ok(run) => {
                 if !json {
-                    print_report(&report, job, &store);
-                }
-                // Only after a committed snapshot: a failed backup never prunes.
-                let pruned = match (&job.retention, args.no_prune) {
-                    (Some(policy), false) => {
-                        let options = PruneOptions {
-                            now: chrono::Utc::now(),
-                            dry_run: false,
-                            orphan_grace: Duration::from_secs(args.orphan_grace_hours * 3600),
-                            committed: Some(report.snapshot.clone()),
-                        };
-                        match lifeboat_cli::until_signal(prune(&store, &job.name, policy, &options))
-                            .await
-                        {
-                            Ok(p) => {
-                                if !json {
-                                    print_prune_summary(&p);
-                                }
-                                Some(p)
-                            }
-                            Err(e) => {
-                                let e = Error::new(e.kind(), format!("job {:?}: the snapshot was committed, but pruning failed: {}", job.name, e.message()))
-                                    .with_hint("run `lifeboat-backup prune --dry-run` to see the plan");
-                                let code = report_error(&e, false);
-                                if exit == 0 {
-                                    exit = code;
-                                }
-                                None
-                            }
-                        }
+                    print_report(&run.report, job, &store);
+                    if let Some(p) = &run.prune {
+                        print_prune_summary(p);
                     }
-                    _ => None,
-                };
-                reports.push(serde_json::json!({"ok": true, "report": report, "prune": pruned}));
+                }
+                if let Some(e) = &run.prune_error {
+                    let code = report_error(e, false);
+                    if exit == 0 {
+                        exit = code;
+                    }
+                }
+                reports.push(
+                    serde_json::json!({"ok": true, "report": run.report, "prune": run.prune}),
+                );
             }
             Err(e) => {
-                let e = Error::new(e.kind(), format!("job {:?}: {}", job.name, e.message()))
-                    .with_hint(
-                        e.hint()
-                            .unwrap_or("nothing was committed for this run")
-                            .to_string(),
-                    );
                 let code = report_error(&e, false);
                 reports.push(serde_json::json!({
                     "ok": false,
@@ -156,38 +107,9 @@ async fn run(args: BackupArgs) -> i32 {
                     exit = code;
                 }
                 if e.kind() == lifeboat_core::ErrorKind::Cancelled {
-                    // The upload was dropped mid-stream. This run still holds the job's lock,
-                    // so every unfinished upload of the job is its own: abort them now rather
-                    // than leave them to the next run. The lease is no longer renewed, and the
-                    // clean-up has a deadline: an unreachable store must not keep the run alive.
-                    let mut guard = guard;
-                    guard.stop_renewing();
-                    let prefix = lifeboat_core::catalog::job_prefix(&job.name);
-                    lifeboat_cli::cleanup_after_signal(async {
-                        match store.remove_incomplete(&prefix, Duration::ZERO).await {
-                            Ok(aborted) if !aborted.is_empty() => tracing::info!(
-                                "Aborted {} unfinished upload(s) of job {:?}.",
-                                aborted.len(),
-                                job.name
-                            ),
-                            Ok(_) => {}
-                            Err(e) => tracing::warn!(
-                                "Could not abort the unfinished upload of job {:?}: {e}",
-                                job.name
-                            ),
-                        }
-                        let _ = guard.release().await;
-                    })
-                    .await;
                     break;
                 }
             }
-        }
-        if let Err(e) = guard.release().await {
-            tracing::warn!(
-                "Could not release the lock of job {:?}: {e}; it expires by itself.",
-                job.name
-            );
         }
     }
     if json {

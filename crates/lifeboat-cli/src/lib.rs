@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, ValueEnum};
 use lifeboat_core::config::StoreSpec;
 use lifeboat_core::config::{self, Config};
+use lifeboat_core::job::Cancel;
 use lifeboat_core::store::{self, AnyStore, Store};
 use lifeboat_core::{Error, ErrorKind, Result};
 
@@ -211,28 +212,27 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// The first SIGINT or SIGTERM, once one has arrived (set by [`watch_signals`]).
-static SIGNALLED: std::sync::OnceLock<tokio::sync::watch::Receiver<Option<&'static str>>> =
-    std::sync::OnceLock::new();
+/// The process's cancellation, fired by the first SIGINT or SIGTERM (see [`watch_signals`]).
+static SIGNALLED: std::sync::OnceLock<Cancel> = std::sync::OnceLock::new();
 
-/// Starts the process's one signal watcher (idempotent; needs a running tokio runtime). The
-/// first SIGINT or SIGTERM cancels the work wrapped in [`until_signal`]; a second one exits the
-/// process at once, whatever it is doing (an unreachable store must never make a stopped run
-/// ignore signals).
-pub fn watch_signals() -> tokio::sync::watch::Receiver<Option<&'static str>> {
+/// Starts the process's one signal watcher (idempotent; needs a running tokio runtime) and
+/// returns the [`Cancel`] it fires. The first SIGINT or SIGTERM cancels the run; a second one
+/// exits the process at once, whatever it is doing (an unreachable store must never make a
+/// stopped run ignore signals).
+pub fn watch_signals() -> Cancel {
     SIGNALLED
         .get_or_init(|| {
-            let (tx, rx) = tokio::sync::watch::channel(None);
+            let (trigger, cancel) = Cancel::pair();
             tokio::spawn(async move {
                 let first = next_signal().await;
-                let _ = tx.send(Some(first));
+                trigger.cancel(first);
                 let second = next_signal().await;
                 eprintln!(
                     "error: {second} again during the clean-up; exiting now. The next run removes what is left, and the lock expires by itself."
                 );
                 std::process::exit(ErrorKind::Cancelled.exit_code());
             });
-            rx
+            cancel
         })
         .clone()
 }
@@ -259,38 +259,7 @@ async fn next_signal() -> &'static str {
 /// `work` is dropped: child processes are killed and unfinished uploads removed (their `Drop`),
 /// nothing is committed.
 pub async fn until_signal<T>(work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
-    let mut signalled = watch_signals();
-    let arrived = async move {
-        match signalled.wait_for(Option::is_some).await {
-            Ok(signal) => signal.unwrap_or("a signal"),
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        r = work => r,
-        signal = arrived => Err(interrupted(signal)),
-    }
-}
-
-/// How long the clean-up after a signal may take (aborting uploads, releasing the lock) before
-/// the process exits anyway: an unreachable store must not keep a stopped run alive.
-pub const CLEANUP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Runs the clean-up after a signal with [`CLEANUP_DEADLINE`] (a second signal exits at once,
-/// see [`watch_signals`]). `None` if the clean-up did not finish.
-pub async fn cleanup_after_signal<T>(cleanup: impl std::future::Future<Output = T>) -> Option<T> {
-    let done = tokio::time::timeout(CLEANUP_DEADLINE, cleanup).await;
-    if done.is_err() {
-        tracing::warn!(
-            "The clean-up did not finish within {} s; exiting. The next run removes what is left, and the lock expires by itself.",
-            CLEANUP_DEADLINE.as_secs()
-        );
-    }
-    done.ok()
-}
-
-fn interrupted(signal: &str) -> Error {
-    Error::new(ErrorKind::Cancelled, format!("interrupted by {signal}"))
+    watch_signals().run(work).await
 }
 
 /// Prints an error (with its causes and hint) on stderr, or as JSON on stdout; returns the exit

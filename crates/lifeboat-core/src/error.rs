@@ -117,6 +117,21 @@ impl Error {
         self
     }
 
+    /// Says where the error happened (e.g. `job "app"`) in front of the message; the kind, the
+    /// hint and the cause chain stay as they are.
+    pub fn within(mut self, context: impl std::fmt::Display) -> Self {
+        self.message = format!("{context}: {}", self.message);
+        self
+    }
+
+    /// Adds a hint only if the error has none.
+    pub fn or_hint(mut self, hint: impl Into<String>) -> Self {
+        if self.hint.is_none() {
+            self.hint = Some(hint.into());
+        }
+        self
+    }
+
     /// Keeps the underlying cause as the `source()` of this error.
     pub fn with_source(mut self, source: impl Into<Cause>) -> Self {
         self.source = Some(source.into());

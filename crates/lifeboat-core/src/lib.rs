@@ -10,7 +10,9 @@
 //! - [`sink`]: engines that consume a dump stream on restore;
 //! - [`verify`]: stored, content and drill checks, freshness.
 //!
-//! The operations wire the stages together in order: [`backup::backup`],
+//! A run of a backup job ([`job::run`]) takes the job's lock, backs up, prunes only after a
+//! committed snapshot and releases the lock. The operations wire the stages together in order:
+//! [`backup::backup`],
 //! [`restore::plan`] then [`restore::apply`], and [`verify::verify`]. Nothing here reads the
 //! clock or the environment: callers pass the time and a variable lookup in.
 
@@ -19,6 +21,7 @@ pub mod catalog;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod job;
 pub mod lock;
 pub mod net;
 pub mod pipeline;

@@ -1,0 +1,234 @@
+//! One run of a backup job: take the job's lock, back up, prune (only after a committed
+//! snapshot), release the lock; and, when the run is cancelled, clean up within a deadline.
+//!
+//! The binary decides when a run is cancelled (signals) through a [`Cancel`]; the library
+//! decides what a cancelled run must still do: stop renewing the lock so it expires, abort its
+//! unfinished uploads, release the lock, all within [`CLEANUP_DEADLINE`].
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::backup::{backup, BackupOptions, BackupReport};
+use crate::catalog;
+use crate::config::Job;
+use crate::error::{Error, ErrorKind, Result};
+use crate::lock::{self, Holder, LockGuard};
+use crate::prune::{prune, PruneOptions, PruneReport};
+use crate::store::{AnyStore, Store};
+
+/// How long the clean-up of a cancelled run may take (aborting uploads, releasing the lock)
+/// before the run gives up on it: an unreachable store must not keep a stopped run alive.
+pub const CLEANUP_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Tells a run that it must stop, and why (e.g. "SIGTERM").
+#[derive(Clone)]
+pub struct Cancel(watch::Receiver<Option<String>>);
+
+/// The other end of a [`Cancel`].
+pub struct CancelTrigger(watch::Sender<Option<String>>);
+
+impl Cancel {
+    /// A linked pair: `trigger.cancel(reason)` wakes every clone of the `Cancel`.
+    pub fn pair() -> (CancelTrigger, Cancel) {
+        let (tx, rx) = watch::channel(None);
+        (CancelTrigger(tx), Cancel(rx))
+    }
+
+    /// A `Cancel` that never fires.
+    pub fn never() -> Cancel {
+        Cancel::pair().1
+    }
+
+    /// Waits until the run is cancelled; returns the reason.
+    pub async fn cancelled(&self) -> String {
+        let mut rx = self.0.clone();
+        let reason = match rx.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone(),
+            Err(_) => None,
+        };
+        match reason {
+            Some(reason) => reason,
+            // The trigger is gone without firing: never cancelled.
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Runs `work` unless the run is cancelled first (then `work` is dropped: children are
+    /// killed and unfinished uploads aborted by their `Drop`, nothing is committed).
+    pub async fn run<T>(&self, work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        tokio::select! {
+            // Work that is done counts as done, even if a signal came in the same instant.
+            biased;
+            done = work => done,
+            reason = self.cancelled() => Err(Error::new(
+                ErrorKind::Cancelled,
+                format!("interrupted by {reason}"),
+            )),
+        }
+    }
+}
+
+impl CancelTrigger {
+    pub fn cancel(&self, reason: impl Into<String>) {
+        let _ = self.0.send(Some(reason.into()));
+    }
+}
+
+/// What a run does besides the backup itself.
+pub struct JobOptions {
+    /// Who takes the lock.
+    pub holder: Holder,
+    pub leftover_grace: Duration,
+    pub orphan_grace: Duration,
+    pub compression_threads: u32,
+    /// Prune with the job's policy after a committed snapshot (`--no-prune` turns it off).
+    pub prune: bool,
+    /// See [`BackupOptions::same_source_only`].
+    pub same_source_only: bool,
+}
+
+/// A committed run.
+#[derive(Debug, Serialize)]
+pub struct JobReport {
+    pub report: BackupReport,
+    /// The prune that followed, if the job has a policy.
+    pub prune: Option<PruneReport>,
+    /// The snapshot is committed, but pruning failed (reported, and an exit code of its own).
+    #[serde(skip)]
+    pub prune_error: Option<Error>,
+}
+
+/// Runs one job: lock, backup, prune only after a commit, release. `clock` is read once the
+/// lock is held (so runs of a job never overlap in time) and again before pruning.
+pub async fn run(
+    store: &AnyStore,
+    job: &Job,
+    options: &JobOptions,
+    clock: &(dyn Fn() -> DateTime<Utc> + Sync),
+    cancel: &Cancel,
+) -> Result<JobReport> {
+    crate::net::set_idle_timeout(job.idle_timeout);
+    let guard = cancel
+        .run(lock::acquire(
+            store,
+            &job.name,
+            &options.holder,
+            lock::DEFAULT_LEASE,
+            clock(),
+        ))
+        .await?;
+    let backup_options = BackupOptions {
+        now: clock(),
+        leftover_grace: options.leftover_grace,
+        compression_threads: options.compression_threads,
+        same_source_only: options.same_source_only,
+    };
+    let report = match cancel.run(backup(store, job, &backup_options)).await {
+        Ok(report) => report,
+        Err(e) => {
+            if e.kind() == ErrorKind::Cancelled {
+                clean_up_cancelled(store, job, guard).await;
+            } else {
+                release(guard, job).await;
+            }
+            return Err(e
+                .within(format!("job {:?}", job.name))
+                .or_hint("nothing was committed for this run"));
+        }
+    };
+    // Only after a committed snapshot: a failed backup never prunes.
+    let mut pruned = None;
+    let mut prune_error = None;
+    if let (Some(policy), true) = (&job.retention, options.prune) {
+        let prune_options = PruneOptions {
+            now: clock(),
+            dry_run: false,
+            orphan_grace: options.orphan_grace,
+            committed: Some(report.snapshot.clone()),
+        };
+        match cancel
+            .run(prune(store, &job.name, policy, &prune_options))
+            .await
+        {
+            Ok(p) => pruned = Some(p),
+            Err(e) => {
+                prune_error = Some(
+                    e.within(format!(
+                        "job {:?}: the snapshot was committed, but pruning failed",
+                        job.name
+                    ))
+                    .or_hint("run `lifeboat-backup prune --dry-run` to see the plan"),
+                )
+            }
+        }
+    }
+    release(guard, job).await;
+    Ok(JobReport {
+        report,
+        prune: pruned,
+        prune_error,
+    })
+}
+
+async fn release(guard: LockGuard, job: &Job) {
+    if let Err(e) = guard.release().await {
+        tracing::warn!(
+            "Could not release the lock of job {:?}: {e}; it expires by itself.",
+            job.name
+        );
+    }
+}
+
+/// A cancelled run still holds the job's lock, so every unfinished upload of the job is its
+/// own: abort them now rather than leave them to the next run. The lease is no longer renewed,
+/// and the clean-up has a deadline.
+async fn clean_up_cancelled(store: &AnyStore, job: &Job, mut guard: LockGuard) {
+    guard.stop_renewing();
+    let prefix = catalog::job_prefix(&job.name);
+    let cleanup = async {
+        match store.remove_incomplete(&prefix, Duration::ZERO).await {
+            Ok(aborted) if !aborted.is_empty() => tracing::info!(
+                "Aborted {} unfinished upload(s) of job {:?}.",
+                aborted.len(),
+                job.name
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(
+                "Could not abort the unfinished upload of job {:?}: {e}",
+                job.name
+            ),
+        }
+        let _ = guard.release().await;
+    };
+    if tokio::time::timeout(CLEANUP_DEADLINE, cleanup)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "The clean-up did not finish within {} s; exiting. The next run removes what is left, and the lock expires by itself.",
+            CLEANUP_DEADLINE.as_secs()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_cancel_stops_the_work_and_says_why() {
+        let (trigger, cancel) = Cancel::pair();
+        let never_ends = std::future::pending::<Result<()>>();
+        trigger.cancel("SIGTERM");
+        let e = cancel.run(never_ends).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Cancelled);
+        assert_eq!(e.message(), "interrupted by SIGTERM");
+        // Clones see it too; work that is already done stays done.
+        assert_eq!(cancel.clone().cancelled().await, "SIGTERM");
+        assert!(cancel.run(async { Ok(()) }).await.is_ok());
+        assert!(Cancel::never().run(async { Ok(7) }).await.is_ok());
+    }
+}
