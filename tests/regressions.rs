@@ -1360,3 +1360,34 @@ fn manifests_of_a_newer_format_or_in_the_wrong_folder_are_accepted() {
     .assert_contains("written by a newer Lifeboat")
     .assert_contains("upgrade Lifeboat");
 }
+
+/// A pg_dump that stops sending in the middle of the dump (a server that went silent) hung the
+/// run: the stream now fails after `idle-timeout` and pg_dump is stopped, exit 1.
+#[test]
+fn a_dump_that_stops_sending_hangs_the_backup() {
+    let real = std::env::var("LIFEBOAT_TEST_PG_BIN")
+        .expect("LIFEBOAT_TEST_PG_BIN (scripts/services.sh env)");
+    let tools = TempDir::new("stalled-pg-dump");
+    let fake = tools.join("pg_dump");
+    std::fs::write(
+        &fake,
+        format!("#!/bin/sh\ncase \"$1\" in --version) exec '{real}/pg_dump' --version;; esac\nprintf 'PGDMP'\nexec sleep 600\n"),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let db = TestDb::create("stalled_dump");
+    let repo = TempDir::new("stalled-dump");
+    let started = std::time::Instant::now();
+    backup_pg(
+        &db.url(),
+        repo.as_str(),
+        "app",
+        &["--pg-bin-dir", tools.as_str(), "--idle-timeout", "2s"],
+    )
+    .assert_code(1)
+    .assert_contains("sent nothing for 2s (idle-timeout)");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    no_lock_left(&repo, "app");
+    assert!(manifests(repo.path(), "app").is_empty());
+}

@@ -202,10 +202,12 @@ async fn backup_postgres<S: Store>(
         dump_tool: dump.dump_tool.clone(),
         server_clock_at: dump.server_clock_at,
     };
-    // A store failure (e.g. a full disk) is the cause: pg_dump only died of the closed pipe.
-    // Otherwise pg_dump's exit status comes first: a failed dump explains a short stream best.
+    // A failed stream is the cause: a store failure (a full disk; pg_dump would only die of
+    // the closed pipe) or a source that went silent (pg_dump may be stuck on the server and
+    // would never exit by itself), so pg_dump is stopped. A stream that ended cleanly is judged
+    // by pg_dump's exit status: a failed dump explains a short stream best.
     let outcome = match streamed {
-        Err(e) if e.kind() == ErrorKind::Store => {
+        Err(e) => {
             dump.abort().await;
             Err(e)
         }
