@@ -12,16 +12,14 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::catalog::{
-    self, Fingerprint, Manifest, ObjectInfo, RedisFingerprint, SnapshotId, SourceInfo,
-    MANIFEST_FORMAT,
+    self, Fingerprint, Manifest, ObjectInfo, SnapshotId, SourceInfo, MANIFEST_FORMAT,
 };
-use crate::config::{EngineJob, Job, PgFormat};
+use crate::config::Job;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pipeline::hash::Hasher;
 use crate::pipeline::{Compression, Digest, HashingWriter, CHUNK_SIZE};
 use crate::secret::SecretUrl;
-use crate::source::postgres;
-use crate::source::redis as redis_source;
+use crate::source::Capture;
 use crate::store::{ObjectKey, ObjectWriter, Store};
 
 /// Chunks in flight between the reading and the compressing task.
@@ -129,10 +127,7 @@ async fn backup_unbounded<S: Store>(
         size_hint,
         leftovers_removed,
     };
-    match &job.engine {
-        EngineJob::Postgres(pg) => backup_postgres(store, job, pg, options, context).await,
-        EngineJob::Redis(redis) => backup_redis(store, job, redis, options, context).await,
-    }
+    capture_and_commit(store, job, options, context).await
 }
 
 /// What every engine's backup shares.
@@ -143,94 +138,62 @@ struct Context {
     leftovers_removed: Vec<String>,
 }
 
-async fn backup_postgres<S: Store>(
+/// Streams a capture of the job's source into the store, and commits it only when the source
+/// ended well (its own verdict after the last byte) and the store kept every byte.
+async fn capture_and_commit<S: Store>(
     store: &S,
     job: &Job,
-    pg: &crate::config::PgJob,
     options: &BackupOptions,
     context: Context,
 ) -> Result<BackupReport> {
     let id = &context.id;
-    let dump = postgres::start_dump(pg).await?;
-    let ext = match pg.format {
-        PgFormat::Custom => "pgdump",
-        PgFormat::Plain => "sql",
-    };
+    let Capture { stream, info, end } = crate::engine::capture(&job.engine).await?;
     let key = ObjectKey::new(format!(
-        "{}data.{ext}{}",
+        "{}data.{}{}",
         catalog::snapshot_prefix(&job.name, id),
+        info.extension,
         job.compression.extension()
     ))?;
     tracing::info!(
         "Backing up job {:?} ({}) to {} as snapshot {id}.",
         job.name,
-        pg.url,
+        info.description,
         store.describe()
     );
-    let mut dump = dump;
-    let stdout = dump
-        .child
-        .take_stdout()
-        .ok_or_else(|| Error::source_failed("pg_dump has no stdout"))?;
     let mut writer = store.create_sized(&key, context.size_hint).await?;
-
-    let (streamed, fingerprint) = {
-        let stream = stream_compressed(
-            stdout,
-            job.compression,
-            options.compression_threads,
-            job.idle_timeout,
-            &mut writer,
-        );
-        let counts = dump.fingerprint();
-        tokio::pin!(stream, counts);
-        tokio::select! {
-            streamed = &mut stream => match streamed {
-                // The row counts wait on the same server: a failed stream (a stopped server,
-                // a full store) must not wait for them.
-                Err(e) => (Err(e), Err(Error::source_failed("the row counts were abandoned"))),
-                Ok(s) => (Ok(s), counts.await),
-            },
-            counted = &mut counts => (stream.await, counted),
-        }
-    };
-    let consistent_at = dump.consistent_at;
-    let source = SourceInfo {
-        url: pg.url.to_string(),
-        server_version: dump.server_version.clone(),
-        databases: vec![dump.database.clone()],
-        dump_tool: dump.dump_tool.clone(),
-        server_clock_at: dump.server_clock_at,
-    };
-    // A failed stream is the cause: a store failure (a full disk; pg_dump would only die of
-    // the closed pipe) or a source that went silent (pg_dump may be stuck on the server and
-    // would never exit by itself), so pg_dump is stopped. A stream that ended cleanly is judged
-    // by pg_dump's exit status: a failed dump explains a short stream best.
+    let streamed = stream_compressed(
+        stream,
+        job.compression,
+        options.compression_threads,
+        job.idle_timeout,
+        &mut writer,
+    )
+    .await;
+    // A failed stream is the cause (a full store, a source that went silent): the capture is
+    // stopped, since its process may never end by itself. A stream that ended cleanly is
+    // judged by the source's own verdict: a failed dump explains a short stream best.
     let outcome = match streamed {
         Err(e) => {
-            dump.abort().await;
+            end.abort().await;
             Err(e)
         }
-        streamed => match dump.finish().await {
-            Err(e) => Err(e),
-            Ok(()) => streamed.and_then(|s| fingerprint.map(|f| (s, f))),
-        },
+        Ok(streamed) => end
+            .finish()
+            .await
+            .map(|(fp, source)| (streamed, fp, source)),
     };
-    let (streamed, fingerprint) = match outcome {
+    let (streamed, fingerprint, source) = match outcome {
         Ok(v) => v,
         Err(e) => return Err(abandon(writer, e).await),
     };
     let stored = writer.finish().await?;
     let captured = Captured {
-        engine: "postgres",
-        consistent_at,
+        engine: info.engine,
+        consistent_at: info.consistent_at,
         source,
-        dump_format: match pg.format {
-            PgFormat::Custom => "pg_custom",
-            PgFormat::Plain => "pg_plain",
-        },
+        dump_format: info.dump_format,
         streamed,
-        fingerprint: Fingerprint::Postgres(fingerprint),
+        fingerprint,
     };
     commit_snapshot(store, job, options, context, &key, stored.size, captured).await
 }
@@ -408,88 +371,6 @@ async fn commit<S: Store>(
         return Err(e);
     }
     Ok(())
-}
-
-async fn backup_redis<S: Store>(
-    store: &S,
-    job: &Job,
-    redis: &crate::config::RedisJob,
-    options: &BackupOptions,
-    context: Context,
-) -> Result<BackupReport> {
-    let id = &context.id;
-    let key = ObjectKey::new(format!(
-        "{}data.rdb{}",
-        catalog::snapshot_prefix(&job.name, id),
-        job.compression.extension()
-    ))?;
-    // Before SYNC, so that the same digest after the transfer means it describes the snapshot.
-    let digest_watch = if redis.debug_digest {
-        Some(redis_source::DigestWatch::start(&redis.url).await?)
-    } else {
-        None
-    };
-    // The server forks for the snapshot right after SYNC: this is its point in time.
-    let consistent_at = Utc::now();
-    let capture = redis_source::start(&redis.url, redis.mode).await?;
-    tracing::info!(
-        "Backing up job {:?} (Redis {} at {}, {}) to {} as snapshot {id}.",
-        job.name,
-        capture.server_version,
-        redis.url,
-        capture.kind.describe(),
-        store.describe()
-    );
-    let (checked, summary) = redis_source::CheckedRdb::new(capture.stream);
-    let mut writer = store.create_sized(&key, context.size_hint).await?;
-    let streamed = stream_compressed(
-        checked,
-        job.compression,
-        options.compression_threads,
-        job.idle_timeout,
-        &mut writer,
-    )
-    .await;
-    let streamed = match streamed {
-        Ok(v) => v,
-        Err(e) => return Err(abandon(writer, e).await),
-    };
-    let Some(summary) = summary.take() else {
-        let _ = writer.abort().await;
-        return Err(Error::source_failed(format!(
-            "the snapshot from {} ended without an RDB end marker",
-            redis.url
-        )));
-    };
-    let debug_digest = match digest_watch {
-        Some(watch) => watch.finish().await,
-        None => None,
-    };
-    let stored = writer.finish().await?;
-    let fingerprint = RedisFingerprint {
-        rdb_version: summary.rdb_version,
-        capture: capture.kind.as_str().into(),
-        point_in_time: capture.kind.point_in_time(),
-        keys: RedisFingerprint::keys_from(&summary.keys),
-        functions: summary.functions,
-        rdb_crc64: summary.crc64.unwrap_or(0),
-        debug_digest,
-    };
-    let captured = Captured {
-        engine: "redis",
-        consistent_at,
-        source: SourceInfo {
-            url: redis.url.to_string(),
-            server_version: capture.server_version.clone(),
-            databases: summary.keys.keys().map(|db| format!("db{db}")).collect(),
-            dump_tool: format!("lifeboat {}", capture.kind.describe()),
-            server_clock_at: None,
-        },
-        dump_format: "redis_rdb",
-        streamed,
-        fingerprint: Fingerprint::Redis(fingerprint),
-    };
-    commit_snapshot(store, job, options, context, &key, stored.size, captured).await
 }
 
 /// The digests and sizes of a streamed dump: raw (as the source wrote it) and stored.

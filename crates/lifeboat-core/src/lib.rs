@@ -20,6 +20,7 @@ pub mod backup;
 pub mod catalog;
 pub mod client;
 pub mod config;
+pub mod engine;
 pub mod error;
 pub mod job;
 pub mod lock;

@@ -1,8 +1,74 @@
-//! Engines that produce a dump stream. Each starts a dump and hands back its raw byte stream,
-//! plus what the manifest needs (versions, consistency instant, fingerprint).
+//! Engines that produce a dump stream, behind one trait: [`Source::start`] begins a capture and
+//! hands back a [`Capture`]: the raw byte stream, what is known at its start, and a
+//! [`CaptureEnd`] that, after the last byte, gives the source's own verdict (pg_dump's exit
+//! status, the RDB's end marker and checksum) with the fingerprint, or stops the capture early.
+//! The backup operation streams any capture the same way (`backup.rs`); `engine.rs` is the one
+//! place that picks the engine.
 
 pub mod child;
 pub mod postgres;
 pub mod redis;
 
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+use tokio::io::AsyncRead;
+
 pub use child::ChildProcess;
+
+use crate::catalog::{Fingerprint, SourceInfo};
+use crate::error::Result;
+
+/// An engine's source of dumps.
+pub trait Source {
+    /// Starts a capture: pre-flight checks done, the stream flowing.
+    fn start(&self) -> impl Future<Output = Result<Capture>> + Send;
+}
+
+/// A capture in progress.
+pub struct Capture {
+    /// Exactly the dump's bytes (the data object before compression).
+    pub stream: Box<dyn AsyncRead + Send + Unpin>,
+    pub info: CaptureInfo,
+    pub end: CaptureEnd,
+}
+
+/// What is known when a capture starts.
+#[derive(Debug, Clone)]
+pub struct CaptureInfo {
+    /// The manifest's `engine`.
+    pub engine: &'static str,
+    /// The instant the data is consistent as of (this host's clock).
+    pub consistent_at: DateTime<Utc>,
+    /// The manifest's `dump_format`, e.g. `pg_custom`, `redis_rdb`.
+    pub dump_format: &'static str,
+    /// The data object's name before the compression's suffix: `pgdump`, `sql`, `rdb`.
+    pub extension: &'static str,
+    /// The source for the log (no secrets), e.g. `Redis 7.0.15 at redis://..., native SYNC`.
+    pub description: String,
+}
+
+/// How a capture ends. Dispatches to the engine's own end handle (as `store/any.rs` does).
+pub enum CaptureEnd {
+    Postgres(postgres::PgEnd),
+    Redis(redis::RedisEnd),
+}
+
+impl CaptureEnd {
+    /// After the last byte: the source's verdict, then the fingerprint and the source's
+    /// description for the manifest. An error here means nothing may be committed.
+    pub async fn finish(self) -> Result<(Fingerprint, SourceInfo)> {
+        match self {
+            CaptureEnd::Postgres(end) => end.finish().await,
+            CaptureEnd::Redis(end) => end.finish().await,
+        }
+    }
+
+    /// Stops the capture early (the stream failed): children are killed, transactions ended.
+    pub async fn abort(self) {
+        match self {
+            CaptureEnd::Postgres(end) => end.abort().await,
+            CaptureEnd::Redis(end) => end.abort(),
+        }
+    }
+}

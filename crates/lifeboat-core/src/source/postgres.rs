@@ -14,7 +14,7 @@ use tokio::process::Command;
 use tokio_postgres::{Client, NoTls};
 
 use super::ChildProcess;
-use crate::catalog::PgFingerprint;
+use crate::catalog::{Fingerprint, PgFingerprint, SourceInfo};
 use crate::config::{PgFormat, PgJob};
 use crate::error::{Error, ErrorKind, Result};
 use crate::secret::SecretUrl;
@@ -271,7 +271,7 @@ pub fn check_client_version(
 }
 
 /// A dump in progress: pg_dump's stream, plus the open snapshot transaction.
-pub struct PgDump {
+struct PgDump {
     pub child: ChildProcess,
     pub consistent_at: DateTime<Utc>,
     /// The server's clock at `consistent_at`, when it differs from this host's.
@@ -284,7 +284,7 @@ pub struct PgDump {
 }
 
 /// Pre-flight checks, snapshot export and pg_dump start.
-pub async fn start_dump(job: &PgJob) -> Result<PgDump> {
+async fn start_dump(job: &PgJob) -> Result<PgDump> {
     let conn = connect(&job.url, ErrorKind::Source).await?;
     let pg_dump = job.program("pg_dump");
     let (dump_tool, client_major) = client_version(&pg_dump, ErrorKind::Source).await?;
@@ -377,27 +377,74 @@ pub fn set_password_env(cmd: &mut Command, url: &SecretUrl) {
     cmd.env("PGCONNECT_TIMEOUT", "30");
 }
 
-impl PgDump {
-    /// Takes the fingerprint inside the exported snapshot (can run while pg_dump streams).
-    pub async fn fingerprint(&self) -> Result<PgFingerprint> {
-        fingerprint(&self.client, &self.url, ErrorKind::Source).await
+impl crate::source::Source for PgJob {
+    /// Exports a snapshot, starts pg_dump on it and, beside the stream, the fingerprint in the
+    /// same snapshot.
+    async fn start(&self) -> Result<crate::source::Capture> {
+        let mut dump = start_dump(self).await?;
+        let stdout = dump
+            .child
+            .take_stdout()
+            .ok_or_else(|| Error::source_failed("pg_dump has no stdout"))?;
+        let (client, url) = (dump.client.clone(), dump.url.clone());
+        // The row counts run while pg_dump streams, inside the same exported snapshot.
+        let counts =
+            tokio::spawn(async move { fingerprint(&client, &url, ErrorKind::Source).await });
+        let (dump_format, extension) = match self.format {
+            PgFormat::Custom => ("pg_custom", "pgdump"),
+            PgFormat::Plain => ("pg_plain", "sql"),
+        };
+        Ok(crate::source::Capture {
+            stream: Box::new(stdout),
+            info: crate::source::CaptureInfo {
+                engine: "postgres",
+                consistent_at: dump.consistent_at,
+                dump_format,
+                extension,
+                description: self.url.to_string(),
+            },
+            end: crate::source::CaptureEnd::Postgres(PgEnd { dump, counts }),
+        })
+    }
+}
+
+/// The end of a pg_dump capture: its exit status, then the row counts taken beside it.
+pub struct PgEnd {
+    dump: PgDump,
+    counts: tokio::task::JoinHandle<Result<PgFingerprint>>,
+}
+
+impl PgEnd {
+    /// Waits for pg_dump to exit successfully and for the fingerprint, then ends the snapshot
+    /// transaction (after the counts: they run inside it).
+    pub async fn finish(self) -> Result<(Fingerprint, SourceInfo)> {
+        let PgEnd { dump, counts } = self;
+        let source = SourceInfo {
+            url: dump.url.to_string(),
+            server_version: dump.server_version.clone(),
+            databases: vec![dump.database.clone()],
+            dump_tool: dump.dump_tool.clone(),
+            server_clock_at: dump.server_clock_at,
+        };
+        if let Err(e) = dump.child.finish().await {
+            counts.abort();
+            let _ = crate::net::within_idle_timeout(dump.client.batch_execute("ROLLBACK")).await;
+            let msg = format!("the dump of {} failed: {}", where_(&dump.url), e.message());
+            return Err(Error::new(ErrorKind::Source, msg)
+                .with_hint("nothing was committed; fix the cause above and run the backup again"));
+        }
+        let counted = counts
+            .await
+            .map_err(|e| Error::source_failed(format!("the row counts stopped: {e}")))?;
+        let _ = crate::net::within_idle_timeout(dump.client.batch_execute("COMMIT")).await;
+        Ok((Fingerprint::Postgres(counted?), source))
     }
 
-    /// Stops pg_dump (after a failure elsewhere) and ends the snapshot transaction.
+    /// Stops pg_dump and the counts (after a failure elsewhere) and ends the transaction.
     pub async fn abort(self) {
-        self.child.kill().await;
-        let _ = crate::net::within_idle_timeout(self.client.batch_execute("ROLLBACK")).await;
-    }
-
-    /// Waits for pg_dump to exit successfully, then ends the snapshot transaction.
-    pub async fn finish(self) -> Result<()> {
-        self.child.finish().await.map_err(|e| {
-            let msg = format!("the dump of {} failed: {}", where_(&self.url), e.message());
-            Error::new(ErrorKind::Source, msg)
-                .with_hint("nothing was committed; fix the cause above and run the backup again")
-        })?;
-        let _ = crate::net::within_idle_timeout(self.client.batch_execute("COMMIT")).await;
-        Ok(())
+        self.counts.abort();
+        self.dump.child.kill().await;
+        let _ = crate::net::within_idle_timeout(self.dump.client.batch_execute("ROLLBACK")).await;
     }
 }
 

@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::config::RedisMode;
-use crate::error::{ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::resp::Connection;
 use crate::secret::SecretUrl;
 
@@ -272,4 +272,88 @@ pub async fn debug_digest(conn: &mut Connection) -> Result<String> {
         Ok(d) => Ok(String::from_utf8_lossy(&d).into_owned()),
         Err(e) => Err(conn.error(format!("DEBUG DIGEST failed: {e}"))),
     }
+}
+
+impl crate::source::Source for crate::config::RedisJob {
+    /// Opens the replication stream (or a SCAN capture) and reads the RDB as it passes.
+    async fn start(&self) -> Result<crate::source::Capture> {
+        // Before SYNC, so that the same digest after the transfer means it describes the
+        // snapshot.
+        let digest_watch = if self.debug_digest {
+            Some(DigestWatch::start(&self.url).await?)
+        } else {
+            None
+        };
+        // The server forks for the snapshot right after SYNC: this is its point in time.
+        let consistent_at = chrono::Utc::now();
+        let capture = start(&self.url, self.mode).await?;
+        let (checked, summary) = CheckedRdb::new(capture.stream);
+        Ok(crate::source::Capture {
+            stream: Box::new(checked),
+            info: crate::source::CaptureInfo {
+                engine: "redis",
+                consistent_at,
+                dump_format: "redis_rdb",
+                extension: "rdb",
+                description: format!(
+                    "Redis {} at {}, {}",
+                    capture.server_version,
+                    self.url,
+                    capture.kind.describe()
+                ),
+            },
+            end: crate::source::CaptureEnd::Redis(RedisEnd {
+                summary,
+                digest_watch,
+                kind: capture.kind,
+                server_version: capture.server_version,
+                url: self.url.clone(),
+            }),
+        })
+    }
+}
+
+/// The end of a Redis capture: the RDB's end marker and checksum (checked as the stream
+/// passed), the key counts, and the digest watch.
+pub struct RedisEnd {
+    summary: SummarySlot,
+    digest_watch: Option<DigestWatch>,
+    kind: CaptureKind,
+    server_version: String,
+    url: SecretUrl,
+}
+
+impl RedisEnd {
+    pub async fn finish(self) -> Result<(crate::catalog::Fingerprint, crate::catalog::SourceInfo)> {
+        let Some(summary) = self.summary.take() else {
+            return Err(Error::source_failed(format!(
+                "the snapshot from {} ended without an RDB end marker",
+                self.url
+            )));
+        };
+        let debug_digest = match self.digest_watch {
+            Some(watch) => watch.finish().await,
+            None => None,
+        };
+        let fingerprint = crate::catalog::RedisFingerprint {
+            rdb_version: summary.rdb_version,
+            capture: self.kind.as_str().into(),
+            point_in_time: self.kind.point_in_time(),
+            keys: crate::catalog::RedisFingerprint::keys_from(&summary.keys),
+            functions: summary.functions,
+            rdb_crc64: summary.crc64.unwrap_or(0),
+            debug_digest,
+        };
+        let source = crate::catalog::SourceInfo {
+            url: self.url.to_string(),
+            server_version: self.server_version,
+            databases: summary.keys.keys().map(|db| format!("db{db}")).collect(),
+            dump_tool: format!("lifeboat {}", self.kind.describe()),
+            server_clock_at: None,
+        };
+        Ok((crate::catalog::Fingerprint::Redis(fingerprint), source))
+    }
+
+    /// Nothing to stop: dropping the stream closed the connection.
+    pub fn abort(self) {}
 }
