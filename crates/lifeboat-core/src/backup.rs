@@ -127,7 +127,8 @@ async fn backup_unbounded<S: Store>(
         size_hint,
         leftovers_removed,
     };
-    capture_and_commit(store, job, options, context).await
+    let capture = crate::engine::capture(&job.engine).await?;
+    capture_and_commit(store, job, options, context, capture).await
 }
 
 /// What every engine's backup shares.
@@ -145,9 +146,10 @@ async fn capture_and_commit<S: Store>(
     job: &Job,
     options: &BackupOptions,
     context: Context,
+    capture: Capture,
 ) -> Result<BackupReport> {
     let id = &context.id;
-    let Capture { stream, info, end } = crate::engine::capture(&job.engine).await?;
+    let Capture { stream, info, end } = capture;
     let key = ObjectKey::new(format!(
         "{}data.{}{}",
         catalog::snapshot_prefix(&job.name, id),
@@ -466,4 +468,169 @@ where
         stored_sha256: stored_digest,
         stored_size: stored_len,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::catalog::PgFingerprint;
+    use crate::source::{BoxFuture, CaptureEnd, CaptureInfo};
+    use crate::store::LocalStore;
+
+    /// A source that hands out `bytes`, then gives `verdict` (or is aborted).
+    struct FakeEnd {
+        verdict: Result<(), String>,
+        aborted: Arc<AtomicBool>,
+    }
+
+    impl CaptureEnd for FakeEnd {
+        fn finish(self: Box<Self>) -> BoxFuture<'static, Result<(Fingerprint, SourceInfo)>> {
+            Box::pin(async move {
+                self.verdict.map_err(Error::source_failed)?;
+                Ok((
+                    Fingerprint::Postgres(PgFingerprint::default()),
+                    SourceInfo {
+                        url: "fake://".into(),
+                        server_version: "1".into(),
+                        databases: vec![],
+                        dump_tool: "fake".into(),
+                        server_clock_at: None,
+                    },
+                ))
+            })
+        }
+
+        fn abort(self: Box<Self>) -> BoxFuture<'static, ()> {
+            self.aborted.store(true, Ordering::SeqCst);
+            Box::pin(async {})
+        }
+    }
+
+    fn capture(
+        stream: Box<dyn AsyncRead + Send + Unpin>,
+        verdict: Result<(), String>,
+    ) -> (Capture, Arc<AtomicBool>) {
+        let aborted = Arc::new(AtomicBool::new(false));
+        let capture = Capture {
+            stream,
+            info: CaptureInfo {
+                engine: "postgres",
+                consistent_at: Utc::now(),
+                dump_format: "pg_custom",
+                extension: "pgdump",
+                description: "a fake source".into(),
+            },
+            end: Box::new(FakeEnd {
+                verdict,
+                aborted: aborted.clone(),
+            }),
+        };
+        (capture, aborted)
+    }
+
+    async fn run(capture: Capture) -> (Result<BackupReport>, LocalStore, std::path::PathBuf) {
+        let root = std::env::temp_dir().join(format!(
+            "lifeboat-unit-backup-{}-{}",
+            std::process::id(),
+            SnapshotId::generate(Utc::now())
+        ));
+        let store = LocalStore::open(&root).unwrap();
+        let spec = crate::config::JobSpec {
+            name: "app".into(),
+            engine: crate::config::EngineName::Postgres,
+            url: "postgres://h/db".into(),
+            format: None,
+            compression: None,
+            compression_level: None,
+            pg_bin_dir: None,
+            retention: None,
+            schedule: None,
+            max_age: None,
+            mode: None,
+            debug_digest: None,
+            idle_timeout: None,
+            timeout: None,
+        };
+        let job = crate::config::validate_job(&spec, &Default::default(), None).unwrap();
+        let options = BackupOptions {
+            now: Utc::now(),
+            leftover_grace: std::time::Duration::from_secs(3600),
+            compression_threads: 1,
+            same_source_only: false,
+        };
+        let context = Context {
+            started: std::time::Instant::now(),
+            id: SnapshotId::generate(options.now),
+            size_hint: None,
+            leftovers_removed: Vec::new(),
+        };
+        let result = capture_and_commit(&store, &job, &options, context, capture).await;
+        (result, store, root)
+    }
+
+    async fn objects(store: &LocalStore) -> Vec<String> {
+        store
+            .list("jobs/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key.to_string())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_dump_that_fails_after_its_last_byte_commits_nothing() {
+        let bytes: &'static [u8] = b"PGDMP a whole dump, then a failed exit status";
+        let (capture, aborted) =
+            capture(Box::new(bytes), Err("pg_dump exited with status 1".into()));
+        let (result, store, root) = run(capture).await;
+        let e = result.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Source);
+        assert!(e.message().contains("status 1"), "{}", e.message());
+        assert!(
+            !aborted.load(Ordering::SeqCst),
+            "a stream that ended is judged, not aborted"
+        );
+        assert_eq!(objects(&store).await, Vec::<String>::new());
+        let _ = std::fs::remove_dir_all(root);
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_fails_stops_the_source_and_commits_nothing() {
+        struct Broken;
+        impl AsyncRead for Broken {
+            fn poll_read(
+                self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+                _: &mut tokio::io::ReadBuf<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                std::task::Poll::Ready(Err(std::io::Error::other("the connection broke")))
+            }
+        }
+        let (capture, aborted) = capture(Box::new(Broken), Ok(()));
+        let (result, store, root) = run(capture).await;
+        assert!(result
+            .unwrap_err()
+            .message()
+            .contains("the connection broke"));
+        assert!(aborted.load(Ordering::SeqCst), "the source was not stopped");
+        assert_eq!(objects(&store).await, Vec::<String>::new());
+        let _ = std::fs::remove_dir_all(root);
+    }
+
+    #[tokio::test]
+    async fn a_good_capture_commits_its_manifest_last() {
+        let bytes: &'static [u8] = b"PGDMP a whole dump";
+        let (capture, _) = capture(Box::new(bytes), Ok(()));
+        let (result, store, root) = run(capture).await;
+        let report = result.unwrap();
+        assert_eq!(report.raw_sha256, Digest::of(bytes));
+        let keys = objects(&store).await;
+        assert_eq!(keys.len(), 2, "{keys:?}");
+        assert!(keys.iter().any(|k| k.ends_with("/manifest.json")));
+        let _ = std::fs::remove_dir_all(root);
+    }
 }

@@ -30,7 +30,7 @@ pub struct Capture {
     /// Exactly the dump's bytes (the data object before compression).
     pub stream: Box<dyn AsyncRead + Send + Unpin>,
     pub info: CaptureInfo,
-    pub end: CaptureEnd,
+    pub end: Box<dyn CaptureEnd>,
 }
 
 /// What is known when a capture starts.
@@ -48,27 +48,16 @@ pub struct CaptureInfo {
     pub description: String,
 }
 
-/// How a capture ends. Dispatches to the engine's own end handle (as `store/any.rs` does).
-pub enum CaptureEnd {
-    Postgres(postgres::PgEnd),
-    Redis(redis::RedisEnd),
-}
-
-impl CaptureEnd {
+/// How a capture ends; each engine has its own (object-safe, so that the backup operation
+/// and its tests take any).
+pub trait CaptureEnd: Send {
     /// After the last byte: the source's verdict, then the fingerprint and the source's
     /// description for the manifest. An error here means nothing may be committed.
-    pub async fn finish(self) -> Result<(Fingerprint, SourceInfo)> {
-        match self {
-            CaptureEnd::Postgres(end) => end.finish().await,
-            CaptureEnd::Redis(end) => end.finish().await,
-        }
-    }
+    fn finish(self: Box<Self>) -> BoxFuture<'static, Result<(Fingerprint, SourceInfo)>>;
 
     /// Stops the capture early (the stream failed): children are killed, transactions ended.
-    pub async fn abort(self) {
-        match self {
-            CaptureEnd::Postgres(end) => end.abort().await,
-            CaptureEnd::Redis(end) => end.abort(),
-        }
-    }
+    fn abort(self: Box<Self>) -> BoxFuture<'static, ()>;
 }
+
+/// A boxed future, for the object-safe [`CaptureEnd`].
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;

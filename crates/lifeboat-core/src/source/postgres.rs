@@ -403,7 +403,7 @@ impl crate::source::Source for PgJob {
                 extension,
                 description: self.url.to_string(),
             },
-            end: crate::source::CaptureEnd::Postgres(PgEnd { dump, counts }),
+            end: Box::new(PgEnd { dump, counts }),
         })
     }
 }
@@ -414,10 +414,22 @@ pub struct PgEnd {
     counts: tokio::task::JoinHandle<Result<PgFingerprint>>,
 }
 
+impl crate::source::CaptureEnd for PgEnd {
+    fn finish(
+        self: Box<Self>,
+    ) -> crate::source::BoxFuture<'static, Result<(Fingerprint, SourceInfo)>> {
+        Box::pin(self.finish_dump())
+    }
+
+    fn abort(self: Box<Self>) -> crate::source::BoxFuture<'static, ()> {
+        Box::pin(self.stop())
+    }
+}
+
 impl PgEnd {
     /// Waits for pg_dump to exit successfully and for the fingerprint, then ends the snapshot
     /// transaction (after the counts: they run inside it).
-    pub async fn finish(self) -> Result<(Fingerprint, SourceInfo)> {
+    async fn finish_dump(self) -> Result<(Fingerprint, SourceInfo)> {
         let PgEnd { dump, counts } = self;
         let source = SourceInfo {
             url: dump.url.to_string(),
@@ -441,7 +453,7 @@ impl PgEnd {
     }
 
     /// Stops pg_dump and the counts (after a failure elsewhere) and ends the transaction.
-    pub async fn abort(self) {
+    async fn stop(self) {
         self.counts.abort();
         self.dump.child.kill().await;
         let _ = crate::net::within_idle_timeout(self.dump.client.batch_execute("ROLLBACK")).await;

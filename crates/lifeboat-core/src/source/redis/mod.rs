@@ -302,7 +302,7 @@ impl crate::source::Source for crate::config::RedisJob {
                     capture.kind.describe()
                 ),
             },
-            end: crate::source::CaptureEnd::Redis(RedisEnd {
+            end: Box::new(RedisEnd {
                 summary,
                 digest_watch,
                 kind: capture.kind,
@@ -323,8 +323,26 @@ pub struct RedisEnd {
     url: SecretUrl,
 }
 
+impl crate::source::CaptureEnd for RedisEnd {
+    fn finish(
+        self: Box<Self>,
+    ) -> crate::source::BoxFuture<
+        'static,
+        Result<(crate::catalog::Fingerprint, crate::catalog::SourceInfo)>,
+    > {
+        Box::pin(self.finish_capture())
+    }
+
+    /// Nothing to stop: dropping the stream closed the connection.
+    fn abort(self: Box<Self>) -> crate::source::BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
+}
+
 impl RedisEnd {
-    pub async fn finish(self) -> Result<(crate::catalog::Fingerprint, crate::catalog::SourceInfo)> {
+    async fn finish_capture(
+        self,
+    ) -> Result<(crate::catalog::Fingerprint, crate::catalog::SourceInfo)> {
         let Some(summary) = self.summary.take() else {
             return Err(Error::source_failed(format!(
                 "the snapshot from {} ended without an RDB end marker",
@@ -353,7 +371,4 @@ impl RedisEnd {
         };
         Ok((crate::catalog::Fingerprint::Redis(fingerprint), source))
     }
-
-    /// Nothing to stop: dropping the stream closed the connection.
-    pub fn abort(self) {}
 }
