@@ -596,7 +596,7 @@ pub struct Mount {
 }
 
 impl Mount {
-    /// A tmpfs of `size` (e.g. "1m").
+    /// A tmpfs of `size` (e.g. "1m", or a number of bytes, rounded down to whole pages).
     pub fn tmpfs(label: &str, size: &str) -> Mount {
         let dir = TempDir::new(label);
         must(
@@ -619,7 +619,11 @@ impl Mount {
         let file = std::fs::File::create(&image).unwrap();
         file.set_len(u64::from(mib) << 20).unwrap();
         must(
-            Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image),
+            // No blocks reserved for root: the tests run as root, and free space must be what
+            // `df` says.
+            Command::new("mkfs.ext4")
+                .args(["-q", "-F", "-m", "0"])
+                .arg(&image),
             "make an ext4 image (mkfs.ext4 from e2fsprogs; scripts/services.sh installs it)",
         );
         must(
