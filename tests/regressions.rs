@@ -480,7 +480,7 @@ fn a_redis_source_stopped_in_the_middle_of_sync_hangs_the_backup() {
         .cmd(&[b"CONFIG", b"SET", b"repl-diskless-sync", b"yes"]);
     redis
         .client()
-        .cmd(&[b"CONFIG", b"SET", b"repl-diskless-sync-delay", b"3"]);
+        .cmd(&[b"CONFIG", b"SET", b"repl-diskless-sync-delay", b"5"]);
     let repo = TempDir::new("stalled-sync-repo");
     for (flags, expected) in [
         (["--idle-timeout", "2s"], "2s (idle-timeout)"),
@@ -501,7 +501,17 @@ fn a_redis_source_stopped_in_the_middle_of_sync_hangs_the_backup() {
         .stderr(std::process::Stdio::piped());
         let started = std::time::Instant::now();
         let child = cmd.spawn().unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(800));
+        // Stopped once the run holds its lock (SYNC then waits out the 5 s delay).
+        let lock = repo.join("jobs/cache/lock");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !lock.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the run never took its lock"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
         redis.signal("STOP");
         let r = finish(child.wait_with_output().unwrap());
         redis.signal("CONT");
@@ -564,7 +574,7 @@ fn backup_waiting_on_its_source(
         .cmd(&[b"CONFIG", b"SET", b"repl-diskless-sync", b"yes"]);
     redis
         .client()
-        .cmd(&[b"CONFIG", b"SET", b"repl-diskless-sync-delay", b"2"]);
+        .cmd(&[b"CONFIG", b"SET", b"repl-diskless-sync-delay", b"5"]);
     let child = command("lifeboat-backup")
         .args(["--engine", "redis", "--url", &redis.url, "--job", "cache"])
         .args(["--repo", &format!("s3://{bucket}/{prefix}")])
@@ -574,9 +584,17 @@ fn backup_waiting_on_its_source(
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // The lock is taken and SYNC sent within the server's 2 s delay; then the source stops
-    // and the store stops answering.
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // Once the lock is taken, SYNC follows and waits out the server's 5 s delay; then the
+    // source stops and the store stops answering.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !s3_keys(bucket, prefix).iter().any(|k| k.ends_with("/lock")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never took its lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
     redis.signal("STOP");
     proxy
         .faults

@@ -162,7 +162,10 @@ async fn capture_and_commit<S: Store>(
         info.description,
         store.describe()
     );
-    let mut writer = store.create_sized(&key, context.size_hint).await?;
+    // The previous snapshot's size, or on a first run the source's estimate (larger than the
+    // stored size, so the parts err on the large side).
+    let size_hint = context.size_hint.or(info.size_estimate);
+    let mut writer = store.create_sized(&key, size_hint).await?;
     let streamed = stream_compressed(
         stream,
         job.compression,
@@ -522,6 +525,7 @@ mod tests {
                 dump_format: "pg_custom",
                 extension: "pgdump",
                 description: "a fake source".into(),
+                size_estimate: None,
             },
             end: Box::new(FakeEnd {
                 verdict,

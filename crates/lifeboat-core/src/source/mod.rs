@@ -46,6 +46,9 @@ pub struct CaptureInfo {
     pub extension: &'static str,
     /// The source for the log (no secrets), e.g. `Redis 7.0.15 at redis://..., native SYNC`.
     pub description: String,
+    /// About how many bytes the dump will be, if the source can tell (it sizes the upload's
+    /// parts on a first run, when there is no previous snapshot to go by).
+    pub size_estimate: Option<u64>,
 }
 
 /// How a capture ends; each engine has its own (object-safe, so that the backup operation

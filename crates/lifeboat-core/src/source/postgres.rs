@@ -276,6 +276,8 @@ struct PgDump {
     pub consistent_at: DateTime<Utc>,
     /// The server's clock at `consistent_at`, when it differs from this host's.
     pub server_clock_at: Option<DateTime<Utc>>,
+    /// `pg_database_size`: what the dump will be at most, about.
+    database_size: Option<u64>,
     pub server_version: String,
     pub dump_tool: String,
     pub database: String,
@@ -297,6 +299,16 @@ async fn start_dump(job: &PgJob) -> Result<PgDump> {
     )?;
 
     let client = conn.client;
+    // Sizes the upload's parts on a first run; a database the user may not size is no reason
+    // to fail (asked before the snapshot transaction, which an error would abort).
+    let database_size = crate::net::within_idle_timeout(
+        client.query_one("SELECT pg_database_size(current_database())", &[]),
+    )
+    .await
+    .ok()
+    .and_then(|r| r.ok())
+    .and_then(|row| row.try_get::<_, i64>(0).ok())
+    .and_then(|n| u64::try_from(n).ok());
     timed(
         ErrorKind::Source,
         &job.url,
@@ -359,6 +371,7 @@ async fn start_dump(job: &PgJob) -> Result<PgDump> {
         child,
         consistent_at,
         server_clock_at,
+        database_size,
         server_version: conn.server_version,
         dump_tool,
         database: job.url.database().unwrap_or_default(),
@@ -402,6 +415,7 @@ impl crate::source::Source for PgJob {
                 dump_format,
                 extension,
                 description: self.url.to_string(),
+                size_estimate: dump.database_size,
             },
             end: Box::new(PgEnd { dump, counts }),
         })

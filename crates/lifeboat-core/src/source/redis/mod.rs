@@ -301,6 +301,7 @@ impl crate::source::Source for crate::config::RedisJob {
                     self.url,
                     capture.kind.describe()
                 ),
+                size_estimate: None,
             },
             end: Box::new(RedisEnd {
                 summary,
