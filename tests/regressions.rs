@@ -1417,3 +1417,50 @@ fn a_dump_that_stops_sending_hangs_the_backup() {
     no_lock_left(&repo, "app");
     assert!(manifests(repo.path(), "app").is_empty());
 }
+
+/// `lifeboat-restore --from-file F --dry-run` said "would check F" and exited 0 without
+/// checking anything, where the real run refuses a damaged file (exit 3) or a non-empty
+/// target (exit 2).
+#[test]
+fn dry_run_of_an_rdb_file_checks_nothing() {
+    let mut rdb = b"REDIS0009".to_vec();
+    rdb.extend([0xfe, 0x00, 0x00, 4]);
+    rdb.extend(b"kept");
+    rdb.extend([5]);
+    rdb.extend(b"value");
+    rdb.push(0xff);
+    let crc = lifeboat_rdb::crc64(&rdb);
+    rdb.extend(crc.to_le_bytes());
+    let dir = TempDir::new("dry-rdb");
+    let good = dir.join("good.rdb");
+    std::fs::write(&good, &rdb).unwrap();
+    let damaged = dir.join("damaged.rdb");
+    let mut bad = rdb.clone();
+    bad[14] ^= 0x20;
+    std::fs::write(&damaged, &bad).unwrap();
+    let target = OwnRedis::start("dry-rdb-target");
+    let from = |file: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![
+            "--from-file",
+            file.to_str().unwrap(),
+            "--to",
+            &target.url,
+            "--yes",
+        ];
+        args.extend_from_slice(extra);
+        run("lifeboat-restore", &args)
+    };
+    for dry in [&["--dry-run"][..], &[][..]] {
+        from(&damaged, dry).assert_code(3);
+    }
+    from(&good, &["--dry-run"])
+        .assert_code(0)
+        .assert_contains("nothing was changed");
+    assert_eq!(target.client().cmd(&[b"DBSIZE"]).text(), "0");
+    target.client().cmd(&[b"SET", b"other", b"1"]);
+    for dry in [&["--dry-run"][..], &[][..]] {
+        from(&good, dry)
+            .assert_code(2)
+            .assert_contains("already holds 1 key in");
+    }
+}

@@ -367,14 +367,7 @@ async fn run_from_file(
             "--from-file loads an RDB file into Redis; --to must be redis:// or rediss://..., got {target}"
         )));
     }
-    if flags.dry_run {
-        println!(
-            "Dry run: would check {} and load it into {target}; nothing was changed.",
-            file.display()
-        );
-        return Ok(());
-    }
-    if std::io::stdin().is_terminal() && !flags.yes && !confirm()? {
+    if std::io::stdin().is_terminal() && !flags.yes && !flags.dry_run && !confirm()? {
         return Err(Error::new(
             ErrorKind::Refused,
             "restore cancelled at the prompt; nothing was changed",
@@ -390,7 +383,23 @@ async fn run_from_file(
         hold_back: flags.hold_back_mib * 1024 * 1024,
         now: chrono::Utc::now(),
     };
-    let (summary, restored) = restore::rdb_file_into_redis(file, &target, &options).await?;
+    let (summary, restored) =
+        restore::rdb_file_into_redis(file, &target, &options, flags.dry_run).await?;
+    if flags.dry_run {
+        if common.json {
+            print_json(
+                &serde_json::json!({"ok": true, "dry_run": true, "file": file, "rdb_version": summary.rdb_version, "keys": summary.total_keys()}),
+            );
+        } else {
+            println!(
+                "Dry run: {} is a valid RDB file (version {}, {}, checksum verified) and {target} can take it; nothing was changed.",
+                file.display(),
+                summary.rdb_version,
+                lifeboat_core::backup::counted(summary.total_keys(), "key")
+            );
+        }
+        return Ok(());
+    }
     if common.json {
         print_json(
             &serde_json::json!({"ok": true, "file": file, "keys": restored, "rdb_version": summary.rdb_version}),

@@ -154,9 +154,9 @@ pub async fn plan<S: Store>(
             return Err(Error::new(
                 ErrorKind::Refused,
                 format!(
-                    "the target {} already holds {} keys in the databases this snapshot restores into ({})",
+                    "the target {} already holds {} in the databases this snapshot restores into ({})",
                     target,
-                    target_state.objects,
+                    crate::backup::counted(target_state.objects as u64, "key"),
                     dbs.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
                 ),
             )
@@ -534,10 +534,13 @@ impl crate::pipeline::RawSink for FileSink {
 
 /// Loads an RDB file made elsewhere (e.g. by `redis-cli --rdb`) into a live server: the whole
 /// file is read and its CRC64 checked first, then it is loaded like a snapshot.
+/// With `dry_run`, stops after the checks (the whole file, and the target's state): a dry run
+/// refuses exactly what the real run would.
 pub async fn rdb_file_into_redis(
     path: &std::path::Path,
     target: &SecretUrl,
     options: &RestoreOptions,
+    dry_run: bool,
 ) -> Result<(lifeboat_rdb::Summary, u64)> {
     use tokio::io::AsyncReadExt;
     let open = || async {
@@ -580,11 +583,14 @@ pub async fn rdb_file_into_redis(
         return Err(Error::new(
             ErrorKind::Refused,
             format!(
-                "the target {target} already holds {} keys in the databases this file restores into",
-                state.objects
+                "the target {target} already holds {} in the databases this file restores into",
+                crate::backup::counted(state.objects as u64, "key")
             ),
         )
         .with_hint("add --replace to overwrite keys of the same name, --clean to empty those databases first, or --db-map SRC:DST"));
+    }
+    if dry_run {
+        return Ok((summary, 0));
     }
     if options.clean {
         redis_sink::flush(target, &dbs).await?;
