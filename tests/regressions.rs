@@ -983,24 +983,21 @@ fn log_format_json_leaves_the_final_error_as_plain_text() {
 /// programs record every argument they get.
 #[test]
 fn passwords_in_query_parameters_show_in_ps() {
-    let real = std::env::var("LIFEBOAT_TEST_PG_BIN").expect(
-        "LIFEBOAT_TEST_PG_BIN is not set: run eval \"$(scripts/services.sh start)\" (or scripts/test.sh)",
-    );
-    let tools = TempDir::new("argv-tools");
-    let log = tools.join("argv.log");
-    for program in ["pg_dump", "pg_restore", "psql"] {
-        let path = tools.join(program);
-        std::fs::write(
-            &path,
-            format!(
-                "#!/bin/sh\necho \"{program} $*\" >> '{}'\nexec '{real}/{program}' \"$@\"\n",
-                log.display()
-            ),
-        )
-        .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    let real = pg_bin();
+    let log_path =
+        std::env::temp_dir().join(format!("lifeboat-test-argv-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log_path);
+    let log = log_path.display();
+    let wrappers: Vec<(&str, String)> = ["pg_dump", "pg_restore", "psql"]
+        .iter()
+        .map(|p| {
+            (
+                *p,
+                format!("echo \"{p} $*\" >> '{log}'\nexec '{real}/{p}' \"$@\"\n"),
+            )
+        })
+        .collect();
+    let tools = script_tools("argv-tools", &wrappers);
     let with_query_password = |url: &str| {
         let without = url.replacen(&format!(":{PG_PASSWORD}@"), "@", 1);
         format!("{without}?password={PG_PASSWORD}&application_name=lbt")
@@ -1050,7 +1047,8 @@ fn passwords_in_query_parameters_show_in_ps() {
         assert!(!r.output().contains(PG_PASSWORD));
         assert_eq!(sql_one(&target.url(), "SELECT count(*) FROM t"), "2");
     }
-    let argv = std::fs::read_to_string(&log).unwrap();
+    let argv = std::fs::read_to_string(&log_path).unwrap();
+    let _ = std::fs::remove_file(&log_path);
     for program in ["pg_dump --snapshot", "pg_restore", "psql"] {
         assert!(argv.contains(program), "{program} never ran:\n{argv}");
     }
@@ -1300,17 +1298,7 @@ fn failed_runs_leave_empty_snapshot_directories() {
     let repo = TempDir::new("empty-dirs");
     real_snapshot(&repo, "app");
     // A pg_dump that writes a little and fails.
-    let tools = TempDir::new("failing-pg-dump");
-    let real = std::env::var("LIFEBOAT_TEST_PG_BIN")
-        .expect("LIFEBOAT_TEST_PG_BIN (scripts/services.sh env)");
-    let fake = tools.join("pg_dump");
-    std::fs::write(
-        &fake,
-        format!("#!/bin/sh\ncase \"$1\" in --version) exec '{real}/pg_dump' --version;; esac\nprintf 'PGDMP partial'\nexit 1\n"),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let tools = fake_pg_dump("failing-pg-dump", "printf 'PGDMP partial'\nexit 1");
     let db = TestDb::create("empty_dirs");
     let url = db.url();
     backup_pg(
@@ -1391,17 +1379,7 @@ fn manifests_of_a_newer_format_or_in_the_wrong_folder_are_accepted() {
 /// run: the stream now fails after `idle-timeout` and pg_dump is stopped, exit 1.
 #[test]
 fn a_dump_that_stops_sending_hangs_the_backup() {
-    let real = std::env::var("LIFEBOAT_TEST_PG_BIN")
-        .expect("LIFEBOAT_TEST_PG_BIN (scripts/services.sh env)");
-    let tools = TempDir::new("stalled-pg-dump");
-    let fake = tools.join("pg_dump");
-    std::fs::write(
-        &fake,
-        format!("#!/bin/sh\ncase \"$1\" in --version) exec '{real}/pg_dump' --version;; esac\nprintf 'PGDMP'\nexec sleep 600\n"),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let tools = fake_pg_dump("stalled-pg-dump", "printf 'PGDMP'\nexec sleep 600");
     let db = TestDb::create("stalled_dump");
     let repo = TempDir::new("stalled-dump");
     let started = std::time::Instant::now();

@@ -789,3 +789,36 @@ pub fn incompressible(len: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+/// The bin directory of the test PostgreSQL's client programs (scripts/services.sh).
+pub fn pg_bin() -> String {
+    std::env::var("LIFEBOAT_TEST_PG_BIN").unwrap_or_else(|_| {
+        panic!(
+            "LIFEBOAT_TEST_PG_BIN is not set: run eval \"$(scripts/services.sh start)\" (or scripts/test.sh)"
+        )
+    })
+}
+
+/// A folder of executable shell scripts, e.g. stand-ins for pg_dump given as `--pg-bin-dir`.
+pub fn script_tools(label: &str, scripts: &[(&str, String)]) -> TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new(label);
+    for (name, body) in scripts {
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    dir
+}
+
+/// A pg_dump stand-in that answers `--version` as the real one and otherwise runs `body`.
+pub fn fake_pg_dump(label: &str, body: &str) -> TempDir {
+    let real = pg_bin();
+    script_tools(
+        label,
+        &[(
+            "pg_dump",
+            format!("case \"$1\" in --version) exec '{real}/pg_dump' --version;; esac\n{body}\n"),
+        )],
+    )
+}
