@@ -495,6 +495,8 @@ fn print_config(common: &CommonArgs, config: Option<&Config>, jobs: &[Job]) {
                 "url": j.engine.url().to_string(),
                 "compression": j.compression,
                 "max-age-secs": j.max_age.map(|d| d.as_secs()),
+                "idle-timeout-secs": j.idle_timeout.as_secs(),
+                "timeout-secs": j.timeout.map(|d| d.as_secs()),
                 "retention": j.retention.as_ref().map(Policy::describe),
             });
             match &j.engine {
