@@ -24,6 +24,29 @@ pub struct Faults {
     pub ranged: AtomicU32,
 }
 
+/// Accepts connections on a loopback port of its own, in a runtime on its own thread, and hands
+/// each to `on_connection` (called inside that runtime); returns the port.
+fn serve(on_connection: impl Fn(TcpStream) + Send + 'static) -> u16 {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap().port()).unwrap();
+            loop {
+                if let Ok((client, _)) = listener.accept().await {
+                    on_connection(client);
+                }
+            }
+        });
+    });
+    rx.recv().unwrap()
+}
+
 pub struct FaultProxy {
     pub endpoint: String,
     pub faults: Arc<Faults>,
@@ -33,27 +56,11 @@ impl FaultProxy {
     /// Starts a proxy to `upstream` (host:port) on its own thread.
     pub fn start(upstream: &str) -> FaultProxy {
         let faults = Arc::new(Faults::default());
-        let (tx, rx) = std::sync::mpsc::channel();
         let upstream = upstream.to_string();
         let shared = faults.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-                tx.send(listener.local_addr().unwrap().port()).unwrap();
-                loop {
-                    let Ok((client, _)) = listener.accept().await else {
-                        continue;
-                    };
-                    tokio::spawn(handle(client, upstream.clone(), shared.clone()));
-                }
-            });
+        let port = serve(move |client| {
+            tokio::spawn(handle(client, upstream.clone(), shared.clone()));
         });
-        let port = rx.recv().unwrap();
         FaultProxy {
             endpoint: format!("http://127.0.0.1:{port}"),
             faults,
@@ -169,62 +176,46 @@ impl ThrottleProxy {
     pub fn start(upstream: &str, bytes_per_sec: u64) -> ThrottleProxy {
         let rate = Arc::new(AtomicU64::new(bytes_per_sec));
         let stall_after = Arc::new(AtomicU64::new(0));
-        let (tx, rx) = std::sync::mpsc::channel();
         let upstream = upstream.to_string();
         let (rate2, stall2) = (rate.clone(), stall_after.clone());
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-                tx.send(listener.local_addr().unwrap().port()).unwrap();
-                loop {
-                    let Ok((client, _)) = listener.accept().await else {
-                        continue;
-                    };
-                    let Ok(server) = TcpStream::connect(&upstream).await else {
-                        continue;
-                    };
-                    let (rate, stall) = (rate2.clone(), stall2.clone());
-                    tokio::spawn(async move {
-                        let (mut client_rx, mut client_tx) = client.into_split();
-                        let (mut server_rx, mut server_tx) = server.into_split();
-                        let up = async move {
-                            let mut buf = vec![0u8; 4096];
-                            let mut sent: u64 = 0;
-                            loop {
-                                let n = match client_rx.read(&mut buf).await {
-                                    Ok(0) | Err(_) => break,
-                                    Ok(n) => n,
-                                };
-                                let limit = stall.load(Ordering::SeqCst);
-                                if limit > 0 && sent + n as u64 > limit {
-                                    // Stalled: hold the connection open, forward nothing.
-                                    std::future::pending::<()>().await;
-                                }
-                                let per_sec = rate.load(Ordering::SeqCst).max(1);
-                                tokio::time::sleep(std::time::Duration::from_micros(
-                                    n as u64 * 1_000_000 / per_sec,
-                                ))
-                                .await;
-                                if server_tx.write_all(&buf[..n]).await.is_err() {
-                                    break;
-                                }
-                                sent += n as u64;
-                            }
+        let port = serve(move |client| {
+            let (rate, stall, upstream) = (rate2.clone(), stall2.clone(), upstream.clone());
+            tokio::spawn(async move {
+                let Ok(server) = TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                let (mut client_rx, mut client_tx) = client.into_split();
+                let (mut server_rx, mut server_tx) = server.into_split();
+                let up = async move {
+                    let mut buf = vec![0u8; 4096];
+                    let mut sent: u64 = 0;
+                    loop {
+                        let n = match client_rx.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
                         };
-                        let down = async move {
-                            let _ = tokio::io::copy(&mut server_rx, &mut client_tx).await;
-                        };
-                        tokio::join!(up, down);
-                    });
-                }
+                        let limit = stall.load(Ordering::SeqCst);
+                        if limit > 0 && sent + n as u64 > limit {
+                            // Stalled: hold the connection open, forward nothing.
+                            std::future::pending::<()>().await;
+                        }
+                        let per_sec = rate.load(Ordering::SeqCst).max(1);
+                        tokio::time::sleep(std::time::Duration::from_micros(
+                            n as u64 * 1_000_000 / per_sec,
+                        ))
+                        .await;
+                        if server_tx.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                        sent += n as u64;
+                    }
+                };
+                let down = async move {
+                    let _ = tokio::io::copy(&mut server_rx, &mut client_tx).await;
+                };
+                tokio::join!(up, down);
             });
         });
-        let port = rx.recv().unwrap();
         ThrottleProxy {
             endpoint: format!("http://127.0.0.1:{port}"),
             bytes_per_sec: rate,

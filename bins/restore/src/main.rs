@@ -10,7 +10,6 @@ use clap::Parser;
 use lifeboat_cli::{human_bytes, print_json, report_error, usage, CommonArgs};
 use lifeboat_core::catalog::{self, parse_time, Selector, SnapshotId};
 use lifeboat_core::restore::{self, RestoreOptions, RestorePlan};
-use lifeboat_core::retention::{self, SnapshotFacts};
 use lifeboat_core::secret::SecretUrl;
 use lifeboat_core::sink::postgres::tools_dir;
 use lifeboat_core::store::{AnyStore, Store};
@@ -69,22 +68,12 @@ async fn run_list(common: &CommonArgs, list: &ListArgs) -> Result<()> {
             .and_then(|c| c.jobs.iter().find(|j| &j.name == job))
             .and_then(|j| j.retention.clone());
         let plan = policy.as_ref().map(|p| {
-            let facts: Vec<SnapshotFacts> = listing
-                .snapshots
-                .iter()
-                .map(|m| SnapshotFacts {
-                    id: m.id.clone(),
-                    time: m.consistent_at,
-                })
-                .collect();
-            retention::plan(
+            lifeboat_core::prune::plan_for(
                 p,
-                &facts,
-                &retention::Guards {
-                    now: chrono::Utc::now(),
-                    newest_verified: verify::newest_verified(&records, &listing.snapshots).as_ref(),
-                    committed: None,
-                },
+                &listing.snapshots,
+                &records,
+                chrono::Utc::now(),
+                None,
             )
         });
         let verified = |id: &SnapshotId| records.iter().rev().find(|r| &r.snapshot == id);

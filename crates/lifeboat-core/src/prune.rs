@@ -10,11 +10,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::catalog::{self, DamagedSnapshot, SnapshotId};
+use crate::catalog::{self, DamagedSnapshot, Manifest, SnapshotId};
 use crate::error::Result;
 use crate::retention::{self, Guards, Policy, RetentionPlan, SnapshotFacts};
 use crate::store::{ObjectKey, ObjectMeta, Protection, Store};
-use crate::verify;
+use crate::verify::{self, SnapshotCheck};
 
 pub struct PruneOptions {
     pub now: DateTime<Utc>,
@@ -50,6 +50,35 @@ pub struct ProtectedSnapshot {
     pub protection: Protection,
 }
 
+/// The retention plan of a job's snapshots, with the guards no policy overrides (the newest
+/// verified snapshot from `records`, the one a running backup just `committed`): what prune
+/// applies and what `lifeboat-restore list` shows.
+pub fn plan_for(
+    policy: &Policy,
+    snapshots: &[Manifest],
+    records: &[SnapshotCheck],
+    now: DateTime<Utc>,
+    committed: Option<&SnapshotId>,
+) -> RetentionPlan {
+    let facts: Vec<SnapshotFacts> = snapshots
+        .iter()
+        .map(|m| SnapshotFacts {
+            id: m.id.clone(),
+            time: m.consistent_at,
+        })
+        .collect();
+    let verified = verify::newest_verified(records, snapshots);
+    retention::plan(
+        policy,
+        &facts,
+        &Guards {
+            now,
+            newest_verified: verified.as_ref(),
+            committed,
+        },
+    )
+}
+
 /// Plans and (unless dry-run) applies retention to the snapshots of `job` only.
 pub async fn prune<S: Store>(
     store: &S,
@@ -59,23 +88,12 @@ pub async fn prune<S: Store>(
 ) -> Result<PruneReport> {
     let listing = catalog::list_snapshots(store, job).await?;
     let records = verify::records(store, job).await?;
-    let verified = verify::newest_verified(&records, &listing.snapshots);
-    let facts: Vec<SnapshotFacts> = listing
-        .snapshots
-        .iter()
-        .map(|m| SnapshotFacts {
-            id: m.id.clone(),
-            time: m.consistent_at,
-        })
-        .collect();
-    let plan = retention::plan(
+    let plan = plan_for(
         policy,
-        &facts,
-        &Guards {
-            now: options.now,
-            newest_verified: verified.as_ref(),
-            committed: options.committed.as_ref(),
-        },
+        &listing.snapshots,
+        &records,
+        options.now,
+        options.committed.as_ref(),
     );
     for m in &listing.snapshots {
         if catalog::is_future_dated(m.consistent_at, options.now) {
