@@ -59,11 +59,6 @@ async fn run(args: BackupArgs) -> i32 {
         Ok(s) => s,
         Err(e) => return report_error(&e, json),
     };
-    // The repository exists before the first lock is taken, so `unlock` and the other
-    // commands find it even when the first run never got further than its lock.
-    if let Err(e) = lifeboat_core::catalog::ensure_repository(&store, chrono::Utc::now()).await {
-        return report_error(&e, json);
-    }
     let options = JobOptions {
         holder: holder(),
         leftover_grace: Duration::from_secs(args.leftover_grace_mins * 60),

@@ -96,6 +96,7 @@ async fn backup_unbounded<S: Store>(
     options: &BackupOptions,
 ) -> Result<BackupReport> {
     let started = std::time::Instant::now();
+    // Usually done already by the job run; a backup called on its own needs it too.
     catalog::ensure_repository(store, options.now).await?;
     let leftovers_removed = store
         .remove_incomplete(&catalog::job_prefix(&job.name), options.leftover_grace)

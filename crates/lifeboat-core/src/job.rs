@@ -111,6 +111,9 @@ pub async fn run(
     cancel: &Cancel,
 ) -> Result<JobReport> {
     crate::net::set_idle_timeout(job.idle_timeout);
+    // The repository exists before the lock is taken, so `unlock` and the other commands find
+    // it even when a first run never got further than its lock.
+    catalog::ensure_repository(store, clock()).await?;
     let guard = cancel
         .run(lock::acquire(
             store,
