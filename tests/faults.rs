@@ -46,18 +46,10 @@ async fn a_store_failing_mid_upload_commits_nothing_and_does_not_hang() {
     let spec = JobSpec {
         name: "app".into(),
         engine: EngineName::Postgres,
-        url: source.url(),
-        format: None,
+        url: Some(source.url()),
         compression: Some(config::CompressionName::None),
-        compression_level: None,
         pg_bin_dir: std::env::var("LIFEBOAT_TEST_PG_BIN").ok(),
-        retention: None,
-        schedule: None,
-        max_age: None,
-        mode: None,
-        debug_digest: None,
-        idle_timeout: None,
-        timeout: None,
+        ..Default::default()
     };
     let job = config::validate_job(&spec, &Default::default(), None).unwrap();
     let options = BackupOptions {

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use lifeboat_cli::CommonArgs;
 use lifeboat_core::config::{CompressionName, PgFormat};
+use lifeboat_core::engine::Engine;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -49,9 +50,20 @@ pub struct BackupArgs {
     #[arg(value_name = "JOB")]
     pub jobs: Vec<String>,
 
-    /// Back up one database without a file: its engine (with --url-env or --url)
-    #[arg(long, value_enum, requires = "source_url")]
-    pub engine: Option<EngineArg>,
+    /// Back up one source without a file: its engine (postgres and redis with --url-env or
+    /// --url, files with --path)
+    #[arg(long, value_name = "postgres|redis|files")]
+    pub engine: Option<Engine>,
+
+    /// A directory to archive for --engine files (repeatable; with several, each becomes a
+    /// folder of the archive named after it)
+    #[arg(long, value_name = "DIR", requires = "engine")]
+    pub path: Vec<PathBuf>,
+
+    /// For --engine files: leave out what matches this gitignore-style pattern, e.g. '*.tmp'
+    /// or 'cache/' (repeatable)
+    #[arg(long, value_name = "PATTERN", requires = "path")]
+    pub exclude: Vec<String>,
 
     /// The environment variable that holds the database URL for --engine, e.g. DATABASE_URL
     /// (the password then never shows in `ps`, unlike with --url)
@@ -163,10 +175,4 @@ pub struct PruneArgs {
     #[arg(long, value_name = "HOURS", default_value_t = 24,
           value_parser = clap::value_parser!(u64).range(0..=MAX_GRACE_HOURS))]
     pub orphan_grace_hours: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum EngineArg {
-    Postgres,
-    Redis,
 }

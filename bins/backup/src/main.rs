@@ -5,7 +5,7 @@ mod args;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use args::{BackupArgs, BackupCommand, EngineArg, PruneArgs, UnlockArgs};
+use args::{BackupArgs, BackupCommand, PruneArgs, UnlockArgs};
 use clap::Parser;
 use lifeboat_cli::{human_bytes, print_json, report_error, usage, CommonArgs};
 use lifeboat_core::backup::BackupReport;
@@ -142,49 +142,13 @@ fn describe_compression(job: &Job) -> String {
 
 /// Jobs from the one-liner flags, or from the file (all, or those named).
 fn resolve_jobs(args: &BackupArgs) -> Result<(Option<Config>, Vec<Job>)> {
-    let url = lifeboat_cli::url_flag(args.url.as_deref(), args.url_env.as_deref(), "url")?;
-    if let (Some(engine), Some(url)) = (args.engine, &url) {
+    if let Some(engine) = args.engine {
         if !args.jobs.is_empty() {
             return Err(usage(
                 "JOB names select jobs of a configuration file; with --engine use --job NAME",
             ));
         }
-        let url = config::interpolate::expand(url, &lifeboat_cli::env_lookup).map_err(|m| {
-            if m.unclosed {
-                usage(format!("--url: \"${{{}\" has no closing brace", m.name))
-            } else {
-                usage(format!(
-                    "--url: environment variable {} is not set (or is empty)",
-                    m.name
-                ))
-            }
-        })?;
-        let name = match &args.job {
-            Some(n) => n.clone(),
-            None => match engine {
-                EngineArg::Postgres => default_job_name(&url),
-                EngineArg::Redis => "redis".to_string(),
-            },
-        };
-        let spec = JobSpec {
-            name,
-            engine: match engine {
-                EngineArg::Postgres => EngineName::Postgres,
-                EngineArg::Redis => EngineName::Redis,
-            },
-            url,
-            format: args.format,
-            compression: args.compression,
-            compression_level: args.compression_level,
-            pg_bin_dir: args.pg_bin_dir.as_ref().map(|p| p.display().to_string()),
-            retention: None,
-            schedule: None,
-            max_age: None,
-            mode: None,
-            debug_digest: None,
-            idle_timeout: None,
-            timeout: None,
-        };
+        let spec = one_liner(args, engine)?;
         let mut job = config::validate_job(&spec, &Default::default(), None)?;
         apply_overrides(&mut job, args, None)?;
         return Ok((None, vec![job]));
@@ -216,6 +180,71 @@ fn resolve_jobs(args: &BackupArgs) -> Result<(Option<Config>, Vec<Job>)> {
         apply_overrides(job, args, dir)?;
     }
     Ok((Some(config), jobs))
+}
+
+/// The job of a one-liner (`--engine ... --url-env VAR` or `--engine files --path DIR`).
+fn one_liner(args: &BackupArgs, engine: EngineName) -> Result<JobSpec> {
+    let mut spec = JobSpec {
+        engine,
+        format: args.format,
+        compression: args.compression,
+        compression_level: args.compression_level,
+        pg_bin_dir: args.pg_bin_dir.as_ref().map(|p| p.display().to_string()),
+        ..Default::default()
+    };
+    if engine == EngineName::Files {
+        if args.path.is_empty() || args.url.is_some() || args.url_env.is_some() {
+            return Err(usage("--engine files takes --path DIR (repeatable), not a URL")
+                .with_hint("e.g. lifeboat-backup --engine files --path /data/uploads --repo /var/backups/lifeboat"));
+        }
+        spec.paths = Some(
+            args.path
+                .iter()
+                .map(|p| {
+                    std::path::absolute(p)
+                        .unwrap_or_else(|_| p.clone())
+                        .display()
+                        .to_string()
+                })
+                .collect(),
+        );
+        spec.exclude = Some(args.exclude.clone());
+        spec.name = args.job.clone().unwrap_or_else(|| {
+            args.path[0]
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .filter(|n| config::validate_job_name(n).is_ok())
+                .unwrap_or_else(|| "files".to_string())
+        });
+        return Ok(spec);
+    }
+    if !args.path.is_empty() {
+        return Err(usage(format!("--path is for --engine files, not {engine}")));
+    }
+    let url = lifeboat_cli::url_flag(args.url.as_deref(), args.url_env.as_deref(), "url")?
+        .ok_or_else(|| {
+            usage(format!(
+                "--engine {engine} needs --url-env VAR (or --url URL)"
+            ))
+            .with_hint("e.g. --url-env DATABASE_URL")
+        })?;
+    let url = config::interpolate::expand(&url, &lifeboat_cli::env_lookup).map_err(|m| {
+        if m.unclosed {
+            usage(format!("--url: \"${{{}\" has no closing brace", m.name))
+        } else {
+            usage(format!(
+                "--url: environment variable {} is not set (or is empty)",
+                m.name
+            ))
+        }
+    })?;
+    spec.name = match (&args.job, engine) {
+        (Some(n), _) => n.clone(),
+        (None, EngineName::Postgres) => default_job_name(&url),
+        (None, _) => engine.as_str().to_string(),
+    };
+    spec.url = Some(url);
+    Ok(spec)
 }
 
 /// Flags say how this run behaves; they override the file.
@@ -487,7 +516,7 @@ fn print_config(common: &CommonArgs, config: Option<&Config>, jobs: &[Job]) {
             let mut job = serde_json::json!({
                 "name": j.name,
                 "engine": j.engine.name(),
-                "url": j.engine.url().to_string(),
+                "url": j.engine.describe_source(),
                 "compression": j.compression,
                 "max-age-secs": j.max_age.map(|d| d.as_secs()),
                 "idle-timeout-secs": j.idle_timeout.as_secs(),
@@ -502,6 +531,11 @@ fn print_config(common: &CommonArgs, config: Option<&Config>, jobs: &[Job]) {
                 EngineJob::Redis(r) => {
                     job["mode"] = serde_json::json!(r.mode);
                     job["debug-digest"] = serde_json::json!(r.debug_digest);
+                }
+                EngineJob::Files(f) => {
+                    job["paths"] = serde_json::json!(f.paths);
+                    job["exclude"] = serde_json::json!(f.exclude);
+                    job["strict"] = serde_json::json!(f.strict);
                 }
             }
             job

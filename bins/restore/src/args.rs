@@ -32,9 +32,19 @@ Examples:
   # An RDB file from an old `redis-cli --rdb` script into a live server
   lifeboat-restore --from-file dump.rdb --to redis://127.0.0.1:6379
 
+  # A files snapshot into a new directory (a non-empty one needs --clean, which moves it aside)
+  lifeboat-restore --job uploads --latest --to /data/uploads.restored
+
+  # An old script's `tar -czf uploads.tar.gz` archive, through the same checks
+  lifeboat-restore --from-file uploads.tar.gz --to /data/uploads.restored
+
 --at accepts RFC 3339 (2026-11-25T02:00:00Z), 'YYYY-MM-DD[ HH:MM[:SS]]' (UTC unless an offset
 such as +01:00 follows) and YYYYMMDD_HHMMSS; it picks the newest snapshot consistent at or before
 that time.
+
+A files restore extracts into a staging directory beside the target and renames it into place
+only after both digests and the fingerprint match; entries that would land outside the target
+(absolute paths, `..`, links leading out) are refused.
 
 A Redis restore checks the whole snapshot (both digests, the RDB's structure and CRC64) before
 it writes a key, then loads it with pipelined RESTORE commands.
@@ -104,9 +114,10 @@ pub struct RestoreFlags {
     #[arg(long, value_name = "TIME", group = "which")]
     pub at: Option<String>,
 
-    /// Target database URL, e.g. postgres://user@host:5432/dbname (a path with --mode file;
-    /// visible to `ps`: prefer --to-env for URLs with a password)
-    #[arg(long, value_name = "URL", conflicts_with = "to_env")]
+    /// Where to restore: a database URL, e.g. postgres://user@host:5432/dbname or
+    /// redis://host:6379; a directory for a files snapshot; a file path with --mode file
+    /// (visible to `ps`: prefer --to-env for URLs with a password)
+    #[arg(long, value_name = "URL|DIR", conflicts_with = "to_env")]
     pub to: Option<String>,
 
     /// The environment variable that holds the target URL, e.g. DATABASE_URL
@@ -128,10 +139,16 @@ pub struct RestoreFlags {
     #[arg(long, value_enum, default_value_t = RestoreMode::Live)]
     pub mode: RestoreMode,
 
-    /// Redis: load an RDB file made elsewhere (e.g. by `redis-cli --rdb`) into --to redis://...
-    /// instead of a snapshot from the repository
+    /// Restore a dump made elsewhere instead of a snapshot: an RDB file (`redis-cli --rdb`), a
+    /// pg_dump custom archive, or a tar archive, plain or gzip/zstd-compressed; what it holds
+    /// is read from its first bytes. It goes through the same checks as a snapshot
     #[arg(long, value_name = "PATH", conflicts_with_all = ["snapshot", "latest", "at", "job"])]
     pub from_file: Option<PathBuf>,
+
+    /// With --from-file: what the file holds, instead of telling it from its first bytes
+    /// (a plain SQL dump needs --engine postgres)
+    #[arg(long, value_name = "postgres|redis|files", requires = "from_file")]
+    pub engine: Option<lifeboat_core::engine::Engine>,
 
     /// Redis: restore source database SRC into target database DST (repeatable), e.g. 0:3
     #[arg(long, value_name = "SRC:DST", value_parser = parse_db_map)]

@@ -21,6 +21,9 @@ Examples:
   # DEBUG DIGEST when the job has debug-digest = true), empty them
   lifeboat-verify --job cache --latest --level drill --scratch-url redis://127.0.0.1:6380
 
+  # A files drill: extract the tree under /mnt/scratch, compare every entry's digest, remove it
+  lifeboat-verify --job uploads --latest --level drill --scratch-dir /mnt/scratch
+
   # Freshness alarm for cron: fail (exit 5) when the newest good snapshot is older than 26 h
   lifeboat-verify --job app-db --max-age 26h
 
@@ -64,6 +67,11 @@ pub struct VerifyArgs {
     /// The environment variable that holds the scratch URL, e.g. SCRATCH_DATABASE_URL
     #[arg(long, value_name = "VAR")]
     pub scratch_url_env: Option<String>,
+
+    /// Where a drill of a files snapshot extracts the tree (a folder is created there and
+    /// removed) [default: the system's temporary directory]
+    #[arg(long, value_name = "DIR")]
+    pub scratch_dir: Option<PathBuf>,
 
     /// Fail with exit 5 if the newest good snapshot is older than this (e.g. 26h) [default: the job's max-age]
     #[arg(long, value_name = "DURATION")]

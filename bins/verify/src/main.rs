@@ -10,7 +10,7 @@ use lifeboat_cli::{print_json, report_error, usage};
 use lifeboat_core::catalog::{self, SnapshotId};
 use lifeboat_core::config::{self, Config};
 use lifeboat_core::secret::SecretUrl;
-use lifeboat_core::sink::postgres::tools_dir;
+use lifeboat_core::sink::Scratch;
 use lifeboat_core::verify::{verify, VerifyOptions, VerifyReport, Which};
 use lifeboat_core::{Error, ErrorKind, Result};
 
@@ -77,8 +77,11 @@ async fn run(args: &VerifyArgs) -> Result<i32> {
         let options = VerifyOptions {
             level: args.level,
             which: which.clone(),
-            scratch_url: scratch_url.clone(),
-            tools: tools_dir(pg_bin_dir.as_deref()),
+            scratch: Scratch {
+                url: scratch_url.clone(),
+                dir: args.scratch_dir.clone(),
+                pg_bin_dir,
+            },
             max_age,
             now: chrono::Utc::now(),
             record: !args.no_record,

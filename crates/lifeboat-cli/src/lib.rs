@@ -315,21 +315,8 @@ pub fn print_json(value: &impl serde::Serialize) {
     }
 }
 
-/// `1536` -> `1.5 KiB`.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
+/// `1.5 GiB`, `512 B`.
+pub use lifeboat_core::report::human::bytes as human_bytes;
 
 /// Exit code for a usage error found after parsing.
 pub fn usage(message: impl Into<String>) -> Error {

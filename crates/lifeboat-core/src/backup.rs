@@ -11,15 +11,14 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::catalog::{
-    self, Fingerprint, Manifest, ObjectInfo, SnapshotId, SourceInfo, MANIFEST_FORMAT,
-};
+use crate::catalog::{self, Contents, Manifest, ObjectInfo, SnapshotId, MANIFEST_FORMAT};
 use crate::config::Job;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pipeline::hash::Hasher;
 use crate::pipeline::{Compression, Digest, HashingWriter, CHUNK_SIZE};
 use crate::secret::SecretUrl;
 use crate::source::Capture;
+use crate::source::Finished;
 use crate::store::{ObjectKey, ObjectWriter, Store};
 
 /// Chunks in flight between the reading and the compressing task.
@@ -51,16 +50,12 @@ pub struct BackupReport {
     pub stored_size: u64,
     pub raw_sha256: Digest,
     pub stored_sha256: Digest,
-    /// What the snapshot holds, in words (e.g. "12 tables, 3400 rows").
-    pub contents: String,
-    /// PostgreSQL: tables and rows in the fingerprint.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tables: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rows: Option<i64>,
-    /// Redis: keys in all databases.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub keys: Option<u64>,
+    /// What the snapshot holds, in words and counts (e.g. "12 tables, 3400 rows").
+    #[serde(flatten)]
+    pub contents: Contents,
+    /// What went wrong without failing the backup (files: a file changed while it was read).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     pub object_key: String,
     /// Unfinished uploads of earlier runs removed at the start.
     pub leftovers_removed: Vec<String>,
@@ -183,12 +178,9 @@ async fn capture_and_commit<S: Store>(
             end.abort().await;
             Err(e)
         }
-        Ok(streamed) => end
-            .finish()
-            .await
-            .map(|(fp, source)| (streamed, fp, source)),
+        Ok(streamed) => end.finish().await.map(|finished| (streamed, finished)),
     };
-    let (streamed, fingerprint, source) = match outcome {
+    let (streamed, finished) = match outcome {
         Ok(v) => v,
         Err(e) => return Err(abandon(writer, e).await),
     };
@@ -196,10 +188,9 @@ async fn capture_and_commit<S: Store>(
     let captured = Captured {
         engine: info.engine,
         consistent_at: info.consistent_at,
-        source,
         dump_format: info.dump_format,
         streamed,
-        fingerprint,
+        finished,
     };
     commit_snapshot(store, job, options, context, &key, stored.size, captured).await
 }
@@ -207,12 +198,15 @@ async fn capture_and_commit<S: Store>(
 /// Refuses to add a snapshot of one source to the history of another (see
 /// [`BackupOptions::same_source_only`]).
 fn check_same_source(job: &Job, history: &[crate::catalog::Manifest]) -> Result<()> {
-    let this = job.engine.url().identity();
+    let this = job.engine.identity();
+    // A URL's identity (scheme, host, port, database); a files job's paths as written.
+    let identity =
+        |url: &str| SecretUrl::parse(url).map_or_else(|_| url.to_string(), |u| u.identity());
     let Some(other) = history
         .iter()
         .rev()
         .map(|m| &m.source.url)
-        .find(|url| SecretUrl::parse(url).map(|u| u.identity()).ok() != Some(this.clone()))
+        .find(|url| identity(url) != this)
     else {
         return Ok(());
     };
@@ -253,10 +247,9 @@ pub fn counted(n: u64, noun: &str) -> String {
 struct Captured {
     engine: &'static str,
     consistent_at: DateTime<Utc>,
-    source: SourceInfo,
     dump_format: &'static str,
     streamed: Streamed,
-    fingerprint: Fingerprint,
+    finished: Finished,
 }
 
 /// Writes the manifest of a fully stored data object (see [`commit`]) and reports the snapshot.
@@ -291,7 +284,7 @@ async fn commit_snapshot<S: Store>(
         finished_at: options.now
             + chrono::Duration::from_std(started.elapsed()).unwrap_or_default(),
         consistent_at: captured.consistent_at,
-        source: captured.source,
+        source: captured.finished.source,
         dump_format: captured.dump_format.into(),
         compression: job.compression,
         encryption: None,
@@ -302,35 +295,11 @@ async fn commit_snapshot<S: Store>(
             raw_size,
             raw_sha256,
         },
-        fingerprint: captured.fingerprint,
+        fingerprint: captured.finished.fingerprint,
+        warnings: captured.finished.warnings,
     };
     commit(store, key, reported_size, &manifest).await?;
-    let (contents, tables, rows, keys) = match &manifest.fingerprint {
-        Fingerprint::Postgres(f) => {
-            let rows = f.tables.values().sum::<i64>();
-            (
-                format!(
-                    "{}, {}",
-                    counted(f.tables.len() as u64, "table"),
-                    counted(rows as u64, "row")
-                ),
-                Some(f.tables.len()),
-                Some(rows),
-                None,
-            )
-        }
-        Fingerprint::Redis(f) => (
-            format!(
-                "{} in {} (RDB version {})",
-                counted(f.total_keys(), "key"),
-                counted(f.keys.len() as u64, "database"),
-                f.rdb_version
-            ),
-            None,
-            None,
-            Some(f.total_keys()),
-        ),
-    };
+    let contents = manifest.fingerprint.contents();
     Ok(BackupReport {
         job: job.name.clone(),
         snapshot: id,
@@ -343,9 +312,7 @@ async fn commit_snapshot<S: Store>(
         raw_sha256,
         stored_sha256,
         contents,
-        tables,
-        rows,
-        keys,
+        warnings: manifest.warnings.clone(),
         object_key: key.to_string(),
         leftovers_removed,
     })
@@ -481,7 +448,8 @@ mod tests {
 
     use super::*;
     use crate::catalog::PgFingerprint;
-    use crate::source::{BoxFuture, CaptureEnd, CaptureInfo};
+    use crate::catalog::{Fingerprint, SourceInfo};
+    use crate::source::{BoxFuture, CaptureEnd, CaptureInfo, Finished};
     use crate::store::LocalStore;
 
     /// A source that hands out `bytes`, then gives `verdict` (or is aborted).
@@ -491,10 +459,10 @@ mod tests {
     }
 
     impl CaptureEnd for FakeEnd {
-        fn finish(self: Box<Self>) -> BoxFuture<'static, Result<(Fingerprint, SourceInfo)>> {
+        fn finish(self: Box<Self>) -> BoxFuture<'static, Result<Finished>> {
             Box::pin(async move {
                 self.verdict.map_err(Error::source_failed)?;
-                Ok((
+                Ok(Finished::new(
                     Fingerprint::Postgres(PgFingerprint::default()),
                     SourceInfo {
                         url: "fake://".into(),
@@ -546,18 +514,8 @@ mod tests {
         let spec = crate::config::JobSpec {
             name: "app".into(),
             engine: crate::config::EngineName::Postgres,
-            url: "postgres://h/db".into(),
-            format: None,
-            compression: None,
-            compression_level: None,
-            pg_bin_dir: None,
-            retention: None,
-            schedule: None,
-            max_age: None,
-            mode: None,
-            debug_digest: None,
-            idle_timeout: None,
-            timeout: None,
+            url: Some("postgres://h/db".into()),
+            ..Default::default()
         };
         let job = crate::config::validate_job(&spec, &Default::default(), None).unwrap();
         let options = BackupOptions {

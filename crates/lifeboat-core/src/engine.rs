@@ -1,14 +1,200 @@
-//! The engine kinds, and the one place that dispatches on them for a backup: every other part
-//! of the backup operation works on a [`Capture`] whatever its engine.
+//! The engine kinds, and the one place that dispatches on them: a backup starts any
+//! [`Source`] through [`capture`], and restore and verify work on any [`Sink`] through
+//! [`AnySink`] (the same pattern as `store/any.rs`). Every other part of the operations works
+//! whatever the engine.
 
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::Manifest;
 use crate::config::EngineJob;
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
+use crate::sink::files::FilesSink;
+use crate::sink::postgres::PgSink;
+use crate::sink::redis::RedisSink;
+use crate::sink::{Applied, Drilled, RestoreOptions, Scratch, Sink, SinkPlan, Surveyed};
 use crate::source::{Capture, Source};
+use crate::store::Store;
+
+/// An engine: what a job backs up, and what a snapshot's `engine` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// The default of a job spec built in code (a configuration always names its engine).
+    #[default]
+    Postgres,
+    Redis,
+    Files,
+}
+
+impl Engine {
+    pub const ALL: [Engine; 3] = [Engine::Postgres, Engine::Redis, Engine::Files];
+
+    /// The name in configurations, manifests and flags.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Postgres => "postgres",
+            Engine::Redis => "redis",
+            Engine::Files => "files",
+        }
+    }
+
+    /// The engine of a snapshot; one written by a newer Lifeboat's engine is refused by name.
+    pub fn of(snapshot: &Manifest) -> Result<Engine> {
+        snapshot.engine.parse().map_err(|_| {
+            Error::new(
+                ErrorKind::Refused,
+                format!(
+                    "snapshot {} is a {} backup, which this Lifeboat cannot read",
+                    snapshot.id, snapshot.engine
+                ),
+            )
+            .with_hint(
+                "use the Lifeboat version that wrote it (its manifest's tool_version) or newer",
+            )
+        })
+    }
+
+    /// The engine whose dump starts with these (decompressed) bytes: an RDB file, a pg_dump
+    /// custom archive, or a tar archive. Plain SQL has no signature (`--engine postgres`).
+    pub fn detect(head: &[u8]) -> Option<Engine> {
+        if head.starts_with(b"REDIS") {
+            Some(Engine::Redis)
+        } else if head.starts_with(b"PGDMP") {
+            Some(Engine::Postgres)
+        } else if head.len() >= 263 && &head[257..262] == b"ustar" {
+            Some(Engine::Files)
+        } else {
+            None
+        }
+    }
+}
+
+impl std::fmt::Display for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Engine {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Engine::ALL
+            .into_iter()
+            .find(|e| e.as_str() == s)
+            .ok_or_else(|| format!("unknown engine {s:?}; expected postgres, redis or files"))
+    }
+}
 
 /// Starts a capture of the job's source.
 pub async fn capture(engine: &EngineJob) -> Result<Capture> {
     match engine {
         EngineJob::Postgres(pg) => pg.start().await,
         EngineJob::Redis(redis) => redis.start().await,
+        EngineJob::Files(files) => files.start().await,
+    }
+}
+
+/// The sink of any engine.
+pub enum AnySink {
+    Postgres(PgSink),
+    Redis(RedisSink),
+    Files(FilesSink),
+}
+
+impl AnySink {
+    /// The sink of an engine; `pg_bin_dir` is where PostgreSQL's client programs are.
+    pub fn new(engine: Engine, pg_bin_dir: Option<&Path>) -> AnySink {
+        match engine {
+            Engine::Postgres => AnySink::Postgres(PgSink::new(pg_bin_dir)),
+            Engine::Redis => AnySink::Redis(RedisSink),
+            Engine::Files => AnySink::Files(FilesSink),
+        }
+    }
+
+    /// The sink that restores this snapshot.
+    pub fn for_snapshot(snapshot: &Manifest, pg_bin_dir: Option<&Path>) -> Result<AnySink> {
+        Ok(AnySink::new(Engine::of(snapshot)?, pg_bin_dir))
+    }
+}
+
+macro_rules! each_sink {
+    ($self:ident, $sink:ident => $body:expr) => {
+        match $self {
+            AnySink::Postgres($sink) => $body,
+            AnySink::Redis($sink) => $body,
+            AnySink::Files($sink) => $body,
+        }
+    };
+}
+
+impl Sink for AnySink {
+    fn product(&self) -> &'static str {
+        each_sink!(self, s => s.product())
+    }
+
+    async fn plan(
+        &self,
+        snapshot: &Manifest,
+        to: &str,
+        options: &RestoreOptions,
+    ) -> Result<SinkPlan> {
+        each_sink!(self, s => s.plan(snapshot, to, options).await)
+    }
+
+    async fn apply<S: Store>(
+        &self,
+        store: &S,
+        snapshot: &Manifest,
+        plan: &SinkPlan,
+        options: &RestoreOptions,
+    ) -> Result<Applied> {
+        each_sink!(self, s => s.apply(store, snapshot, plan, options).await)
+    }
+
+    async fn check<S: Store>(&self, store: &S, snapshot: &Manifest) -> Result<Vec<String>> {
+        each_sink!(self, s => s.check(store, snapshot).await)
+    }
+
+    fn check_scratch(&self, scratch: &Scratch) -> Result<()> {
+        each_sink!(self, s => s.check_scratch(scratch))
+    }
+
+    async fn drill<S: Store>(
+        &self,
+        store: &S,
+        snapshot: &Manifest,
+        scratch: &Scratch,
+    ) -> Result<Drilled> {
+        each_sink!(self, s => s.drill(store, snapshot, scratch).await)
+    }
+
+    async fn survey<S: Store>(&self, store: &S, snapshot: &Manifest) -> Result<Surveyed> {
+        each_sink!(self, s => s.survey(store, snapshot).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dumps_are_recognised_by_their_first_bytes() {
+        assert_eq!(Engine::detect(b"REDIS0011\xfa"), Some(Engine::Redis));
+        assert_eq!(Engine::detect(b"PGDMP\x01\x0e"), Some(Engine::Postgres));
+        let mut tar = vec![0u8; 512];
+        tar[257..263].copy_from_slice(b"ustar\0");
+        assert_eq!(Engine::detect(&tar), Some(Engine::Files));
+        assert_eq!(Engine::detect(b"--\n-- PostgreSQL database dump"), None);
+        assert_eq!(Engine::detect(b""), None);
+    }
+
+    #[test]
+    fn engine_names_round_trip_and_unknown_ones_are_named() {
+        for e in Engine::ALL {
+            assert_eq!(e.as_str().parse::<Engine>(), Ok(e));
+        }
+        assert!("mongodb".parse::<Engine>().unwrap_err().contains("mongodb"));
     }
 }

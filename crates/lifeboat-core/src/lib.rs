@@ -18,6 +18,7 @@
 
 pub mod backup;
 pub mod catalog;
+pub mod child;
 pub mod client;
 pub mod config;
 pub mod engine;
@@ -27,13 +28,14 @@ pub mod lock;
 pub mod net;
 pub mod pipeline;
 pub mod prune;
-pub mod resp;
+pub mod report;
 pub mod restore;
 pub mod retention;
 pub mod secret;
 pub mod sink;
 pub mod source;
 pub mod store;
+pub mod tree;
 pub mod verify;
 
 pub use error::{Error, ErrorKind, Result};

@@ -32,6 +32,9 @@ pub struct Manifest {
     pub encryption: Option<serde_json::Value>,
     pub object: ObjectInfo,
     pub fingerprint: Fingerprint,
+    /// What went wrong without failing the backup (files: a file changed while it was read).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Where the data came from, with no secrets.
@@ -70,6 +73,47 @@ pub struct ObjectInfo {
 pub enum Fingerprint {
     Postgres(PgFingerprint),
     Redis(RedisFingerprint),
+    Files(FilesFingerprint),
+}
+
+/// What a tree of files holds: counts, bytes, and one digest over every entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilesFingerprint {
+    pub files: u64,
+    pub directories: u64,
+    pub symlinks: u64,
+    /// Further names of a file already in the archive.
+    pub hard_links: u64,
+    /// The bytes of every regular file's content.
+    pub total_bytes: u64,
+    /// SHA-256 (hex) over the entries sorted by path, each as path, type, mode, size, the
+    /// SHA-256 of its content and its link target.
+    pub digest: String,
+}
+
+impl FilesFingerprint {
+    /// Differences from what was found, in words.
+    pub fn differences(&self, found: &FilesFingerprint) -> Vec<String> {
+        let mut out = Vec::new();
+        for (what, want, got) in [
+            ("files", self.files, found.files),
+            ("directories", self.directories, found.directories),
+            ("symlinks", self.symlinks, found.symlinks),
+            ("hard links", self.hard_links, found.hard_links),
+            ("bytes of file content", self.total_bytes, found.total_bytes),
+        ] {
+            if want != got {
+                out.push(format!("{got} {what} found, the backup recorded {want}"));
+            }
+        }
+        if out.is_empty() && self.digest != found.digest {
+            out.push(format!(
+                "the entries' digest is {}, the backup recorded {} (a name, mode, content or link target differs)",
+                found.digest, self.digest
+            ));
+        }
+        out
+    }
 }
 
 /// What a Redis snapshot holds, counted from the RDB stream as it was captured.
@@ -185,6 +229,79 @@ impl PgFingerprint {
             ));
         }
         out
+    }
+}
+
+/// What a snapshot holds, in words and in the counts its engine has.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Contents {
+    /// e.g. "12 tables, 3400 rows".
+    #[serde(rename = "contents")]
+    pub words: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tables: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keys: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<u64>,
+}
+
+impl std::fmt::Display for Contents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.words)
+    }
+}
+
+/// "1 row", "2 rows".
+fn counted(n: u64, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
+}
+
+impl Fingerprint {
+    /// What the snapshot holds.
+    pub fn contents(&self) -> Contents {
+        match self {
+            Fingerprint::Postgres(f) => {
+                let rows = f.tables.values().sum::<i64>();
+                Contents {
+                    words: format!(
+                        "{}, {}",
+                        counted(f.tables.len() as u64, "table"),
+                        counted(rows as u64, "row")
+                    ),
+                    tables: Some(f.tables.len()),
+                    rows: Some(rows),
+                    ..Default::default()
+                }
+            }
+            Fingerprint::Redis(f) => Contents {
+                words: format!(
+                    "{} in {} (RDB version {})",
+                    counted(f.total_keys(), "key"),
+                    counted(f.keys.len() as u64, "database"),
+                    f.rdb_version
+                ),
+                keys: Some(f.total_keys()),
+                ..Default::default()
+            },
+            Fingerprint::Files(f) => Contents {
+                words: format!(
+                    "{}, {}, {}{}",
+                    counted(f.files, "file"),
+                    counted(f.directories, "directory").replace("directorys", "directories"),
+                    counted(f.symlinks, "symlink"),
+                    if f.hard_links > 0 {
+                        format!(", {}", counted(f.hard_links, "hard link"))
+                    } else {
+                        String::new()
+                    }
+                ),
+                files: Some(f.files),
+                ..Default::default()
+            },
+        }
     }
 }
 

@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 pub use id::SnapshotId;
 pub use manifest::{
-    Fingerprint, Manifest, ObjectInfo, PgFingerprint, RedisFingerprint, SourceInfo,
-    CLOCK_SKEW_RECORDED, MANIFEST_FORMAT,
+    Contents, FilesFingerprint, Fingerprint, Manifest, ObjectInfo, PgFingerprint, RedisFingerprint,
+    SourceInfo, CLOCK_SKEW_RECORDED, MANIFEST_FORMAT,
 };
 pub use time::parse_time;
 
@@ -284,6 +284,7 @@ mod tests {
                 raw_sha256: Digest::of(b""),
             },
             fingerprint: Fingerprint::Postgres(PgFingerprint::default()),
+            warnings: Vec::new(),
         }
     }
 

@@ -179,12 +179,23 @@ pub struct DefaultsSpec {
     pub pg_bin_dir: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct JobSpec {
     pub name: String,
     pub engine: EngineName,
-    pub url: String,
+    /// The database's URL (postgres, redis).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// files: the directories to archive.
+    #[serde(default)]
+    pub paths: Option<Vec<String>>,
+    /// files: gitignore-style patterns left out (`*.tmp`, `cache/`).
+    #[serde(default)]
+    pub exclude: Option<Vec<String>>,
+    /// files: a file that changes while it is read fails the backup instead of a warning.
+    #[serde(default)]
+    pub strict: Option<bool>,
     pub format: Option<PgFormat>,
     pub compression: Option<CompressionName>,
     pub compression_level: Option<i32>,
@@ -208,12 +219,8 @@ pub struct JobSpec {
     pub timeout: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum EngineName {
-    Postgres,
-    Redis,
-}
+/// The engine a job names (`engine = "postgres"`).
+pub type EngineName = crate::engine::Engine;
 
 /// How a Redis snapshot is captured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
@@ -290,20 +297,38 @@ pub struct Job {
 pub enum EngineJob {
     Postgres(PgJob),
     Redis(RedisJob),
+    Files(FilesJob),
 }
 
 impl EngineJob {
     pub fn name(&self) -> &'static str {
+        self.engine().as_str()
+    }
+
+    pub fn engine(&self) -> crate::engine::Engine {
+        use crate::engine::Engine;
         match self {
-            EngineJob::Postgres(_) => "postgres",
-            EngineJob::Redis(_) => "redis",
+            EngineJob::Postgres(_) => Engine::Postgres,
+            EngineJob::Redis(_) => Engine::Redis,
+            EngineJob::Files(_) => Engine::Files,
         }
     }
 
-    pub fn url(&self) -> &SecretUrl {
+    /// The source for messages and manifests, without secrets.
+    pub fn describe_source(&self) -> String {
         match self {
-            EngineJob::Postgres(pg) => &pg.url,
-            EngineJob::Redis(r) => &r.url,
+            EngineJob::Postgres(pg) => pg.url.to_string(),
+            EngineJob::Redis(r) => r.url.to_string(),
+            EngineJob::Files(f) => f.describe(),
+        }
+    }
+
+    /// What makes two sources the same (a URL's scheme, host, port and database; the paths).
+    pub fn identity(&self) -> String {
+        match self {
+            EngineJob::Postgres(pg) => pg.url.identity(),
+            EngineJob::Redis(r) => r.url.identity(),
+            EngineJob::Files(f) => f.describe(),
         }
     }
 
@@ -311,8 +336,29 @@ impl EngineJob {
     pub fn pg_bin_dir(&self) -> Option<PathBuf> {
         match self {
             EngineJob::Postgres(pg) => pg.bin_dir.clone(),
-            EngineJob::Redis(_) => None,
+            _ => None,
         }
+    }
+}
+
+/// A tree of files to archive.
+#[derive(Debug, Clone)]
+pub struct FilesJob {
+    /// Absolute directories. One path is the archive's root; with several, each is a folder
+    /// of the archive named after its last component.
+    pub paths: Vec<PathBuf>,
+    pub exclude: Vec<String>,
+    pub strict: bool,
+}
+
+impl FilesJob {
+    /// The paths, space-separated (the manifest's `source.url`).
+    pub fn describe(&self) -> String {
+        self.paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }
 
@@ -438,7 +484,10 @@ pub fn parse(text: &str, path: Option<&Path>, lookup: Lookup<'_>) -> Result<Conf
             })?;
         }
         let mut spec_job = spec_job.clone();
-        spec_job.url = expand(&spec_job.url);
+        spec_job.url = spec_job.url.as_deref().map(expand);
+        spec_job.paths = spec_job
+            .paths
+            .map(|p| p.iter().map(|s| expand(s)).collect());
         jobs.push(
             validate_job(&spec_job, &spec.defaults, path.and_then(Path::parent)).map_err(|e| {
                 Error::config(format!("{place}: {}", e.message()))
@@ -469,9 +518,73 @@ pub fn validate_job(
     config_dir: Option<&Path>,
 ) -> Result<Job> {
     validate_job_name(&spec.name)?;
-    let url = SecretUrl::parse(&spec.url)
-        .map_err(|e| Error::config(format!("job {:?}: url: {e}", spec.name)))?;
+    if spec.engine != EngineName::Files
+        && (spec.paths.is_some() || spec.exclude.is_some() || spec.strict.is_some())
+    {
+        return Err(Error::config(format!(
+            "job {:?}: paths, exclude and strict are settings of files jobs",
+            spec.name
+        )));
+    }
     let engine = match spec.engine {
+        EngineName::Files => files_job(spec)?,
+        EngineName::Postgres | EngineName::Redis => database_job(spec, defaults)?,
+    };
+    let compression = Compression::from_spec(
+        spec.compression
+            .or(defaults.compression)
+            .unwrap_or(CompressionName::Zstd),
+        spec.compression_level.or(defaults.compression_level),
+    )
+    .map_err(|e| Error::config(format!("job {:?}: {e}", spec.name)))?;
+    let max_age = spec
+        .max_age
+        .as_deref()
+        .map(parse_duration)
+        .transpose()
+        .map_err(|e| Error::config(format!("job {:?}: max-age: {e}", spec.name)))?;
+    let positive = |key: &str, value: &Option<String>| -> Result<Option<Duration>> {
+        value
+            .as_deref()
+            .map(|v| match parse_duration(v) {
+                Ok(d) if d.is_zero() => Err(format!("{v:?} is zero; give a length like 10m")),
+                other => other,
+            })
+            .transpose()
+            .map_err(|e| Error::config(format!("job {:?}: {key}: {e}", spec.name)))
+    };
+    let idle_timeout =
+        positive("idle-timeout", &spec.idle_timeout)?.unwrap_or(crate::net::DEFAULT_IDLE_TIMEOUT);
+    let timeout = positive("timeout", &spec.timeout)?;
+    Ok(Job {
+        name: spec.name.clone(),
+        engine,
+        compression,
+        max_age,
+        idle_timeout,
+        timeout,
+        retention: spec
+            .retention
+            .as_ref()
+            .map(|v| crate::retention::resolve(v, config_dir))
+            .transpose()
+            .map_err(|e| Error::config(format!("job {:?}: {e}", spec.name)))?,
+    })
+}
+
+/// The engine part of a postgres or redis job.
+fn database_job(spec: &JobSpec, defaults: &DefaultsSpec) -> Result<EngineJob> {
+    let url = spec.url.as_deref().ok_or_else(|| {
+        Error::config(format!(
+            "job {:?}: engine {} needs a url",
+            spec.name, spec.engine
+        ))
+        .with_hint("e.g. url = \"${DATABASE_URL}\"")
+    })?;
+    let url = SecretUrl::parse(url)
+        .map_err(|e| Error::config(format!("job {:?}: url: {e}", spec.name)))?;
+    Ok(match spec.engine {
+        EngineName::Files => unreachable!("files jobs are validated apart"),
         EngineName::Postgres => {
             if !matches!(url.scheme(), "postgres" | "postgresql") {
                 return Err(Error::config(format!(
@@ -525,47 +638,64 @@ pub fn validate_job(
                 debug_digest: spec.debug_digest.unwrap_or(false),
             })
         }
-    };
-    let compression = Compression::from_spec(
-        spec.compression
-            .or(defaults.compression)
-            .unwrap_or(CompressionName::Zstd),
-        spec.compression_level.or(defaults.compression_level),
-    )
-    .map_err(|e| Error::config(format!("job {:?}: {e}", spec.name)))?;
-    let max_age = spec
-        .max_age
-        .as_deref()
-        .map(parse_duration)
-        .transpose()
-        .map_err(|e| Error::config(format!("job {:?}: max-age: {e}", spec.name)))?;
-    let positive = |key: &str, value: &Option<String>| -> Result<Option<Duration>> {
-        value
-            .as_deref()
-            .map(|v| match parse_duration(v) {
-                Ok(d) if d.is_zero() => Err(format!("{v:?} is zero; give a length like 10m")),
-                other => other,
-            })
-            .transpose()
-            .map_err(|e| Error::config(format!("job {:?}: {key}: {e}", spec.name)))
-    };
-    let idle_timeout =
-        positive("idle-timeout", &spec.idle_timeout)?.unwrap_or(crate::net::DEFAULT_IDLE_TIMEOUT);
-    let timeout = positive("timeout", &spec.timeout)?;
-    Ok(Job {
-        name: spec.name.clone(),
-        engine,
-        compression,
-        max_age,
-        idle_timeout,
-        timeout,
-        retention: spec
-            .retention
-            .as_ref()
-            .map(|v| crate::retention::resolve(v, config_dir))
-            .transpose()
-            .map_err(|e| Error::config(format!("job {:?}: {e}", spec.name)))?,
     })
+}
+
+/// The engine part of a files job: absolute directories with distinct last components.
+fn files_job(spec: &JobSpec) -> Result<EngineJob> {
+    let name = &spec.name;
+    if spec.url.is_some()
+        || spec.format.is_some()
+        || spec.pg_bin_dir.is_some()
+        || spec.mode.is_some()
+        || spec.debug_digest.is_some()
+    {
+        return Err(Error::config(format!(
+            "job {name:?}: engine files takes paths (and exclude, strict), not url, format, pg-bin-dir, mode or debug-digest"
+        ))
+        .with_hint("e.g. paths = [\"/data/uploads\", \"/data/logs\"]"));
+    }
+    let paths: Vec<PathBuf> = spec
+        .paths
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(PathBuf::from)
+        .collect();
+    if paths.is_empty() {
+        return Err(
+            Error::config(format!("job {name:?}: engine files needs paths"))
+                .with_hint("e.g. paths = [\"/data/uploads\", \"/data/logs\"]"),
+        );
+    }
+    let mut roots = std::collections::BTreeSet::new();
+    for path in &paths {
+        if !path.is_absolute() {
+            return Err(Error::config(format!(
+                "job {name:?}: paths: {} is not an absolute path",
+                path.display()
+            ))
+            .with_hint(
+                "cron runs in another directory: write the whole path, e.g. /data/uploads",
+            ));
+        }
+        let root = path.file_name().map(|n| n.to_os_string());
+        if paths.len() > 1 && !root.as_ref().is_some_and(|r| roots.insert(r.clone())) {
+            return Err(Error::config(format!(
+                "job {name:?}: paths: two paths end in the same name ({}); each becomes a folder of the archive named after it",
+                path.display()
+            ))
+            .with_hint("back them up in two jobs"));
+        }
+    }
+    let exclude = spec.exclude.clone().unwrap_or_default();
+    crate::source::files::exclusions(&exclude)
+        .map_err(|e| Error::config(format!("job {name:?}: exclude: {e}")))?;
+    Ok(EngineJob::Files(FilesJob {
+        paths,
+        exclude,
+        strict: spec.strict.unwrap_or(false),
+    }))
 }
 
 /// Job names become path segments in the repository, so they are kept simple.

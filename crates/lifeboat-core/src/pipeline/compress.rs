@@ -51,6 +51,18 @@ impl Compression {
         }
     }
 
+    /// The compression of a file made elsewhere, from its first bytes: the gzip and zstd magic
+    /// numbers, else none. (The level only matters when writing.)
+    pub fn detect(head: &[u8]) -> Compression {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Compression::Gzip { level: 6 }
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Compression::Zstd { level: 3 }
+        } else {
+            Compression::None
+        }
+    }
+
     /// The file name suffix of the stored object (`.zst`, `.gz`, or nothing).
     pub fn extension(&self) -> &'static str {
         match self {

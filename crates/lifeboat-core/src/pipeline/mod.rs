@@ -14,7 +14,7 @@ pub mod read;
 pub use compress::Compression;
 pub use hash::{Digest, HashingReader, HashingWriter};
 pub use holdback::HoldBackWriter;
-pub use read::{read_snapshot, Discard, RawSink, ReadReport};
+pub use read::{read_snapshot, survey_object, Discard, RawSink, ReadReport, Survey};
 
 /// Size of the chunks read from a dump and handed between stages.
 pub const CHUNK_SIZE: usize = 256 * 1024;

@@ -144,6 +144,66 @@ pub async fn read_snapshot<S: Store, K: RawSink>(
     })
 }
 
+/// What a whole read of an object found, when nothing recorded what it should be.
+#[derive(Debug)]
+pub struct Survey {
+    pub stored_size: u64,
+    pub stored_sha256: Digest,
+    pub raw_size: u64,
+    pub raw_sha256: Digest,
+    /// The first bytes of the raw data (up to 512), to tell what it holds.
+    pub head: Vec<u8>,
+}
+
+/// Reads an object whole through its decompressor, for both digests (`--from-file`). A
+/// decompressor that fails (a damaged or truncated gzip or zstd file) is an integrity error.
+pub async fn survey_object<S: Store>(
+    store: &S,
+    key: &ObjectKey,
+    compression: super::Compression,
+) -> Result<Survey> {
+    let object = store.open(key, 0).await?;
+    let mut stored = HashingReader::new(object);
+    let mut raw = super::hash::Hasher::default();
+    let mut head = Vec::new();
+    {
+        let buffered = BufReader::with_capacity(CHUNK_SIZE, &mut stored);
+        let mut decoder = compression.decoder(buffered);
+        let mut buf = vec![0u8; CHUNK_SIZE];
+        loop {
+            // A local file read whole: a failure here is the file's, not the machine's.
+            let n = decoder
+                .read(&mut buf)
+                .await
+                .map_err(|e| Error::integrity(format!("decompressing it failed: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            if head.len() < 512 {
+                let take = (512 - head.len()).min(n);
+                head.extend_from_slice(&buf[..take]);
+            }
+            raw.update(&buf[..n]);
+        }
+    }
+    let mut rest = vec![0u8; CHUNK_SIZE];
+    while stored
+        .read(&mut rest)
+        .await
+        .map_err(|e| Error::store(format!("reading {key} failed: {e}")))?
+        > 0
+    {}
+    let (stored_sha256, stored_size) = stored.finish();
+    let (raw_sha256, raw_size) = raw.finish();
+    Ok(Survey {
+        stored_size,
+        stored_sha256,
+        raw_size,
+        raw_sha256,
+        head,
+    })
+}
+
 fn mismatch(
     manifest: &Manifest,
     which: &str,

@@ -1,5 +1,234 @@
-//! Engines that consume a dump stream on restore, applying it so that it can be undone until the
-//! stream is proven intact.
+//! Engines that consume a dump stream on restore, behind one trait: [`Sink`].
+//!
+//! A sink inspects its target and refuses what it must ([`Sink::plan`]), applies a snapshot so
+//! that the change can be undone until both digests match ([`Sink::apply`]), checks a dump's own
+//! structure ([`Sink::check`], the content level of verify) and proves a snapshot restores by
+//! restoring it into a scratch target ([`Sink::drill`]). Each engine keeps its own undo
+//! mechanism: one transaction held back until the digests match (PostgreSQL), a whole check
+//! before the first key and spare databases swapped in (Redis), a staging directory renamed
+//! into place (files). The operations (`restore.rs`, `verify/`) take any sink; `engine.rs` is
+//! the one place that picks it.
 
+pub mod files;
 pub mod postgres;
 pub mod redis;
+pub mod to_file;
+
+use std::future::Future;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::catalog::{Fingerprint, Manifest};
+use crate::error::{Error, Result};
+use crate::secret::SecretUrl;
+use crate::store::Store;
+
+/// How a snapshot is restored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RestoreMode {
+    /// Into the live target (a database, a server, a directory).
+    #[default]
+    Load,
+    /// Into spare room of the target, swapped in at the end (Redis: SWAPDB).
+    Swap,
+    /// The verified dump written as a file (Redis: an RDB file for a stopped server).
+    File,
+}
+
+/// The choices of a restore (flags), shared by every engine; each sink refuses the ones that
+/// do not apply to it ([`refuse_flags`]).
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOptions {
+    pub mode: RestoreMode,
+    /// Replace what is there: PostgreSQL drops and replaces the dump's objects, Redis empties
+    /// the target databases, files moves the old directory aside; `--mode file` overwrites.
+    pub clean: bool,
+    /// Redis: overwrite keys that exist in the target (RESTORE ... REPLACE).
+    pub replace: bool,
+    /// Redis: source database -> target database (`--db-map 0:3`).
+    pub db_map: std::collections::BTreeMap<u64, u64>,
+    /// PostgreSQL: skip `ALTER ... OWNER TO`.
+    pub no_owner: bool,
+    /// PostgreSQL: the directory of `pg_restore` and `psql` (else PATH).
+    pub pg_bin_dir: Option<PathBuf>,
+    /// Bytes held back from a streaming sink until the digests match.
+    pub hold_back: usize,
+}
+
+/// The restore flags and whether each was given, for [`refuse_flags`].
+impl RestoreOptions {
+    pub fn given_flags(&self) -> Vec<&'static str> {
+        let mut given = Vec::new();
+        if !self.db_map.is_empty() {
+            given.push("--db-map");
+        }
+        if self.replace {
+            given.push("--replace");
+        }
+        if self.mode == RestoreMode::Swap {
+            given.push("--mode swap");
+        }
+        if self.mode == RestoreMode::File {
+            given.push("--mode file");
+        }
+        if self.no_owner {
+            given.push("--no-owner");
+        }
+        given
+    }
+}
+
+/// Refuses the flags a sink does not take: the same check for a dry run and a real one,
+/// before anything is inspected.
+pub fn refuse_flags(
+    snapshot: &Manifest,
+    options: &RestoreOptions,
+    accepted: &[&str],
+) -> Result<()> {
+    match options
+        .given_flags()
+        .into_iter()
+        .find(|flag| !accepted.contains(flag))
+    {
+        Some(flag) => Err(Error::config(format!(
+            "{flag} does not apply to {} snapshots; snapshot {} is a {} backup",
+            snapshot.engine, snapshot.id, snapshot.engine
+        ))
+        .with_hint(format!("drop {flag}"))),
+        None => Ok(()),
+    }
+}
+
+/// What is already at a restore target.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TargetState {
+    /// The server's version, or what the target is (`directory`).
+    pub server_version: String,
+    /// PostgreSQL: tables, views, sequences, functions and large objects outside the system
+    /// schemas; Redis: keys in the databases restored into; files: entries in the directory.
+    pub objects: i64,
+}
+
+/// Where a restore writes, once the sink has read `--to`.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Url(SecretUrl),
+    Path(PathBuf),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Url(url) => write!(f, "{url}"),
+            Target::Path(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// A sink's part of a restore plan: the target as inspected, and the lines that explain what
+/// the restore will do to it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SinkPlan {
+    #[serde(skip)]
+    pub target: Target,
+    pub target_state: TargetState,
+    /// e.g. `("safety", "one transaction; committed only after ...")`, in order.
+    pub notes: Vec<(&'static str, String)>,
+}
+
+/// What an applied restore did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Applied {
+    pub stored_bytes: u64,
+    pub raw_bytes: u64,
+    /// Things worth telling that are not failures (e.g. empty Redis collections skipped).
+    pub notes: Vec<String>,
+}
+
+/// Where drills may restore to (`--scratch-url`, `--scratch-dir`).
+#[derive(Debug, Clone, Default)]
+pub struct Scratch {
+    pub url: Option<SecretUrl>,
+    pub dir: Option<PathBuf>,
+    /// PostgreSQL: the directory of `pg_restore` and `psql`.
+    pub pg_bin_dir: Option<PathBuf>,
+}
+
+/// What a drill found.
+#[derive(Debug, Clone, Default)]
+pub struct Drilled {
+    /// Differences between the restored data's fingerprint and the manifest's (empty: ok).
+    pub findings: Vec<String>,
+    /// How long the restore into the scratch target took.
+    pub restore_secs: Option<f64>,
+}
+
+/// An engine's restore side.
+pub trait Sink: Sync {
+    /// What the engine restores, for messages: `PostgreSQL`, `Redis`, `files`.
+    fn product(&self) -> &'static str;
+
+    /// Reads `--to`, inspects the target without changing it, and refuses what the real run
+    /// would refuse (a dry run stops here).
+    fn plan(
+        &self,
+        snapshot: &Manifest,
+        to: &str,
+        options: &RestoreOptions,
+    ) -> impl Future<Output = Result<SinkPlan>> + Send;
+
+    /// Restores the snapshot as planned; on any failure the target is left as it was.
+    fn apply<S: Store>(
+        &self,
+        store: &S,
+        snapshot: &Manifest,
+        plan: &SinkPlan,
+        options: &RestoreOptions,
+    ) -> impl Future<Output = Result<Applied>> + Send;
+
+    /// Reads the whole snapshot (both digests) and checks the dump's own structure against the
+    /// manifest: the findings, empty when it is sound.
+    fn check<S: Store>(
+        &self,
+        store: &S,
+        snapshot: &Manifest,
+    ) -> impl Future<Output = Result<Vec<String>>> + Send;
+
+    /// Refuses a drill that cannot run with this scratch (before any snapshot is read).
+    fn check_scratch(&self, scratch: &Scratch) -> Result<()>;
+
+    /// Restores into a scratch target, compares the fingerprint, and removes what it wrote.
+    fn drill<S: Store>(
+        &self,
+        store: &S,
+        snapshot: &Manifest,
+        scratch: &Scratch,
+    ) -> impl Future<Output = Result<Drilled>> + Send;
+
+    /// The fingerprint of a dump that has none recorded (`--from-file`), read from the dump
+    /// itself; a dump that is not sound is refused here.
+    fn survey<S: Store>(
+        &self,
+        store: &S,
+        snapshot: &Manifest,
+    ) -> impl Future<Output = Result<Surveyed>> + Send;
+}
+
+/// What a dump made elsewhere holds, read from the dump itself.
+#[derive(Debug, Clone)]
+pub struct Surveyed {
+    pub fingerprint: Fingerprint,
+    /// The version of the server that wrote it, where the dump says (an RDB's `redis-ver`).
+    pub server_version: Option<String>,
+}
+
+/// A Redis or PostgreSQL scratch URL, or the error that says how to give one.
+pub fn scratch_url<'a>(scratch: &'a Scratch, example: &str) -> Result<&'a SecretUrl> {
+    scratch.url.as_ref().ok_or_else(|| {
+        Error::config("--level drill needs --scratch-url-env VAR or --scratch-url URL").with_hint(
+            format!("pass a scratch server's URL, e.g. --scratch-url {example}"),
+        )
+    })
+}

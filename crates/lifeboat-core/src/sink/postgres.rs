@@ -8,12 +8,22 @@ use std::process::Stdio;
 use tokio::io::AsyncWriteExt;
 use tokio::process::{ChildStdin, Command};
 
-use crate::catalog::Manifest;
+use std::time::Instant;
+
+use super::{
+    Applied, Drilled, RestoreMode, RestoreOptions, Scratch, Sink, SinkPlan, Surveyed, Target,
+    TargetState,
+};
+use crate::catalog::{Fingerprint, Manifest};
+use crate::child::ChildProcess;
+use crate::client::postgres::{
+    connect, fingerprint, query_error, set_password_env, CLIENT_INSTALL_HINT,
+};
 use crate::error::{Error, ErrorKind, Result};
+use crate::pipeline::read_snapshot;
 use crate::pipeline::{HoldBackWriter, RawSink};
 use crate::secret::SecretUrl;
-use crate::source::postgres::{connect, query_error, set_password_env, CLIENT_INSTALL_HINT};
-use crate::source::ChildProcess;
+use crate::store::Store;
 
 /// The client programs to use for restores and checks.
 #[derive(Debug, Clone, Default)]
@@ -28,14 +38,6 @@ impl PgTools {
             None => PathBuf::from(name),
         }
     }
-}
-
-/// What is already in a target database.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct TargetState {
-    pub server_version: String,
-    /// Tables, views, sequences, functions and large objects outside the system schemas.
-    pub objects: i64,
 }
 
 /// Looks at the target without changing it.
@@ -292,5 +294,245 @@ async fn maintenance(server: &SecretUrl, statement: &str, what: &str) -> Result<
 pub fn tools_dir(dir: Option<&Path>) -> PgTools {
     PgTools {
         bin_dir: dir.map(Path::to_path_buf),
+    }
+}
+
+/// PostgreSQL's restore side: `pg_restore` (or `psql` for plain SQL) in one transaction, fed
+/// through a hold-back so that it cannot reach COMMIT before both digests match.
+pub struct PgSink {
+    tools: PgTools,
+}
+
+impl PgSink {
+    pub fn new(bin_dir: Option<&Path>) -> PgSink {
+        PgSink {
+            tools: tools_dir(bin_dir),
+        }
+    }
+
+    /// Streams a snapshot into a database in one transaction (also used by drills).
+    async fn restore_into<S: Store>(
+        &self,
+        store: &S,
+        manifest: &Manifest,
+        target: &SecretUrl,
+        options: &PgRestoreOptions,
+        hold_back: usize,
+    ) -> Result<Applied> {
+        let (child, stdin) = start_restore(&self.tools, manifest, target, options)?;
+        let mut sink = HoldBackWriter::new(stdin, hold_back);
+        let read = match read_snapshot(store, manifest, &mut sink).await {
+            Ok(r) => r,
+            Err(e) => {
+                // Damaged or unreadable: kill the child before it can commit.
+                drop(sink.discard());
+                child.kill().await;
+                return Err(e);
+            }
+        };
+        let released = match read.sink_error {
+            None => sink.release().await.map(|_| ()),
+            Some(e) => {
+                drop(sink.discard());
+                Err(e)
+            }
+        };
+        let child_result = child.finish().await;
+        let failed = |detail: String| {
+            Error::new(
+                ErrorKind::Sink,
+                format!(
+                    "restoring snapshot {} into {target} failed: {detail}",
+                    manifest.id
+                ),
+            )
+            .with_hint(
+                "the restore ran in a single transaction and was rolled back; the target is as it was",
+            )
+        };
+        match (child_result, released) {
+            (Err(e), _) => Err(failed(e.message().to_string())),
+            (Ok(_), Err(e)) => Err(failed(format!("cannot write to the restore program: {e}"))),
+            (Ok(_), Ok(())) => Ok(Applied {
+                stored_bytes: read.stored_bytes,
+                raw_bytes: read.raw_bytes,
+                notes: Vec::new(),
+            }),
+        }
+    }
+
+    /// `pg_restore --list` over a custom archive, or the completion line of a plain dump.
+    async fn structure<S: Store>(&self, store: &S, manifest: &Manifest) -> Result<Vec<String>> {
+        let mut structure = PgStructureCheck::start(&self.tools, manifest)?;
+        let read = read_snapshot(store, manifest, &mut structure).await;
+        let findings = structure.finish().await;
+        read?;
+        Ok(findings)
+    }
+}
+
+impl Sink for PgSink {
+    fn product(&self) -> &'static str {
+        "PostgreSQL"
+    }
+
+    async fn plan(
+        &self,
+        snapshot: &Manifest,
+        to: &str,
+        options: &RestoreOptions,
+    ) -> Result<SinkPlan> {
+        super::refuse_flags(snapshot, options, &["--no-owner"])?;
+        let target = SecretUrl::parse(to).map_err(|e| Error::config(format!("--to: {e}")))?;
+        if !matches!(target.scheme(), "postgres" | "postgresql") || target.database().is_none() {
+            return Err(Error::config(format!(
+                "snapshot {} is a PostgreSQL backup; --to must be postgres://user@host:port/dbname, got {target}",
+                snapshot.id
+            ))
+            .with_hint("e.g. --to postgres://user@host:5432/new_db (create it first with createdb)"));
+        }
+        if options.clean && snapshot.dump_format == "pg_plain" {
+            return Err(Error::new(
+                ErrorKind::Refused,
+                format!(
+                    "snapshot {} is a plain SQL dump, which cannot --clean a database",
+                    snapshot.id
+                ),
+            )
+            .with_hint("restore it into a new, empty database (createdb NAME) instead"));
+        }
+        let target_state = inspect_target(&target).await?;
+        if target_state.objects > 0 && !options.clean {
+            return Err(Error::new(
+                ErrorKind::Refused,
+                format!(
+                    "the target database {} is not empty: it holds {} (tables, views, sequences, functions or large objects)",
+                    target,
+                    crate::backup::counted(target_state.objects as u64, "object")
+                ),
+            )
+            .with_hint("restore into a new empty database (createdb NAME), or add --clean to drop and replace the objects in the dump"));
+        }
+        let mut notes = Vec::new();
+        if options.clean {
+            notes.push((
+                "--clean",
+                format!(
+                    "objects of the dump that exist in the target are dropped and replaced ({} objects there now)",
+                    target_state.objects
+                ),
+            ));
+        }
+        notes.push((
+            "safety",
+            "one transaction; committed only after both SHA-256 digests match".to_string(),
+        ));
+        Ok(SinkPlan {
+            target: Target::Url(target),
+            target_state,
+            notes,
+        })
+    }
+
+    async fn apply<S: Store>(
+        &self,
+        store: &S,
+        snapshot: &Manifest,
+        plan: &SinkPlan,
+        options: &RestoreOptions,
+    ) -> Result<Applied> {
+        let Target::Url(target) = &plan.target else {
+            return Err(Error::config(
+                "a PostgreSQL restore needs a postgres:// target",
+            ));
+        };
+        debug_assert_eq!(options.mode, RestoreMode::Load);
+        let pg = PgRestoreOptions {
+            clean: options.clean,
+            no_owner: options.no_owner,
+        };
+        self.restore_into(store, snapshot, target, &pg, options.hold_back)
+            .await
+    }
+
+    async fn check<S: Store>(&self, store: &S, snapshot: &Manifest) -> Result<Vec<String>> {
+        self.structure(store, snapshot).await
+    }
+
+    fn check_scratch(&self, scratch: &Scratch) -> Result<()> {
+        super::scratch_url(
+            scratch,
+            "postgres://admin@db:5432/postgres (its user needs CREATEDB)",
+        )
+        .map(|_| ())
+    }
+
+    /// Restores into a new database on the scratch server, compares its fingerprint with the
+    /// manifest's, and drops the database.
+    async fn drill<S: Store>(
+        &self,
+        store: &S,
+        snapshot: &Manifest,
+        scratch: &Scratch,
+    ) -> Result<Drilled> {
+        let scratch_url = super::scratch_url(scratch, "postgres://admin@db:5432/postgres")?;
+        let Fingerprint::Postgres(recorded) = &snapshot.fingerprint else {
+            return Err(Error::integrity(format!(
+                "snapshot {} is a PostgreSQL backup without a PostgreSQL fingerprint",
+                snapshot.id
+            )));
+        };
+        let name = scratch_database_name(snapshot);
+        create_database(scratch_url, &name).await?;
+        let target = scratch_url.with_database(&name);
+        let result = async {
+            let started = Instant::now();
+            let options = PgRestoreOptions {
+                clean: false,
+                // The scratch server's user is often not a superuser and not the dump's owner:
+                // `ALTER ... OWNER TO` would fail the drill ("must be member of role"). Plain
+                // SQL has the owners written in and cannot skip them.
+                no_owner: snapshot.dump_format == "pg_custom",
+            };
+            self.restore_into(
+                store,
+                snapshot,
+                &target,
+                &options,
+                crate::pipeline::holdback::DEFAULT_HOLD_BACK,
+            )
+            .await?;
+            let restore_secs = started.elapsed().as_secs_f64();
+            let conn = connect(&target, ErrorKind::Sink).await?;
+            let found = fingerprint(&conn.client, &target, ErrorKind::Sink).await?;
+            Ok::<_, Error>(Drilled {
+                findings: recorded.differences(&found),
+                restore_secs: Some(restore_secs),
+            })
+        }
+        .await;
+        let dropped = drop_database(scratch_url, &name).await;
+        let drilled = result?;
+        if let Err(e) = dropped {
+            tracing::warn!("The drill database {name} could not be dropped: {e}");
+        }
+        Ok(drilled)
+    }
+
+    /// A dump made elsewhere records no row counts: its structure is checked, and its
+    /// fingerprint is empty (a restore does not compare one).
+    async fn survey<S: Store>(&self, store: &S, snapshot: &Manifest) -> Result<Surveyed> {
+        let findings = self.structure(store, snapshot).await?;
+        if !findings.is_empty() {
+            return Err(Error::integrity(format!(
+                "{} is not a sound pg_dump archive: {}",
+                snapshot.source.url,
+                findings.join("; ")
+            )));
+        }
+        Ok(Surveyed {
+            fingerprint: Fingerprint::Postgres(Default::default()),
+            server_version: None,
+        })
     }
 }

@@ -11,12 +11,20 @@ use std::collections::BTreeMap;
 use lifeboat_rdb::{Item, KeyEntry, RdbReader};
 
 use crate::catalog::RedisFingerprint;
+use crate::client::resp::Connection;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pipeline::RawSink;
-use crate::resp::Connection;
 use crate::secret::SecretUrl;
 
-use super::postgres::TargetState;
+use std::time::Instant;
+
+use super::{
+    Applied, Drilled, RestoreMode, RestoreOptions, Scratch, Sink, SinkPlan, Surveyed, Target,
+    TargetState,
+};
+use crate::catalog::{Fingerprint, Manifest};
+use crate::pipeline::read_snapshot;
+use crate::store::Store;
 
 /// Keys per pipelined batch, and the payload bytes that end a batch early.
 const BATCH_KEYS: usize = 1000;
@@ -51,13 +59,20 @@ impl RawSink for RdbCheck {
 impl RdbCheck {
     /// Findings: damage, or key counts that differ from the manifest's fingerprint.
     pub fn finish(self, recorded: &RedisFingerprint) -> Vec<String> {
-        if let Some(e) = self.error {
-            return vec![format!("the RDB stream is damaged: {e}")];
-        }
-        match self.reader.finish(&mut |_| {}) {
-            Err(e) => vec![format!("the RDB stream is damaged: {e}")],
+        match self.summary() {
+            Err(damage) => vec![damage],
             Ok(summary) => recorded.differences(&summary.keys),
         }
+    }
+
+    /// What the RDB holds, or what is wrong with it.
+    pub fn summary(self) -> std::result::Result<lifeboat_rdb::Summary, String> {
+        if let Some(e) = self.error {
+            return Err(format!("the RDB stream is damaged: {e}"));
+        }
+        self.reader
+            .finish(&mut |_| {})
+            .map_err(|e| format!("the RDB stream is damaged: {e}"))
     }
 }
 
@@ -479,4 +494,409 @@ pub async fn swap_in(url: &SecretUrl, spares: &BTreeMap<u64, u64>) -> Result<()>
         }
     }
     Ok(())
+}
+
+/// Redis' restore side: the whole snapshot is checked before the first key is written (Redis
+/// has no transaction that spans a restore), then loaded with pipelined RESTORE; `--mode swap`
+/// loads into spare databases and swaps them in; `--mode file` writes an RDB file.
+pub struct RedisSink;
+
+/// The target databases a Redis snapshot is written to.
+pub fn target_dbs(fingerprint: &RedisFingerprint, db_map: &BTreeMap<u64, u64>) -> Vec<u64> {
+    let mut dbs: Vec<u64> = fingerprint
+        .databases()
+        .into_iter()
+        .map(|db| target_db(db_map, db))
+        .collect();
+    dbs.sort_unstable();
+    dbs.dedup();
+    dbs
+}
+
+fn redis_fingerprint(snapshot: &Manifest) -> Result<&RedisFingerprint> {
+    match &snapshot.fingerprint {
+        Fingerprint::Redis(f) => Ok(f),
+        _ => Err(Error::integrity(format!(
+            "snapshot {} is a Redis backup without a Redis fingerprint",
+            snapshot.id
+        ))),
+    }
+}
+
+/// Reads a whole Redis snapshot: both digests, the RDB's structure and CRC64, and its key
+/// counts against the manifest. Nothing is written anywhere.
+async fn check_whole<S: Store>(store: &S, manifest: &Manifest) -> Result<()> {
+    let findings = RedisSink.check(store, manifest).await?;
+    if !findings.is_empty() {
+        return Err(Error::integrity(format!(
+            "snapshot {} does not match its manifest: {}",
+            manifest.id,
+            findings.join("; ")
+        ))
+        .with_hint("nothing was written; restore an older snapshot (lifeboat-restore list)"));
+    }
+    Ok(())
+}
+
+/// What a Redis load did.
+struct RedisLoad {
+    stored_bytes: u64,
+    raw_bytes: u64,
+    restored: u64,
+    expired: KeyCounts,
+    skipped_empty: KeyCounts,
+}
+
+/// Checks the whole snapshot first, then loads it into `target`.
+async fn load<S: Store>(
+    store: &S,
+    manifest: &Manifest,
+    target: &SecretUrl,
+    options: &RestoreOptions,
+) -> Result<RedisLoad> {
+    check_whole(store, manifest).await?;
+    let fingerprint = redis_fingerprint(manifest)?;
+    let swap = options.mode == RestoreMode::Swap;
+    let targets = target_dbs(fingerprint, &options.db_map);
+    // --mode swap: load into empty spare databases, swap them in at the end.
+    let spares = if swap {
+        Some(pick_spares(target, &targets).await?)
+    } else {
+        None
+    };
+    let db_map = match &spares {
+        Some(spares) => fingerprint
+            .databases()
+            .into_iter()
+            .map(|db| {
+                let t = target_db(&options.db_map, db);
+                (db, spares.get(&t).copied().unwrap_or(t))
+            })
+            .collect(),
+        None => options.db_map.clone(),
+    };
+    if options.clean && spares.is_none() {
+        flush(target, &targets).await?;
+    }
+    let mut loader = RedisLoader::open(
+        target,
+        options.replace,
+        options.replace || options.clean || swap,
+        db_map,
+        &manifest.source.server_version,
+    )
+    .await?;
+    let read = read_snapshot(store, manifest, &mut loader).await.map_err(|e| {
+        e.with_hint("the snapshot changed between the check and the load; the target may hold part of it")
+    })?;
+    let loaded = loader.finish_counted().await;
+    if let Some(e) = read.sink_error {
+        if loaded.is_ok() {
+            return Err(Error::new(
+                ErrorKind::Sink,
+                format!("restoring into {target} failed: {e}"),
+            ));
+        }
+    }
+    let Loaded {
+        restored,
+        expired,
+        skipped_empty,
+    } = match loaded {
+        Ok(v) => v,
+        Err(e) => {
+            if let Some(spares) = &spares {
+                // The spares were empty: emptying them again leaves the target as it was.
+                let used: Vec<u64> = spares.values().copied().collect();
+                let _ = flush(target, &used).await;
+                return Err(e.with_hint("--mode swap: the target databases were not touched"));
+            }
+            return Err(e);
+        }
+    };
+    if let Some(spares) = &spares {
+        swap_in(target, spares).await?;
+    }
+    tracing::info!(
+        "Restored {restored} keys of snapshot {} into {target}.",
+        manifest.id
+    );
+    Ok(RedisLoad {
+        stored_bytes: read.stored_bytes,
+        raw_bytes: read.raw_bytes,
+        restored,
+        expired,
+        skipped_empty,
+    })
+}
+
+impl Sink for RedisSink {
+    fn product(&self) -> &'static str {
+        "Redis"
+    }
+
+    async fn plan(
+        &self,
+        snapshot: &Manifest,
+        to: &str,
+        options: &RestoreOptions,
+    ) -> Result<SinkPlan> {
+        if options.mode == RestoreMode::File {
+            super::refuse_flags(snapshot, options, &["--mode file"])?;
+            let path = std::path::PathBuf::from(to);
+            super::to_file::check_target(&path, options.clean)?;
+            return Ok(SinkPlan {
+                target: Target::Path(path),
+                target_state: TargetState {
+                    server_version: "an RDB file".into(),
+                    objects: 0,
+                },
+                notes: vec![(
+                    "safety",
+                    "the whole snapshot is checked (digests, RDB CRC64) first; the file is written beside the path, synced and renamed into place".to_string(),
+                )],
+            });
+        }
+        super::refuse_flags(snapshot, options, &["--db-map", "--replace", "--mode swap"])?;
+        let target = SecretUrl::parse(to).map_err(|e| Error::config(format!("--to: {e}")))?;
+        if !matches!(target.scheme(), "redis" | "rediss") {
+            return Err(Error::config(format!(
+                "snapshot {} is a Redis backup; --to must be a redis:// or rediss:// URL, got {}://",
+                snapshot.id,
+                target.scheme()
+            )));
+        }
+        let dbs = target_dbs(redis_fingerprint(snapshot)?, &options.db_map);
+        let target_state = inspect_target(&target, &dbs).await?;
+        let swap = options.mode == RestoreMode::Swap;
+        if target_state.objects > 0 && !options.clean && !options.replace {
+            return Err(Error::new(
+                ErrorKind::Refused,
+                format!(
+                    "the target {} already holds {} in the databases this snapshot restores into ({})",
+                    target,
+                    crate::backup::counted(target_state.objects as u64, "key"),
+                    dbs.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+                ),
+            )
+            .with_hint(if swap {
+                "--mode swap replaces those databases whole: add --clean (or --replace) to confirm, or restore into empty databases (--db-map SRC:DST)"
+            } else {
+                "restore into empty databases (--db-map SRC:DST), add --replace to overwrite keys of the same name, or --clean to empty those databases first"
+            }));
+        }
+        let existing = format!(
+            "{} in the databases restored into{}",
+            target_state.objects,
+            if swap {
+                " (--mode swap: loaded into empty spare databases, then swapped in with SWAPDB; the previous data is then removed)"
+            } else if options.clean {
+                " (--clean empties them first)"
+            } else {
+                ""
+            }
+        );
+        Ok(SinkPlan {
+            target: Target::Url(target),
+            target_state,
+            notes: vec![
+                ("existing keys", existing),
+                (
+                    "safety",
+                    "the whole snapshot is checked (digests, RDB CRC64) before any key is written"
+                        .to_string(),
+                ),
+            ],
+        })
+    }
+
+    async fn apply<S: Store>(
+        &self,
+        store: &S,
+        snapshot: &Manifest,
+        plan: &SinkPlan,
+        options: &RestoreOptions,
+    ) -> Result<Applied> {
+        match &plan.target {
+            Target::Path(path) => {
+                check_whole(store, snapshot).await?;
+                super::to_file::write_verified(store, snapshot, path, options.clean).await
+            }
+            Target::Url(target) => {
+                let load = load(store, snapshot, target, options).await?;
+                let mut notes = vec![format!(
+                    "Loaded {} from the RDB (checksum verified)",
+                    crate::backup::counted(load.restored, "key")
+                )];
+                let skipped: u64 = load.skipped_empty.values().flat_map(|t| t.values()).sum();
+                if skipped > 0 {
+                    notes.push(format!(
+                        "Skipped {skipped} empty collection key(s), as redis-server does when it loads such a file"
+                    ));
+                }
+                Ok(Applied {
+                    stored_bytes: load.stored_bytes,
+                    raw_bytes: load.raw_bytes,
+                    notes,
+                })
+            }
+        }
+    }
+
+    async fn check<S: Store>(&self, store: &S, snapshot: &Manifest) -> Result<Vec<String>> {
+        let recorded = redis_fingerprint(snapshot)?;
+        let mut rdb = RdbCheck::default();
+        read_snapshot(store, snapshot, &mut rdb).await?;
+        Ok(rdb.finish(recorded))
+    }
+
+    fn check_scratch(&self, scratch: &Scratch) -> Result<()> {
+        super::scratch_url(scratch, "redis://127.0.0.1:6390 (a throwaway server)").map(|_| ())
+    }
+
+    /// Loads the snapshot into empty databases of a scratch server, counts keys per database
+    /// and type, compares with the manifest, and empties those databases again. A scratch
+    /// server whose databases hold keys is refused: a drill never deletes data it did not
+    /// write.
+    async fn drill<S: Store>(
+        &self,
+        store: &S,
+        snapshot: &Manifest,
+        scratch: &Scratch,
+    ) -> Result<Drilled> {
+        let scratch = super::scratch_url(scratch, "redis://127.0.0.1:6390")?;
+        let recorded = redis_fingerprint(snapshot)?;
+        let dbs = target_dbs(recorded, &Default::default());
+        let state = inspect_target(scratch, &dbs).await?;
+        if state.objects > 0 {
+            return Err(Error::new(
+                ErrorKind::Refused,
+                format!(
+                    "the scratch server {scratch} holds {} keys in databases the drill needs ({})",
+                    state.objects,
+                    dbs.iter()
+                        .map(u64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+            .with_hint("point --scratch-url at a throwaway Redis whose databases are empty"));
+        }
+        // The databases are empty (checked above); REPLACE only matters for function libraries,
+        // which are server-wide and may remain from an earlier drill.
+        let options = RestoreOptions {
+            replace: true,
+            hold_back: crate::pipeline::holdback::DEFAULT_HOLD_BACK,
+            ..Default::default()
+        };
+        let started = Instant::now();
+        let loaded = load(store, snapshot, scratch, &options).await;
+        let result = async {
+            let load = loaded?;
+            let restore_secs = started.elapsed().as_secs_f64();
+            let found = count_keys(scratch, &dbs).await?;
+            // Keys that expired before the drill could load them are not a loss, nor are empty
+            // collections, which Redis cannot hold.
+            let mut expected = recorded.clone();
+            for (db, types) in load.expired.iter().chain(&load.skipped_empty) {
+                for (t, n) in types {
+                    if let Some(c) = expected
+                        .keys
+                        .get_mut(&db.to_string())
+                        .and_then(|m| m.get_mut(t))
+                    {
+                        *c = c.saturating_sub(*n);
+                    }
+                }
+            }
+            for types in expected.keys.values_mut() {
+                types.retain(|_, n| *n > 0);
+            }
+            expected.keys.retain(|_, t| !t.is_empty());
+            let mut findings = expected.differences(&found);
+            if let Some(recorded_digest) = &recorded.debug_digest {
+                findings.extend(
+                    compare_debug_digest(scratch, recorded_digest, &dbs, load.expired.is_empty())
+                        .await?,
+                );
+            }
+            Ok::<_, Error>(Drilled {
+                findings,
+                restore_secs: Some(restore_secs),
+            })
+        }
+        .await;
+        if let Err(e) = flush(scratch, &dbs).await {
+            tracing::warn!("The drill's keys could not be removed from {scratch}: {e}");
+        }
+        result
+    }
+
+    /// An RDB file made elsewhere: its structure and CRC64, and its keys counted.
+    async fn survey<S: Store>(&self, store: &S, snapshot: &Manifest) -> Result<Surveyed> {
+        let mut rdb = RdbCheck::default();
+        read_snapshot(store, snapshot, &mut rdb).await?;
+        let summary = rdb.summary().map_err(|damage| {
+            Error::integrity(format!(
+                "{} is not a valid RDB file: {damage}",
+                snapshot.source.url
+            ))
+        })?;
+        Ok(Surveyed {
+            fingerprint: Fingerprint::Redis(RedisFingerprint {
+                rdb_version: summary.rdb_version,
+                keys: RedisFingerprint::keys_from(&summary.keys),
+                functions: summary.functions,
+                rdb_crc64: summary.crc64.unwrap_or(0),
+                ..Default::default()
+            }),
+            server_version: summary.aux.get("redis-ver").cloned(),
+        })
+    }
+}
+
+/// Compares the scratch server's `DEBUG DIGEST` with the one recorded at backup time, where
+/// that comparison means something: no key expired on the way (expiries are in the digest) and
+/// the scratch server holds nothing but the drill's databases (the digest is server-wide).
+async fn compare_debug_digest(
+    scratch: &SecretUrl,
+    recorded: &str,
+    dbs: &[u64],
+    nothing_expired: bool,
+) -> Result<Vec<String>> {
+    if !nothing_expired {
+        tracing::info!(
+            "Keys expired during the drill, so DEBUG DIGEST is not compared (key counts are)."
+        );
+        return Ok(Vec::new());
+    }
+    let mut conn = Connection::open(scratch, ErrorKind::Sink).await?;
+    let others = conn
+        .databases_with_keys()
+        .await?
+        .into_iter()
+        .filter(|db| !dbs.contains(db))
+        .count();
+    if others > 0 {
+        tracing::info!(
+            "The scratch server {scratch} holds keys in other databases, so DEBUG DIGEST is not compared (key counts are)."
+        );
+        return Ok(Vec::new());
+    }
+    match conn.debug_digest().await {
+        Ok(found) if found == recorded => {
+            tracing::info!("DEBUG DIGEST of the restored data matches the source's ({found}).");
+            Ok(Vec::new())
+        }
+        Ok(found) => Ok(vec![format!(
+            "DEBUG DIGEST of the restored data is {found}, the source's was {recorded}"
+        )]),
+        Err(e) => {
+            tracing::warn!(
+                "{}; DEBUG DIGEST is not compared (key counts are).",
+                e.message()
+            );
+            Ok(Vec::new())
+        }
+    }
 }

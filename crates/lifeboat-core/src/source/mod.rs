@@ -5,7 +5,7 @@
 //! The backup operation streams any capture the same way (`backup.rs`); `engine.rs` is the one
 //! place that picks the engine.
 
-pub mod child;
+pub mod files;
 pub mod postgres;
 pub mod redis;
 
@@ -13,8 +13,6 @@ use std::future::Future;
 
 use chrono::{DateTime, Utc};
 use tokio::io::AsyncRead;
-
-pub use child::ChildProcess;
 
 use crate::catalog::{Fingerprint, SourceInfo};
 use crate::error::Result;
@@ -56,10 +54,29 @@ pub struct CaptureInfo {
 pub trait CaptureEnd: Send {
     /// After the last byte: the source's verdict, then the fingerprint and the source's
     /// description for the manifest. An error here means nothing may be committed.
-    fn finish(self: Box<Self>) -> BoxFuture<'static, Result<(Fingerprint, SourceInfo)>>;
+    fn finish(self: Box<Self>) -> BoxFuture<'static, Result<Finished>>;
 
     /// Stops the capture early (the stream failed): children are killed, transactions ended.
     fn abort(self: Box<Self>) -> BoxFuture<'static, ()>;
+}
+
+/// What a capture that ended well produced, for the manifest.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub fingerprint: Fingerprint,
+    pub source: SourceInfo,
+    /// What went wrong without failing the capture (a file that changed while it was read).
+    pub warnings: Vec<String>,
+}
+
+impl Finished {
+    pub fn new(fingerprint: Fingerprint, source: SourceInfo) -> Finished {
+        Finished {
+            fingerprint,
+            source,
+            warnings: Vec::new(),
+        }
+    }
 }
 
 /// A boxed future, for the object-safe [`CaptureEnd`].

@@ -1,10 +1,9 @@
 //! Verification levels, from cheap to thorough:
 //! - `stored`: the data object exists and has the size the manifest records;
-//! - `content`: download everything, both digests match, and the dump's own structure parses
-//!   (`pg_restore --list` reads the custom format's table of contents; a plain dump ends with
-//!   pg_dump's completion line);
-//! - `drill`: restore into a scratch database, compare its fingerprint with the manifest's,
-//!   time it, drop the scratch database.
+//! - `content`: download everything, both digests match, and the dump's own structure checks out
+//!   against the manifest (the engine's [`Sink::check`]);
+//! - `drill`: restore into a scratch target, compare its fingerprint with the manifest's, time
+//!   it, remove what it wrote (the engine's [`Sink::drill`]).
 //!
 //! Results are recorded under `jobs/<job>/verifications/<id>/<time>.json`. With a maximum age,
 //! a verify run is also the freshness alarm.
@@ -14,13 +13,10 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::{self, DamagedSnapshot, Fingerprint, Manifest, SnapshotId};
+use crate::catalog::{self, DamagedSnapshot, Manifest, SnapshotId};
+use crate::engine::AnySink;
 use crate::error::{Error, ErrorKind, Result};
-use crate::pipeline::read_snapshot;
-use crate::restore::{restore_into, RestoreOptions};
-use crate::secret::SecretUrl;
-use crate::sink::postgres::{self as pg_sink, PgStructureCheck, PgTools};
-use crate::source::postgres as pg_source;
+use crate::sink::{Scratch, Sink};
 use crate::store::{ObjectKey, Store};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -67,9 +63,8 @@ pub enum Which {
 pub struct VerifyOptions {
     pub level: Level,
     pub which: Which,
-    /// A PostgreSQL server URL (maintenance database) where drills may create databases.
-    pub scratch_url: Option<SecretUrl>,
-    pub tools: PgTools,
+    /// Where drills restore to.
+    pub scratch: Scratch,
     pub max_age: Option<Duration>,
     pub now: DateTime<Utc>,
     /// Write the results into the repository.
@@ -130,11 +125,6 @@ pub async fn verify<S: Store>(
     job: &str,
     options: &VerifyOptions,
 ) -> Result<VerifyReport> {
-    if options.level == Level::Drill && options.scratch_url.is_none() {
-        return Err(Error::config("--level drill needs --scratch-url-env VAR or --scratch-url URL").with_hint(
-            "pass a PostgreSQL URL whose user may create databases, e.g. --scratch-url postgres://admin@db:5432/postgres",
-        ));
-    }
     let listing = catalog::list_snapshots(store, job).await?;
     let chosen: Vec<&Manifest> = match &options.which {
         Which::All => listing.snapshots.iter().collect(),
@@ -158,6 +148,13 @@ pub async fn verify<S: Store>(
             store.describe()
         ))
         .with_hint("run lifeboat-backup first, or check --repo and --job"));
+    }
+    if options.level == Level::Drill {
+        // A drill that cannot run is a usage error (exit 2) before anything is read.
+        for manifest in &chosen {
+            AnySink::for_snapshot(manifest, options.scratch.pg_bin_dir.as_deref())?
+                .check_scratch(&options.scratch)?;
+        }
     }
     let mut checks = Vec::new();
     for manifest in chosen {
@@ -242,15 +239,13 @@ async fn check_snapshot<S: Store>(
     let mut restore_secs = None;
     let result = match options.level {
         Level::Stored => check_stored(store, manifest).await,
-        Level::Content => check_content(store, manifest, &options.tools).await,
-        Level::Drill => match &options.scratch_url {
-            Some(scratch) => {
-                drill(store, manifest, scratch, &options.tools, &mut restore_secs).await
-            }
-            None => Err(Error::config(
-                "--level drill needs --scratch-url-env VAR or --scratch-url URL",
-            )),
-        },
+        Level::Content => check_content(store, manifest, &options.scratch).await,
+        Level::Drill => drill(store, manifest, &options.scratch)
+            .await
+            .map(|drilled| {
+                restore_secs = drilled.restore_secs;
+                drilled.findings
+            }),
     };
     let (findings, damaged) = match result {
         Ok(findings) => {
@@ -288,193 +283,23 @@ async fn check_stored<S: Store>(store: &S, manifest: &Manifest) -> Result<Vec<St
 async fn check_content<S: Store>(
     store: &S,
     manifest: &Manifest,
-    tools: &PgTools,
+    scratch: &Scratch,
 ) -> Result<Vec<String>> {
-    let mut findings = check_stored(store, manifest).await?;
+    let findings = check_stored(store, manifest).await?;
     if !findings.is_empty() {
         return Ok(findings);
     }
-    if let Fingerprint::Redis(recorded) = &manifest.fingerprint {
-        let mut rdb = crate::sink::redis::RdbCheck::default();
-        read_snapshot(store, manifest, &mut rdb).await?;
-        findings.extend(rdb.finish(recorded));
-        return Ok(findings);
-    }
-    let mut structure = PgStructureCheck::start(tools, manifest)?;
-    let read = read_snapshot(store, manifest, &mut structure).await;
-    let structure_findings = structure.finish().await;
-    read?;
-    findings.extend(structure_findings);
-    Ok(findings)
-}
-
-/// A Redis drill: load the snapshot into empty databases of a scratch server, count keys per
-/// database and type, compare with the manifest, and empty those databases again. A scratch
-/// server whose databases hold keys is refused: a drill never deletes data it did not write.
-async fn redis_drill<S: Store>(
-    store: &S,
-    manifest: &Manifest,
-    recorded: &crate::catalog::RedisFingerprint,
-    scratch: &SecretUrl,
-    restore_secs: &mut Option<f64>,
-) -> Result<Vec<String>> {
-    use crate::sink::redis as redis_sink;
-    let dbs = crate::restore::target_dbs(recorded, &Default::default());
-    let state = redis_sink::inspect_target(scratch, &dbs).await?;
-    if state.objects > 0 {
-        return Err(Error::new(
-            ErrorKind::Refused,
-            format!(
-                "the scratch server {scratch} holds {} keys in databases the drill needs ({})",
-                state.objects,
-                dbs.iter()
-                    .map(u64::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        )
-        .with_hint("point --scratch-url at a throwaway Redis whose databases are empty"));
-    }
-    // The databases are empty (checked above); REPLACE only matters for function libraries,
-    // which are server-wide and may remain from an earlier drill.
-    let options = RestoreOptions {
-        clean: false,
-        replace: true,
-        db_map: Default::default(),
-        swap: false,
-        no_owner: false,
-        tools: PgTools::default(),
-        hold_back: crate::pipeline::holdback::DEFAULT_HOLD_BACK,
-        // Only restore planning picks snapshots by time; a drill names its snapshot.
-        now: manifest.finished_at,
-    };
-    let started = Instant::now();
-    let loaded = crate::restore::restore_redis(store, manifest, recorded, scratch, &options).await;
-    let result = async {
-        let load = loaded?;
-        *restore_secs = Some(started.elapsed().as_secs_f64());
-        let found = redis_sink::count_keys(scratch, &dbs).await?;
-        // Keys that expired before the drill could load them are not a loss, nor are empty
-        // collections, which Redis cannot hold.
-        let mut expected = recorded.clone();
-        for (db, types) in load.expired.iter().chain(&load.skipped_empty) {
-            for (t, n) in types {
-                if let Some(c) = expected
-                    .keys
-                    .get_mut(&db.to_string())
-                    .and_then(|m| m.get_mut(t))
-                {
-                    *c = c.saturating_sub(*n);
-                }
-            }
-        }
-        for types in expected.keys.values_mut() {
-            types.retain(|_, n| *n > 0);
-        }
-        expected.keys.retain(|_, t| !t.is_empty());
-        let mut findings = expected.differences(&found);
-        if let Some(recorded_digest) = &recorded.debug_digest {
-            findings.extend(
-                compare_debug_digest(scratch, recorded_digest, &dbs, load.expired.is_empty())
-                    .await?,
-            );
-        }
-        Ok::<_, Error>(findings)
-    }
-    .await;
-    if let Err(e) = redis_sink::flush(scratch, &dbs).await {
-        tracing::warn!("The drill's keys could not be removed from {scratch}: {e}");
-    }
-    result
-}
-
-/// Compares the scratch server's `DEBUG DIGEST` with the one recorded at backup time, where
-/// that comparison means something: no key expired on the way (expiries are in the digest) and
-/// the scratch server holds nothing but the drill's databases (the digest is server-wide).
-async fn compare_debug_digest(
-    scratch: &SecretUrl,
-    recorded: &str,
-    dbs: &[u64],
-    nothing_expired: bool,
-) -> Result<Vec<String>> {
-    if !nothing_expired {
-        tracing::info!(
-            "Keys expired during the drill, so DEBUG DIGEST is not compared (key counts are)."
-        );
-        return Ok(Vec::new());
-    }
-    let mut conn = crate::resp::Connection::open(scratch, ErrorKind::Sink).await?;
-    let others = crate::source::redis::databases_with_keys(&mut conn)
-        .await?
-        .into_iter()
-        .filter(|db| !dbs.contains(db))
-        .count();
-    if others > 0 {
-        tracing::info!(
-            "The scratch server {scratch} holds keys in other databases, so DEBUG DIGEST is not compared (key counts are)."
-        );
-        return Ok(Vec::new());
-    }
-    match crate::source::redis::debug_digest(&mut conn).await {
-        Ok(found) if found == recorded => {
-            tracing::info!("DEBUG DIGEST of the restored data matches the source's ({found}).");
-            Ok(Vec::new())
-        }
-        Ok(found) => Ok(vec![format!(
-            "DEBUG DIGEST of the restored data is {found}, the source's was {recorded}"
-        )]),
-        Err(e) => {
-            tracing::warn!(
-                "{}; DEBUG DIGEST is not compared (key counts are).",
-                e.message()
-            );
-            Ok(Vec::new())
-        }
-    }
+    AnySink::for_snapshot(manifest, scratch.pg_bin_dir.as_deref())?
+        .check(store, manifest)
+        .await
 }
 
 async fn drill<S: Store>(
     store: &S,
     manifest: &Manifest,
-    scratch: &SecretUrl,
-    tools: &PgTools,
-    restore_secs: &mut Option<f64>,
-) -> Result<Vec<String>> {
-    let recorded = match &manifest.fingerprint {
-        Fingerprint::Postgres(recorded) => recorded,
-        Fingerprint::Redis(recorded) => {
-            return redis_drill(store, manifest, recorded, scratch, restore_secs).await
-        }
-    };
-    let name = pg_sink::scratch_database_name(manifest);
-    pg_sink::create_database(scratch, &name).await?;
-    let target = scratch.with_database(&name);
-    let result = async {
-        let started = Instant::now();
-        let options = RestoreOptions {
-            clean: false,
-            replace: false,
-            db_map: Default::default(),
-            swap: false,
-            // The scratch server's user is often not a superuser and not the dump's owner:
-            // `ALTER ... OWNER TO` would fail the drill ("must be member of role").
-            no_owner: true,
-            tools: tools.clone(),
-            hold_back: crate::pipeline::holdback::DEFAULT_HOLD_BACK,
-            // Only restore planning picks snapshots by time; a drill names its snapshot.
-            now: manifest.finished_at,
-        };
-        restore_into(store, manifest, &target, &options).await?;
-        *restore_secs = Some(started.elapsed().as_secs_f64());
-        let conn = pg_source::connect(&target, ErrorKind::Sink).await?;
-        let found = pg_source::fingerprint(&conn.client, &target, ErrorKind::Sink).await?;
-        Ok::<_, Error>(recorded.differences(&found))
-    }
-    .await;
-    let dropped = pg_sink::drop_database(scratch, &name).await;
-    let findings = result?;
-    if let Err(e) = dropped {
-        tracing::warn!("The drill database {name} could not be dropped: {e}");
-    }
-    Ok(findings)
+    scratch: &Scratch,
+) -> Result<crate::sink::Drilled> {
+    AnySink::for_snapshot(manifest, scratch.pg_bin_dir.as_deref())?
+        .drill(store, manifest, scratch)
+        .await
 }

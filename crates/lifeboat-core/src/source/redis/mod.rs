@@ -12,17 +12,15 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, ReadBuf};
 
+use crate::client::resp::Connection;
 use crate::config::RedisMode;
 use crate::error::{Error, ErrorKind, Result};
-use crate::resp::Connection;
 use crate::secret::SecretUrl;
 
 mod payload;
 mod scan;
 
 use payload::{PayloadEnd, SyncPayload, EOF_MARK_LEN};
-
-pub(crate) use scan::databases as databases_with_keys;
 
 /// A snapshot being received.
 pub struct RedisCapture {
@@ -239,7 +237,7 @@ pub struct DigestWatch {
 impl DigestWatch {
     pub async fn start(url: &SecretUrl) -> Result<DigestWatch> {
         let mut conn = Connection::open(url, ErrorKind::Source).await?;
-        let before = debug_digest(&mut conn).await.map_err(|e| {
+        let before = conn.debug_digest().await.map_err(|e| {
             e.with_hint("allow DEBUG on the source (enable-debug-command yes, or local for a local connection) or remove debug-digest from the job")
         })?;
         Ok(DigestWatch { conn, before })
@@ -247,7 +245,7 @@ impl DigestWatch {
 
     /// The digest, if it did not change; a failure here only costs the digest.
     pub async fn finish(mut self) -> Option<String> {
-        match debug_digest(&mut self.conn).await {
+        match self.conn.debug_digest().await {
             Ok(after) if after == self.before => Some(after),
             Ok(_) => {
                 tracing::info!(
@@ -263,14 +261,6 @@ impl DigestWatch {
                 None
             }
         }
-    }
-}
-
-/// `DEBUG DIGEST`: 40 hex digits over every key, value and expiry of every database.
-pub async fn debug_digest(conn: &mut Connection) -> Result<String> {
-    match conn.command(&[b"DEBUG", b"DIGEST"]).await? {
-        Ok(d) => Ok(String::from_utf8_lossy(&d).into_owned()),
-        Err(e) => Err(conn.error(format!("DEBUG DIGEST failed: {e}"))),
     }
 }
 
@@ -327,10 +317,7 @@ pub struct RedisEnd {
 impl crate::source::CaptureEnd for RedisEnd {
     fn finish(
         self: Box<Self>,
-    ) -> crate::source::BoxFuture<
-        'static,
-        Result<(crate::catalog::Fingerprint, crate::catalog::SourceInfo)>,
-    > {
+    ) -> crate::source::BoxFuture<'static, Result<crate::source::Finished>> {
         Box::pin(self.finish_capture())
     }
 
@@ -341,9 +328,7 @@ impl crate::source::CaptureEnd for RedisEnd {
 }
 
 impl RedisEnd {
-    async fn finish_capture(
-        self,
-    ) -> Result<(crate::catalog::Fingerprint, crate::catalog::SourceInfo)> {
+    async fn finish_capture(self) -> Result<crate::source::Finished> {
         let Some(summary) = self.summary.take() else {
             return Err(Error::source_failed(format!(
                 "the snapshot from {} ended without an RDB end marker",
@@ -370,6 +355,9 @@ impl RedisEnd {
             dump_tool: format!("lifeboat {}", self.kind.describe()),
             server_clock_at: None,
         };
-        Ok((crate::catalog::Fingerprint::Redis(fingerprint), source))
+        Ok(crate::source::Finished::new(
+            crate::catalog::Fingerprint::Redis(fingerprint),
+            source,
+        ))
     }
 }

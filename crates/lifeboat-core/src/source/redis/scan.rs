@@ -16,8 +16,8 @@ use tokio::io::{AsyncRead, AsyncWriteExt, DuplexStream, ReadBuf};
 use tokio::task::JoinHandle;
 
 use super::{CaptureKind, RedisCapture};
+use crate::client::resp::Connection;
 use crate::error::{Error, ErrorKind, Result};
-use crate::resp::Connection;
 use crate::secret::SecretUrl;
 
 /// Keys per SCAN page (and per DUMP/PTTL pipeline).
@@ -63,7 +63,7 @@ fn string(out: &mut Vec<u8>, s: &[u8]) {
 
 /// Writes the RDB file into `pipe`; an error ends the stream with that error.
 async fn produce(mut conn: Connection, mut pipe: DuplexStream) -> Result<()> {
-    let dbs = databases(&mut conn).await?;
+    let dbs = conn.databases_with_keys().await?;
     let mut crc = lifeboat_rdb::Crc64::default();
     let mut version: Option<u16> = None;
     // Written once the first payload says which RDB version the server writes.
@@ -245,18 +245,6 @@ async fn function_libraries(conn: &mut Connection) -> Result<Option<(Vec<u8>, u1
         return Ok(None);
     }
     Ok(Some((libraries.to_vec(), version)))
-}
-
-/// The databases that hold keys (`INFO keyspace`).
-pub(crate) async fn databases(conn: &mut Connection) -> Result<Vec<u64>> {
-    let info = match conn.command(&[b"INFO", b"keyspace"]).await? {
-        Ok(text) => String::from_utf8_lossy(&text).into_owned(),
-        Err(e) => return Err(conn.error(format!("INFO keyspace failed: {e}"))),
-    };
-    Ok(info
-        .lines()
-        .filter_map(|l| l.strip_prefix("db")?.split(':').next()?.parse().ok())
-        .collect())
 }
 
 /// The pipe's bytes; when the producer failed, its error instead of a clean end.

@@ -120,6 +120,26 @@ pub struct Connection {
 pub type Reply = std::result::Result<Vec<u8>, String>;
 
 impl Connection {
+    /// The databases that hold keys (`INFO keyspace`).
+    pub async fn databases_with_keys(&mut self) -> Result<Vec<u64>> {
+        let info = match self.command(&[b"INFO", b"keyspace"]).await? {
+            Ok(text) => String::from_utf8_lossy(&text).into_owned(),
+            Err(e) => return Err(self.error(format!("INFO keyspace failed: {e}"))),
+        };
+        Ok(info
+            .lines()
+            .filter_map(|l| l.strip_prefix("db")?.split(':').next()?.parse().ok())
+            .collect())
+    }
+
+    /// `DEBUG DIGEST`: 40 hex digits over every key, value and expiry of every database.
+    pub async fn debug_digest(&mut self) -> Result<String> {
+        match self.command(&[b"DEBUG", b"DIGEST"]).await? {
+            Ok(d) => Ok(String::from_utf8_lossy(&d).into_owned()),
+            Err(e) => Err(self.error(format!("DEBUG DIGEST failed: {e}"))),
+        }
+    }
+
     /// Connects to `redis://[user:password@]host[:port]`, authenticates, reads the version.
     pub async fn open(url: &SecretUrl, kind: ErrorKind) -> Result<Connection> {
         let tls = match url.scheme() {

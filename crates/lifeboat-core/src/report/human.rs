@@ -1,0 +1,248 @@
+//! Reports as text for a terminal or a cron mail: one `String` per report, so the binaries
+//! only print.
+
+use std::fmt::Write as _;
+
+use super::JobStatus;
+use crate::pipeline::Compression;
+use crate::restore::{RestorePlan, RestoreReport, FROM_FILE};
+use crate::verify::VerifyReport;
+
+/// `1.5 GiB`, `512 B`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// `45s`, `12m`, `3h05m`, `2d04h`.
+pub fn duration(secs: i64) -> String {
+    let (d, h, m) = (secs / 86_400, (secs % 86_400) / 3600, (secs % 3600) / 60);
+    match (d, h) {
+        (0, 0) if secs < 60 => format!("{secs}s"),
+        (0, 0) => format!("{m}m"),
+        (0, _) => format!("{h}h{m:02}m"),
+        _ => format!("{d}d{h:02}h"),
+    }
+}
+
+fn rfc3339(t: &chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn compression_name(c: &Compression) -> &'static str {
+    match c {
+        Compression::Zstd { .. } => "zstd",
+        Compression::Gzip { .. } => "gzip",
+        Compression::None => "none",
+    }
+}
+
+/// The plan shown before a restore (and all a dry run shows).
+pub fn restore_plan(plan: &RestorePlan) -> String {
+    let m = &plan.snapshot;
+    let product = plan.product;
+    let mut out = String::from("Restore plan:\n");
+    if plan.job == FROM_FILE {
+        let _ = writeln!(
+            out,
+            "  file           {} ({}, {product})",
+            m.source.url, m.dump_format
+        );
+    } else {
+        let _ = writeln!(out, "  job            {}", plan.job);
+        let _ = writeln!(out, "  snapshot       {} ({})", m.id, m.dump_format);
+        let _ = writeln!(out, "  consistent at  {}", rfc3339(&m.consistent_at));
+        let _ = writeln!(
+            out,
+            "  source         {} ({product} {})",
+            m.source.url, m.source.server_version
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  size           {} stored, {} raw",
+        bytes(m.object.stored_size),
+        bytes(m.object.raw_size)
+    );
+    let _ = writeln!(
+        out,
+        "  target         {} ({})",
+        plan.target, plan.sink.target_state.server_version
+    );
+    for (label, text) in &plan.sink.notes {
+        let _ = writeln!(out, "  {label:<14} {text}");
+    }
+    for w in &m.warnings {
+        let _ = writeln!(out, "  warning        {w}");
+    }
+    out
+}
+
+/// The line after a restore succeeded.
+pub fn restore_done(report: &RestoreReport) -> String {
+    let mut out = if report.job == FROM_FILE {
+        format!(
+            "Restored {} into {}: {} read, {} applied, in {:.1}s.",
+            report.snapshot_source,
+            report.target,
+            bytes(report.stored_bytes),
+            bytes(report.raw_bytes),
+            report.duration_secs
+        )
+    } else {
+        format!(
+            "Restored snapshot {} (consistent at {}) into {}: {} read, {} applied, both digests verified, in {:.1}s.",
+            report.snapshot,
+            rfc3339(&report.consistent_at),
+            report.target,
+            bytes(report.stored_bytes),
+            bytes(report.raw_bytes),
+            report.duration_secs
+        )
+    };
+    for note in &report.notes {
+        let _ = write!(out, "\n  {note}");
+    }
+    out
+}
+
+/// A job's snapshots, newest first (`lifeboat-restore list`).
+pub fn job_status(status: &JobStatus) -> String {
+    let mut out = String::new();
+    let n = status.snapshots.len();
+    let _ = writeln!(
+        out,
+        "Job {:?} ({n} snapshot{}; retention: {}):",
+        status.job,
+        if n == 1 { "" } else { "s" },
+        status.retention.as_deref().unwrap_or("none configured")
+    );
+    let _ = writeln!(
+        out,
+        "  {:<24} {:<21} {:<10} {:>10} {:>10} {:<6} {:<22} POLICY",
+        "ID", "CONSISTENT AT", "FORMAT", "STORED", "RAW", "COMP", "VERIFIED"
+    );
+    for s in &status.snapshots {
+        let m = &s.summary;
+        let verified = s.verified.as_ref().map_or_else(
+            || "-".to_string(),
+            |v| {
+                format!(
+                    "{} {} {}",
+                    if v.ok { "ok" } else { "failed" },
+                    v.level.as_str(),
+                    v.at.format("%Y-%m-%d %H:%M")
+                )
+            },
+        );
+        let policy = s.policy.as_ref().map_or_else(
+            || "-".to_string(),
+            |d| {
+                if d.keep {
+                    format!("keep: {}", d.reasons.join(", "))
+                } else {
+                    "forget".to_string()
+                }
+            },
+        );
+        let _ = writeln!(
+            out,
+            "  {:<24} {:<21} {:<10} {:>10} {:>10} {:<6} {:<22} {policy}",
+            m.id.as_str(),
+            m.consistent_at.format("%Y-%m-%d %H:%M:%SZ").to_string(),
+            m.dump_format,
+            bytes(m.stored_size),
+            bytes(m.raw_size),
+            compression_name(&m.compression),
+            verified,
+        );
+    }
+    for d in &status.damaged {
+        let _ = writeln!(out, "  DAMAGED {}: {}", d.key, d.error);
+    }
+    out
+}
+
+/// A verify run of one job: a line per snapshot checked, its findings, and freshness.
+pub fn verify(report: &VerifyReport) -> String {
+    let mut out = String::new();
+    if report.checks.is_empty() {
+        let _ = writeln!(out, "Job {:?}: no snapshots to verify.", report.job);
+    }
+    for c in &report.checks {
+        let status = if c.ok {
+            "ok"
+        } else if c.damaged {
+            "DAMAGED"
+        } else {
+            "FAILED"
+        };
+        let restore = c
+            .restore_secs
+            .map(|s| format!(", restore took {s:.1}s"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{status:7} {} job {:?} snapshot {} (consistent at {}) level {} in {:.1}s{restore}",
+            if c.ok { "✓" } else { "✗" },
+            report.job,
+            c.snapshot,
+            rfc3339(&c.consistent_at),
+            c.level.as_str(),
+            c.duration_secs,
+        );
+        for f in &c.findings {
+            let _ = writeln!(out, "        - {f}");
+        }
+    }
+    for d in &report.damaged_manifests {
+        let _ = writeln!(
+            out,
+            "DAMAGED ✗ job {:?}: {}: {}",
+            report.job, d.key, d.error
+        );
+    }
+    if let Some(f) = &report.freshness {
+        let _ = match (&f.newest_good, f.age_secs) {
+            (Some(id), Some(age)) => writeln!(
+                out,
+                "{} job {:?}: newest good snapshot {id} is {} old (max {})",
+                if f.ok { "fresh  " } else { "STALE  " },
+                report.job,
+                duration(age),
+                duration(f.max_age_secs as i64)
+            ),
+            _ => writeln!(
+                out,
+                "STALE   job {:?}: no good snapshot was found (max age {})",
+                report.job,
+                duration(f.max_age_secs as i64)
+            ),
+        };
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations_read_naturally() {
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(duration(45), "45s");
+        assert_eq!(duration(3 * 3600 + 5 * 60), "3h05m");
+        assert_eq!(duration(2 * 86_400 + 4 * 3600), "2d04h");
+    }
+}

@@ -1,0 +1,108 @@
+//! What runs report, for people and for machines: the status of a job's snapshots (`list`),
+//! and the human renderings of restore plans, restore reports and verify reports. The
+//! operations return typed reports; the binaries print them here as text, or as JSON (every
+//! report is `Serialize`).
+
+pub mod human;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::catalog::{self, DamagedSnapshot, Manifest};
+use crate::error::Result;
+use crate::retention::{Decision, Policy};
+use crate::store::Store;
+use crate::verify::{self, SnapshotCheck};
+
+/// A job's snapshots as `lifeboat-restore list` shows them: newest first, each with its last
+/// verification and what the retention policy would do with it.
+#[derive(Debug, Serialize)]
+pub struct JobStatus {
+    pub job: String,
+    /// The retention policy, in words (`None`: none configured).
+    pub retention: Option<String>,
+    pub snapshots: Vec<SnapshotStatus>,
+    pub damaged: Vec<DamagedSnapshot>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SnapshotStatus {
+    #[serde(flatten)]
+    pub summary: SnapshotSummary,
+    /// The newest verification record.
+    pub verified: Option<Verified>,
+    /// What the job's retention policy decides (keep, with reasons; or forget).
+    pub policy: Option<Decision>,
+}
+
+/// The fields of a manifest that a listing shows.
+#[derive(Debug, Serialize)]
+pub struct SnapshotSummary {
+    pub id: catalog::SnapshotId,
+    pub consistent_at: DateTime<Utc>,
+    pub engine: String,
+    pub dump_format: String,
+    pub stored_size: u64,
+    pub raw_size: u64,
+    pub compression: crate::pipeline::Compression,
+    pub key: String,
+}
+
+impl From<&Manifest> for SnapshotSummary {
+    fn from(m: &Manifest) -> Self {
+        SnapshotSummary {
+            id: m.id.clone(),
+            consistent_at: m.consistent_at,
+            engine: m.engine.clone(),
+            dump_format: m.dump_format.clone(),
+            stored_size: m.object.stored_size,
+            raw_size: m.object.raw_size,
+            compression: m.compression,
+            key: m.object.key.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Verified {
+    pub ok: bool,
+    pub level: verify::Level,
+    pub at: DateTime<Utc>,
+}
+
+/// The status of one job in the repository.
+pub async fn job_status<S: Store>(
+    store: &S,
+    job: &str,
+    policy: Option<&Policy>,
+    now: DateTime<Utc>,
+) -> Result<JobStatus> {
+    let listing = catalog::list_snapshots(store, job).await?;
+    let records = verify::records(store, job).await?;
+    let plan = policy.map(|p| crate::prune::plan_for(p, &listing.snapshots, &records, now, None));
+    let verified = |m: &Manifest| -> Option<&SnapshotCheck> {
+        records.iter().rev().find(|r| r.snapshot == m.id)
+    };
+    let snapshots = listing
+        .snapshots
+        .iter()
+        .rev()
+        .map(|m| SnapshotStatus {
+            summary: m.into(),
+            verified: verified(m).map(|r| Verified {
+                ok: r.ok,
+                level: r.level,
+                at: r.checked_at,
+            }),
+            policy: plan
+                .as_ref()
+                .and_then(|p| p.decisions.iter().find(|d| d.id == m.id).cloned()),
+        })
+        .collect();
+    Ok(JobStatus {
+        job: job.to_string(),
+        retention: policy.map(Policy::describe),
+        snapshots,
+        damaged: listing.damaged,
+    })
+}
