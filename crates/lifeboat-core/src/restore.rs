@@ -18,7 +18,7 @@ use crate::sink::{Sink, SinkPlan};
 use crate::store::{LocalStore, ObjectKey, Store};
 
 /// What a restore will do; printed before anything is touched.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct RestorePlan {
     /// The job, or `--from-file` for a file made elsewhere.
     pub job: String,
@@ -28,9 +28,35 @@ pub struct RestorePlan {
     pub mode: RestoreMode,
     /// The target as the user may see it (no password).
     pub target: String,
-    #[serde(flatten)]
     pub sink: SinkPlan,
     pub clean: bool,
+}
+
+/// The plan as `--json` shows it: the snapshot by id, its size, the target and what is there.
+impl Serialize for RestorePlan {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        let m = &self.snapshot;
+        serde_json::json!({
+            "job": self.job,
+            "snapshot": m.id,
+            "engine": m.engine,
+            "consistent_at": m.consistent_at,
+            "dump_format": m.dump_format,
+            "stored_size": m.object.stored_size,
+            "raw_size": m.object.raw_size,
+            "mode": self.mode,
+            "target": self.target,
+            "target_server_version": self.sink.target_state.server_version,
+            "target_objects": self.sink.target_state.objects,
+            "clean": self.clean,
+            "notes": self.sink.notes.iter().map(|(label, text)| serde_json::json!({"label": label, "text": text})).collect::<Vec<_>>(),
+            "warnings": m.warnings,
+        })
+        .serialize(serializer)
+    }
 }
 
 #[derive(Debug, Serialize)]
