@@ -7,85 +7,75 @@ use std::time::Duration;
 
 use args::{BackupArgs, BackupCommand, PruneArgs, UnlockArgs};
 use clap::Parser;
-use lifeboat_cli::{human_bytes, print_json, report_error, usage, CommonArgs};
-use lifeboat_core::backup::BackupReport;
-use lifeboat_core::config::{self, Config, EngineJob, EngineName, Job, JobSpec};
+use lifeboat_cli::{print_json, report_error, usage};
+use lifeboat_core::config::{self, Config, EngineName, Job, JobSpec, Overrides};
 use lifeboat_core::job::{self, JobOptions};
-use lifeboat_core::lock::{self, Holder};
-use lifeboat_core::prune::{prune, PruneOptions, PruneReport};
-use lifeboat_core::retention::{self, Policy};
+use lifeboat_core::prune::{self, PruneOptions};
+use lifeboat_core::report::human;
 use lifeboat_core::store::Store;
-use lifeboat_core::{Error, Result};
+use lifeboat_core::{lock, retention, Error, ErrorKind, Result};
 
 fn main() -> ExitCode {
     let args = BackupArgs::parse();
     lifeboat_cli::init_logging(&args.common);
-    let json = args.common.json;
     let code = match lifeboat_cli::runtime() {
-        Ok(rt) => rt.block_on(run(args)),
+        Ok(rt) => rt.block_on(async {
+            let cancel = lifeboat_cli::watch_signals();
+            let done = match &args.command {
+                Some(BackupCommand::Prune(p)) => {
+                    lifeboat_cli::until_signal(run_prune(&args, p)).await
+                }
+                Some(BackupCommand::Unlock(u)) => run_unlock(&args, u).await,
+                None => run_jobs(&args, &cancel).await,
+            };
+            done.unwrap_or_else(|e| report_error(&e, args.common.json))
+        }),
         Err(e) => report_error(
             &Error::store(format!("cannot start the async runtime: {e}")),
-            json,
+            args.common.json,
         ),
     };
     ExitCode::from(code as u8)
 }
 
-async fn run(args: BackupArgs) -> i32 {
-    lifeboat_cli::watch_signals();
+async fn run_jobs(args: &BackupArgs, cancel: &job::Cancel) -> Result<i32> {
     let json = args.common.json;
-    let sub = match &args.command {
-        Some(BackupCommand::Prune(prune_args)) => {
-            Some(lifeboat_cli::until_signal(run_prune(&args, prune_args)).await)
-        }
-        Some(BackupCommand::Unlock(unlock_args)) => Some(run_unlock(&args, unlock_args).await),
-        None => None,
-    };
-    if let Some(result) = sub {
-        return match result {
-            Ok(code) => code,
-            Err(e) => report_error(&e, json),
-        };
-    }
-    let (config, jobs) = match resolve_jobs(&args) {
-        Ok(v) => v,
-        Err(e) => return report_error(&e, json),
-    };
+    let (config, jobs) = resolve_jobs(args)?;
     if args.print_config {
-        print_config(&args.common, config.as_ref(), &jobs);
-        return 0;
+        let store = lifeboat_cli::repository_url(&args.common, config.as_ref());
+        let jobs: Vec<_> = jobs.iter().map(Job::to_json).collect();
+        let file = config.as_ref().and_then(|c| c.file.clone());
+        let value = serde_json::json!({"file": file, "store": store, "jobs": jobs});
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
+        return Ok(0);
     }
-    let store = match lifeboat_cli::open_store(&args.common, config.as_ref()).await {
-        Ok(s) => s,
-        Err(e) => return report_error(&e, json),
-    };
+    let store = lifeboat_cli::open_store(&args.common, config.as_ref()).await?;
     let options = JobOptions {
-        holder: holder(),
+        holder: lifeboat_cli::holder("lifeboat-backup"),
         leftover_grace: Duration::from_secs(args.leftover_grace_mins * 60),
         orphan_grace: Duration::from_secs(args.orphan_grace_hours * 3600),
         compression_threads: args.compression_threads,
         prune: !args.no_prune,
-        // A one-liner without --job backs up into a job named for the database (or `redis`):
-        // that history must stay one source's.
+        // A one-liner without --job backs up into a job named for its source: that history
+        // must stay one source's.
         same_source_only: args.engine.is_some() && args.job.is_none(),
     };
-    let cancel = lifeboat_cli::watch_signals();
-    let mut exit = 0;
-    let mut reports = Vec::new();
+    let (mut exit, mut reports) = (0, Vec::new());
     for job in &jobs {
-        match job::run(&store, job, &options, &chrono::Utc::now, &cancel).await {
+        match job::run(&store, job, &options, &chrono::Utc::now, cancel).await {
             Ok(run) => {
                 if !json {
-                    print_report(&run.report, job, &store);
-                    if let Some(p) = &run.prune {
-                        print_prune_summary(p);
-                    }
+                    print!(
+                        "{}",
+                        human::backup(&run.report, &store.describe(), &job.compression)
+                    );
+                    run.prune.iter().for_each(|p| print!("{}", human::prune(p)));
                 }
                 if let Some(e) = &run.prune_error {
-                    let code = report_error(e, false);
-                    if exit == 0 {
-                        exit = code;
-                    }
+                    exit = exit.max(report_error(e, false));
                 }
                 reports.push(
                     serde_json::json!({"ok": true, "report": run.report, "prune": run.prune}),
@@ -93,15 +83,10 @@ async fn run(args: BackupArgs) -> i32 {
             }
             Err(e) => {
                 let code = report_error(&e, false);
-                reports.push(serde_json::json!({
-                    "ok": false,
-                    "job": job.name,
-                    "error": {"kind": e.kind().as_str(), "message": e.message(), "hint": e.hint()}
-                }));
-                if exit == 0 {
-                    exit = code;
-                }
-                if e.kind() == lifeboat_core::ErrorKind::Cancelled {
+                reports.push(serde_json::json!({"ok": false, "job": job.name,
+                    "error": {"kind": e.kind().as_str(), "message": e.message(), "hint": e.hint()}}));
+                exit = if exit == 0 { code } else { exit };
+                if e.kind() == ErrorKind::Cancelled {
                     break;
                 }
             }
@@ -110,47 +95,28 @@ async fn run(args: BackupArgs) -> i32 {
     if json {
         print_json(&serde_json::json!({"ok": exit == 0, "jobs": reports}));
     }
-    exit
-}
-
-fn print_report(r: &BackupReport, job: &Job, store: &impl Store) {
-    println!(
-        "Snapshot {} of job {:?} committed to {}: {}; raw {} -> stored {} ({}) in {:.1}s; consistent at {}.",
-        r.snapshot,
-        r.job,
-        store.describe(),
-        r.contents,
-        human_bytes(r.raw_size),
-        human_bytes(r.stored_size),
-        describe_compression(job),
-        r.duration_secs,
-        r.consistent_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-    );
-    println!(
-        "  raw sha256    {}\n  stored sha256 {}",
-        r.raw_sha256, r.stored_sha256
-    );
-}
-
-fn describe_compression(job: &Job) -> String {
-    match job.compression {
-        lifeboat_core::pipeline::Compression::Zstd { level } => format!("zstd level {level}"),
-        lifeboat_core::pipeline::Compression::Gzip { level } => format!("gzip level {level}"),
-        lifeboat_core::pipeline::Compression::None => "uncompressed".into(),
-    }
+    Ok(exit)
 }
 
 /// Jobs from the one-liner flags, or from the file (all, or those named).
 fn resolve_jobs(args: &BackupArgs) -> Result<(Option<Config>, Vec<Job>)> {
+    let overrides = Overrides {
+        retention: args.retention.clone(),
+        compression: args.compression,
+        compression_level: args.compression_level,
+        idle_timeout: args.idle_timeout.clone(),
+        timeout: args.timeout.clone(),
+        format: args.format,
+        pg_bin_dir: args.pg_bin_dir.clone(),
+    };
     if let Some(engine) = args.engine {
         if !args.jobs.is_empty() {
             return Err(usage(
                 "JOB names select jobs of a configuration file; with --engine use --job NAME",
             ));
         }
-        let spec = one_liner(args, engine)?;
-        let mut job = config::validate_job(&spec, &Default::default(), None)?;
-        apply_overrides(&mut job, args, None)?;
+        let mut job = config::validate_job(&one_liner(args, engine)?, &Default::default(), None)?;
+        overrides.apply(&mut job, None)?;
         return Ok((None, vec![job]));
     }
     let config = lifeboat_cli::load_config(&args.common)?.ok_or_else(|| {
@@ -166,18 +132,16 @@ fn resolve_jobs(args: &BackupArgs) -> Result<(Option<Config>, Vec<Job>)> {
             .collect::<Result<Vec<_>>>()?
     };
     if jobs.is_empty() {
-        return Err(usage(format!(
-            "{} defines no jobs",
-            config
-                .file
-                .as_ref()
-                .map_or("the configuration".into(), |p| p.display().to_string())
-        ))
-        .with_hint("add a [[job]] table with name, engine and url"));
+        let file = config
+            .file
+            .as_ref()
+            .map_or("the configuration".into(), |p| p.display().to_string());
+        return Err(usage(format!("{file} defines no jobs"))
+            .with_hint("add a [[job]] table with name, engine and url (or paths)"));
     }
     let dir = config.file.as_deref().and_then(std::path::Path::parent);
     for job in &mut jobs {
-        apply_overrides(job, args, dir)?;
+        overrides.apply(job, dir)?;
     }
     Ok((Some(config), jobs))
 }
@@ -187,35 +151,31 @@ fn one_liner(args: &BackupArgs, engine: EngineName) -> Result<JobSpec> {
     let mut spec = JobSpec {
         engine,
         format: args.format,
-        compression: args.compression,
-        compression_level: args.compression_level,
-        pg_bin_dir: args.pg_bin_dir.as_ref().map(|p| p.display().to_string()),
         ..Default::default()
     };
     if engine == EngineName::Files {
         if args.path.is_empty() || args.url.is_some() || args.url_env.is_some() {
-            return Err(usage("--engine files takes --path DIR (repeatable), not a URL")
-                .with_hint("e.g. lifeboat-backup --engine files --path /data/uploads --repo /var/backups/lifeboat"));
+            return Err(usage("--engine files takes --path DIR (repeatable), not a URL").with_hint(
+                "e.g. lifeboat-backup --engine files --path /data/uploads --repo /var/backups/lifeboat",
+            ));
         }
+        let absolute =
+            |p: &std::path::PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
         spec.paths = Some(
             args.path
                 .iter()
-                .map(|p| {
-                    std::path::absolute(p)
-                        .unwrap_or_else(|_| p.clone())
-                        .display()
-                        .to_string()
-                })
+                .map(|p| absolute(p).display().to_string())
                 .collect(),
         );
         spec.exclude = Some(args.exclude.clone());
-        spec.name = args.job.clone().unwrap_or_else(|| {
-            args.path[0]
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .filter(|n| config::validate_job_name(n).is_ok())
-                .unwrap_or_else(|| "files".to_string())
-        });
+        let base = args.path[0]
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
+        spec.name = args
+            .job
+            .clone()
+            .or(base.filter(|n| config::validate_job_name(n).is_ok()))
+            .unwrap_or_else(|| "files".to_string());
         return Ok(spec);
     }
     if !args.path.is_empty() {
@@ -229,68 +189,28 @@ fn one_liner(args: &BackupArgs, engine: EngineName) -> Result<JobSpec> {
             .with_hint("e.g. --url-env DATABASE_URL")
         })?;
     let url = config::interpolate::expand(&url, &lifeboat_cli::env_lookup).map_err(|m| {
-        if m.unclosed {
-            usage(format!("--url: \"${{{}\" has no closing brace", m.name))
+        usage(if m.unclosed {
+            format!("--url: \"${{{}\" has no closing brace", m.name)
         } else {
-            usage(format!(
+            format!(
                 "--url: environment variable {} is not set (or is empty)",
                 m.name
-            ))
-        }
+            )
+        })
     })?;
+    // The database's name names the job when it can.
+    let database = lifeboat_core::secret::SecretUrl::parse(&url)
+        .ok()
+        .and_then(|u| u.database());
     spec.name = match (&args.job, engine) {
         (Some(n), _) => n.clone(),
-        (None, EngineName::Postgres) => default_job_name(&url),
+        (None, EngineName::Postgres) => database
+            .filter(|d| config::validate_job_name(d).is_ok())
+            .unwrap_or_else(|| "postgres".to_string()),
         (None, _) => engine.as_str().to_string(),
     };
     spec.url = Some(url);
     Ok(spec)
-}
-
-/// Flags say how this run behaves; they override the file.
-fn apply_overrides(
-    job: &mut Job,
-    args: &BackupArgs,
-    config_dir: Option<&std::path::Path>,
-) -> Result<()> {
-    if let Some(name) = &args.retention {
-        job.retention = Some(
-            retention::resolve_name(name, config_dir)
-                .map_err(|e| usage(format!("--retention: {e}")))?,
-        );
-    }
-    if args.compression.is_some() || args.compression_level.is_some() {
-        let name = args.compression.unwrap_or(match job.compression {
-            lifeboat_core::pipeline::Compression::Zstd { .. } => config::CompressionName::Zstd,
-            lifeboat_core::pipeline::Compression::Gzip { .. } => config::CompressionName::Gzip,
-            lifeboat_core::pipeline::Compression::None => config::CompressionName::None,
-        });
-        job.compression =
-            lifeboat_core::pipeline::Compression::from_spec(name, args.compression_level)
-                .map_err(|e| usage(format!("--compression-level: {e}")))?;
-    }
-    let duration = |flag: &str, value: &str| {
-        match config::parse_duration(value) {
-            Ok(d) if d.is_zero() => Err(format!("{value:?} is zero")),
-            other => other,
-        }
-        .map_err(|e| usage(format!("{flag}: {e}")))
-    };
-    if let Some(v) = &args.idle_timeout {
-        job.idle_timeout = duration("--idle-timeout", v)?;
-    }
-    if let Some(v) = &args.timeout {
-        job.timeout = Some(duration("--timeout", v)?);
-    }
-    if let EngineJob::Postgres(pg) = &mut job.engine {
-        if let Some(f) = args.format {
-            pg.format = f;
-        }
-        if let Some(dir) = &args.pg_bin_dir {
-            pg.bin_dir = Some(dir.clone());
-        }
-    }
-    Ok(())
 }
 
 /// `lifeboat-backup prune`: plan (and apply) retention for the chosen jobs.
@@ -307,41 +227,17 @@ async fn run_prune(args: &BackupArgs, prune_args: &PruneArgs) -> Result<i32> {
         .map(|n| retention::resolve_name(n, dir))
         .transpose()
         .map_err(|e| usage(format!("--retention: {e}")))?;
-    let configured: Vec<(String, Option<Policy>)> = config
-        .as_ref()
-        .map(|c| {
-            c.jobs
-                .iter()
-                .map(|j| (j.name.clone(), j.retention.clone()))
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut targets: Vec<(String, Policy)> = Vec::new();
-    if prune_args.jobs.is_empty() {
-        for (name, policy) in &configured {
-            match (override_policy.clone().or_else(|| policy.clone()), json) {
-                (Some(p), _) => targets.push((name.clone(), p)),
-                (None, false) => {
-                    println!("Job {name:?} has no retention policy: nothing to prune.")
-                }
-                (None, true) => {}
-            }
-        }
-        if configured.is_empty() {
-            return Err(usage("which jobs? name them (lifeboat-backup prune JOB --retention POLICY) or use a configuration file"));
-        }
-    } else {
-        for name in &prune_args.jobs {
-            config::validate_job_name(name)?;
-            let policy = override_policy
-                .clone()
-                .or_else(|| configured.iter().find(|(n, _)| n == name).and_then(|(_, p)| p.clone()))
-                .ok_or_else(|| {
-                    usage(format!("job {name:?} has no retention policy"))
-                        .with_hint("set retention = \"gfs\" (or another preset) in its [[job]], or pass --retention")
-                })?;
-            targets.push((name.clone(), policy));
-        }
+    let configured: Vec<_> = config
+        .iter()
+        .flat_map(|c| &c.jobs)
+        .map(|j| (j.name.clone(), j.retention.clone()))
+        .collect();
+    let (targets, without_policy) =
+        prune::targets(&configured, &prune_args.jobs, override_policy.as_ref())?;
+    if !json {
+        without_policy
+            .iter()
+            .for_each(|n| println!("Job {n:?} has no retention policy: nothing to prune."));
     }
     let store = lifeboat_cli::open_repository(&args.common, config.as_ref()).await?;
     for (job, _) in &targets {
@@ -353,30 +249,16 @@ async fn run_prune(args: &BackupArgs, prune_args: &PruneArgs) -> Result<i32> {
         orphan_grace: Duration::from_secs(prune_args.orphan_grace_hours * 3600),
         committed: None,
     };
+    let holder = lifeboat_cli::holder("lifeboat-backup");
     let mut reports = Vec::new();
     for (job, policy) in &targets {
-        let guard = if prune_args.dry_run {
-            None
-        } else {
-            Some(
-                lock::acquire(
-                    &store,
-                    job,
-                    &holder(),
-                    lock::DEFAULT_LEASE,
-                    chrono::Utc::now(),
-                )
-                .await?,
-            )
-        };
-        let report = prune(&store, job, policy, &options).await;
-        if let Some(g) = guard {
-            let _ = g.release().await;
-        }
-        let report = report?;
+        let report = prune::prune_locked(&store, job, policy, &options, &holder).await?;
         if !json {
-            print!("Job {job:?}:\n{}", report.plan.render());
-            print_prune_summary(&report);
+            print!(
+                "Job {job:?}:\n{}{}",
+                report.plan.render(),
+                human::prune(&report)
+            );
         }
         reports.push(report);
     }
@@ -388,24 +270,8 @@ async fn run_prune(args: &BackupArgs, prune_args: &PruneArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// Who this run is, for the lock.
-fn holder() -> Holder {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown-host".to_string());
-    Holder {
-        owner: "lifeboat-backup".to_string(),
-        host,
-        pid: std::process::id(),
-    }
-}
-
 /// `lifeboat-backup unlock JOB`: remove a lock left by a crashed run, after asking.
 async fn run_unlock(args: &BackupArgs, unlock: &UnlockArgs) -> Result<i32> {
-    use std::io::{BufRead, IsTerminal, Write};
     config::validate_job_name(&unlock.job)?;
     let config = lifeboat_cli::load_config(&args.common)?;
     let store = lifeboat_cli::open_repository(&args.common, config.as_ref()).await?;
@@ -421,133 +287,14 @@ async fn run_unlock(args: &BackupArgs, unlock: &UnlockArgs) -> Result<i32> {
             unlock.job
         ),
     }
-    if std::io::stdin().is_terminal() && !unlock.yes {
-        eprint!("Remove the lock? Only do this if that run is not active. [y/N] ");
-        let _ = std::io::stderr().flush();
-        let mut answer = String::new();
-        let _ = std::io::stdin().lock().read_line(&mut answer);
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            return Err(Error::new(
-                lifeboat_core::ErrorKind::Refused,
-                "the lock was left in place",
-            ));
-        }
+    if !unlock.yes
+        && !lifeboat_cli::confirm_on_terminal(
+            "Remove the lock? Only do this if that run is not active.",
+        )?
+    {
+        return Err(Error::new(ErrorKind::Refused, "the lock was left in place"));
     }
     lock::force_unlock(&store, &unlock.job).await?;
     println!("Removed the lock of job {:?}.", unlock.job);
     Ok(0)
-}
-
-fn print_protected(report: &PruneReport) {
-    for p in &report.protected {
-        println!(
-            "  kept {} although the policy forgets it: {} is protected by {}",
-            p.id, p.object, p.protection
-        );
-    }
-}
-
-fn print_prune_summary(report: &PruneReport) {
-    let kept = report.plan.kept().count();
-    if report.dry_run {
-        println!(
-            "Dry run: job {:?} would keep {kept} and forget {}; nothing was changed.",
-            report.job,
-            lifeboat_core::backup::counted(report.plan.forgotten().count() as u64, "snapshot")
-        );
-        print_protected(report);
-        return;
-    }
-    println!(
-        "Pruned job {:?} with {}: kept {kept}, forgot {}{}.",
-        report.job,
-        report.plan.policy,
-        report.forgotten.len(),
-        if report.forgotten.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " ({})",
-                report
-                    .forgotten
-                    .iter()
-                    .map(|i| i.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        }
-    );
-    if !report.orphans_removed.is_empty() {
-        println!(
-            "  removed {} of interrupted runs",
-            lifeboat_core::backup::counted(report.orphans_removed.len() as u64, "leftover object")
-        );
-    }
-    print_protected(report);
-    for d in &report.damaged {
-        println!(
-            "  not touched (unreadable manifest): {}: {}",
-            d.key, d.error
-        );
-    }
-}
-
-/// The database name when it is a valid job name, else `postgres`.
-fn default_job_name(url: &str) -> String {
-    lifeboat_core::secret::SecretUrl::parse(url)
-        .ok()
-        .and_then(|u| u.database())
-        .filter(|d| config::validate_job_name(d).is_ok())
-        .unwrap_or_else(|| "postgres".to_string())
-}
-
-fn print_config(common: &CommonArgs, config: Option<&Config>, jobs: &[Job]) {
-    let store = common
-        .repo
-        .clone()
-        .or_else(|| config.and_then(|c| c.store.url.clone()))
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
-            config::default_repo(home.as_deref()).display().to_string()
-        });
-    let jobs: Vec<_> = jobs
-        .iter()
-        .map(|j| {
-            let mut job = serde_json::json!({
-                "name": j.name,
-                "engine": j.engine.name(),
-                "url": j.engine.describe_source(),
-                "compression": j.compression,
-                "max-age-secs": j.max_age.map(|d| d.as_secs()),
-                "idle-timeout-secs": j.idle_timeout.as_secs(),
-                "timeout-secs": j.timeout.map(|d| d.as_secs()),
-                "retention": j.retention.as_ref().map(Policy::describe),
-            });
-            match &j.engine {
-                EngineJob::Postgres(pg) => {
-                    job["format"] = serde_json::json!(pg.format);
-                    job["pg-bin-dir"] = serde_json::json!(pg.bin_dir);
-                }
-                EngineJob::Redis(r) => {
-                    job["mode"] = serde_json::json!(r.mode);
-                    job["debug-digest"] = serde_json::json!(r.debug_digest);
-                }
-                EngineJob::Files(f) => {
-                    job["paths"] = serde_json::json!(f.paths);
-                    job["exclude"] = serde_json::json!(f.exclude);
-                    job["strict"] = serde_json::json!(f.strict);
-                }
-            }
-            job
-        })
-        .collect();
-    let value = serde_json::json!({
-        "file": config.and_then(|c| c.file.clone()),
-        "store": store,
-        "jobs": jobs,
-    });
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&value).unwrap_or_default()
-    );
 }

@@ -2,7 +2,6 @@
 
 mod args;
 
-use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
 use args::{Command, ListArgs, RestoreArgs, RestoreFlags, RestoreMode};
@@ -134,7 +133,7 @@ async fn run_restore(common: &CommonArgs, flags: &RestoreFlags) -> Result<()> {
     if !common.json {
         print!("{}", human::restore_plan(&plan));
     }
-    if std::io::stdin().is_terminal() && !flags.yes && !confirm()? {
+    if !flags.yes && !lifeboat_cli::confirm_on_terminal("Restore into the target now?")? {
         return Err(Error::new(
             ErrorKind::Refused,
             "restore cancelled at the prompt; nothing was changed",
@@ -189,15 +188,4 @@ async fn repository_and_selection(
         },
     };
     Ok((store, config, job, selector))
-}
-
-fn confirm() -> Result<bool> {
-    eprint!("Restore into the target now? [y/N] ");
-    let _ = std::io::stderr().flush();
-    let mut answer = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut answer)
-        .map_err(|e| usage(format!("cannot read the answer: {e}")))?;
-    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES"))
 }

@@ -11,7 +11,7 @@ use lifeboat_core::catalog::{self, SnapshotId};
 use lifeboat_core::config::{self, Config};
 use lifeboat_core::secret::SecretUrl;
 use lifeboat_core::sink::Scratch;
-use lifeboat_core::verify::{verify, VerifyOptions, VerifyReport, Which};
+use lifeboat_core::verify::{verify, VerifyOptions, Which};
 use lifeboat_core::{Error, ErrorKind, Result};
 
 fn main() -> ExitCode {
@@ -88,7 +88,7 @@ async fn run(args: &VerifyArgs) -> Result<i32> {
         };
         let report = verify(&store, job, &options).await?;
         if !args.common.json {
-            print_report(&report);
+            print!("{}", lifeboat_core::report::human::verify(&report));
         }
         if let Some(kind) = report.failure() {
             worst = Some(match worst {
@@ -135,65 +135,4 @@ async fn jobs_to_verify(
             .with_hint("run lifeboat-backup first"));
     }
     Ok(jobs)
-}
-
-fn print_report(report: &VerifyReport) {
-    if report.checks.is_empty() {
-        println!("Job {:?}: no snapshots to verify.", report.job);
-    }
-    for c in &report.checks {
-        let status = if c.ok {
-            "ok"
-        } else if c.damaged {
-            "DAMAGED"
-        } else {
-            "FAILED"
-        };
-        let restore = c
-            .restore_secs
-            .map(|s| format!(", restore took {s:.1}s"))
-            .unwrap_or_default();
-        println!(
-            "{status:7} {} job {:?} snapshot {} (consistent at {}) level {} in {:.1}s{restore}",
-            if c.ok { "✓" } else { "✗" },
-            report.job,
-            c.snapshot,
-            c.consistent_at
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            c.level.as_str(),
-            c.duration_secs,
-        );
-        for f in &c.findings {
-            println!("        - {f}");
-        }
-    }
-    for d in &report.damaged_manifests {
-        println!("DAMAGED ✗ job {:?}: {}: {}", report.job, d.key, d.error);
-    }
-    if let Some(f) = &report.freshness {
-        match (&f.newest_good, f.age_secs) {
-            (Some(id), Some(age)) => println!(
-                "{} job {:?}: newest good snapshot {id} is {} old (max {})",
-                if f.ok { "fresh  " } else { "STALE  " },
-                report.job,
-                human_duration(age),
-                human_duration(f.max_age_secs as i64)
-            ),
-            _ => println!(
-                "STALE   job {:?}: no good snapshot was found (max age {})",
-                report.job,
-                human_duration(f.max_age_secs as i64)
-            ),
-        }
-    }
-}
-
-fn human_duration(secs: i64) -> String {
-    let (d, h, m) = (secs / 86_400, (secs % 86_400) / 3600, (secs % 3600) / 60);
-    match (d, h) {
-        (0, 0) if secs < 60 => format!("{secs}s"),
-        (0, 0) => format!("{m}m"),
-        (0, _) => format!("{h}h{m:02}m"),
-        _ => format!("{d}d{h:02}h"),
-    }
 }

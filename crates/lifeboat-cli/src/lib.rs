@@ -315,6 +315,53 @@ pub fn print_json(value: &impl serde::Serialize) {
     }
 }
 
+/// Who a run is, for the job's lock: this program, the host and the process.
+pub fn holder(owner: &str) -> lifeboat_core::lock::Holder {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown-host".to_string());
+    lifeboat_core::lock::Holder {
+        owner: owner.to_string(),
+        host,
+        pid: std::process::id(),
+    }
+}
+
+/// The repository the flags and the file name (for `--print-config`): `--repo`, else the
+/// file's `[store] url`, else the default directory.
+pub fn repository_url(common: &CommonArgs, config: Option<&Config>) -> String {
+    common
+        .repo
+        .clone()
+        .or_else(|| config.and_then(|c| c.store.url.clone()))
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+            lifeboat_core::config::default_repo(home.as_deref())
+                .display()
+                .to_string()
+        })
+}
+
+/// Asks `question` on a terminal and reads y/N; without a terminal (cron, scripts) there is
+/// nobody to ask, and the caller's own flags decide.
+pub fn confirm_on_terminal(question: &str) -> Result<bool> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return Ok(true);
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| usage(format!("cannot read the answer: {e}")))?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES"))
+}
+
 /// `1.5 GiB`, `512 B`.
 pub use lifeboat_core::report::human::bytes as human_bytes;
 

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::catalog::{self, DamagedSnapshot, Manifest, SnapshotId};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::retention::{self, Guards, Policy, RetentionPlan, SnapshotFacts};
 use crate::store::{ObjectKey, ObjectMeta, Protection, Store};
 use crate::verify::{self, SnapshotCheck};
@@ -53,6 +53,73 @@ pub struct ProtectedSnapshot {
 /// The retention plan of a job's snapshots, with the guards no policy overrides (the newest
 /// verified snapshot from `records`, the one a running backup just `committed`): what prune
 /// applies and what `lifeboat-restore list` shows.
+/// Which jobs a `prune` run covers, and with which policy: the named jobs (each needs a policy,
+/// `override_policy` or its own), or, with none named, every configured job that has one.
+/// Returns the targets and the configured jobs skipped for want of a policy.
+pub fn targets(
+    configured: &[(String, Option<Policy>)],
+    named: &[String],
+    override_policy: Option<&Policy>,
+) -> Result<(Vec<(String, Policy)>, Vec<String>)> {
+    let policy_of = |name: &str| {
+        override_policy.cloned().or_else(|| {
+            configured
+                .iter()
+                .find(|(n, _)| n == name)
+                .and_then(|(_, p)| p.clone())
+        })
+    };
+    if named.is_empty() {
+        if configured.is_empty() {
+            return Err(Error::config("which jobs? name them (lifeboat-backup prune JOB --retention POLICY) or use a configuration file"));
+        }
+        let (with, without): (Vec<_>, Vec<_>) =
+            configured.iter().partition(|(n, _)| policy_of(n).is_some());
+        let targets = with
+            .into_iter()
+            .filter_map(|(n, _)| policy_of(n).map(|p| (n.clone(), p)))
+            .collect();
+        return Ok((
+            targets,
+            without.into_iter().map(|(n, _)| n.clone()).collect(),
+        ));
+    }
+    let mut targets = Vec::new();
+    for name in named {
+        crate::config::validate_job_name(name)?;
+        let policy = policy_of(name).ok_or_else(|| {
+            Error::config(format!("job {name:?} has no retention policy")).with_hint(
+                "set retention = \"gfs\" (or another preset) in its [[job]], or pass --retention",
+            )
+        })?;
+        targets.push((name.clone(), policy));
+    }
+    Ok((targets, Vec::new()))
+}
+
+/// Prunes one job under its lock (a dry run takes none: it changes nothing).
+pub async fn prune_locked(
+    store: &crate::store::AnyStore,
+    job: &str,
+    policy: &Policy,
+    options: &PruneOptions,
+    holder: &crate::lock::Holder,
+) -> Result<PruneReport> {
+    let guard = if options.dry_run {
+        None
+    } else {
+        Some(
+            crate::lock::acquire(store, job, holder, crate::lock::DEFAULT_LEASE, options.now)
+                .await?,
+        )
+    };
+    let report = prune(store, job, policy, options).await;
+    if let Some(g) = guard {
+        let _ = g.release().await;
+    }
+    report
+}
+
 pub fn plan_for(
     policy: &Policy,
     snapshots: &[Manifest],

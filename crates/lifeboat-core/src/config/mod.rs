@@ -386,6 +386,96 @@ impl PgJob {
     }
 }
 
+/// Settings given as flags for one run; they override the file's.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// A retention preset name or a policy file.
+    pub retention: Option<String>,
+    pub compression: Option<CompressionName>,
+    pub compression_level: Option<i32>,
+    pub idle_timeout: Option<String>,
+    pub timeout: Option<String>,
+    /// PostgreSQL jobs: the dump format and the client programs' directory.
+    pub format: Option<PgFormat>,
+    pub pg_bin_dir: Option<PathBuf>,
+}
+
+impl Overrides {
+    /// Applies the flags to a job; `config_dir` is where a relative policy file is looked up.
+    /// Errors name the flag.
+    pub fn apply(&self, job: &mut Job, config_dir: Option<&Path>) -> Result<()> {
+        if let Some(name) = &self.retention {
+            job.retention = Some(
+                crate::retention::resolve_name(name, config_dir)
+                    .map_err(|e| Error::config(format!("--retention: {e}")))?,
+            );
+        }
+        if self.compression.is_some() || self.compression_level.is_some() {
+            let name = self.compression.unwrap_or(match job.compression {
+                Compression::Zstd { .. } => CompressionName::Zstd,
+                Compression::Gzip { .. } => CompressionName::Gzip,
+                Compression::None => CompressionName::None,
+            });
+            job.compression = Compression::from_spec(name, self.compression_level)
+                .map_err(|e| Error::config(format!("--compression-level: {e}")))?;
+        }
+        let duration = |flag: &str, value: &str| {
+            match parse_duration(value) {
+                Ok(d) if d.is_zero() => Err(format!("{value:?} is zero")),
+                other => other,
+            }
+            .map_err(|e| Error::config(format!("{flag}: {e}")))
+        };
+        if let Some(v) = &self.idle_timeout {
+            job.idle_timeout = duration("--idle-timeout", v)?;
+        }
+        if let Some(v) = &self.timeout {
+            job.timeout = Some(duration("--timeout", v)?);
+        }
+        if let EngineJob::Postgres(pg) = &mut job.engine {
+            if let Some(f) = self.format {
+                pg.format = f;
+            }
+            if let Some(dir) = &self.pg_bin_dir {
+                pg.bin_dir = Some(dir.clone());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Job {
+    /// The job as `--print-config` shows it (passwords hidden).
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut job = serde_json::json!({
+            "name": self.name,
+            "engine": self.engine.name(),
+            "url": self.engine.describe_source(),
+            "compression": self.compression,
+            "max-age-secs": self.max_age.map(|d| d.as_secs()),
+            "idle-timeout-secs": self.idle_timeout.as_secs(),
+            "timeout-secs": self.timeout.map(|d| d.as_secs()),
+            "retention": self.retention.as_ref().map(crate::retention::Policy::describe),
+        });
+        match &self.engine {
+            EngineJob::Postgres(pg) => {
+                job["format"] = serde_json::json!(pg.format);
+                job["pg-bin-dir"] = serde_json::json!(pg.bin_dir);
+            }
+            EngineJob::Redis(r) => {
+                job["mode"] = serde_json::json!(r.mode);
+                job["debug-digest"] = serde_json::json!(r.debug_digest);
+            }
+            EngineJob::Files(f) => {
+                job["paths"] = serde_json::json!(f.paths);
+                job["exclude"] = serde_json::json!(f.exclude);
+                job["strict"] = serde_json::json!(f.strict);
+            }
+        }
+        job
+    }
+}
+
 /// The merged, validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -4,7 +4,9 @@
 use std::fmt::Write as _;
 
 use super::JobStatus;
+use crate::backup::{counted, BackupReport};
 use crate::pipeline::Compression;
+use crate::prune::PruneReport;
 use crate::restore::{RestorePlan, RestoreReport, FROM_FILE};
 use crate::verify::VerifyReport;
 
@@ -47,6 +49,88 @@ fn compression_name(c: &Compression) -> &'static str {
     }
 }
 
+/// `zstd level 3`, `gzip level 6`, `uncompressed`.
+pub fn compression(c: &Compression) -> String {
+    match c {
+        Compression::Zstd { level } => format!("zstd level {level}"),
+        Compression::Gzip { level } => format!("gzip level {level}"),
+        Compression::None => "uncompressed".into(),
+    }
+}
+
+/// The lines after a committed backup.
+pub fn backup(r: &BackupReport, store: &str, compressed: &Compression) -> String {
+    let mut out = format!(
+        "Snapshot {} of job {:?} committed to {store}: {}; raw {} -> stored {} ({}) in {:.1}s; consistent at {}.\n  raw sha256    {}\n  stored sha256 {}\n",
+        r.snapshot,
+        r.job,
+        r.contents,
+        bytes(r.raw_size),
+        bytes(r.stored_size),
+        compression(compressed),
+        r.duration_secs,
+        rfc3339(&r.consistent_at),
+        r.raw_sha256,
+        r.stored_sha256
+    );
+    for w in &r.warnings {
+        let _ = writeln!(out, "  warning: {w}");
+    }
+    out
+}
+
+/// What a prune did (or, in a dry run, would do).
+pub fn prune(report: &PruneReport) -> String {
+    let mut out = String::new();
+    let kept = report.plan.kept().count();
+    if report.dry_run {
+        let _ = writeln!(
+            out,
+            "Dry run: job {:?} would keep {kept} and forget {}; nothing was changed.",
+            report.job,
+            counted(report.plan.forgotten().count() as u64, "snapshot")
+        );
+    } else {
+        let forgotten = if report.forgotten.is_empty() {
+            String::new()
+        } else {
+            let ids: Vec<&str> = report.forgotten.iter().map(|i| i.as_str()).collect();
+            format!(" ({})", ids.join(", "))
+        };
+        let _ = writeln!(
+            out,
+            "Pruned job {:?} with {}: kept {kept}, forgot {}{forgotten}.",
+            report.job,
+            report.plan.policy,
+            report.forgotten.len(),
+        );
+        if !report.orphans_removed.is_empty() {
+            let _ = writeln!(
+                out,
+                "  removed {} of interrupted runs",
+                counted(report.orphans_removed.len() as u64, "leftover object")
+            );
+        }
+    }
+    for p in &report.protected {
+        let _ = writeln!(
+            out,
+            "  kept {} although the policy forgets it: {} is protected by {}",
+            p.id, p.object, p.protection
+        );
+    }
+    if !report.dry_run {
+        for d in &report.damaged {
+            let _ = writeln!(
+                out,
+                "  not touched (unreadable manifest): {}: {}",
+                d.key, d.error
+            );
+        }
+    }
+    out
+}
+
 /// The plan shown before a restore (and all a dry run shows).
 pub fn restore_plan(plan: &RestorePlan) -> String {
     let m = &plan.snapshot;
@@ -64,8 +148,14 @@ pub fn restore_plan(plan: &RestorePlan) -> String {
         let _ = writeln!(out, "  consistent at  {}", rfc3339(&m.consistent_at));
         let _ = writeln!(
             out,
-            "  source         {} ({product} {})",
-            m.source.url, m.source.server_version
+            "  source         {} ({product}{}{})",
+            m.source.url,
+            if m.source.server_version.is_empty() {
+                ""
+            } else {
+                " "
+            },
+            m.source.server_version
         );
     }
     let _ = writeln!(
