@@ -2,6 +2,8 @@
 //! and restore. The repository under `fixtures/compat-0.1/` was made by Lifeboat 0.1.0 at
 //! commit 79bd562 (see its README); each test works on a copy, since verify records results.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use lifeboat_tests::*;
 
 const PG_SNAPSHOT: &str = "20261203T170712Z-994aac";

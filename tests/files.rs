@@ -2,6 +2,8 @@
 //! and drill) and restore it, and the restored tree is compared with the original entry by entry
 //! (type, mode, size, modification time to the nanosecond, SHA-256, link target, hard links).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

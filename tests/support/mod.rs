@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod proxy;
+pub mod redis;
 pub mod resp;
 
 use std::collections::BTreeMap;

@@ -8,21 +8,15 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
 
 use crate::catalog::{self, Contents, Manifest, ObjectInfo, SnapshotId, MANIFEST_FORMAT};
 use crate::config::Job;
 use crate::error::{Error, ErrorKind, Result};
-use crate::pipeline::hash::Hasher;
-use crate::pipeline::{Compression, Digest, HashingWriter, CHUNK_SIZE};
+use crate::pipeline::{Digest, Streamed, WritePipeline};
 use crate::secret::SecretUrl;
 use crate::source::Capture;
 use crate::source::Finished;
 use crate::store::{ObjectKey, ObjectWriter, Store};
-
-/// Chunks in flight between the reading and the compressing task.
-const CHANNEL_DEPTH: usize = 8;
 
 pub struct BackupOptions {
     /// The start time (the caller reads the clock).
@@ -146,11 +140,15 @@ async fn capture_and_commit<S: Store>(
 ) -> Result<BackupReport> {
     let id = &context.id;
     let Capture { stream, info, end } = capture;
+    let pipeline = WritePipeline::new(
+        job.compression,
+        options.compression_threads,
+        job.idle_timeout,
+    );
     let key = ObjectKey::new(format!(
-        "{}data.{}{}",
+        "{}{}",
         catalog::snapshot_prefix(&job.name, id),
-        info.extension,
-        job.compression.extension()
+        pipeline.object_name(info.extension)
     ))?;
     tracing::info!(
         "Backing up job {:?} ({}) to {} as snapshot {id}.",
@@ -162,14 +160,7 @@ async fn capture_and_commit<S: Store>(
     // stored size, so the parts err on the large side).
     let size_hint = context.size_hint.or(info.size_estimate);
     let mut writer = store.create_sized(&key, size_hint).await?;
-    let streamed = stream_compressed(
-        stream,
-        job.compression,
-        options.compression_threads,
-        job.idle_timeout,
-        &mut writer,
-    )
-    .await;
+    let streamed = pipeline.run(stream, &mut writer).await;
     // A failed stream is the cause (a full store, a source that went silent): the capture is
     // stopped, since its process may never end by itself. A stream that ended cleanly is
     // judged by the source's own verdict: a failed dump explains a short stream best.
@@ -346,163 +337,15 @@ async fn commit<S: Store>(
     Ok(())
 }
 
-/// The digests and sizes of a streamed dump: raw (as the source wrote it) and stored.
-struct Streamed {
-    raw_sha256: Digest,
-    raw_size: u64,
-    stored_sha256: Digest,
-    stored_size: u64,
-}
-
-/// Reads `source` in one task (digesting the raw bytes) and compresses and writes in this one.
-async fn stream_compressed<R, W>(
-    source: R,
-    compression: Compression,
-    threads: u32,
-    idle_timeout: std::time::Duration,
-    writer: &mut W,
-) -> Result<Streamed>
-where
-    R: AsyncRead + Unpin + Send + 'static,
-    W: ObjectWriter,
-{
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(CHANNEL_DEPTH);
-    let reader = tokio::spawn(async move {
-        // A source that sends nothing for the idle timeout has stopped (a silent server, a
-        // hung dump): the read fails with TimedOut and the run ends.
-        let mut source = tokio_io_timeout::TimeoutReader::new(source);
-        source.set_timeout(Some(idle_timeout));
-        let mut source = Box::pin(source);
-        let mut hasher = Hasher::default();
-        loop {
-            // Fill whole chunks: pipes deliver 64 KiB at a time, and fewer, larger messages
-            // keep the per-chunk overhead low. Reads go into the spare capacity, so the buffer
-            // is not zeroed first.
-            let mut chunk = Vec::with_capacity(CHUNK_SIZE);
-            while chunk.len() < CHUNK_SIZE {
-                if source.read_buf(&mut chunk).await? == 0 {
-                    break;
-                }
-            }
-            if chunk.is_empty() {
-                return Ok::<_, std::io::Error>(hasher);
-            }
-            hasher.update(&chunk);
-            if tx.send(chunk).await.is_err() {
-                return Ok(hasher); // the writer failed; its error is reported
-            }
-        }
-    });
-    // Uncompressed, the stored bytes are the raw bytes: one digest serves both.
-    let mut hashing = if matches!(compression, Compression::None) {
-        HashingWriter::length_only(&mut *writer)
-    } else {
-        HashingWriter::new(&mut *writer)
-    };
-    let write_result: std::io::Result<()> = async {
-        let mut encoder = compression.encoder(&mut hashing, threads)?;
-        while let Some(chunk) = rx.recv().await {
-            encoder.write_all(&chunk).await?;
-        }
-        encoder.shutdown().await?;
-        Ok(())
-    }
-    .await;
-    drop(rx);
-    let (_, stored_digest, stored_len) = hashing.into_parts();
-    let read_result = reader
-        .await
-        .map_err(|e| Error::source_failed(format!("the dump reader task failed: {e}")))?;
-    let hasher = read_result.map_err(|e| {
-        if e.kind() == std::io::ErrorKind::TimedOut {
-            Error::new(
-                ErrorKind::Source,
-                format!(
-                    "the source sent nothing for {} (idle-timeout); the run was stopped",
-                    crate::retention::format_duration(idle_timeout)
-                ),
-            )
-            .with_hint("check that the source server is healthy; raise idle-timeout for a source that pauses longer on purpose")
-        } else {
-            Error::new(ErrorKind::Source, format!("reading the dump failed: {e}"))
-        }
-    })?;
-    write_result.map_err(|e| {
-        Error::store(format!("writing the snapshot failed: {e}"))
-            .with_hint("check free space and permissions of the store")
-    })?;
-    let (raw_digest, raw_len) = hasher.finish();
-    let stored_digest = stored_digest.unwrap_or(raw_digest);
-    Ok(Streamed {
-        raw_sha256: raw_digest,
-        raw_size: raw_len,
-        stored_sha256: stored_digest,
-        stored_size: stored_len,
-    })
-}
-
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
 
     use super::*;
-    use crate::catalog::PgFingerprint;
-    use crate::catalog::{Fingerprint, SourceInfo};
-    use crate::source::{BoxFuture, CaptureEnd, CaptureInfo, Finished};
+    use crate::source::fake::capture;
+    use crate::source::Capture;
     use crate::store::LocalStore;
-
-    /// A source that hands out `bytes`, then gives `verdict` (or is aborted).
-    struct FakeEnd {
-        verdict: Result<(), String>,
-        aborted: Arc<AtomicBool>,
-    }
-
-    impl CaptureEnd for FakeEnd {
-        fn finish(self: Box<Self>) -> BoxFuture<'static, Result<Finished>> {
-            Box::pin(async move {
-                self.verdict.map_err(Error::source_failed)?;
-                Ok(Finished::new(
-                    Fingerprint::Postgres(PgFingerprint::default()),
-                    SourceInfo {
-                        url: "fake://".into(),
-                        server_version: "1".into(),
-                        databases: vec![],
-                        dump_tool: "fake".into(),
-                        server_clock_at: None,
-                    },
-                ))
-            })
-        }
-
-        fn abort(self: Box<Self>) -> BoxFuture<'static, ()> {
-            self.aborted.store(true, Ordering::SeqCst);
-            Box::pin(async {})
-        }
-    }
-
-    fn capture(
-        stream: Box<dyn AsyncRead + Send + Unpin>,
-        verdict: Result<(), String>,
-    ) -> (Capture, Arc<AtomicBool>) {
-        let aborted = Arc::new(AtomicBool::new(false));
-        let capture = Capture {
-            stream,
-            info: CaptureInfo {
-                engine: "postgres",
-                consistent_at: Utc::now(),
-                dump_format: "pg_custom",
-                extension: "pgdump",
-                description: "a fake source".into(),
-                size_estimate: None,
-            },
-            end: Box::new(FakeEnd {
-                verdict,
-                aborted: aborted.clone(),
-            }),
-        };
-        (capture, aborted)
-    }
+    use tokio::io::AsyncRead;
 
     async fn run(capture: Capture) -> (Result<BackupReport>, LocalStore, std::path::PathBuf) {
         let root = std::env::temp_dir().join(format!(

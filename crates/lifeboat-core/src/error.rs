@@ -8,6 +8,7 @@ use std::fmt;
 
 /// What kind of failure this is, from the point of view of the person who must act on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ErrorKind {
     /// The configuration file, a flag or an environment variable is wrong.
     Config,
@@ -29,13 +30,16 @@ pub enum ErrorKind {
     Freshness,
     /// The run was interrupted (SIGINT/SIGTERM) and cleaned up after itself.
     Cancelled,
+    /// Encryption or decryption failed: a missing or wrong identity, or a key that cannot be
+    /// read. (Tampered ciphertext is `Integrity`.)
+    Crypto,
 }
 
 impl ErrorKind {
     /// The process exit code documented in DESIGN.md and RUNBOOK.md.
     pub fn exit_code(self) -> i32 {
         match self {
-            ErrorKind::Config | ErrorKind::Refused => 2,
+            ErrorKind::Config | ErrorKind::Refused | ErrorKind::Crypto => 2,
             ErrorKind::Integrity => 3,
             ErrorKind::Lock => 4,
             ErrorKind::Freshness => 5,
@@ -60,6 +64,7 @@ impl ErrorKind {
             ErrorKind::Lock => "lock",
             ErrorKind::Freshness => "freshness",
             ErrorKind::Cancelled => "cancelled",
+            ErrorKind::Crypto => "crypto",
         }
     }
 }

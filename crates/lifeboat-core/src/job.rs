@@ -234,4 +234,54 @@ mod tests {
         assert!(cancel.run(async { Ok(()) }).await.is_ok());
         assert!(Cancel::never().run(async { Ok(7) }).await.is_ok());
     }
+
+    /// A backup that fails never prunes: the two snapshots a keep-last-1 policy would thin to
+    /// one are both still there after the failed run.
+    #[tokio::test]
+    async fn prune_never_runs_after_a_failed_backup() {
+        use crate::catalog::{manifest_key, Manifest};
+        use crate::store::LocalStore;
+        let root = std::env::temp_dir().join(format!(
+            "lifeboat-unit-job-{}-{}",
+            std::process::id(),
+            crate::catalog::SnapshotId::generate(chrono::Utc::now())
+        ));
+        let store = AnyStore::Local(LocalStore::open(&root).unwrap());
+        let now = chrono::Utc::now();
+        for (i, age_h) in [(1u8, 48i64), (2, 24)] {
+            let m: Manifest =
+                crate::catalog::tests::manifest_at("app", now - chrono::Duration::hours(age_h), i);
+            store
+                .put(&manifest_key("app", &m.id).unwrap(), &m.to_json())
+                .await
+                .unwrap();
+        }
+        let spec = crate::config::JobSpec {
+            name: "app".into(),
+            engine: crate::engine::Engine::Files,
+            // The source fails at once: the folder does not exist.
+            paths: Some(vec![root.join("no-such-folder").display().to_string()]),
+            retention: Some(toml::from_str::<toml::Value>("keep-last = 1").unwrap()),
+            ..Default::default()
+        };
+        let job = crate::config::validate_job(&spec, &Default::default(), None).unwrap();
+        assert!(job.retention.is_some());
+        let options = JobOptions {
+            holder: Holder {
+                owner: "test".into(),
+                host: "test".into(),
+                pid: 1,
+            },
+            leftover_grace: Duration::from_secs(3600),
+            orphan_grace: Duration::from_secs(3600),
+            compression_threads: 1,
+            prune: true,
+            same_source_only: false,
+        };
+        let failed = run(&store, &job, &options, &chrono::Utc::now, &Cancel::never()).await;
+        assert!(failed.is_err());
+        let left = crate::catalog::list_snapshots(&store, "app").await.unwrap();
+        assert_eq!(left.snapshots.len(), 2, "a failed backup pruned");
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }

@@ -2,19 +2,26 @@
 //!
 //! The modules follow the data as it flows (DESIGN.md):
 //! - [`config`]: file + env + flags -> validated [`config::Job`] values;
-//! - [`net`]: connect and idle-read timeouts of every connection;
-//! - [`source`]: engines that produce a dump stream (PostgreSQL via `pg_dump`);
-//! - [`pipeline`]: hash, compress and their inverses over byte streams, and the read path;
-//! - [`store`]: where bytes live ([`store::Store`]; a local directory);
-//! - [`catalog`]: snapshot ids, manifests, listing and selection;
-//! - [`sink`]: engines that consume a dump stream on restore;
-//! - [`verify`]: stored, content and drill checks, freshness.
+//! - [`engine`]: the engine kinds and the one place that dispatches on them;
+//! - [`source`]: `trait Source`, one module per engine (PostgreSQL via `pg_dump`, Redis via the
+//!   replication stream, files as a PAX tar);
+//! - [`client`]: connections shared by sources and sinks (PostgreSQL, Redis' RESP);
+//!   [`child`]: child processes read or fed as streams; [`net`]: connect and idle timeouts;
+//! - [`pipeline`]: the write path ([`pipeline::WritePipeline`]: hash, compress, hash) and the
+//!   read path ([`pipeline::read_snapshot`]: the inverse, both digests checked);
+//! - [`store`]: where bytes live ([`store::Store`]: a directory, S3-compatible buckets);
+//! - [`catalog`]: the repository layout (every key), snapshot ids, manifests, listing, selection;
+//! - [`retention`]: policies, a pure function from snapshots to keep/forget with reasons;
+//! - [`sink`]: `trait Sink`, one module per engine: plan, apply (undoable until the digests
+//!   match), check, drill;
+//! - [`verify`]: stored, content and drill checks, freshness; [`report`]: what runs report,
+//!   rendered for people (`report::human`) or serialized for machines.
 //!
 //! A run of a backup job ([`job::run`]) takes the job's lock, backs up, prunes only after a
 //! committed snapshot and releases the lock. The operations wire the stages together in order:
-//! [`backup::backup`],
-//! [`restore::plan`] then [`restore::apply`], and [`verify::verify`]. Nothing here reads the
-//! clock or the environment: callers pass the time and a variable lookup in.
+//! [`backup::backup`], [`prune::prune`], [`restore::plan`] then [`restore::apply`], and
+//! [`verify::verify`]; none of them names an engine. Nothing here reads the clock or the
+//! environment on its own: callers pass the time and a variable lookup in.
 
 pub mod backup;
 pub mod catalog;

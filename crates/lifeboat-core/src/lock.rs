@@ -59,9 +59,7 @@ pub struct Holder {
     pub pid: u32,
 }
 
-pub fn lock_key(job: &str) -> Result<ObjectKey> {
-    ObjectKey::new(format!("jobs/{job}/lock"))
-}
+pub use crate::catalog::lock_key;
 
 fn random_token() -> String {
     let mut b = [0u8; 12];
@@ -100,7 +98,7 @@ fn unreadable(store: &AnyStore, key: &ObjectKey, e: &serde_json::Error) -> Error
 
 /// Refuses stores whose conditional create does not work (they would let two runs in).
 pub async fn check_conditional_create(store: &AnyStore, job: &str) -> Result<()> {
-    let probe = ObjectKey::new(format!("jobs/{job}/lock-probe-{}", random_token()))?;
+    let probe = crate::catalog::lock_probe_key(job, &random_token())?;
     let first = store.create_exclusive(&probe, b"probe").await?;
     let second = store.create_exclusive(&probe, b"probe").await;
     let _ = store.delete(&probe).await;

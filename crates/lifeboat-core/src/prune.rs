@@ -53,6 +53,9 @@ pub struct ProtectedSnapshot {
 /// The retention plan of a job's snapshots, with the guards no policy overrides (the newest
 /// verified snapshot from `records`, the one a running backup just `committed`): what prune
 /// applies and what `lifeboat-restore list` shows.
+/// The jobs a prune covers with their policies, and the configured jobs without a policy.
+pub type Targets = (Vec<(String, Policy)>, Vec<String>);
+
 /// Which jobs a `prune` run covers, and with which policy: the named jobs (each needs a policy,
 /// `override_policy` or its own), or, with none named, every configured job that has one.
 /// Returns the targets and the configured jobs skipped for want of a policy.
@@ -60,7 +63,7 @@ pub fn targets(
     configured: &[(String, Option<Policy>)],
     named: &[String],
     override_policy: Option<&Policy>,
-) -> Result<(Vec<(String, Policy)>, Vec<String>)> {
+) -> Result<Targets> {
     let policy_of = |name: &str| {
         override_policy.cloned().or_else(|| {
             configured
@@ -210,7 +213,11 @@ pub async fn prune<S: Store>(
         {
             store.delete(&object.key).await?;
         }
-        delete_all(store, &format!("jobs/{job}/verifications/{id}/")).await?;
+        delete_all(
+            store,
+            &catalog::snapshot_verifications_prefix(job, id.as_str()),
+        )
+        .await?;
         report.forgotten.push(id);
     }
     if options.dry_run {
@@ -284,8 +291,8 @@ pub async fn remove_orphans<S: Store>(
         .filter(|o| o.key.file_name() == "manifest.json")
         .filter_map(|o| o.key.as_str().split('/').nth(3).map(str::to_string))
         .collect();
-    for record in store.list(&format!("jobs/{job}/verifications/")).await? {
-        let id = record.key.as_str().split('/').nth(3).unwrap_or_default();
+    for record in store.list(&catalog::verifications_prefix(job)).await? {
+        let id = catalog::verification_snapshot(&record.key).unwrap_or_default();
         if !snapshot_ids.iter().any(|s| s == id) {
             store.delete(&record.key).await?;
             removed.push(record.key.to_string());

@@ -9,7 +9,7 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::catalog::{self, Manifest, ObjectInfo, Selector, SnapshotId, SourceInfo};
+use crate::catalog::{self, Manifest, ObjectInfo, Selector};
 use crate::engine::{AnySink, Engine};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pipeline::{survey_object, Compression};
@@ -134,7 +134,7 @@ pub async fn apply<S: Store>(
 }
 
 /// The name `--from-file` plans carry instead of a job's.
-pub const FROM_FILE: &str = "--from-file";
+pub const FROM_FILE: &str = "--from-file"; // the job name Manifest::of_file gives
 
 /// `--from-file`: a dump made elsewhere (an old script's `pg_dump`, `redis-cli --rdb` or
 /// `tar -czf`, plain, gzip or zstd) restored through the same checks as a snapshot. The file is
@@ -178,35 +178,21 @@ pub async fn plan_from_file(
         .and_then(|m| m.modified())
         .map(DateTime::<Utc>::from)
         .unwrap_or(now);
-    let mut snapshot = Manifest {
-        format: catalog::MANIFEST_FORMAT,
-        id: SnapshotId::new(modified, [0; 3]),
-        job: FROM_FILE.to_string(),
-        engine: engine.as_str().to_string(),
-        tool_version: "unknown".into(),
-        started_at: modified,
-        finished_at: modified,
-        consistent_at: modified,
-        source: SourceInfo {
-            url: path.display().to_string(),
-            server_version: "unknown".into(),
-            databases: Vec::new(),
-            dump_tool: "unknown".into(),
-            server_clock_at: None,
-        },
-        dump_format: dump_format_of(engine, &survey.head).to_string(),
-        compression,
-        encryption: None,
-        object: ObjectInfo {
-            key: key.to_string(),
-            stored_size: survey.stored_size,
-            stored_sha256: survey.stored_sha256,
-            raw_size: survey.raw_size,
-            raw_sha256: survey.raw_sha256,
-        },
-        fingerprint: crate::catalog::Fingerprint::Postgres(Default::default()),
-        warnings: Vec::new(),
+    let object = ObjectInfo {
+        key: key.to_string(),
+        stored_size: survey.stored_size,
+        stored_sha256: survey.stored_sha256,
+        raw_size: survey.raw_size,
+        raw_sha256: survey.raw_sha256,
     };
+    let mut snapshot = Manifest::of_file(
+        &path.display().to_string(),
+        engine.as_str(),
+        dump_format_of(engine, &survey.head),
+        compression,
+        object,
+        modified,
+    );
     let surveyed = sink.survey(&store, &snapshot).await.map_err(|e| {
         if e.kind() == ErrorKind::Integrity {
             e.with_hint("the target was not touched")

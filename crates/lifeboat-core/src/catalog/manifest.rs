@@ -306,6 +306,41 @@ impl Fingerprint {
 }
 
 impl Manifest {
+    /// The manifest of a dump made elsewhere (`--from-file`), dated by the file's time. Its
+    /// fingerprint is empty until the engine's sink surveys the dump.
+    pub fn of_file(
+        path: &str,
+        engine: &str,
+        dump_format: &str,
+        compression: Compression,
+        object: ObjectInfo,
+        modified: DateTime<Utc>,
+    ) -> Manifest {
+        Manifest {
+            format: MANIFEST_FORMAT,
+            id: SnapshotId::new(modified, [0; 3]),
+            job: "--from-file".into(),
+            engine: engine.into(),
+            tool_version: "unknown".into(),
+            started_at: modified,
+            finished_at: modified,
+            consistent_at: modified,
+            source: SourceInfo {
+                url: path.into(),
+                server_version: "unknown".into(),
+                databases: Vec::new(),
+                dump_tool: "unknown".into(),
+                server_clock_at: None,
+            },
+            dump_format: dump_format.into(),
+            compression,
+            encryption: None,
+            object,
+            fingerprint: Fingerprint::Files(FilesFingerprint::default()),
+            warnings: Vec::new(),
+        }
+    }
+
     pub fn to_json(&self) -> Vec<u8> {
         // Serializing plain data with string keys cannot fail.
         serde_json::to_vec_pretty(self).unwrap_or_default()

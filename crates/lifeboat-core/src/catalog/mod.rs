@@ -48,6 +48,40 @@ pub fn is_snapshot_object(key: &ObjectKey) -> bool {
     parts.len() == 5 && parts[0] == "jobs" && parts[2] == "snapshots"
 }
 
+/// The job's lock (`jobs/<job>/lock`).
+pub fn lock_key(job: &str) -> Result<ObjectKey> {
+    ObjectKey::new(format!("{}lock", job_prefix(job)))
+}
+
+/// A throwaway object beside the lock, to test the store's conditional create.
+pub fn lock_probe_key(job: &str, token: &str) -> Result<ObjectKey> {
+    ObjectKey::new(format!("{}lock-probe-{token}", job_prefix(job)))
+}
+
+/// Where verify records its results: `jobs/<job>/verifications/`.
+pub fn verifications_prefix(job: &str) -> String {
+    format!("{}verifications/", job_prefix(job))
+}
+
+/// The verification records of one snapshot.
+pub fn snapshot_verifications_prefix(job: &str, id: &str) -> String {
+    format!("{}{id}/", verifications_prefix(job))
+}
+
+/// One verification record: `jobs/<job>/verifications/<id>/<time>.json`.
+pub fn verification_key(job: &str, id: &SnapshotId, at: DateTime<Utc>) -> Result<ObjectKey> {
+    ObjectKey::new(format!(
+        "{}{}.json",
+        snapshot_verifications_prefix(job, id.as_str()),
+        at.format("%Y%m%dT%H%M%S%.3fZ")
+    ))
+}
+
+/// The snapshot id a verification record's key belongs to.
+pub fn verification_snapshot(key: &ObjectKey) -> Option<&str> {
+    key.as_str().split('/').nth(3)
+}
+
 pub fn manifest_key(job: &str, id: &SnapshotId) -> Result<ObjectKey> {
     ObjectKey::new(format!("{}manifest.json", snapshot_prefix(job, id)))
 }
@@ -251,7 +285,7 @@ pub fn select<'a>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::pipeline::{Compression, Digest};
     use chrono::TimeZone;

@@ -58,6 +58,12 @@ impl<W: AsyncWrite + Unpin> HoldBackWriter<W> {
     }
 }
 
+impl<W: AsyncWrite + Unpin + Send> super::RawSink for HoldBackWriter<W> {
+    async fn write(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        HoldBackWriter::write(self, chunk).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

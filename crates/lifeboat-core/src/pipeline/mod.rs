@@ -10,11 +10,13 @@ pub mod compress;
 pub mod hash;
 pub mod holdback;
 pub mod read;
+pub mod write;
 
 pub use compress::Compression;
 pub use hash::{Digest, HashingReader, HashingWriter};
 pub use holdback::HoldBackWriter;
 pub use read::{read_snapshot, survey_object, Discard, RawSink, ReadReport, Survey};
+pub use write::{Streamed, WritePipeline};
 
 /// Size of the chunks read from a dump and handed between stages.
 pub const CHUNK_SIZE: usize = 256 * 1024;

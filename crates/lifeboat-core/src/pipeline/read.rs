@@ -219,3 +219,78 @@ fn mismatch(
     ))
     .with_hint("do not restore this snapshot; pick an older one with --snapshot or --at, and check the store")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{Fingerprint, ObjectInfo, SnapshotId, SourceInfo, MANIFEST_FORMAT};
+    use crate::pipeline::{Compression, HoldBackWriter};
+    use crate::store::LocalStore;
+
+    /// A sink behind the hold-back (as PostgreSQL's is) never sees the end of a stream whose
+    /// digest does not match: the commit, which comes with the last bytes, is never reached.
+    #[tokio::test]
+    async fn a_digest_mismatch_never_reaches_the_sinks_commit() {
+        let root = std::env::temp_dir().join(format!(
+            "lifeboat-unit-read-{}-{}",
+            std::process::id(),
+            SnapshotId::generate(chrono::Utc::now())
+        ));
+        let store = LocalStore::open(&root).unwrap();
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let key = ObjectKey::new("jobs/app/snapshots/x/data.bin").unwrap();
+        store.put(&key, &data).await.unwrap();
+        let now = chrono::Utc::now();
+        let mut manifest = crate::catalog::Manifest {
+            format: MANIFEST_FORMAT,
+            id: SnapshotId::generate(now),
+            job: "app".into(),
+            engine: "files".into(),
+            tool_version: "test".into(),
+            started_at: now,
+            finished_at: now,
+            consistent_at: now,
+            source: SourceInfo {
+                url: "/x".into(),
+                server_version: String::new(),
+                databases: vec![],
+                dump_tool: "test".into(),
+                server_clock_at: None,
+            },
+            dump_format: "tar".into(),
+            compression: Compression::None,
+            encryption: None,
+            object: ObjectInfo {
+                key: key.to_string(),
+                stored_size: data.len() as u64,
+                stored_sha256: Digest::of(&data),
+                raw_size: data.len() as u64,
+                raw_sha256: Digest::of(&data),
+            },
+            fingerprint: Fingerprint::Files(Default::default()),
+            warnings: vec![],
+        };
+        // Intact: everything arrives once released.
+        let mut sink = HoldBackWriter::new(Vec::new(), 1 << 20);
+        read_snapshot(&store, &manifest, &mut sink).await.unwrap();
+        assert_eq!(sink.release().await.unwrap(), data);
+        // One flipped bit in the recorded digest stands for a damaged object.
+        let mut wrong = data.clone();
+        wrong[0] ^= 1;
+        manifest.object.raw_sha256 = Digest::of(&wrong);
+        manifest.object.stored_sha256 = Digest::of(&wrong);
+        let mut sink = HoldBackWriter::new(Vec::new(), 1 << 20);
+        let e = read_snapshot(&store, &manifest, &mut sink)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Integrity);
+        let reached = sink.discard();
+        assert!(
+            reached.len() <= data.len() - (1 << 20),
+            "the held-back tail reached the sink: {} of {} bytes",
+            reached.len(),
+            data.len()
+        );
+        let _ = std::fs::remove_dir_all(&root);
+    }
+}

@@ -139,12 +139,6 @@ pub fn start_restore(
     Ok((child, stdin))
 }
 
-impl RawSink for HoldBackWriter<ChildStdin> {
-    async fn write(&mut self, chunk: &[u8]) -> std::io::Result<()> {
-        HoldBackWriter::write(self, chunk).await
-    }
-}
-
 /// Checks the structure of a raw PostgreSQL dump while it streams past.
 pub enum PgStructureCheck {
     /// `pg_restore --list` reads the custom format's table of contents from its stdin.

@@ -219,7 +219,7 @@ fn write_archive(job: &FilesJob, out: &mut dyn Write, stop: &AtomicBool) -> Resu
     builder
         .into_inner()
         .and_then(|w| w.flush())
-        .map_err(|e| pipe_error(e))?;
+        .map_err(pipe_error)?;
     let mut warnings = state.warnings;
     if state.more_warnings > 0 {
         warnings.push(format!("and {} more such warnings", state.more_warnings));

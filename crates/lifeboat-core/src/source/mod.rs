@@ -5,6 +5,8 @@
 //! The backup operation streams any capture the same way (`backup.rs`); `engine.rs` is the one
 //! place that picks the engine.
 
+#[cfg(test)]
+pub mod fake;
 pub mod files;
 pub mod postgres;
 pub mod redis;

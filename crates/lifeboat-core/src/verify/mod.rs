@@ -191,7 +191,7 @@ pub async fn verify<S: Store>(
 /// they only ever add protection).
 pub async fn records<S: Store>(store: &S, job: &str) -> Result<Vec<SnapshotCheck>> {
     let mut out = Vec::new();
-    for object in store.list(&format!("jobs/{job}/verifications/")).await? {
+    for object in store.list(&catalog::verifications_prefix(job)).await? {
         if let Some(bytes) = store.get(&object.key).await? {
             if let Ok(check) = serde_json::from_slice::<SnapshotCheck>(&bytes) {
                 out.push(check);
@@ -220,11 +220,7 @@ pub fn newest_verified(
 }
 
 async fn record<S: Store>(store: &S, check: &SnapshotCheck, job: &str) -> Result<()> {
-    let key = ObjectKey::new(format!(
-        "jobs/{job}/verifications/{}/{}.json",
-        check.snapshot,
-        check.checked_at.format("%Y%m%dT%H%M%S%.3fZ")
-    ))?;
+    let key = catalog::verification_key(job, &check.snapshot, check.checked_at)?;
     store
         .put(&key, &serde_json::to_vec_pretty(check).unwrap_or_default())
         .await

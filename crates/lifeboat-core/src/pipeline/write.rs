@@ -1,0 +1,131 @@
+//! The write path of a backup, as one value: raw stream -> SHA-256 (raw) -> compression ->
+//! SHA-256 (stored) -> the store's writer. [`WritePipeline`] owns the stages (compression now,
+//! encryption next), the data object's name suffix that follows from them, and both digests.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use super::hash::Hasher;
+use super::{Compression, Digest, HashingWriter, CHUNK_SIZE};
+use crate::error::{Error, ErrorKind, Result};
+
+/// Chunks in flight between the reading and the compressing task.
+const CHANNEL_DEPTH: usize = 8;
+
+/// The digests and sizes of a streamed dump: raw (as the source wrote it) and stored.
+pub struct Streamed {
+    pub raw_sha256: Digest,
+    pub raw_size: u64,
+    pub stored_sha256: Digest,
+    pub stored_size: u64,
+}
+
+/// The stages a dump goes through on its way to the store.
+#[derive(Debug, Clone, Copy)]
+pub struct WritePipeline {
+    compression: Compression,
+    /// zstd worker threads (1: compress inline).
+    threads: u32,
+    /// A source that sends nothing for this long has stopped.
+    idle_timeout: Duration,
+}
+
+impl WritePipeline {
+    pub fn new(compression: Compression, threads: u32, idle_timeout: Duration) -> WritePipeline {
+        WritePipeline {
+            compression,
+            threads,
+            idle_timeout,
+        }
+    }
+
+    /// The data object's name for a dump with this extension: `data.pgdump.zst`.
+    pub fn object_name(&self, extension: &str) -> String {
+        format!("data.{extension}{}", self.compression.extension())
+    }
+
+    /// Reads `source` in one task (digesting the raw bytes) and compresses and writes in this one.
+    pub async fn run<R, W>(&self, source: R, writer: &mut W) -> Result<Streamed>
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send,
+    {
+        let (compression, threads, idle_timeout) =
+            (self.compression, self.threads, self.idle_timeout);
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(CHANNEL_DEPTH);
+        let reader = tokio::spawn(async move {
+            // A source that sends nothing for the idle timeout has stopped (a silent server, a
+            // hung dump): the read fails with TimedOut and the run ends.
+            let mut source = tokio_io_timeout::TimeoutReader::new(source);
+            source.set_timeout(Some(idle_timeout));
+            let mut source = Box::pin(source);
+            let mut hasher = Hasher::default();
+            loop {
+                // Fill whole chunks: pipes deliver 64 KiB at a time, and fewer, larger messages
+                // keep the per-chunk overhead low. Reads go into the spare capacity, so the buffer
+                // is not zeroed first.
+                let mut chunk = Vec::with_capacity(CHUNK_SIZE);
+                while chunk.len() < CHUNK_SIZE {
+                    if source.read_buf(&mut chunk).await? == 0 {
+                        break;
+                    }
+                }
+                if chunk.is_empty() {
+                    return Ok::<_, std::io::Error>(hasher);
+                }
+                hasher.update(&chunk);
+                if tx.send(chunk).await.is_err() {
+                    return Ok(hasher); // the writer failed; its error is reported
+                }
+            }
+        });
+        // Uncompressed, the stored bytes are the raw bytes: one digest serves both.
+        let mut hashing = if matches!(compression, Compression::None) {
+            HashingWriter::length_only(&mut *writer)
+        } else {
+            HashingWriter::new(&mut *writer)
+        };
+        let write_result: std::io::Result<()> = async {
+            let mut encoder = compression.encoder(&mut hashing, threads)?;
+            while let Some(chunk) = rx.recv().await {
+                encoder.write_all(&chunk).await?;
+            }
+            encoder.shutdown().await?;
+            Ok(())
+        }
+        .await;
+        drop(rx);
+        let (_, stored_digest, stored_len) = hashing.into_parts();
+        let read_result = reader
+            .await
+            .map_err(|e| Error::source_failed(format!("the dump reader task failed: {e}")))?;
+        let hasher = read_result.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::TimedOut {
+                Error::new(
+                    ErrorKind::Source,
+                    format!(
+                        "the source sent nothing for {} (idle-timeout); the run was stopped",
+                        crate::retention::format_duration(idle_timeout)
+                    ),
+                )
+                .with_hint("check that the source server is healthy; raise idle-timeout for a source that pauses longer on purpose")
+            } else {
+                Error::new(ErrorKind::Source, format!("reading the dump failed: {e}"))
+            }
+        })?;
+        write_result.map_err(|e| {
+            Error::store(format!("writing the snapshot failed: {e}"))
+                .with_hint("check free space and permissions of the store")
+        })?;
+        let (raw_digest, raw_len) = hasher.finish();
+        let stored_digest = stored_digest.unwrap_or(raw_digest);
+        Ok(Streamed {
+            raw_sha256: raw_digest,
+            raw_size: raw_len,
+            stored_sha256: stored_digest,
+            stored_size: stored_len,
+        })
+    }
+}
