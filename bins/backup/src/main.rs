@@ -8,7 +8,7 @@ use std::time::Duration;
 use args::{BackupArgs, BackupCommand, PruneArgs, UnlockArgs};
 use clap::Parser;
 use lifeboat_cli::{print_json, report_error, usage};
-use lifeboat_core::config::{self, Config, EngineName, Job, JobSpec, Overrides};
+use lifeboat_core::config::{self, Config, Job, OneLiner, Overrides};
 use lifeboat_core::job::{self, JobOptions};
 use lifeboat_core::prune::{self, PruneOptions};
 use lifeboat_core::report::human;
@@ -115,7 +115,17 @@ fn resolve_jobs(args: &BackupArgs) -> Result<(Option<Config>, Vec<Job>)> {
                 "JOB names select jobs of a configuration file; with --engine use --job NAME",
             ));
         }
-        let mut job = config::validate_job(&one_liner(args, engine)?, &Default::default(), None)?;
+        let url = lifeboat_cli::url_flag(args.url.as_deref(), args.url_env.as_deref(), "url")?;
+        let one_liner = OneLiner {
+            engine,
+            name: args.job.clone(),
+            url,
+            paths: args.path.clone(),
+            exclude: args.exclude.clone(),
+            format: args.format,
+        };
+        let spec = one_liner.spec(&lifeboat_cli::env_lookup)?;
+        let mut job = config::validate_job(&spec, &Default::default(), None)?;
         overrides.apply(&mut job, None)?;
         return Ok((None, vec![job]));
     }
@@ -144,73 +154,6 @@ fn resolve_jobs(args: &BackupArgs) -> Result<(Option<Config>, Vec<Job>)> {
         overrides.apply(job, dir)?;
     }
     Ok((Some(config), jobs))
-}
-
-/// The job of a one-liner (`--engine ... --url-env VAR` or `--engine files --path DIR`).
-fn one_liner(args: &BackupArgs, engine: EngineName) -> Result<JobSpec> {
-    let mut spec = JobSpec {
-        engine,
-        format: args.format,
-        ..Default::default()
-    };
-    if engine == EngineName::Files {
-        if args.path.is_empty() || args.url.is_some() || args.url_env.is_some() {
-            return Err(usage("--engine files takes --path DIR (repeatable), not a URL").with_hint(
-                "e.g. lifeboat-backup --engine files --path /data/uploads --repo /var/backups/lifeboat",
-            ));
-        }
-        let absolute =
-            |p: &std::path::PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
-        spec.paths = Some(
-            args.path
-                .iter()
-                .map(|p| absolute(p).display().to_string())
-                .collect(),
-        );
-        spec.exclude = Some(args.exclude.clone());
-        let base = args.path[0]
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned());
-        spec.name = args
-            .job
-            .clone()
-            .or(base.filter(|n| config::validate_job_name(n).is_ok()))
-            .unwrap_or_else(|| "files".to_string());
-        return Ok(spec);
-    }
-    if !args.path.is_empty() {
-        return Err(usage(format!("--path is for --engine files, not {engine}")));
-    }
-    let url = lifeboat_cli::url_flag(args.url.as_deref(), args.url_env.as_deref(), "url")?
-        .ok_or_else(|| {
-            usage(format!(
-                "--engine {engine} needs --url-env VAR (or --url URL)"
-            ))
-            .with_hint("e.g. --url-env DATABASE_URL")
-        })?;
-    let url = config::interpolate::expand(&url, &lifeboat_cli::env_lookup).map_err(|m| {
-        usage(if m.unclosed {
-            format!("--url: \"${{{}\" has no closing brace", m.name)
-        } else {
-            format!(
-                "--url: environment variable {} is not set (or is empty)",
-                m.name
-            )
-        })
-    })?;
-    // The database's name names the job when it can.
-    let database = lifeboat_core::secret::SecretUrl::parse(&url)
-        .ok()
-        .and_then(|u| u.database());
-    spec.name = match (&args.job, engine) {
-        (Some(n), _) => n.clone(),
-        (None, EngineName::Postgres) => database
-            .filter(|d| config::validate_job_name(d).is_ok())
-            .unwrap_or_else(|| "postgres".to_string()),
-        (None, _) => engine.as_str().to_string(),
-    };
-    spec.url = Some(url);
-    Ok(spec)
 }
 
 /// `lifeboat-backup prune`: plan (and apply) retention for the chosen jobs.

@@ -7,11 +7,11 @@ use std::process::ExitCode;
 use args::{Command, ListArgs, RestoreArgs, RestoreFlags, RestoreMode};
 use clap::Parser;
 use lifeboat_cli::{print_json, report_error, usage, CommonArgs};
-use lifeboat_core::catalog::{self, parse_time, Selector, SnapshotId};
+use lifeboat_core::catalog::{self, Selector};
 use lifeboat_core::config::Config;
 use lifeboat_core::report::{self, human};
 use lifeboat_core::restore::{self, RestoreOptions};
-use lifeboat_core::store::{AnyStore, Store};
+use lifeboat_core::store::AnyStore;
 use lifeboat_core::{Error, ErrorKind, Result};
 
 fn main() -> ExitCode {
@@ -153,39 +153,9 @@ async fn repository_and_selection(
     common: &CommonArgs,
     flags: &RestoreFlags,
 ) -> Result<(AnyStore, Option<Config>, String, Selector)> {
-    let selector = match (&flags.snapshot, flags.latest, &flags.at) {
-        (Some(id), _, _) => Selector::Id(id.parse::<SnapshotId>().map_err(usage)?),
-        (None, true, _) => Selector::Latest,
-        (None, false, Some(at)) => {
-            Selector::At(parse_time(at).map_err(|e| usage(format!("--at: {e}")))?)
-        }
-        (None, false, None) => {
-            return Err(
-                usage("which snapshot? pass --snapshot ID, --latest or --at TIME")
-                    .with_hint("`lifeboat-restore list` shows the snapshots"),
-            )
-        }
-    };
+    let selector =
+        Selector::from_flags(flags.snapshot.as_deref(), flags.latest, flags.at.as_deref())?;
     let (store, config) = open_repository(common).await?;
-    let job = match &flags.job {
-        Some(j) => {
-            lifeboat_cli::known_job(&store, config.as_ref(), j).await?;
-            j.clone()
-        }
-        None => match catalog::list_jobs(&store).await?.as_slice() {
-            [only] => only.clone(),
-            jobs => {
-                return Err(usage("which job? pass --job NAME").with_hint(format!(
-                    "jobs in {}: {}",
-                    store.describe(),
-                    if jobs.is_empty() {
-                        "none".to_string()
-                    } else {
-                        jobs.join(", ")
-                    }
-                )))
-            }
-        },
-    };
+    let job = lifeboat_cli::pick_job(&store, config.as_ref(), flags.job.as_deref()).await?;
     Ok((store, config, job, selector))
 }

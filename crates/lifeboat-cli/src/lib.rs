@@ -149,6 +149,30 @@ pub async fn open_repository(common: &CommonArgs, config: Option<&Config>) -> Re
     Ok(store)
 }
 
+/// The job a command works on: `--job NAME` (which must exist), else the repository's only job.
+pub async fn pick_job(
+    store: &AnyStore,
+    config: Option<&Config>,
+    flag: Option<&str>,
+) -> Result<String> {
+    if let Some(job) = flag {
+        known_job(store, config, job).await?;
+        return Ok(job.to_string());
+    }
+    match lifeboat_core::catalog::list_jobs(store).await?.as_slice() {
+        [only] => Ok(only.clone()),
+        jobs => Err(usage("which job? pass --job NAME").with_hint(format!(
+            "jobs in {}: {}",
+            store.describe(),
+            if jobs.is_empty() {
+                "none".to_string()
+            } else {
+                jobs.join(", ")
+            }
+        ))),
+    }
+}
+
 /// Refuses a job that neither the configuration nor the repository knows (exit 2), naming the
 /// jobs that exist: the one behaviour of every command for an unknown job.
 pub async fn known_job(store: &AnyStore, config: Option<&Config>, job: &str) -> Result<()> {
@@ -278,6 +302,7 @@ pub fn report_error(err: &Error, json: bool) -> i32 {
                 "kind": err.kind().as_str(),
                 "message": err.message(),
                 "causes": causes,
+                "context": err.context().iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
                 "hint": err.hint(),
                 "exit_code": err.exit_code(),
             }
@@ -289,6 +314,7 @@ pub fn report_error(err: &Error, json: bool) -> i32 {
         tracing::error!(
             kind = err.kind().as_str(),
             causes = ?causes,
+            context = ?err.context(),
             hint = err.hint().unwrap_or_default(),
             exit_code = err.exit_code(),
             "{}",

@@ -78,6 +78,8 @@ pub struct Error {
     message: String,
     hint: Option<String>,
     source: Option<Cause>,
+    /// Where it happened, as fields for machines: `job`, `snapshot`, `object`...
+    context: Vec<(&'static str, String)>,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -89,6 +91,7 @@ impl Error {
             message: message.into(),
             hint: None,
             source: None,
+            context: Vec::new(),
         }
     }
 
@@ -143,6 +146,20 @@ impl Error {
         self
     }
 
+    /// Records where the error happened as a field (`job`, `snapshot`, `object`), for `--json`
+    /// and structured logs; the first value given for a field stays.
+    pub fn with_context(mut self, field: &'static str, value: impl std::fmt::Display) -> Self {
+        if !self.context.iter().any(|(f, _)| *f == field) {
+            self.context.push((field, value.to_string()));
+        }
+        self
+    }
+
+    /// The context fields, in the order they were added.
+    pub fn context(&self) -> &[(&'static str, String)] {
+        &self.context
+    }
+
     pub fn kind(&self) -> ErrorKind {
         self.kind
     }
@@ -191,6 +208,28 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn context_fields_keep_the_first_value_and_the_chain_stays() {
+        let io = std::io::Error::other("disk on fire");
+        let e = Error::store("writing failed")
+            .with_source(io)
+            .with_context("snapshot", "20261203T000000Z-abcdef")
+            .with_context("job", "app")
+            .with_context("job", "other");
+        assert_eq!(
+            e.context(),
+            &[
+                ("snapshot", "20261203T000000Z-abcdef".to_string()),
+                ("job", "app".to_string())
+            ]
+        );
+        assert_eq!(
+            std::error::Error::source(&e).map(|s| s.to_string()),
+            Some("disk on fire".to_string())
+        );
+        assert_eq!(ErrorKind::Crypto.exit_code(), 2);
+    }
 
     #[test]
     fn exit_codes_match_the_design() {

@@ -17,7 +17,7 @@ use crate::config::Job;
 use crate::error::{Error, ErrorKind, Result};
 use crate::lock::{self, Holder, LockGuard};
 use crate::prune::{prune, PruneOptions, PruneReport};
-use crate::store::{AnyStore, Store};
+use crate::store::Store;
 
 /// How long the clean-up of a cancelled run may take (aborting uploads, releasing the lock)
 /// before the run gives up on it: an unreachable store must not keep a stopped run alive.
@@ -103,8 +103,8 @@ pub struct JobReport {
 
 /// Runs one job: lock, backup, prune only after a commit, release. `clock` is read once the
 /// lock is held (so runs of a job never overlap in time) and again before pruning.
-pub async fn run(
-    store: &AnyStore,
+pub async fn run<S: Store + Clone + 'static>(
+    store: &S,
     job: &Job,
     options: &JobOptions,
     clock: &(dyn Fn() -> DateTime<Utc> + Sync),
@@ -139,6 +139,7 @@ pub async fn run(
             }
             return Err(e
                 .within(format!("job {:?}", job.name))
+                .with_context("job", &job.name)
                 .or_hint("nothing was committed for this run"));
         }
     };
@@ -176,7 +177,7 @@ pub async fn run(
     })
 }
 
-async fn release(guard: LockGuard, job: &Job) {
+async fn release<S: Store + Clone + 'static>(guard: LockGuard<S>, job: &Job) {
     if let Err(e) = guard.release().await {
         tracing::warn!(
             "Could not release the lock of job {:?}: {e}; it expires by itself.",
@@ -188,7 +189,11 @@ async fn release(guard: LockGuard, job: &Job) {
 /// A cancelled run still holds the job's lock, so every unfinished upload of the job is its
 /// own: abort them now rather than leave them to the next run. The lease is no longer renewed,
 /// and the clean-up has a deadline.
-async fn clean_up_cancelled(store: &AnyStore, job: &Job, mut guard: LockGuard) {
+async fn clean_up_cancelled<S: Store + Clone + 'static>(
+    store: &S,
+    job: &Job,
+    mut guard: LockGuard<S>,
+) {
     guard.stop_renewing();
     let prefix = catalog::job_prefix(&job.name);
     let cleanup = async {
@@ -246,7 +251,7 @@ mod tests {
             std::process::id(),
             crate::catalog::SnapshotId::generate(chrono::Utc::now())
         ));
-        let store = AnyStore::Local(LocalStore::open(&root).unwrap());
+        let store = crate::store::AnyStore::Local(LocalStore::open(&root).unwrap());
         let now = chrono::Utc::now();
         for (i, age_h) in [(1u8, 48i64), (2, 24)] {
             let m: Manifest =

@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::store::{AnyStore, ObjectKey, Store};
+use crate::store::{ObjectKey, Store};
 
 /// How long a lock lives without renewal.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(10 * 60);
@@ -67,12 +67,15 @@ fn random_token() -> String {
     hex::encode(b)
 }
 
-async fn read_lock(store: &AnyStore, key: &ObjectKey) -> Result<Option<LockInfo>> {
+async fn read_lock<S: Store>(store: &S, key: &ObjectKey) -> Result<Option<LockInfo>> {
     Ok(read_lock_tagged(store, key).await?.map(|(info, _)| info))
 }
 
 /// The lock and its version tag (ETag), which renewal is conditional on.
-async fn read_lock_tagged(store: &AnyStore, key: &ObjectKey) -> Result<Option<(LockInfo, String)>> {
+async fn read_lock_tagged<S: Store>(
+    store: &S,
+    key: &ObjectKey,
+) -> Result<Option<(LockInfo, String)>> {
     match store.get_tagged(key).await? {
         None => Ok(None),
         Some((bytes, tag)) => parse_lock(&bytes)
@@ -85,7 +88,7 @@ fn parse_lock(bytes: &[u8]) -> std::result::Result<LockInfo, serde_json::Error> 
     serde_json::from_slice(bytes)
 }
 
-fn unreadable(store: &AnyStore, key: &ObjectKey, e: &serde_json::Error) -> Error {
+fn unreadable<S: Store>(store: &S, key: &ObjectKey, e: &serde_json::Error) -> Error {
     let job = key.as_str().split('/').nth(1).unwrap_or("JOB");
     Error::new(
         ErrorKind::Lock,
@@ -97,7 +100,7 @@ fn unreadable(store: &AnyStore, key: &ObjectKey, e: &serde_json::Error) -> Error
 }
 
 /// Refuses stores whose conditional create does not work (they would let two runs in).
-pub async fn check_conditional_create(store: &AnyStore, job: &str) -> Result<()> {
+pub async fn check_conditional_create<S: Store>(store: &S, job: &str) -> Result<()> {
     let probe = crate::catalog::lock_probe_key(job, &random_token())?;
     let first = store.create_exclusive(&probe, b"probe").await?;
     let second = store.create_exclusive(&probe, b"probe").await;
@@ -116,8 +119,8 @@ pub async fn check_conditional_create(store: &AnyStore, job: &str) -> Result<()>
 }
 
 /// A held lock. Renewed in the background until [`LockGuard::release`].
-pub struct LockGuard {
-    store: AnyStore,
+pub struct LockGuard<S: Store + Clone + 'static> {
+    store: S,
     key: ObjectKey,
     info: LockInfo,
     stop: Arc<Notify>,
@@ -127,13 +130,13 @@ pub struct LockGuard {
 }
 
 /// Takes the job's lock, or fails with [`ErrorKind::Lock`] naming who holds it.
-pub async fn acquire(
-    store: &AnyStore,
+pub async fn acquire<S: Store + Clone + 'static>(
+    store: &S,
     job: &str,
     holder: &Holder,
     lease: Duration,
     now: DateTime<Utc>,
-) -> Result<LockGuard> {
+) -> Result<LockGuard<S>> {
     check_conditional_create(store, job).await?;
     let key = lock_key(job)?;
     let lease_chrono = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(10));
@@ -232,8 +235,8 @@ pub async fn acquire(
 /// Renews the lease every third of its length, each time only if the lock is still the version
 /// this run wrote (conditional on its ETag), so a run that lost its lock never overwrites the
 /// lock of the run that took it over.
-async fn renew(
-    store: AnyStore,
+async fn renew<S: Store + Clone + 'static>(
+    store: S,
     key: ObjectKey,
     mut info: LockInfo,
     mut tag: String,
@@ -264,7 +267,7 @@ async fn renew(
     }
 }
 
-impl LockGuard {
+impl<S: Store + Clone + 'static> LockGuard<S> {
     pub fn info(&self) -> &LockInfo {
         &self.info
     }
@@ -293,7 +296,7 @@ impl LockGuard {
     }
 }
 
-impl Drop for LockGuard {
+impl<S: Store + Clone + 'static> Drop for LockGuard<S> {
     fn drop(&mut self) {
         // Not released (an error or a signal): stop renewing; the lease then expires by itself.
         if let Some(r) = self.renewer.take() {
@@ -303,14 +306,14 @@ impl Drop for LockGuard {
 }
 
 /// Who holds the job's lock, if anyone.
-pub async fn current(store: &AnyStore, job: &str) -> Result<Option<LockInfo>> {
+pub async fn current<S: Store>(store: &S, job: &str) -> Result<Option<LockInfo>> {
     read_lock(store, &lock_key(job)?).await
 }
 
 /// Who holds the job's lock: `Ok(None)` if nobody, `Err` with the reason if the lock object is
 /// there but unreadable (`unlock` removes those too).
 pub async fn inspect(
-    store: &AnyStore,
+    store: &impl Store,
     job: &str,
 ) -> Result<Option<std::result::Result<LockInfo, String>>> {
     let key = lock_key(job)?;
@@ -320,9 +323,48 @@ pub async fn inspect(
 }
 
 /// Removes a job's lock by hand (after the operator confirmed no run is active).
-pub async fn force_unlock(store: &AnyStore, job: &str) -> Result<Option<LockInfo>> {
+pub async fn force_unlock<S: Store>(store: &S, job: &str) -> Result<Option<LockInfo>> {
     let key = lock_key(job)?;
     let held = read_lock(store, &key).await.ok().flatten();
     store.delete(&key).await?;
     Ok(held)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::faulty::FaultyStore;
+    use crate::store::LocalStore;
+
+    /// The lock works over any store: here the fault-injecting wrapper of the fault tests.
+    #[tokio::test]
+    async fn one_run_holds_the_lock_over_any_store() {
+        let root = std::env::temp_dir().join(format!(
+            "lifeboat-unit-lock-{}-{}",
+            std::process::id(),
+            crate::catalog::SnapshotId::generate(Utc::now())
+        ));
+        let store = FaultyStore::new(LocalStore::open(&root).unwrap(), u64::MAX);
+        let holder = |pid| Holder {
+            owner: "test".into(),
+            host: "here".into(),
+            pid,
+        };
+        let lease = Duration::from_secs(600);
+        let first = acquire(&store, "app", &holder(1), lease, Utc::now())
+            .await
+            .unwrap();
+        let second = acquire(&store, "app", &holder(2), lease, Utc::now()).await;
+        assert_eq!(second.err().map(|e| e.kind()), Some(ErrorKind::Lock));
+        assert_eq!(current(&store, "app").await.unwrap().unwrap().pid, 1);
+        first.release().await.unwrap();
+        assert!(current(&store, "app").await.unwrap().is_none());
+        acquire(&store, "app", &holder(2), lease, Utc::now())
+            .await
+            .unwrap()
+            .release()
+            .await
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }

@@ -102,7 +102,7 @@ pub fn targets(
 
 /// Prunes one job under its lock (a dry run takes none: it changes nothing).
 pub async fn prune_locked(
-    store: &crate::store::AnyStore,
+    store: &(impl Store + Clone + 'static),
     job: &str,
     policy: &Policy,
     options: &PruneOptions,

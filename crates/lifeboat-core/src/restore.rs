@@ -118,7 +118,13 @@ pub async fn apply<S: Store>(
     let sink = AnySink::for_snapshot(&plan.snapshot, options.pg_bin_dir.as_deref())?;
     let applied = sink
         .apply(store, &plan.snapshot, &plan.sink, options)
-        .await?;
+        .await
+        .map_err(|e| {
+            e.with_context("job", &plan.job)
+                .with_context("snapshot", &plan.snapshot.id)
+                .with_context("object", &plan.snapshot.object.key)
+                .with_context("target", &plan.target)
+        })?;
     Ok(RestoreReport {
         job: plan.job.clone(),
         snapshot: plan.snapshot.id.to_string(),

@@ -201,6 +201,26 @@ pub enum Selector {
     At(DateTime<Utc>),
 }
 
+impl Selector {
+    /// The selector the flags name: `--snapshot ID`, `--latest` or `--at TIME`.
+    pub fn from_flags(snapshot: Option<&str>, latest: bool, at: Option<&str>) -> Result<Selector> {
+        match (snapshot, latest, at) {
+            (Some(id), _, _) => id
+                .parse::<SnapshotId>()
+                .map(Selector::Id)
+                .map_err(Error::config),
+            (None, true, _) => Ok(Selector::Latest),
+            (None, false, Some(at)) => parse_time(at)
+                .map(Selector::At)
+                .map_err(|e| Error::config(format!("--at: {e}"))),
+            (None, false, None) => Err(Error::config(
+                "which snapshot? pass --snapshot ID, --latest or --at TIME",
+            )
+            .with_hint("`lifeboat-restore list` shows the snapshots")),
+        }
+    }
+}
+
 impl std::fmt::Display for Selector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -386,6 +386,87 @@ impl PgJob {
     }
 }
 
+/// A job given by flags alone (`--engine postgres --url-env VAR`, `--engine files --path DIR`).
+#[derive(Debug, Clone, Default)]
+pub struct OneLiner {
+    pub engine: EngineName,
+    /// `--job`; else named after the database, the first path's folder, or the engine.
+    pub name: Option<String>,
+    /// The URL, `${VAR}` not yet expanded (postgres, redis).
+    pub url: Option<String>,
+    /// Directories (files), absolute or relative to the current directory.
+    pub paths: Vec<PathBuf>,
+    pub exclude: Vec<String>,
+    pub format: Option<PgFormat>,
+}
+
+impl OneLiner {
+    /// The job spec, validated by [`validate_job`] next. Errors name the flag.
+    pub fn spec(&self, lookup: Lookup<'_>) -> Result<JobSpec> {
+        let engine = self.engine;
+        let mut spec = JobSpec {
+            engine,
+            format: self.format,
+            ..Default::default()
+        };
+        if engine == EngineName::Files {
+            if self.paths.is_empty() || self.url.is_some() {
+                return Err(Error::config("--engine files takes --path DIR (repeatable), not a URL")
+                    .with_hint("e.g. lifeboat-backup --engine files --path /data/uploads --repo /var/backups/lifeboat"));
+            }
+            let absolute = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
+            spec.paths = Some(
+                self.paths
+                    .iter()
+                    .map(|p| absolute(p).display().to_string())
+                    .collect(),
+            );
+            spec.exclude = Some(self.exclude.clone());
+            let folder = self.paths[0]
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned());
+            spec.name = self
+                .name
+                .clone()
+                .or(folder.filter(|n| validate_job_name(n).is_ok()))
+                .unwrap_or_else(|| "files".to_string());
+            return Ok(spec);
+        }
+        if !self.paths.is_empty() {
+            return Err(Error::config(format!(
+                "--path is for --engine files, not {engine}"
+            )));
+        }
+        let url = self.url.as_deref().ok_or_else(|| {
+            Error::config(format!(
+                "--engine {engine} needs --url-env VAR (or --url URL)"
+            ))
+            .with_hint("e.g. --url-env DATABASE_URL")
+        })?;
+        let url = interpolate::expand(url, lookup).map_err(|m| {
+            Error::config(if m.unclosed {
+                format!("--url: \"${{{}\" has no closing brace", m.name)
+            } else {
+                format!(
+                    "--url: environment variable {} is not set (or is empty)",
+                    m.name
+                )
+            })
+        })?;
+        // The database's name names the job when it can.
+        let database = SecretUrl::parse(&url).ok().and_then(|u| u.database());
+        spec.name = match (&self.name, engine) {
+            (Some(n), _) => n.clone(),
+            (None, EngineName::Postgres) => database
+                .filter(|d| validate_job_name(d).is_ok())
+                .unwrap_or_else(|| "postgres".to_string()),
+            (None, _) => engine.as_str().to_string(),
+        };
+        spec.url = Some(url);
+        Ok(spec)
+    }
+}
+
 /// Settings given as flags for one run; they override the file's.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {

@@ -10,6 +10,7 @@ use tokio::io::AsyncWrite;
 use super::{ObjectKey, ObjectMeta, ObjectReader, ObjectWriter, Protection, Store};
 use crate::error::Result;
 
+#[derive(Clone)]
 pub struct FaultyStore<S> {
     inner: S,
     /// Uploads fail with an I/O error once they have accepted this many bytes.
