@@ -224,6 +224,15 @@ pub struct Surveyed {
     pub server_version: Option<String>,
 }
 
+/// "snapshot ID", or the file a `--from-file` dump came from.
+pub(crate) fn described(snapshot: &Manifest) -> String {
+    if snapshot.job == crate::restore::FROM_FILE {
+        snapshot.source.url.clone()
+    } else {
+        format!("snapshot {}", snapshot.id)
+    }
+}
+
 /// A Redis or PostgreSQL scratch URL, or the error that says how to give one.
 pub fn scratch_url<'a>(scratch: &'a Scratch, example: &str) -> Result<&'a SecretUrl> {
     scratch.url.as_ref().ok_or_else(|| {

@@ -377,13 +377,16 @@ impl Sink for PgSink {
         options: &RestoreOptions,
     ) -> Result<SinkPlan> {
         super::refuse_flags(snapshot, options, &["--no-owner"])?;
-        let target = SecretUrl::parse(to).map_err(|e| Error::config(format!("--to: {e}")))?;
-        if !matches!(target.scheme(), "postgres" | "postgresql") || target.database().is_none() {
-            return Err(Error::config(format!(
-                "snapshot {} is a PostgreSQL backup; --to must be postgres://user@host:port/dbname, got {target}",
-                snapshot.id
+        let wrong = |got: &str| {
+            Error::config(format!(
+                "{} is a PostgreSQL dump; --to must be postgres://user@host:port/dbname, got {got}",
+                super::described(snapshot)
             ))
-            .with_hint("e.g. --to postgres://user@host:5432/new_db (create it first with createdb)"));
+            .with_hint("e.g. --to postgres://user@host:5432/new_db (create it first with createdb)")
+        };
+        let target = SecretUrl::parse(to).map_err(|e| wrong(&format!("{to:?} ({e})")))?;
+        if !matches!(target.scheme(), "postgres" | "postgresql") || target.database().is_none() {
+            return Err(wrong(&target.to_string()));
         }
         if options.clean && snapshot.dump_format == "pg_plain" {
             return Err(Error::new(

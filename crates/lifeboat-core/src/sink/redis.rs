@@ -658,13 +658,18 @@ impl Sink for RedisSink {
             });
         }
         super::refuse_flags(snapshot, options, &["--db-map", "--replace", "--mode swap"])?;
-        let target = SecretUrl::parse(to).map_err(|e| Error::config(format!("--to: {e}")))?;
+        let wrong = |got: &str| {
+            Error::config(format!(
+                "{} is a Redis dump; --to must be a redis:// or rediss:// URL, got {got}",
+                super::described(snapshot)
+            ))
+            .with_hint(
+                "e.g. --to redis://:PASSWORD@host:6379, or --mode file --to PATH for an RDB file",
+            )
+        };
+        let target = SecretUrl::parse(to).map_err(|e| wrong(&format!("{to:?} ({e})")))?;
         if !matches!(target.scheme(), "redis" | "rediss") {
-            return Err(Error::config(format!(
-                "snapshot {} is a Redis backup; --to must be a redis:// or rediss:// URL, got {}://",
-                snapshot.id,
-                target.scheme()
-            )));
+            return Err(wrong(&format!("{}://", target.scheme())));
         }
         let dbs = target_dbs(redis_fingerprint(snapshot)?, &options.db_map);
         let target_state = inspect_target(&target, &dbs).await?;
