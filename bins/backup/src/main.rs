@@ -62,6 +62,7 @@ async fn run_jobs(args: &BackupArgs, cancel: &job::Cancel) -> Result<i32> {
         // A one-liner without --job backs up into a job named for its source: that history
         // must stay one source's.
         same_source_only: args.engine.is_some() && args.job.is_none(),
+        observers: Default::default(),
     };
     let (mut exit, mut reports) = (0, Vec::new());
     for job in &jobs {

@@ -17,6 +17,7 @@ use crate::config::Job;
 use crate::error::{Error, ErrorKind, Result};
 use crate::lock::{self, Holder, LockGuard};
 use crate::prune::{prune, PruneOptions, PruneReport};
+use crate::report::Event;
 use crate::store::Store;
 
 /// How long the clean-up of a cancelled run may take (aborting uploads, releasing the lock)
@@ -88,6 +89,8 @@ pub struct JobOptions {
     pub prune: bool,
     /// See [`BackupOptions::same_source_only`].
     pub same_source_only: bool,
+    /// Told what happens as it happens (progress, notifications, metrics).
+    pub observers: crate::report::Observers,
 }
 
 /// A committed run.
@@ -123,6 +126,8 @@ pub async fn run<S: Store + Clone + 'static>(
             clock(),
         ))
         .await?;
+    let observers = &options.observers;
+    observers.emit(Event::Started { job: &job.name });
     let backup_options = BackupOptions {
         now: clock(),
         leftover_grace: options.leftover_grace,
@@ -137,12 +142,18 @@ pub async fn run<S: Store + Clone + 'static>(
             } else {
                 release(guard, job).await;
             }
-            return Err(e
+            let e = e
                 .within(format!("job {:?}", job.name))
                 .with_context("job", &job.name)
-                .or_hint("nothing was committed for this run"));
+                .or_hint("nothing was committed for this run");
+            observers.emit(Event::Failed {
+                job: &job.name,
+                error: &e,
+            });
+            return Err(e);
         }
     };
+    observers.emit(Event::Committed { report: &report });
     // Only after a committed snapshot: a failed backup never prunes.
     let mut pruned = None;
     let mut prune_error = None;
@@ -157,15 +168,22 @@ pub async fn run<S: Store + Clone + 'static>(
             .run(prune(store, &job.name, policy, &prune_options))
             .await
         {
-            Ok(p) => pruned = Some(p),
+            Ok(p) => {
+                observers.emit(Event::Pruned { report: &p });
+                pruned = Some(p);
+            }
             Err(e) => {
-                prune_error = Some(
-                    e.within(format!(
+                let e = e
+                    .within(format!(
                         "job {:?}: the snapshot was committed, but pruning failed",
                         job.name
                     ))
-                    .or_hint("run `lifeboat-backup prune --dry-run` to see the plan"),
-                )
+                    .or_hint("run `lifeboat-backup prune --dry-run` to see the plan");
+                observers.emit(Event::Failed {
+                    job: &job.name,
+                    error: &e,
+                });
+                prune_error = Some(e);
             }
         }
     }
@@ -242,10 +260,27 @@ mod tests {
 
     /// A backup that fails never prunes: the two snapshots a keep-last-1 policy would thin to
     /// one are both still there after the failed run.
+    /// Records the events it hears, in words.
+    #[derive(Default)]
+    struct Seen(std::sync::Mutex<Vec<String>>);
+
+    impl crate::report::Observer for Seen {
+        fn event(&self, event: &Event<'_>) {
+            let line = match event {
+                Event::Started { job } => format!("started {job}"),
+                Event::Committed { report } => format!("committed {}", report.snapshot),
+                Event::Pruned { report } => format!("pruned {}", report.job),
+                Event::Failed { job, .. } => format!("failed {job}"),
+            };
+            self.0.lock().unwrap().push(line);
+        }
+    }
+
     #[tokio::test]
     async fn prune_never_runs_after_a_failed_backup() {
         use crate::catalog::{manifest_key, Manifest};
         use crate::store::LocalStore;
+        let seen = std::sync::Arc::new(Seen::default());
         let root = std::env::temp_dir().join(format!(
             "lifeboat-unit-job-{}-{}",
             std::process::id(),
@@ -282,9 +317,14 @@ mod tests {
             compression_threads: 1,
             prune: true,
             same_source_only: false,
+            observers: crate::report::Observers::new(vec![
+                seen.clone() as std::sync::Arc<dyn crate::report::Observer>
+            ]),
         };
         let failed = run(&store, &job, &options, &chrono::Utc::now, &Cancel::never()).await;
         assert!(failed.is_err());
+        // The observers heard the start and the failure, and of no commit or prune.
+        assert_eq!(*seen.0.lock().unwrap(), vec!["started app", "failed app"]);
         let left = crate::catalog::list_snapshots(&store, "app").await.unwrap();
         assert_eq!(left.snapshots.len(), 2, "a failed backup pruned");
         let _ = std::fs::remove_dir_all(&root);

@@ -165,6 +165,7 @@ impl StoreSpec {
             o.object_lock = Some(ObjectLock {
                 mode: lock.mode,
                 days: lock.days,
+                applies_to: crate::catalog::is_snapshot_object,
             });
         }
         Ok(o)
@@ -977,7 +978,7 @@ retention = { keep-daily = 7 }
 
     #[test]
     fn encryption_and_object_lock_settings() {
-        use crate::store::s3::{Encryption, LockMode, ObjectLock};
+        use crate::store::s3::{Encryption, LockMode};
         let store = |table: &str| {
             let text = format!("[store]\nurl = \"s3://b/p\"\n{table}\n");
             parse(&text, Some(Path::new("lb.toml")), &env).map(|c| c.store.s3_options())
@@ -991,13 +992,13 @@ retention = { keep-daily = 7 }
                 key_id: Some("k1".into())
             })
         );
-        assert_eq!(
-            o.object_lock,
-            Some(ObjectLock {
-                mode: LockMode::Compliance,
-                days: 30
-            })
-        );
+        let lock = o.object_lock.unwrap();
+        assert_eq!((lock.mode, lock.days), (LockMode::Compliance, 30));
+        let key = |k: &str| crate::store::ObjectKey::new(k).unwrap();
+        assert!((lock.applies_to)(&key(
+            "jobs/a/snapshots/20261203T000000Z-abcdef/manifest.json"
+        )));
+        assert!(!(lock.applies_to)(&key("jobs/a/lock")));
         let o = store("sse = \"AES256\"").unwrap().unwrap();
         assert_eq!(o.encryption, Some(Encryption::S3Managed));
         let e = store("sse = \"AES256\"\nsse-kms-key-id = \"k1\"")

@@ -5,6 +5,8 @@
 
 pub mod human;
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -13,6 +15,49 @@ use crate::error::Result;
 use crate::retention::{Decision, Policy};
 use crate::store::Store;
 use crate::verify::{self, SnapshotCheck};
+
+/// What happens during a job run, as it happens: the hook that progress lines, notifications
+/// and metrics attach to.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// The job's lock is held and the backup begins.
+    Started { job: &'a str },
+    /// The snapshot is committed.
+    Committed {
+        report: &'a crate::backup::BackupReport,
+    },
+    /// The prune that followed the commit.
+    Pruned {
+        report: &'a crate::prune::PruneReport,
+    },
+    /// The run failed; nothing was committed by it (or, after a commit, pruning failed).
+    Failed {
+        job: &'a str,
+        error: &'a crate::Error,
+    },
+}
+
+/// Something that wants to know what a run does. Called inline: keep it quick.
+pub trait Observer: Send + Sync {
+    fn event(&self, event: &Event<'_>);
+}
+
+/// The observers of a run (none: the default).
+#[derive(Clone, Default)]
+pub struct Observers(Vec<Arc<dyn Observer>>);
+
+impl Observers {
+    pub fn new(observers: Vec<Arc<dyn Observer>>) -> Observers {
+        Observers(observers)
+    }
+
+    /// Tells every observer.
+    pub fn emit(&self, event: Event<'_>) {
+        for o in &self.0 {
+            o.event(&event);
+        }
+    }
+}
 
 /// A job's snapshots as `lifeboat-restore list` shows them: newest first, each with its last
 /// verification and what the retention policy would do with it.

@@ -81,10 +81,14 @@ pub enum LockMode {
     Compliance,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub struct ObjectLock {
     pub mode: LockMode,
     pub days: u32,
+    /// Which objects it protects. The repository's layout decides (the catalog's snapshot
+    /// objects, not locks or verification records, which must stay deletable); the store
+    /// knows no layout.
+    pub applies_to: fn(&ObjectKey) -> bool,
 }
 
 impl Default for S3Options {
@@ -253,7 +257,7 @@ impl S3Store {
         let retention = self
             .options
             .object_lock
-            .filter(|_| crate::catalog::is_snapshot_object(key))
+            .filter(|lock| (lock.applies_to)(key))
             .map(|lock| {
                 let until = SystemTime::now() + Duration::from_secs(u64::from(lock.days) * 86_400);
                 let mode = match lock.mode {
