@@ -395,15 +395,3 @@ pub use lifeboat_core::report::human::bytes as human_bytes;
 pub fn usage(message: impl Into<String>) -> Error {
     Error::new(ErrorKind::Config, message)
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bytes_are_human() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
-    }
-}

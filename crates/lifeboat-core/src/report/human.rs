@@ -331,6 +331,7 @@ mod tests {
     fn sizes_and_durations_read_naturally() {
         assert_eq!(bytes(512), "512 B");
         assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
         assert_eq!(duration(45), "45s");
         assert_eq!(duration(3 * 3600 + 5 * 60), "3h05m");
         assert_eq!(duration(2 * 86_400 + 4 * 3600), "2d04h");
