@@ -22,6 +22,9 @@ Examples:
   # A Redis server (a point-in-time snapshot of every database, taken like a replica would)
   lifeboat-backup --engine redis --url-env REDIS_URL --repo /var/backups/lifeboat
 
+  # A directory tree (uploads, logs) as one tar archive, leaving out temporary files
+  lifeboat-backup --engine files --path /data/uploads --exclude '*.tmp' --repo /var/backups/lifeboat
+
   # What would retention forget? (prints every snapshot with keep/forget and why)
   lifeboat-backup prune --dry-run
 
@@ -35,8 +38,8 @@ after 10 minutes, or can be removed with `lifeboat-backup unlock JOB`.
 Exit codes: 0 ok, 1 the backup failed (nothing was committed), 2 usage or configuration error,
 4 another run holds the lock.";
 
-/// Back up databases into a Lifeboat repository: stream the dump through checksums and
-/// compression into the store; the snapshot exists only once its manifest is written.
+/// Back up databases and directory trees into a Lifeboat repository: stream the dump through
+/// checksums and compression into the store; the snapshot exists only once its manifest is written.
 #[derive(Debug, Parser)]
 #[command(name = "lifeboat-backup", version, after_help = EXAMPLES)]
 pub struct BackupArgs {
