@@ -162,6 +162,8 @@ fn an_awkward_tree_survives_backup_verify_drill_and_restore_entry_by_entry() {
     let dir = TempDir::new("files-roundtrip");
     let src = dir.join("src");
     awkward_tree(&src, 1 << 30);
+    // The tree's own folder: its mode comes back on the target.
+    std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o750)).unwrap();
     let repo = TempDir::new("files-roundtrip-repo");
     backup(&src, &repo, &[])
         .assert_code(0)
@@ -205,6 +207,11 @@ fn an_awkward_tree_survives_backup_verify_drill_and_restore_entry_by_entry() {
     assert!(!out.exists(), "a dry run wrote the target");
     restore(&repo, &out, &[]).assert_code(0);
     assert_same_tree(&src, &out);
+    assert_eq!(
+        std::fs::metadata(&out).unwrap().mode() & 0o7777,
+        0o750,
+        "the target did not get the tree's own mode"
+    );
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

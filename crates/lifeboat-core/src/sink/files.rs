@@ -465,7 +465,11 @@ fn walk_archive(input: &mut dyn Read, into: Option<&Path>) -> Result<Walked> {
             }
         };
         if name.is_empty() {
-            // `./`, the archive's own root: the target itself.
+            // `./`, the archive's own root: the target itself, which takes its mode and time.
+            if let (Some(root), Kind::Directory) = (into, kind) {
+                let mode = entry.header().mode().map_err(broken)? & 0o7777;
+                dirs.insert(0, (root.to_path_buf(), mode, mtime_of(&mut entry)?));
+            }
             continue;
         }
         let rel = contained(&name).map_err(|why| unsafe_entry(&raw_path, why))?;

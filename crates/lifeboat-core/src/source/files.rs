@@ -186,7 +186,9 @@ fn write_archive(job: &FilesJob, out: &mut dyn Write, stop: &AtomicBool) -> Resu
         let excluded = matcher(root, &job.exclude).map_err(Error::config)?;
         let walk = walkdir::WalkDir::new(root)
             .follow_links(false)
-            .min_depth(if prefix.is_some() { 0 } else { 1 })
+            // Depth 0 is the root itself: `./` with one path (its mode and time, restored onto
+            // the target), the folder `name/` with several.
+            .min_depth(0)
             .sort_by(tree::sibling_order)
             .into_iter()
             .filter_entry(|e| {
@@ -325,7 +327,11 @@ impl ArchiveState {
             return Ok(());
         };
         // Names and link targets that do not fit the ustar fields go in PAX records.
-        let mut tar_name = name.to_vec();
+        let mut tar_name = if name.is_empty() {
+            b".".to_vec()
+        } else {
+            name.to_vec()
+        };
         if kind == Kind::Directory {
             tar_name.push(b'/');
         }
@@ -399,6 +405,10 @@ impl ArchiveState {
                     }
                 }
             }
+        }
+        if name.is_empty() {
+            // The root is the restore target itself, not an entry of the tree.
+            return Ok(());
         }
         self.fingerprint.add(&Entry {
             path: name,
