@@ -104,6 +104,29 @@ fn plain_format_round_trip_with_gzip() {
         .assert_contains("plain SQL dump");
 }
 
+/// A drill of a plain SQL snapshot failed: drills skip `ALTER ... OWNER TO` with --no-owner,
+/// which psql cannot do; plain dumps are drilled with their owners written in.
+#[test]
+fn plain_snapshots_pass_a_drill() {
+    let source = TestDb::awkward("plain_drill");
+    let repo = TempDir::new("plain-drill");
+    backup(&repo, &source, &["--format", "plain"]).assert_code(0);
+    let drill = run(
+        "lifeboat-verify",
+        &[
+            "--repo",
+            repo.as_str(),
+            "--level",
+            "drill",
+            "--scratch-url",
+            &admin_url(),
+            "--json",
+        ],
+    );
+    drill.assert_code(0);
+    assert_eq!(drill.json()["jobs"][0]["checks"][0]["ok"], true);
+}
+
 #[test]
 fn uncompressed_backup_verifies_at_every_level() {
     let source = TestDb::awkward("levels");
