@@ -385,6 +385,35 @@ fn old_tar_archives_restore_and_escaping_ones_are_refused() {
             "{label}: a file was written outside the target"
         );
     }
+    // An entry under a symlink of the archive (which itself points inside) would be written
+    // through it: refused by the dry run as by the real run.
+    let through = dir.join("through.tar");
+    std::fs::write(
+        &through,
+        tar_of(&[
+            ("sub/", b"", None),
+            ("lnk", b"", Some("sub")),
+            ("lnk/x", b"x", None),
+        ]),
+    )
+    .unwrap();
+    let target = dir.join("through-out");
+    for dry in [true, false] {
+        let mut args = vec![
+            "--from-file",
+            through.to_str().unwrap(),
+            "--to",
+            target.to_str().unwrap(),
+            "--yes",
+        ];
+        if dry {
+            args.push("--dry-run");
+        }
+        run("lifeboat-restore", &args)
+            .assert_code(2)
+            .assert_contains("lies under a symlink");
+    }
+    assert!(!target.exists());
     // --from-file never reads a repository.
     run(
         "lifeboat-restore",
@@ -400,10 +429,18 @@ fn old_tar_archives_restore_and_escaping_ones_are_refused() {
     .assert_code(2);
 }
 
-/// A minimal ustar archive (512-byte header, content padded to 512, two zero blocks).
+/// A minimal ustar archive (512-byte header, content padded to 512, two zero blocks) of
+/// regular files.
 fn tar_with(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let entries: Vec<(&str, &[u8], Option<&str>)> =
+        entries.iter().map(|(n, c)| (*n, *c, None)).collect();
+    tar_of(&entries)
+}
+
+/// The same with symlinks: an entry with a link target is a symlink.
+fn tar_of(entries: &[(&str, &[u8], Option<&str>)]) -> Vec<u8> {
     let mut out = Vec::new();
-    for (name, content) in entries {
+    for (name, content, link) in entries {
         let mut header = [0u8; 512];
         header[..name.len()].copy_from_slice(name.as_bytes());
         header[100..107].copy_from_slice(b"0000644");
@@ -411,7 +448,10 @@ fn tar_with(entries: &[(&str, &[u8])]) -> Vec<u8> {
         header[116..123].copy_from_slice(b"0000000");
         header[124..135].copy_from_slice(format!("{:011o}", content.len()).as_bytes());
         header[136..147].copy_from_slice(b"00000000000");
-        header[156] = b'0';
+        header[156] = if link.is_some() { b'2' } else { b'0' };
+        if let Some(link) = link {
+            header[157..157 + link.len()].copy_from_slice(link.as_bytes());
+        }
         header[257..263].copy_from_slice(b"ustar\0");
         header[263..265].copy_from_slice(b"00");
         header[148..156].copy_from_slice(b"        ");

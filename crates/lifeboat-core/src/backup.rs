@@ -225,15 +225,6 @@ async fn abandon<W: ObjectWriter>(writer: W, failure: Error) -> Error {
     }
 }
 
-/// "1 table", "2 tables".
-pub fn counted(n: u64, noun: &str) -> String {
-    if n == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{n} {noun}s")
-    }
-}
-
 /// What an engine's capture produced, ready to be committed as a snapshot.
 struct Captured {
     engine: &'static str,

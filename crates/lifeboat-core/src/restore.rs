@@ -139,8 +139,8 @@ pub async fn apply<S: Store>(
     })
 }
 
-/// The name `--from-file` plans carry instead of a job's.
-pub const FROM_FILE: &str = "--from-file"; // the job name Manifest::of_file gives
+/// The job name `--from-file` plans carry.
+pub use crate::catalog::FROM_FILE;
 
 /// `--from-file`: a dump made elsewhere (an old script's `pg_dump`, `redis-cli --rdb` or
 /// `tar -czf`, plain, gzip or zstd) restored through the same checks as a snapshot. The file is

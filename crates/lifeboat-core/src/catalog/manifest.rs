@@ -232,6 +232,9 @@ impl PgFingerprint {
     }
 }
 
+/// The job name a dump made elsewhere carries (`--from-file`) instead of a job's.
+pub const FROM_FILE: &str = "--from-file";
+
 /// What a snapshot holds, in words and in the counts its engine has.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Contents {
@@ -254,10 +257,7 @@ impl std::fmt::Display for Contents {
     }
 }
 
-/// "1 row", "2 rows".
-fn counted(n: u64, noun: &str) -> String {
-    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
-}
+use crate::report::human::counted;
 
 impl Fingerprint {
     /// What the snapshot holds.
@@ -290,7 +290,7 @@ impl Fingerprint {
                 words: format!(
                     "{}, {}, {}{}",
                     counted(f.files, "file"),
-                    counted(f.directories, "directory").replace("directorys", "directories"),
+                    counted(f.directories, "directory"),
                     counted(f.symlinks, "symlink"),
                     if f.hard_links > 0 {
                         format!(", {}", counted(f.hard_links, "hard link"))
@@ -319,7 +319,7 @@ impl Manifest {
         Manifest {
             format: MANIFEST_FORMAT,
             id: SnapshotId::new(modified, [0; 3]),
-            job: "--from-file".into(),
+            job: FROM_FILE.into(),
             engine: engine.into(),
             tool_version: "unknown".into(),
             started_at: modified,

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 pub use id::SnapshotId;
 pub use manifest::{
     Contents, FilesFingerprint, Fingerprint, Manifest, ObjectInfo, PgFingerprint, RedisFingerprint,
-    SourceInfo, CLOCK_SKEW_RECORDED, MANIFEST_FORMAT,
+    SourceInfo, CLOCK_SKEW_RECORDED, FROM_FILE, MANIFEST_FORMAT,
 };
 pub use time::parse_time;
 

@@ -4,11 +4,26 @@
 use std::fmt::Write as _;
 
 use super::JobStatus;
-use crate::backup::{counted, BackupReport};
+use crate::backup::BackupReport;
 use crate::pipeline::Compression;
 use crate::prune::PruneReport;
 use crate::restore::{RestorePlan, RestoreReport, FROM_FILE};
 use crate::verify::VerifyReport;
+
+/// "1 table", "2 tables", "3 directories".
+pub fn counted(n: u64, noun: &str) -> String {
+    if n == 1 {
+        return format!("1 {noun}");
+    }
+    let consonant_y = noun.len() > 1
+        && noun.ends_with('y')
+        && !noun[..noun.len() - 1].ends_with(['a', 'e', 'i', 'o', 'u']);
+    if consonant_y {
+        format!("{n} {}ies", &noun[..noun.len() - 1])
+    } else {
+        format!("{n} {noun}s")
+    }
+}
 
 /// `1.5 GiB`, `512 B`.
 pub fn bytes(n: u64) -> String {
@@ -329,6 +344,10 @@ mod tests {
 
     #[test]
     fn sizes_and_durations_read_naturally() {
+        assert_eq!(counted(1, "entry"), "1 entry");
+        assert_eq!(counted(3, "entry"), "3 entries");
+        assert_eq!(counted(2, "key"), "2 keys");
+        assert_eq!(counted(0, "day"), "0 days");
         assert_eq!(bytes(512), "512 B");
         assert_eq!(bytes(1536), "1.5 KiB");
         assert_eq!(bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");

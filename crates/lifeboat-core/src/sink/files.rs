@@ -106,7 +106,7 @@ impl Sink for FilesSink {
                 format!(
                     "the target directory {} is not empty: it holds {}",
                     target.display(),
-                    crate::backup::counted(entries as u64, "entry").replace("entrys", "entries")
+                    crate::report::human::counted(entries as u64, "entry")
                 ),
             )
             .with_hint("restore into a new or empty directory, or add --clean to replace it (the old one is moved aside and removed only after the restore succeeded)"));
@@ -442,6 +442,7 @@ fn walk_archive(input: &mut dyn Read, into: Option<&Path>) -> Result<Walked> {
     let mut fingerprint = FingerprintBuilder::default();
     let mut notes = Vec::new();
     let mut dirs: Vec<(PathBuf, u32, (i64, u32))> = Vec::new();
+    let mut symlinks: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
     let mut buf = vec![0u8; 256 * 1024];
     let broken =
         |e: std::io::Error| Error::integrity(format!("the tar archive cannot be read: {e}"));
@@ -502,14 +503,19 @@ fn walk_archive(input: &mut dyn Read, into: Option<&Path>) -> Result<Walked> {
             (_, l) => l,
         };
         let mtime = mtime_of(&mut entry)?;
-        let destination = match into {
-            Some(root) => {
-                check_no_symlink_on_the_way(root, &rel)
-                    .map_err(|why| unsafe_entry(&raw_path, why))?;
-                Some(root.join(&rel))
-            }
-            None => None,
-        };
+        // Checked from the archive alone, so a dry run (and `--from-file`'s survey) refuses
+        // what extraction would: the target starts empty, so its only symlinks are the
+        // archive's own.
+        if rel.ancestors().skip(1).any(|a| symlinks.contains(a)) {
+            return Err(unsafe_entry(
+                &raw_path,
+                "lies under a symlink of the archive",
+            ));
+        }
+        if kind == Kind::Symlink {
+            symlinks.insert(rel.clone());
+        }
+        let destination = into.map(|root| root.join(&rel));
         let write_err = |p: &Path, e: std::io::Error| {
             Error::sink_failed(format!("cannot write {}: {e}", p.display()))
         };
@@ -625,19 +631,6 @@ fn parse_pax_time(value: &str) -> Option<(i64, u32)> {
         format!("{digits:0<9}").parse().ok()?
     };
     Some((seconds, nanos))
-}
-
-/// Refuses an entry whose folders inside the root include a symlink (it would write through it).
-fn check_no_symlink_on_the_way(root: &Path, rel: &Path) -> std::result::Result<(), &'static str> {
-    let mut at = root.to_path_buf();
-    let parts: Vec<_> = rel.components().collect();
-    for c in &parts[..parts.len().saturating_sub(1)] {
-        at.push(c);
-        if std::fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink()) {
-            return Err("lies under a symlink of the archive");
-        }
-    }
-    Ok(())
 }
 
 /// Makes room for an entry: its folders exist, and an earlier entry of the same name is gone

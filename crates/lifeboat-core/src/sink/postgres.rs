@@ -405,7 +405,7 @@ impl Sink for PgSink {
                 format!(
                     "the target database {} is not empty: it holds {} (tables, views, sequences, functions or large objects)",
                     target,
-                    crate::backup::counted(target_state.objects as u64, "object")
+                    crate::report::human::counted(target_state.objects as u64, "object")
                 ),
             )
             .with_hint("restore into a new empty database (createdb NAME), or add --clean to drop and replace the objects in the dump"));
