@@ -388,9 +388,6 @@ pub fn confirm_on_terminal(question: &str) -> Result<bool> {
     Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES"))
 }
 
-/// `1.5 GiB`, `512 B`.
-pub use lifeboat_core::report::human::bytes as human_bytes;
-
 /// Exit code for a usage error found after parsing.
 pub fn usage(message: impl Into<String>) -> Error {
     Error::new(ErrorKind::Config, message)
