@@ -156,7 +156,16 @@ impl Sink for FilesSink {
             ))
             .with_hint("the restore needs write permission on the target's folder")
         })?;
-        let extracted = extract_checked(store, snapshot, recorded, &staging).await;
+        let extracted = async {
+            let applied = extract_checked(store, snapshot, recorded, &staging).await?;
+            // Durable before it is renamed into place (a drill's scratch copy needs not be).
+            let root = staging.clone();
+            tokio::task::spawn_blocking(move || sync_tree(&root))
+                .await
+                .map_err(|e| Error::sink_failed(format!("the sync stopped: {e}")))??;
+            Ok::<_, Error>(applied)
+        }
+        .await;
         let applied = match extracted {
             Ok(applied) => applied,
             Err(e) => {
@@ -595,9 +604,6 @@ fn walk_archive(input: &mut dyn Read, into: Option<&Path>) -> Result<Walked> {
         done.map_err(|e| {
             Error::sink_failed(format!("cannot set the mode of {}: {e}", dir.display()))
         })?;
-    }
-    if let Some(root) = into {
-        sync_tree(root)?;
     }
     Ok(Walked {
         fingerprint: fingerprint.finish(),
