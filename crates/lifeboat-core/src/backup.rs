@@ -18,6 +18,7 @@ use crate::source::Capture;
 use crate::source::Finished;
 use crate::store::{ObjectKey, ObjectWriter, Store};
 
+/// How one backup runs, besides the job itself.
 pub struct BackupOptions {
     /// The start time (the caller reads the clock).
     pub now: DateTime<Utc>,
@@ -31,18 +32,28 @@ pub struct BackupOptions {
     pub same_source_only: bool,
 }
 
+/// A committed snapshot, as `lifeboat-backup` reports it (human or `--json`).
 #[derive(Debug, Serialize)]
 pub struct BackupReport {
+    /// The job's name.
     pub job: String,
+    /// The new snapshot's id.
     pub snapshot: SnapshotId,
+    /// The instant the snapshot holds the source as it was.
     pub consistent_at: DateTime<Utc>,
     /// When the run started (with the job's lock held) and committed, as in the manifest.
     pub started_at: DateTime<Utc>,
+    /// When the manifest was written.
     pub finished_at: DateTime<Utc>,
+    /// Wall-clock seconds from start to commit.
     pub duration_secs: f64,
+    /// Bytes the source produced (before compression).
     pub raw_size: u64,
+    /// Bytes stored (after compression).
     pub stored_size: u64,
+    /// SHA-256 of the raw stream.
     pub raw_sha256: Digest,
+    /// SHA-256 of the stored object.
     pub stored_sha256: Digest,
     /// What the snapshot holds, in words and counts (e.g. "12 tables, 3400 rows").
     #[serde(flatten)]
@@ -50,6 +61,7 @@ pub struct BackupReport {
     /// What went wrong without failing the backup (files: a file changed while it was read).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The data object's key in the repository.
     pub object_key: String,
     /// Unfinished uploads of earlier runs removed at the start.
     pub leftovers_removed: Vec<String>,

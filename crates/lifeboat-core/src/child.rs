@@ -16,6 +16,8 @@ use crate::error::{Error, ErrorKind, Result};
 /// How much of a child's stderr is kept for messages.
 const STDERR_TAIL: usize = 64 * 1024;
 
+/// A child process (pg_dump, pg_restore, psql) whose stderr is kept for error messages and
+/// whose exit is checked, never assumed.
 pub struct ChildProcess {
     name: String,
     child: Child,
@@ -69,18 +71,22 @@ impl ChildProcess {
         })
     }
 
+    /// The program's name, for messages.
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    /// The child's stdout, once (the stream a capture reads).
     pub fn take_stdout(&mut self) -> Option<ChildStdout> {
         self.child.stdout.take()
     }
 
+    /// The child's stdin, once (the stream a restore feeds).
     pub fn take_stdin(&mut self) -> Option<ChildStdin> {
         self.child.stdin.take()
     }
 
+    /// The OS process id, while the child runs.
     pub fn id(&self) -> Option<u32> {
         self.child.id()
     }

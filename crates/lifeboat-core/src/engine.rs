@@ -24,11 +24,14 @@ pub enum Engine {
     /// The default of a job spec built in code (a configuration always names its engine).
     #[default]
     Postgres,
+    /// Redis, from an RDB taken over the replication stream.
     Redis,
+    /// Directory trees, as a POSIX (PAX) tar.
     Files,
 }
 
 impl Engine {
+    /// Every engine, in the order help text lists them.
     pub const ALL: [Engine; 3] = [Engine::Postgres, Engine::Redis, Engine::Files];
 
     /// The name in configurations, manifests and flags.
@@ -98,8 +101,11 @@ pub async fn capture(engine: &EngineJob) -> Result<Capture> {
 
 /// The sink of any engine.
 pub enum AnySink {
+    /// PostgreSQL: `pg_restore` or `psql` into a database.
     Postgres(PgSink),
+    /// Redis: RESTORE into staging databases, or an RDB file.
     Redis(RedisSink),
+    /// Files: a tar extracted beside the target, then renamed into place.
     Files(FilesSink),
 }
 

@@ -82,9 +82,11 @@ pub struct Error {
     context: Vec<(&'static str, String)>,
 }
 
+/// Lifeboat's result: the error is [`Error`] unless said otherwise.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// An error of `kind` saying `message`, with no hint, cause or context yet.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Error {
             kind,
@@ -95,26 +97,32 @@ impl Error {
         }
     }
 
+    /// Bad input: configuration, flags, environment (exit 2).
     pub fn config(message: impl Into<String>) -> Self {
         Error::new(ErrorKind::Config, message)
     }
 
+    /// The source failed: the dump tool or the server (exit 1).
     pub fn source_failed(message: impl Into<String>) -> Self {
         Error::new(ErrorKind::Source, message)
     }
 
+    /// The restore target failed (exit 1).
     pub fn sink_failed(message: impl Into<String>) -> Self {
         Error::new(ErrorKind::Sink, message)
     }
 
+    /// The store failed: unreachable, refused, full (exit 1).
     pub fn store(message: impl Into<String>) -> Self {
         Error::new(ErrorKind::Store, message)
     }
 
+    /// Data does not match what was recorded: digests, sizes, fingerprints (exit 3).
     pub fn integrity(message: impl Into<String>) -> Self {
         Error::new(ErrorKind::Integrity, message)
     }
 
+    /// Asked-for data does not exist: a job, a snapshot, an object (exit 1).
     pub fn not_found(message: impl Into<String>) -> Self {
         Error::new(ErrorKind::NotFound, message)
     }
@@ -160,18 +168,22 @@ impl Error {
         &self.context
     }
 
+    /// What kind of failure this is (it decides the exit code).
     pub fn kind(&self) -> ErrorKind {
         self.kind
     }
 
+    /// What failed, in one sentence.
     pub fn message(&self) -> &str {
         &self.message
     }
 
+    /// What to do next, when the library knows.
     pub fn hint(&self) -> Option<&str> {
         self.hint.as_deref()
     }
 
+    /// The process exit code for this error (DESIGN.md's table).
     pub fn exit_code(&self) -> i32 {
         self.kind.exit_code()
     }
@@ -193,6 +205,7 @@ impl std::error::Error for Error {
 
 /// Adds context to an `io::Error` or any other cause while choosing the kind.
 pub trait ResultExt<T> {
+    /// Wraps the error as the cause of a new error of `kind` saying `message()`.
     fn or_kind(self, kind: ErrorKind, message: impl FnOnce() -> String) -> Result<T>;
 }
 

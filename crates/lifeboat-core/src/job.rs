@@ -73,6 +73,7 @@ impl Cancel {
 }
 
 impl CancelTrigger {
+    /// Asks the run to stop; `reason` ends up in its error.
     pub fn cancel(&self, reason: impl Into<String>) {
         let _ = self.0.send(Some(reason.into()));
     }
@@ -82,8 +83,11 @@ impl CancelTrigger {
 pub struct JobOptions {
     /// Who takes the lock.
     pub holder: Holder,
+    /// See [`BackupOptions::leftover_grace`].
     pub leftover_grace: Duration,
+    /// See [`PruneOptions::orphan_grace`](crate::prune::PruneOptions::orphan_grace).
     pub orphan_grace: Duration,
+    /// See [`BackupOptions::compression_threads`].
     pub compression_threads: u32,
     /// Prune with the job's policy after a committed snapshot (`--no-prune` turns it off).
     pub prune: bool,
@@ -96,6 +100,7 @@ pub struct JobOptions {
 /// A committed run.
 #[derive(Debug, Serialize)]
 pub struct JobReport {
+    /// The backup.
     pub report: BackupReport,
     /// The prune that followed, if the job has a policy.
     pub prune: Option<PruneReport>,

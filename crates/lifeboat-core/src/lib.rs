@@ -23,6 +23,9 @@
 //! [`verify::verify`]; none of them names an engine. Nothing here reads the clock or the
 //! environment on its own: callers pass the time and a variable lookup in.
 
+// Every public item says what it is: the library is the product the binaries only wrap.
+#![deny(missing_docs)]
+
 pub mod backup;
 pub mod catalog;
 pub mod child;

@@ -25,18 +25,25 @@ use crate::store::{ObjectKey, Store};
 /// How long a lock lives without renewal.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(10 * 60);
 
+/// What a lock object holds: who has the job's lock, and until when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockInfo {
     /// What holds it, e.g. `lifeboat-backup`.
     pub owner: String,
+    /// The host the holder runs on.
     pub host: String,
+    /// The holder's process id on that host.
     pub pid: u32,
+    /// Random, per acquisition: a holder renews and releases only its own lock.
     pub token: String,
+    /// When the lock was taken.
     pub started_at: DateTime<Utc>,
+    /// When the lease runs out unless renewed; after that another run may take it over.
     pub expires_at: DateTime<Utc>,
 }
 
 impl LockInfo {
+    /// One line for messages: who, where, since when, until when.
     pub fn describe(&self) -> String {
         format!(
             "{} on {} (pid {}) since {}, lease until {}",
@@ -54,8 +61,11 @@ impl LockInfo {
 /// Who is asking for the lock (the binary fills this in: the library reads no environment).
 #[derive(Debug, Clone)]
 pub struct Holder {
+    /// The program, e.g. `lifeboat-backup`.
     pub owner: String,
+    /// This host's name.
     pub host: String,
+    /// This process's id.
     pub pid: u32,
 }
 
@@ -268,6 +278,7 @@ async fn renew<S: Store + Clone + 'static>(
 }
 
 impl<S: Store + Clone + 'static> LockGuard<S> {
+    /// What the lock object says (as written when it was taken).
     pub fn info(&self) -> &LockInfo {
         &self.info
     }

@@ -30,6 +30,7 @@ pub fn set_idle_timeout(timeout: Duration) {
     IDLE_TIMEOUT_MS.store(ms, Ordering::Relaxed);
 }
 
+/// The idle-read timeout of connections opened now.
 pub fn idle_timeout() -> Duration {
     Duration::from_millis(IDLE_TIMEOUT_MS.load(Ordering::Relaxed))
 }

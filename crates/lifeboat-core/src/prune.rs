@@ -16,7 +16,9 @@ use crate::retention::{self, Guards, Policy, RetentionPlan, SnapshotFacts};
 use crate::store::{ObjectKey, ObjectMeta, Protection, Store};
 use crate::verify::{self, SnapshotCheck};
 
+/// How a prune runs.
 pub struct PruneOptions {
+    /// The time retention is judged at (the caller reads the clock).
     pub now: DateTime<Utc>,
     /// Print the plan, change nothing.
     pub dry_run: bool,
@@ -26,10 +28,14 @@ pub struct PruneOptions {
     pub committed: Option<SnapshotId>,
 }
 
+/// What a prune did (or, with `dry_run`, would do).
 #[derive(Debug, Serialize)]
 pub struct PruneReport {
+    /// The job's name.
     pub job: String,
+    /// Nothing was changed: the plan is all there is.
     pub dry_run: bool,
+    /// Keep or forget, for every snapshot, with reasons.
     pub plan: RetentionPlan,
     /// Snapshots whose manifests were deleted.
     pub forgotten: Vec<SnapshotId>,
@@ -42,17 +48,17 @@ pub struct PruneReport {
     pub protected: Vec<ProtectedSnapshot>,
 }
 
+/// A snapshot the plan forgets that the store refuses to delete yet.
 #[derive(Debug, Serialize)]
 pub struct ProtectedSnapshot {
+    /// The snapshot.
     pub id: SnapshotId,
     /// The first object found protected.
     pub object: String,
+    /// Why the store refused (retention until, legal hold).
     pub protection: Protection,
 }
 
-/// The retention plan of a job's snapshots, with the guards no policy overrides (the newest
-/// verified snapshot from `records`, the one a running backup just `committed`): what prune
-/// applies and what `lifeboat-restore list` shows.
 /// The jobs a prune covers with their policies, and the configured jobs without a policy.
 pub type Targets = (Vec<(String, Policy)>, Vec<String>);
 
@@ -123,6 +129,9 @@ pub async fn prune_locked(
     report
 }
 
+/// The retention plan of a job's snapshots, with the guards no policy overrides (the newest
+/// verified snapshot from `records`, the one a running backup just `committed`): what prune
+/// applies and what `lifeboat-restore list` shows.
 pub fn plan_for(
     policy: &Policy,
     snapshots: &[Manifest],

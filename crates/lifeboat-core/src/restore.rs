@@ -22,13 +22,17 @@ use crate::store::{LocalStore, ObjectKey, Store};
 pub struct RestorePlan {
     /// The job, or `--from-file` for a file made elsewhere.
     pub job: String,
+    /// The snapshot to restore.
     pub snapshot: Manifest,
     /// What the engine restores, for messages: `PostgreSQL`, `Redis`, `files`.
     pub product: &'static str,
+    /// How the data reaches the target (load, swap, file).
     pub mode: RestoreMode,
     /// The target as the user may see it (no password).
     pub target: String,
+    /// What the engine found at the target and will do there.
     pub sink: SinkPlan,
+    /// `--clean`: the target's current content is replaced.
     pub clean: bool,
 }
 
@@ -59,17 +63,26 @@ impl Serialize for RestorePlan {
     }
 }
 
+/// A finished restore, as `lifeboat-restore` reports it (human or `--json`).
 #[derive(Debug, Serialize)]
 pub struct RestoreReport {
+    /// The job, or `--from-file`.
     pub job: String,
+    /// The snapshot's id (or the file's name).
     pub snapshot: String,
     /// Where the data came from (the manifest's source, or the `--from-file` path).
     pub snapshot_source: String,
+    /// The instant the restored data holds.
     pub consistent_at: DateTime<Utc>,
+    /// Where it went (no password).
     pub target: String,
+    /// How it got there.
     pub mode: RestoreMode,
+    /// Bytes read from the store.
     pub stored_bytes: u64,
+    /// Bytes after decompression, as the engine received them.
     pub raw_bytes: u64,
+    /// Wall-clock seconds.
     pub duration_secs: f64,
     /// What is worth telling that is not a failure (e.g. empty Redis collections skipped).
     pub notes: Vec<String>,

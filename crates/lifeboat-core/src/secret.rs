@@ -7,6 +7,7 @@ use std::fmt;
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a value so it never prints.
     pub fn new(value: impl Into<String>) -> Self {
         Secret(value.into())
     }
@@ -79,22 +80,27 @@ impl SecretUrl {
         Ok(SecretUrl { url, password })
     }
 
+    /// The URL's scheme (`postgres`, `redis`, `rediss`, `s3`).
     pub fn scheme(&self) -> &str {
         self.url.scheme()
     }
 
+    /// The host, if any.
     pub fn host(&self) -> Option<String> {
         self.url.host_str().map(|h| h.to_string())
     }
 
+    /// The port, if given.
     pub fn port(&self) -> Option<u16> {
         self.url.port()
     }
 
+    /// The user name, percent-decoded.
     pub fn username(&self) -> String {
         percent_decode(self.url.username()).unwrap_or_else(|| self.url.username().to_string())
     }
 
+    /// The password, percent-decoded, still wrapped.
     pub fn password(&self) -> Option<&Secret> {
         self.password.as_ref()
     }
@@ -119,6 +125,7 @@ impl SecretUrl {
         }
     }
 
+    /// The query parameters, decoded (e.g. `sslmode=verify-full`).
     pub fn query_pairs(&self) -> Vec<(String, String)> {
         self.url
             .query_pairs()

@@ -20,8 +20,11 @@ use crate::catalog::FilesFingerprint;
 /// An entry's type, as the fingerprint and the archive know it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// A regular file.
     File,
+    /// A directory.
     Directory,
+    /// A symbolic link.
     Symlink,
     /// A further name of a file met earlier in the archive.
     HardLink,
@@ -43,6 +46,7 @@ impl Kind {
 pub struct Entry<'a> {
     /// Relative, `/`-separated, with no trailing slash.
     pub path: &'a [u8],
+    /// The entry's type.
     pub kind: Kind,
     /// Permission bits (`0o7777`).
     pub mode: u32,
@@ -62,6 +66,7 @@ pub struct FingerprintBuilder {
 }
 
 impl FingerprintBuilder {
+    /// Counts the entry and feeds it to the digest; call in archive order.
     pub fn add(&mut self, entry: &Entry<'_>) {
         let f = &mut self.fingerprint;
         match entry.kind {
@@ -88,6 +93,7 @@ impl FingerprintBuilder {
         d.update(b"\n");
     }
 
+    /// The fingerprint of everything added.
     pub fn finish(self) -> FilesFingerprint {
         FilesFingerprint {
             digest: hex::encode(self.digest.finalize()),

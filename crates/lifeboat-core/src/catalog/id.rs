@@ -7,6 +7,8 @@ use std::str::FromStr;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+/// A snapshot's id: its start time (UTC, to the second) and a random suffix, e.g.
+/// `20261203T020000Z-3fa9c1`; ids sort in time order.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct SnapshotId(String);
@@ -35,6 +37,7 @@ impl SnapshotId {
         SnapshotId::new(started_at, random)
     }
 
+    /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -12,25 +12,36 @@ use crate::pipeline::{Compression, Digest};
 /// manifest of a newer format (written by a newer Lifeboat).
 pub const MANIFEST_FORMAT: u32 = 1;
 
+/// What a committed snapshot is: written last, so a snapshot without one does not exist.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
+    /// The manifest layout's version ([`MANIFEST_FORMAT`]).
     pub format: u32,
+    /// The snapshot's id.
     pub id: SnapshotId,
+    /// The job it belongs to (or [`FROM_FILE`]).
     pub job: String,
+    /// The engine's name (`postgres`, `redis`, `files`).
     pub engine: String,
     /// The Lifeboat version that wrote the snapshot.
     pub tool_version: String,
+    /// When the run started (with the job's lock held).
     pub started_at: DateTime<Utc>,
+    /// When the data object was complete and checked.
     pub finished_at: DateTime<Utc>,
     /// The instant the data is consistent as of (for PostgreSQL: when the snapshot was taken).
     pub consistent_at: DateTime<Utc>,
+    /// Where the data came from.
     pub source: SourceInfo,
     /// `pg_custom` (pg_dump -Fc) or `pg_plain` (SQL).
     pub dump_format: String,
+    /// How the data object is compressed.
     pub compression: Compression,
     /// `None`: stored unencrypted.
     pub encryption: Option<serde_json::Value>,
+    /// The data object: key, sizes and digests.
     pub object: ObjectInfo,
+    /// What a drill (and, where it can, a content check) compares against.
     pub fingerprint: Fingerprint,
     /// What went wrong without failing the backup (files: a file changed while it was read).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -42,7 +53,9 @@ pub struct Manifest {
 pub struct SourceInfo {
     /// The source URL with its password hidden.
     pub url: String,
+    /// The server's version as it reports it.
     pub server_version: String,
+    /// The databases dumped (PostgreSQL: the one dumped; Redis: `db<N>` for each database holding keys).
     pub databases: Vec<String>,
     /// e.g. `pg_dump (PostgreSQL) 15.18`.
     pub dump_tool: String,
@@ -57,13 +70,18 @@ pub struct SourceInfo {
 /// A source clock this far from the backup host's is recorded in the manifest.
 pub const CLOCK_SKEW_RECORDED: chrono::Duration = chrono::Duration::seconds(5);
 
+/// The data object of a snapshot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ObjectInfo {
     /// Key relative to the store root.
     pub key: String,
+    /// Its size as stored.
     pub stored_size: u64,
+    /// SHA-256 of the stored bytes (checked by `verify --level stored`).
     pub stored_sha256: Digest,
+    /// Its size after decompression: what the engine produced.
     pub raw_size: u64,
+    /// SHA-256 of the decompressed bytes (checked on every read).
     pub raw_sha256: Digest,
 }
 
@@ -71,16 +89,22 @@ pub struct ObjectInfo {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "engine", rename_all = "lowercase")]
 pub enum Fingerprint {
+    /// Row counts, indexes, constraints, large objects.
     Postgres(PgFingerprint),
+    /// Keys per database and type, and the RDB's own checksum.
     Redis(RedisFingerprint),
+    /// Counts and one digest over every entry of the tree.
     Files(FilesFingerprint),
 }
 
 /// What a tree of files holds: counts, bytes, and one digest over every entry.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FilesFingerprint {
+    /// Regular files.
     pub files: u64,
+    /// Directories, the root included.
     pub directories: u64,
+    /// Symbolic links.
     pub symlinks: u64,
     /// Further names of a file already in the archive.
     pub hard_links: u64,
@@ -119,6 +143,7 @@ impl FilesFingerprint {
 /// What a Redis snapshot holds, counted from the RDB stream as it was captured.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RedisFingerprint {
+    /// The RDB format version the server wrote.
     pub rdb_version: u16,
     /// `sync` (disk-based snapshot) or `sync-diskless`.
     pub capture: String,
@@ -127,6 +152,7 @@ pub struct RedisFingerprint {
     /// Keys per database index (as text: JSON object keys) and type (`string`, `list`, `set`,
     /// `zset`, `hash`, `stream`, or a module type's name).
     pub keys: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Functions (Redis 7 libraries) in the snapshot.
     pub functions: u64,
     /// The CRC64 trailer of the RDB file (0 when the server writes none).
     pub rdb_crc64: u64,
@@ -137,6 +163,7 @@ pub struct RedisFingerprint {
 }
 
 impl RedisFingerprint {
+    /// Keys over every database and type.
     pub fn total_keys(&self) -> u64 {
         self.keys.values().flat_map(|t| t.values()).sum()
     }
@@ -188,8 +215,11 @@ impl RedisFingerprint {
 pub struct PgFingerprint {
     /// `schema.table` (quoted as PostgreSQL quotes identifiers) -> rows.
     pub tables: BTreeMap<String, i64>,
+    /// Index names, sorted.
     pub indexes: Vec<String>,
+    /// Constraint names, sorted.
     pub constraints: Vec<String>,
+    /// Large objects (`pg_largeobject_metadata` rows).
     pub large_objects: i64,
 }
 
@@ -241,12 +271,16 @@ pub struct Contents {
     /// e.g. "12 tables, 3400 rows".
     #[serde(rename = "contents")]
     pub words: String,
+    /// PostgreSQL: tables.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tables: Option<usize>,
+    /// PostgreSQL: rows over every table.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rows: Option<i64>,
+    /// Redis: keys over every database.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keys: Option<u64>,
+    /// Files: regular files.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub files: Option<u64>,
 }
@@ -341,11 +375,13 @@ impl Manifest {
         }
     }
 
+    /// The manifest as pretty JSON, as stored.
     pub fn to_json(&self) -> Vec<u8> {
         // Serializing plain data with string keys cannot fail.
         serde_json::to_vec_pretty(self).unwrap_or_default()
     }
 
+    /// Parses a stored manifest (fields it does not know are ignored).
     pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
         serde_json::from_slice(bytes)
     }

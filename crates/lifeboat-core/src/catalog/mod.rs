@@ -29,14 +29,17 @@ struct RepositoryMarker {
     created_at: DateTime<Utc>,
 }
 
+/// `jobs/<job>/`: everything of one job.
 pub fn job_prefix(job: &str) -> String {
     format!("jobs/{job}/")
 }
 
+/// `jobs/<job>/snapshots/`: the job's snapshots.
 pub fn snapshots_prefix(job: &str) -> String {
     format!("jobs/{job}/snapshots/")
 }
 
+/// `jobs/<job>/snapshots/<id>/`: one snapshot's data and manifest.
 pub fn snapshot_prefix(job: &str, id: &SnapshotId) -> String {
     format!("jobs/{job}/snapshots/{id}/")
 }
@@ -82,6 +85,7 @@ pub fn verification_snapshot(key: &ObjectKey) -> Option<&str> {
     key.as_str().split('/').nth(3)
 }
 
+/// `jobs/<job>/snapshots/<id>/manifest.json`: the commit point of a snapshot.
 pub fn manifest_key(job: &str, id: &SnapshotId) -> Result<ObjectKey> {
     ObjectKey::new(format!("{}manifest.json", snapshot_prefix(job, id)))
 }
@@ -130,14 +134,18 @@ pub async fn check_repository(store: &impl Store) -> Result<bool> {
 /// A snapshot whose manifest could not be read.
 #[derive(Debug, Clone, Serialize)]
 pub struct DamagedSnapshot {
+    /// The manifest's key.
     pub key: String,
+    /// Why it could not be read.
     pub error: String,
 }
 
 /// The committed snapshots of one job, oldest first, and any unreadable manifests.
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
+    /// Committed snapshots, oldest first.
     pub snapshots: Vec<Manifest>,
+    /// Manifests that could not be read: never touched, reported.
     pub damaged: Vec<DamagedSnapshot>,
 }
 
@@ -195,7 +203,9 @@ pub async fn list_jobs(store: &impl Store) -> Result<Vec<String>> {
 /// How the operator picks a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selector {
+    /// By id (`--snapshot ID`).
     Id(SnapshotId),
+    /// The newest (`--snapshot latest`, the default).
     Latest,
     /// The newest snapshot consistent at or before this instant.
     At(DateTime<Utc>),

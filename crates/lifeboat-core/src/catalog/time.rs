@@ -7,6 +7,8 @@
 
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, Utc};
 
+/// Parses `--at` and similar times: RFC 3339, a date with an optional time (read as UTC), or
+/// the compact forms above; the error lists the forms accepted.
 pub fn parse_time(input: &str) -> Result<DateTime<Utc>, String> {
     let s = input.trim();
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {

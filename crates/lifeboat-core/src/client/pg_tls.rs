@@ -34,10 +34,15 @@ use crate::secret::SecretUrl;
 /// `sslmode`, as libpq reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SslMode {
+    /// No TLS.
     Disable,
+    /// TLS if the server offers it, else plain; no certificate check.
     Prefer,
+    /// TLS always; the certificate is checked only when a root certificate is given (as libpq).
     Require,
+    /// TLS, the certificate must chain to the root certificate.
     VerifyCa,
+    /// As `VerifyCa`, and the certificate must name the host.
     VerifyFull,
 }
 
@@ -125,6 +130,7 @@ impl PgTls {
         })
     }
 
+    /// The `sslmode` in force.
     pub fn mode(&self) -> SslMode {
         self.mode
     }

@@ -22,15 +22,18 @@ enum Failed {
     Pg(tokio_postgres::Error),
 }
 
+/// What to do when `pg_dump`, `pg_restore` or `psql` cannot be run.
 pub const CLIENT_INSTALL_HINT: &str = "install the PostgreSQL client programs (Debian/Ubuntu: \
      apt-get install postgresql-client; use the server's major version or newer), or point \
      pg-bin-dir / --pg-bin-dir at the directory that holds them";
 
 /// An open connection plus facts about the server.
 pub struct PgConnection {
+    /// The connection.
     pub client: Client,
     /// e.g. `15.18 (Debian 15.18-0+deb12u1)`.
     pub server_version: String,
+    /// The major version (15, 16...).
     pub server_major: u32,
 }
 
@@ -178,6 +181,8 @@ fn describe_pg_error(e: &tokio_postgres::Error) -> String {
     text
 }
 
+/// An error for a failed request: what was being done, where (no password), and the
+/// server's message.
 pub fn query_error(
     kind: ErrorKind,
     url: &SecretUrl,

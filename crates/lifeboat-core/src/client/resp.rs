@@ -21,7 +21,9 @@ use crate::secret::SecretUrl;
 
 /// A plain or TLS connection.
 pub enum RedisIo {
+    /// Plain TCP.
     Plain(TimedTcp),
+    /// TLS (`rediss://`).
     Tls(Box<tokio_rustls::client::TlsStream<TimedTcp>>),
 }
 
@@ -107,6 +109,7 @@ fn tls_config(url: &SecretUrl, kind: ErrorKind) -> Result<rustls::ClientConfig> 
         .with_no_client_auth())
 }
 
+/// A connection to a Redis server with the idle-read timeout on every read.
 pub struct Connection {
     pub(crate) io: BufReader<RedisIo>,
     pub(crate) url: SecretUrl,
@@ -248,6 +251,7 @@ impl Connection {
         }
     }
 
+    /// Sends raw bytes (an encoded command or a pipeline of them).
     pub async fn send(&mut self, bytes: &[u8]) -> Result<()> {
         let r = self.io.get_mut().write_all(bytes).await;
         r.map_err(|e| self.io_error(e))
@@ -261,6 +265,7 @@ impl Connection {
         self.reply().await
     }
 
+    /// Reads one line, without its CRLF.
     pub async fn line(&mut self) -> Result<String> {
         let mut line = String::new();
         let n = self.io.read_line(&mut line).await;

@@ -12,6 +12,7 @@ pub type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 /// never closed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MissingVar {
+    /// The variable's name.
     pub name: String,
     /// Byte offset of the `$` in the input.
     pub offset: usize,

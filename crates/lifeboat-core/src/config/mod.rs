@@ -41,16 +41,21 @@ pub fn default_repo(home: Option<&Path>) -> PathBuf {
     }
 }
 
+/// The configuration file as written (`lifeboat.toml`), before validation.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct FileSpec {
+    /// `[store]`: where the repository is.
     pub store: Option<StoreSpec>,
+    /// `[defaults]`: settings every job inherits.
     #[serde(default)]
     pub defaults: DefaultsSpec,
+    /// `[[job]]` tables.
     #[serde(default, rename = "job")]
     pub jobs: Vec<JobSpec>,
 }
 
+/// The `[store]` table.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct StoreSpec {
@@ -84,25 +89,34 @@ pub struct StoreSpec {
     pub object_lock: Option<ObjectLockSpec>,
 }
 
+/// `sse`: S3 server-side encryption.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum SseName {
+    /// `AES256`: S3-managed keys.
     #[serde(rename = "AES256")]
     Aes256,
+    /// `aws:kms`: a KMS key.
     #[serde(rename = "aws:kms")]
     Kms,
 }
 
+/// `object-lock`: write-once retention on every snapshot object.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ObjectLockSpec {
+    /// `GOVERNANCE` or `COMPLIANCE`.
     pub mode: crate::store::s3::LockMode,
+    /// Days each object stays locked after it is written.
     pub days: u32,
 }
 
+/// `request-checksums`: when the S3 client sends checksums with requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ChecksumMode {
+    /// Only where an operation requires one.
     WhenRequired,
+    /// Wherever the SDK can.
     WhenSupported,
 }
 
@@ -172,18 +186,25 @@ impl StoreSpec {
     }
 }
 
+/// The `[defaults]` table.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct DefaultsSpec {
+    /// See [`JobSpec::compression`].
     pub compression: Option<CompressionName>,
+    /// See [`JobSpec::compression_level`].
     pub compression_level: Option<i32>,
+    /// See [`JobSpec::pg_bin_dir`].
     pub pg_bin_dir: Option<String>,
 }
 
+/// A `[[job]]` table as written.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct JobSpec {
+    /// The job's name: its folder in the repository and `--job NAME`.
     pub name: String,
+    /// What it backs up.
     pub engine: EngineName,
     /// The database's URL (postgres, redis).
     #[serde(default)]
@@ -197,8 +218,11 @@ pub struct JobSpec {
     /// files: a file that changes while it is read fails the backup instead of a warning.
     #[serde(default)]
     pub strict: Option<bool>,
+    /// PostgreSQL only: `custom` (default) or `plain`.
     pub format: Option<PgFormat>,
+    /// `zstd` (default), `gzip` or `none`.
     pub compression: Option<CompressionName>,
+    /// The compression level (zstd 1-19, default 3; gzip 1-9, default 6).
     pub compression_level: Option<i32>,
     /// Directory holding `pg_dump`/`pg_restore`/`psql` of the right major version.
     pub pg_bin_dir: Option<String>,
@@ -236,6 +260,7 @@ pub enum RedisMode {
     Scan,
 }
 
+/// The dump format of a PostgreSQL job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum PgFormat {
@@ -246,11 +271,15 @@ pub enum PgFormat {
     Plain,
 }
 
+/// The `compression` setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CompressionName {
+    /// zstd: fast, the default.
     Zstd,
+    /// gzip: readable by any tool.
     Gzip,
+    /// Stored as produced.
     None,
 }
 
@@ -282,9 +311,13 @@ impl std::str::FromStr for PgFormat {
 /// A validated job, ready to run.
 #[derive(Debug, Clone)]
 pub struct Job {
+    /// The job's name.
     pub name: String,
+    /// What it backs up, with the engine's own settings.
     pub engine: EngineJob,
+    /// How its data objects are compressed.
     pub compression: Compression,
+    /// The RPO: older than this, the newest good snapshot fails `lifeboat-verify` (exit 5).
     pub max_age: Option<Duration>,
     /// The retention policy applied by prune (after each successful backup).
     pub retention: Option<crate::retention::Policy>,
@@ -294,18 +327,24 @@ pub struct Job {
     pub timeout: Option<Duration>,
 }
 
+/// A job's engine with that engine's settings.
 #[derive(Debug, Clone)]
 pub enum EngineJob {
+    /// A PostgreSQL database.
     Postgres(PgJob),
+    /// A Redis server.
     Redis(RedisJob),
+    /// Trees of files.
     Files(FilesJob),
 }
 
 impl EngineJob {
+    /// The engine's name (`postgres`, `redis`, `files`).
     pub fn name(&self) -> &'static str {
         self.engine().as_str()
     }
 
+    /// The engine kind.
     pub fn engine(&self) -> crate::engine::Engine {
         use crate::engine::Engine;
         match self {
@@ -348,7 +387,9 @@ pub struct FilesJob {
     /// Absolute directories. One path is the archive's root; with several, each is a folder
     /// of the archive named after its last component.
     pub paths: Vec<PathBuf>,
+    /// Gitignore-style patterns left out.
     pub exclude: Vec<String>,
+    /// A file that changes while it is read fails the backup (otherwise a warning).
     pub strict: bool,
 }
 
@@ -363,17 +404,25 @@ impl FilesJob {
     }
 }
 
+/// A Redis job's settings.
 #[derive(Debug, Clone)]
 pub struct RedisJob {
+    /// The server (`redis://` or `rediss://`).
     pub url: SecretUrl,
+    /// How the snapshot is captured.
     pub mode: RedisMode,
+    /// Record the source's `DEBUG DIGEST` for drills to compare.
     pub debug_digest: bool,
 }
 
+/// A PostgreSQL job's settings.
 #[derive(Debug, Clone)]
 pub struct PgJob {
+    /// The database (`postgres://`), TLS parameters included.
     pub url: SecretUrl,
+    /// The dump format.
     pub format: PgFormat,
+    /// Where `pg_dump`, `pg_restore` and `psql` are (default: the `PATH`).
     pub bin_dir: Option<PathBuf>,
 }
 
@@ -390,6 +439,7 @@ impl PgJob {
 /// A job given by flags alone (`--engine postgres --url-env VAR`, `--engine files --path DIR`).
 #[derive(Debug, Clone, Default)]
 pub struct OneLiner {
+    /// `--engine`.
     pub engine: EngineName,
     /// `--job`; else named after the database, the first path's folder, or the engine.
     pub name: Option<String>,
@@ -397,7 +447,9 @@ pub struct OneLiner {
     pub url: Option<String>,
     /// Directories (files), absolute or relative to the current directory.
     pub paths: Vec<PathBuf>,
+    /// `--exclude` patterns (files).
     pub exclude: Vec<String>,
+    /// `--format` (postgres).
     pub format: Option<PgFormat>,
 }
 
@@ -473,12 +525,17 @@ impl OneLiner {
 pub struct Overrides {
     /// A retention preset name or a policy file.
     pub retention: Option<String>,
+    /// `--compression`.
     pub compression: Option<CompressionName>,
+    /// `--compression-level`.
     pub compression_level: Option<i32>,
+    /// `--idle-timeout`.
     pub idle_timeout: Option<String>,
+    /// `--timeout`.
     pub timeout: Option<String>,
     /// PostgreSQL jobs: the dump format and the client programs' directory.
     pub format: Option<PgFormat>,
+    /// `--pg-bin-dir`.
     pub pg_bin_dir: Option<PathBuf>,
 }
 
@@ -565,11 +622,14 @@ pub struct Config {
     pub file: Option<PathBuf>,
     /// The `[store]` table, with `${VAR}`s expanded.
     pub store: StoreSpec,
+    /// The `[defaults]` table.
     pub defaults: DefaultsSpec,
+    /// Every job, validated.
     pub jobs: Vec<Job>,
 }
 
 impl Config {
+    /// The job called `name`; the error lists the configured jobs.
     pub fn job(&self, name: &str) -> Result<&Job> {
         self.jobs.iter().find(|j| j.name == name).ok_or_else(|| {
             let known: Vec<&str> = self.jobs.iter().map(|j| j.name.as_str()).collect();

@@ -5,10 +5,10 @@
 //! times the CPU of level 1 and even level 1 runs at about 2 GB/s, all to write raw blocks in
 //! the end; on a 2-core machine that CPU is taken from the database server producing the dump.
 //! So the encoder watches what each window of input compresses to. When the configured level
-//! leaves a window at more than [`INCOMPRESSIBLE`] of its size, it ends the frame and *stores*
+//! leaves a window at more than `INCOMPRESSIBLE` of its size, it ends the frame and *stores*
 //! what follows: zstd frames of raw blocks (RFC 8878, section 3.1.1.2.2), written here without
-//! running the compressor. The first [`SAMPLE`] bytes of each stored MiB are test-compressed at
-//! level 1; below [`COMPRESSIBLE`] of their size, the stored frame ends and the configured level
+//! running the compressor. The first `SAMPLE` bytes of each stored MiB are test-compressed at
+//! level 1; below `COMPRESSIBLE` of their size, the stored frame ends and the configured level
 //! takes over again.
 //!
 //! The stored object is then a sequence of whole zstd frames, which every zstd decoder reads as
@@ -78,6 +78,7 @@ pub struct AdaptiveZstdWriter<W> {
 }
 
 impl<W: AsyncWrite + Unpin> AdaptiveZstdWriter<W> {
+    /// A zstd writer at `level` over `inner`.
     pub fn new(inner: W, level: i32) -> io::Result<Self> {
         Ok(AdaptiveZstdWriter {
             inner,

@@ -9,11 +9,21 @@ use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite};
 use super::adaptive_zstd::AdaptiveZstdWriter;
 use crate::config::CompressionName;
 
+/// How a data object is compressed, as the manifest records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "algorithm", rename_all = "lowercase")]
 pub enum Compression {
-    Zstd { level: i32 },
-    Gzip { level: i32 },
+    /// zstd at `level` (1-19).
+    Zstd {
+        /// 1-19.
+        level: i32,
+    },
+    /// gzip at `level` (1-9).
+    Gzip {
+        /// 1-9.
+        level: i32,
+    },
+    /// Stored as produced.
     None,
 }
 
@@ -24,6 +34,7 @@ impl Default for Compression {
 }
 
 impl Compression {
+    /// The compression a configuration names, with its level checked (the error says the range).
     pub fn from_spec(name: CompressionName, level: Option<i32>) -> Result<Self, String> {
         match name {
             CompressionName::Zstd => {

@@ -15,6 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 pub struct Digest([u8; 32]);
 
 impl Digest {
+    /// The digest of `bytes`.
     pub fn of(bytes: &[u8]) -> Digest {
         Digest(Sha256::digest(bytes).into())
     }
@@ -63,19 +64,23 @@ pub struct Hasher {
 }
 
 impl Hasher {
+    /// Adds bytes.
     pub fn update(&mut self, bytes: &[u8]) {
         self.sha.update(bytes);
         self.len += bytes.len() as u64;
     }
 
+    /// Bytes added so far.
     pub fn len(&self) -> u64 {
         self.len
     }
 
+    /// Nothing was added.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
+    /// The digest and the byte count.
     pub fn finish(self) -> (Digest, u64) {
         (Digest(self.sha.finalize().into()), self.len)
     }
@@ -88,6 +93,7 @@ pub struct HashingReader<R> {
 }
 
 impl<R> HashingReader<R> {
+    /// Digests what is read from `inner`.
     pub fn new(inner: R) -> Self {
         HashingReader {
             inner,
@@ -95,10 +101,12 @@ impl<R> HashingReader<R> {
         }
     }
 
+    /// Bytes read so far.
     pub fn bytes_read(&self) -> u64 {
         self.hasher.len()
     }
 
+    /// The reader underneath.
     pub fn get_mut(&mut self) -> &mut R {
         &mut self.inner
     }
@@ -134,6 +142,7 @@ pub struct HashingWriter<W> {
 }
 
 impl<W> HashingWriter<W> {
+    /// Digests what is written to `inner`.
     pub fn new(inner: W) -> Self {
         HashingWriter {
             inner,
@@ -142,6 +151,7 @@ impl<W> HashingWriter<W> {
         }
     }
 
+    /// Counts what is written to `inner` without digesting it.
     pub fn length_only(inner: W) -> Self {
         HashingWriter {
             inner,

@@ -10,6 +10,9 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 /// Bytes kept back from the sink until the stream is proven intact (DESIGN.md: at least 1 MiB).
 pub const DEFAULT_HOLD_BACK: usize = 1024 * 1024;
 
+/// Writes through to `inner` all but the last `hold` bytes, which reach it only when
+/// [`release`](HoldBackWriter::release) says the stream is intact: a restore cannot commit a
+/// stream whose digest has not yet matched.
 pub struct HoldBackWriter<W> {
     inner: W,
     tail: Vec<u8>,
@@ -18,6 +21,7 @@ pub struct HoldBackWriter<W> {
 }
 
 impl<W: AsyncWrite + Unpin> HoldBackWriter<W> {
+    /// Holds back the last `hold` bytes written.
     pub fn new(inner: W, hold: usize) -> Self {
         HoldBackWriter {
             inner,

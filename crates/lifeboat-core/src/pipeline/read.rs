@@ -17,6 +17,7 @@ use crate::store::{ObjectKey, Store};
 
 /// Where the raw (decompressed) dump goes.
 pub trait RawSink: Send {
+    /// Takes the next chunk of the raw stream.
     fn write(&mut self, chunk: &[u8]) -> impl Future<Output = std::io::Result<()>> + Send;
 }
 
@@ -32,7 +33,9 @@ impl RawSink for Discard {
 /// What a read found when the digests matched.
 #[derive(Debug)]
 pub struct ReadReport {
+    /// Bytes read from the store.
     pub stored_bytes: u64,
+    /// Bytes after decompression.
     pub raw_bytes: u64,
     /// The sink failed (e.g. the child exited); the stored object itself is intact.
     pub sink_error: Option<std::io::Error>,
@@ -147,9 +150,13 @@ pub async fn read_snapshot<S: Store, K: RawSink>(
 /// What a whole read of an object found, when nothing recorded what it should be.
 #[derive(Debug)]
 pub struct Survey {
+    /// Bytes stored.
     pub stored_size: u64,
+    /// SHA-256 of the stored bytes.
     pub stored_sha256: Digest,
+    /// Bytes after decompression.
     pub raw_size: u64,
+    /// SHA-256 after decompression.
     pub raw_sha256: Digest,
     /// The first bytes of the raw data (up to 512), to tell what it holds.
     pub head: Vec<u8>,

@@ -16,9 +16,13 @@ const CHANNEL_DEPTH: usize = 8;
 
 /// The digests and sizes of a streamed dump: raw (as the source wrote it) and stored.
 pub struct Streamed {
+    /// SHA-256 of the stream as the source wrote it.
     pub raw_sha256: Digest,
+    /// Bytes the source wrote.
     pub raw_size: u64,
+    /// SHA-256 of the stored (compressed) object.
     pub stored_sha256: Digest,
+    /// Bytes stored.
     pub stored_size: u64,
 }
 
@@ -33,6 +37,8 @@ pub struct WritePipeline {
 }
 
 impl WritePipeline {
+    /// The pipeline for `compression`, with `threads` zstd workers; a source that sends nothing
+    /// for `idle_timeout` fails the write.
     pub fn new(compression: Compression, threads: u32, idle_timeout: Duration) -> WritePipeline {
         WritePipeline {
             compression,

@@ -21,24 +21,32 @@ use crate::verify::{self, SnapshotCheck};
 #[derive(Debug)]
 pub enum Event<'a> {
     /// The job's lock is held and the backup begins.
-    Started { job: &'a str },
+    Started {
+        /// The job's name.
+        job: &'a str,
+    },
     /// The snapshot is committed.
     Committed {
+        /// What was committed.
         report: &'a crate::backup::BackupReport,
     },
     /// The prune that followed the commit.
     Pruned {
+        /// What the prune did.
         report: &'a crate::prune::PruneReport,
     },
     /// The run failed; nothing was committed by it (or, after a commit, pruning failed).
     Failed {
+        /// The job's name.
         job: &'a str,
+        /// Why.
         error: &'a crate::Error,
     },
 }
 
 /// Something that wants to know what a run does. Called inline: keep it quick.
 pub trait Observer: Send + Sync {
+    /// Told one thing that happened.
     fn event(&self, event: &Event<'_>);
 }
 
@@ -47,6 +55,7 @@ pub trait Observer: Send + Sync {
 pub struct Observers(Vec<Arc<dyn Observer>>);
 
 impl Observers {
+    /// Observers called in this order.
     pub fn new(observers: Vec<Arc<dyn Observer>>) -> Observers {
         Observers(observers)
     }
@@ -63,15 +72,20 @@ impl Observers {
 /// verification and what the retention policy would do with it.
 #[derive(Debug, Serialize)]
 pub struct JobStatus {
+    /// The job's name.
     pub job: String,
     /// The retention policy, in words (`None`: none configured).
     pub retention: Option<String>,
+    /// Newest first.
     pub snapshots: Vec<SnapshotStatus>,
+    /// Manifests that could not be read.
     pub damaged: Vec<DamagedSnapshot>,
 }
 
+/// One snapshot in a listing.
 #[derive(Debug, Serialize)]
 pub struct SnapshotStatus {
+    /// What the manifest says.
     #[serde(flatten)]
     pub summary: SnapshotSummary,
     /// The newest verification record.
@@ -83,13 +97,21 @@ pub struct SnapshotStatus {
 /// The fields of a manifest that a listing shows.
 #[derive(Debug, Serialize)]
 pub struct SnapshotSummary {
+    /// The snapshot's id.
     pub id: catalog::SnapshotId,
+    /// The instant its data holds.
     pub consistent_at: DateTime<Utc>,
+    /// The engine's name.
     pub engine: String,
+    /// `pg_custom`, `pg_plain`, `redis_rdb`, `tar`...
     pub dump_format: String,
+    /// Bytes stored.
     pub stored_size: u64,
+    /// Bytes after decompression.
     pub raw_size: u64,
+    /// How it is compressed.
     pub compression: crate::pipeline::Compression,
+    /// The data object's key.
     pub key: String,
 }
 
@@ -108,10 +130,14 @@ impl From<&Manifest> for SnapshotSummary {
     }
 }
 
+/// A snapshot's newest verification record.
 #[derive(Debug, Serialize)]
 pub struct Verified {
+    /// It passed.
     pub ok: bool,
+    /// How deep the check went.
     pub level: verify::Level,
+    /// When it ran.
     pub at: DateTime<Utc>,
 }
 

@@ -25,12 +25,19 @@ use crate::config::parse_duration;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PolicySpec {
+    /// Keep the newest N snapshots.
     pub keep_last: Option<u32>,
+    /// Keep the newest snapshot of each of the last N hours that have one.
     pub keep_hourly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N days that have one.
     pub keep_daily: Option<u32>,
+    /// Keep the newest snapshot of each of the last N ISO weeks that have one.
     pub keep_weekly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N months that have one.
     pub keep_monthly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N years that have one.
     pub keep_yearly: Option<u32>,
+    /// Keep every snapshot younger than this (`14d`, `36h`), counted from the newest.
     pub keep_within: Option<String>,
     /// IANA time zone for calendar buckets, e.g. "Europe/Berlin"; default UTC.
     pub timezone: Option<String>,
@@ -41,13 +48,21 @@ pub struct PolicySpec {
 pub struct Policy {
     /// Where it came from: a preset name, a path, or "inline".
     pub source: String,
+    /// See [`PolicySpec::keep_last`].
     pub keep_last: u32,
+    /// See [`PolicySpec::keep_hourly`].
     pub keep_hourly: u32,
+    /// See [`PolicySpec::keep_daily`].
     pub keep_daily: u32,
+    /// See [`PolicySpec::keep_weekly`].
     pub keep_weekly: u32,
+    /// See [`PolicySpec::keep_monthly`].
     pub keep_monthly: u32,
+    /// See [`PolicySpec::keep_yearly`].
     pub keep_yearly: u32,
+    /// See [`PolicySpec::keep_within`].
     pub keep_within: Option<Duration>,
+    /// The time zone calendar buckets are cut in.
     pub timezone: chrono_tz::Tz,
 }
 
@@ -188,6 +203,7 @@ pub fn resolve_name(name: &str, dir: Option<&Path>) -> Result<Policy, String> {
     resolve(&toml::Value::String(name.to_string()), dir)
 }
 
+/// A duration the way policies write it (`14d`, `36h`, `90m`).
 pub fn format_duration(d: Duration) -> String {
     let s = d.as_secs();
     match s {

@@ -9,6 +9,7 @@ use crate::catalog::{self, SnapshotId};
 /// What planning needs to know about a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotFacts {
+    /// The snapshot.
     pub id: SnapshotId,
     /// The instant the data is consistent as of (bucketed in the policy's time zone).
     pub time: DateTime<Utc>,
@@ -17,31 +18,41 @@ pub struct SnapshotFacts {
 /// The newest snapshot that passed a content or drill verification.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
+    /// The snapshot.
     pub id: SnapshotId,
+    /// The level it passed (`content` or `drill`).
     pub level: String,
 }
 
+/// What the plan does with one snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Decision {
+    /// The snapshot.
     pub id: SnapshotId,
+    /// The instant its data holds (what the buckets use).
     pub time: DateTime<Utc>,
+    /// Kept (`true`) or forgotten.
     pub keep: bool,
     /// Why it is kept, e.g. `daily 3/7`; empty when forgotten.
     pub reasons: Vec<String>,
 }
 
+/// Keep or forget for every snapshot of a job, with the reasons.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RetentionPlan {
+    /// The policy, in words.
     pub policy: String,
     /// Newest first.
     pub decisions: Vec<Decision>,
 }
 
 impl RetentionPlan {
+    /// The snapshots kept.
     pub fn kept(&self) -> impl Iterator<Item = &Decision> {
         self.decisions.iter().filter(|d| d.keep)
     }
 
+    /// The snapshots forgotten.
     pub fn forgotten(&self) -> impl Iterator<Item = &Decision> {
         self.decisions.iter().filter(|d| !d.keep)
     }
@@ -107,6 +118,7 @@ pub struct Guards<'a> {
 }
 
 impl<'a> Guards<'a> {
+    /// Guards at `now` with nothing verified or just committed.
     pub fn at(now: DateTime<Utc>) -> Guards<'a> {
         Guards {
             now,

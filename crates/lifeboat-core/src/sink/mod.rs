@@ -41,6 +41,7 @@ pub enum RestoreMode {
 /// do not apply to it ([`refuse_flags`]).
 #[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {
+    /// How the data reaches the target (`--mode`).
     pub mode: RestoreMode,
     /// Replace what is there: PostgreSQL drops and replaces the dump's objects, Redis empties
     /// the target databases, files moves the old directory aside; `--mode file` overwrites.
@@ -59,6 +60,7 @@ pub struct RestoreOptions {
 
 /// The restore flags and whether each was given, for [`refuse_flags`].
 impl RestoreOptions {
+    /// The flags among these that were given, by name (`--db-map`, `--no-owner`...).
     pub fn given_flags(&self) -> Vec<&'static str> {
         let mut given = Vec::new();
         if !self.db_map.is_empty() {
@@ -114,7 +116,9 @@ pub struct TargetState {
 /// Where a restore writes, once the sink has read `--to`.
 #[derive(Debug, Clone)]
 pub enum Target {
+    /// A server (PostgreSQL, Redis), without its password in output.
     Url(SecretUrl),
+    /// A directory or a file.
     Path(PathBuf),
 }
 
@@ -131,8 +135,10 @@ impl std::fmt::Display for Target {
 /// the restore will do to it.
 #[derive(Debug, Clone, Serialize)]
 pub struct SinkPlan {
+    /// Where the restore writes.
     #[serde(skip)]
     pub target: Target,
+    /// What is there now.
     pub target_state: TargetState,
     /// e.g. `("safety", "one transaction; committed only after ...")`, in order.
     pub notes: Vec<(&'static str, String)>,
@@ -141,7 +147,9 @@ pub struct SinkPlan {
 /// What an applied restore did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Applied {
+    /// Bytes read from the store.
     pub stored_bytes: u64,
+    /// Bytes the engine received, after decompression.
     pub raw_bytes: u64,
     /// Things worth telling that are not failures (e.g. empty Redis collections skipped).
     pub notes: Vec<String>,
@@ -150,7 +158,9 @@ pub struct Applied {
 /// Where drills may restore to (`--scratch-url`, `--scratch-dir`).
 #[derive(Debug, Clone, Default)]
 pub struct Scratch {
+    /// A server drills may create scratch databases on (`--scratch-url`).
     pub url: Option<SecretUrl>,
+    /// A directory drills may extract into (`--scratch-dir`; default a temporary directory).
     pub dir: Option<PathBuf>,
     /// PostgreSQL: the directory of `pg_restore` and `psql`.
     pub pg_bin_dir: Option<PathBuf>,
@@ -219,6 +229,7 @@ pub trait Sink: Sync {
 /// What a dump made elsewhere holds, read from the dump itself.
 #[derive(Debug, Clone)]
 pub struct Surveyed {
+    /// Counts and digests read from the dump.
     pub fingerprint: Fingerprint,
     /// The version of the server that wrote it, where the dump says (an RDB's `redis-ver`).
     pub server_version: Option<String>,

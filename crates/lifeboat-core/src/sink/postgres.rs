@@ -28,10 +28,12 @@ use crate::store::Store;
 /// The client programs to use for restores and checks.
 #[derive(Debug, Clone, Default)]
 pub struct PgTools {
+    /// Where the programs are (default: the `PATH`).
     pub bin_dir: Option<PathBuf>,
 }
 
 impl PgTools {
+    /// The path of `name` (`pg_restore`, `psql`).
     pub fn program(&self, name: &str) -> PathBuf {
         match &self.bin_dir {
             Some(d) => d.join(name),
@@ -65,6 +67,7 @@ pub async fn inspect_target(url: &SecretUrl) -> Result<TargetState> {
     })
 }
 
+/// How `pg_restore` or `psql` is run.
 pub struct PgRestoreOptions {
     /// Drop objects of the dump that already exist in the target first (custom format only).
     pub clean: bool,
@@ -143,17 +146,24 @@ pub fn start_restore(
 pub enum PgStructureCheck {
     /// `pg_restore --list` reads the custom format's table of contents from its stdin.
     Custom {
+        /// `pg_restore --list`, until it has exited.
         child: Option<Box<ChildProcess>>,
+        /// Its stdin, until the stream ends.
         stdin: Option<ChildStdin>,
+        /// The first 16 bytes, to check the `PGDMP` header.
         first: Vec<u8>,
     },
     /// A plain dump ends with pg_dump's completion comment.
-    Plain { tail: Vec<u8> },
+    Plain {
+        /// The last bytes seen.
+        tail: Vec<u8>,
+    },
 }
 
 const PLAIN_END_MARK: &[u8] = b"-- PostgreSQL database dump complete";
 
 impl PgStructureCheck {
+    /// Starts the check that suits the snapshot's dump format.
     pub fn start(tools: &PgTools, manifest: &Manifest) -> Result<Self> {
         match manifest.dump_format.as_str() {
             "pg_custom" => {
@@ -267,6 +277,7 @@ pub async fn create_database(server: &SecretUrl, name: &str) -> Result<()> {
     .map_err(|e| e.with_hint("the --scratch-url user needs the CREATEDB privilege"))
 }
 
+/// Drops a scratch database (drills), if it exists.
 pub async fn drop_database(server: &SecretUrl, name: &str) -> Result<()> {
     maintenance(
         server,
@@ -285,6 +296,7 @@ async fn maintenance(server: &SecretUrl, statement: &str, what: &str) -> Result<
         .map_err(|e| query_error(ErrorKind::Sink, server, what, &e))
 }
 
+/// The client programs in `dir`, or on the `PATH`.
 pub fn tools_dir(dir: Option<&Path>) -> PgTools {
     PgTools {
         bin_dir: dir.map(Path::to_path_buf),
@@ -298,6 +310,7 @@ pub struct PgSink {
 }
 
 impl PgSink {
+    /// A sink using the client programs in `bin_dir`, or on the `PATH`.
     pub fn new(bin_dir: Option<&Path>) -> PgSink {
         PgSink {
             tools: tools_dir(bin_dir),

@@ -128,6 +128,7 @@ pub type KeyCounts = BTreeMap<u64, BTreeMap<String, u64>>;
 /// What a finished load did.
 #[derive(Debug, Default)]
 pub struct Loaded {
+    /// Keys restored.
     pub restored: u64,
     /// Keys whose expiry had passed when they were sent (Redis drops them on RESTORE).
     pub expired: KeyCounts,
@@ -149,6 +150,7 @@ pub struct RedisLoader {
     source_version: String,
     /// The snapshot's RDB version, once its header has been read (payloads carry it).
     rdb_version: Option<u16>,
+    /// Keys restored so far.
     pub restored: u64,
     /// Keys whose expiry had passed when they were sent (Redis drops them on RESTORE), per
     /// target database and type.
@@ -161,6 +163,8 @@ pub struct RedisLoader {
 }
 
 impl RedisLoader {
+    /// Connects to the target; `replace` overwrites existing keys, `replace_functions` function
+    /// libraries, and `db_map` moves keys from a source database to another.
     pub async fn open(
         url: &SecretUrl,
         replace: bool,

@@ -40,6 +40,7 @@ impl CaptureEnd for FakeEnd {
     }
 }
 
+/// A capture of `stream` whose end reports `verdict`; the flag turns true when it is aborted.
 pub fn capture(
     stream: Box<dyn AsyncRead + Send + Unpin>,
     verdict: Result<(), String>,

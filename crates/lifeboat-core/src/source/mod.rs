@@ -29,7 +29,9 @@ pub trait Source {
 pub struct Capture {
     /// Exactly the dump's bytes (the data object before compression).
     pub stream: Box<dyn AsyncRead + Send + Unpin>,
+    /// What is known as the capture starts.
     pub info: CaptureInfo,
+    /// Called after the last byte: the fingerprint, or why the capture failed.
     pub end: Box<dyn CaptureEnd>,
 }
 
@@ -65,13 +67,16 @@ pub trait CaptureEnd: Send {
 /// What a capture that ended well produced, for the manifest.
 #[derive(Debug, Clone)]
 pub struct Finished {
+    /// What a drill compares against.
     pub fingerprint: Fingerprint,
+    /// Where the data came from.
     pub source: SourceInfo,
     /// What went wrong without failing the capture (a file that changed while it was read).
     pub warnings: Vec<String>,
 }
 
 impl Finished {
+    /// A capture with no warnings.
     pub fn new(fingerprint: Fingerprint, source: SourceInfo) -> Finished {
         Finished {
             fingerprint,

@@ -12,14 +12,20 @@ use super::s3::{S3Store, S3Writer};
 use super::{ObjectKey, ObjectMeta, ObjectReader, ObjectWriter, Protection, Store};
 use crate::error::Result;
 
+/// The store a configuration names: a directory or an S3-compatible bucket.
 #[derive(Debug, Clone)]
 pub enum AnyStore {
+    /// A directory.
     Local(LocalStore),
+    /// An S3-compatible bucket (AWS, R2, MinIO...).
     S3(S3Store),
 }
 
+/// The writer of an [`AnyStore`].
 pub enum AnyWriter {
+    /// A temporary file renamed into place on commit.
     Local(LocalWriter),
+    /// A multipart upload completed on commit.
     S3(S3Writer),
 }
 

@@ -10,6 +10,7 @@ use tokio::io::AsyncWrite;
 use super::{ObjectKey, ObjectMeta, ObjectReader, ObjectWriter, Protection, Store};
 use crate::error::Result;
 
+/// A store whose uploads fail after a set number of bytes, for fault tests.
 #[derive(Clone)]
 pub struct FaultyStore<S> {
     inner: S,
@@ -18,6 +19,7 @@ pub struct FaultyStore<S> {
 }
 
 impl<S: Store> FaultyStore<S> {
+    /// Wraps `inner`; uploads fail after `fail_upload_after` bytes.
     pub fn new(inner: S, fail_upload_after: u64) -> Self {
         FaultyStore {
             inner,
@@ -26,6 +28,7 @@ impl<S: Store> FaultyStore<S> {
     }
 }
 
+/// The writer of a [`FaultyStore`].
 pub struct FaultyWriter<W> {
     inner: W,
     written: u64,

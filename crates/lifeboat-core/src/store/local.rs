@@ -20,6 +20,8 @@ use crate::error::{Error, ErrorKind, Result, ResultExt};
 /// Marks in-progress files; such names are hidden from listings.
 const TEMP_MARK: &str = ".lifeboat-tmp-";
 
+/// A repository in a directory: objects are files, written to a temporary name, synced,
+/// then renamed into place.
 #[derive(Debug, Clone)]
 pub struct LocalStore {
     root: PathBuf,
@@ -60,6 +62,7 @@ impl LocalStore {
         }
     }
 
+    /// The directory.
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -385,7 +388,7 @@ impl Store for LocalStore {
 /// pages for it, was the largest single cost of a backup on this project's machines
 /// (`benches/README.md`), and a backup that goes around the page cache leaves it to the database
 /// it runs beside. The last, unaligned bytes go through the page cache, as does everything on
-/// other file systems (see [`direct_writes_suit`]).
+/// other file systems (see `direct_writes_suit`).
 pub struct LocalWriter {
     /// The store's root, to clean up an empty snapshot folder after an abort.
     root: PathBuf,

@@ -24,6 +24,7 @@ pub use s3::{S3Options, S3Store};
 pub struct ObjectKey(String);
 
 impl ObjectKey {
+    /// A key, checked: not empty, relative, and with no empty, `.`, `..` or hidden segments.
     pub fn new(key: impl Into<String>) -> Result<Self> {
         let key = key.into();
         let valid = !key.is_empty()
@@ -38,6 +39,7 @@ impl ObjectKey {
         }
     }
 
+    /// The key as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -54,10 +56,14 @@ impl std::fmt::Display for ObjectKey {
     }
 }
 
+/// An object as a listing shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectMeta {
+    /// Its key.
     pub key: ObjectKey,
+    /// Its size in bytes.
     pub size: u64,
+    /// When it was last written.
     pub modified: SystemTime,
 }
 
@@ -94,10 +100,12 @@ pub trait ObjectWriter: AsyncWrite + Unpin + Send {
     fn abort(self) -> impl Future<Output = Result<()>> + Send;
 }
 
+/// A stored object's bytes, streamed.
 pub type ObjectReader = Box<dyn AsyncRead + Unpin + Send>;
 
 /// The operations Lifeboat needs from a place that keeps objects.
 pub trait Store: Send + Sync {
+    /// An upload in progress.
     type Writer: ObjectWriter;
 
     /// Where this store is, for messages (no secrets).

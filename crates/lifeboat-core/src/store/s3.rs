@@ -44,12 +44,15 @@ pub struct S3Options {
     pub region: Option<String>,
     /// Path-style addressing (`endpoint/bucket/key`), needed by MinIO and most test servers.
     pub path_style: bool,
+    /// Multipart part size in bytes (streams with a larger size hint get larger parts).
     pub part_size: usize,
+    /// Parts uploaded at once.
     pub parts_in_flight: usize,
     /// Send SDK checksum headers on every request (`true`) or only where S3 requires them.
     /// Lifeboat's own SHA-256 digests are the integrity source of truth; some S3-compatible
     /// stores reject the SDK's default CRC headers, so the default is "when required".
     pub checksums_when_supported: bool,
+    /// The storage class of every object (`STANDARD_IA`...); default the bucket's.
     pub storage_class: Option<String>,
     /// A request that makes no progress for this long fails: nothing sent or received (an
     /// upload that is merely slow goes on; see `stall.rs`). Other requests are also retried.
@@ -57,6 +60,7 @@ pub struct S3Options {
     /// Attempts per request (throttling, 5xx, timeouts and dropped connections are retried
     /// with exponential backoff and jitter).
     pub max_attempts: u32,
+    /// Server-side encryption of every object.
     pub encryption: Option<Encryption>,
     /// Retention written on every snapshot object (never on locks or verification records,
     /// which must stay deletable).
@@ -69,9 +73,13 @@ pub enum Encryption {
     /// `AES256`: keys managed by S3.
     S3Managed,
     /// `aws:kms`, with a key id or the account's default key.
-    Kms { key_id: Option<String> },
+    Kms {
+        /// The key (`None`: the account's `aws/s3` key).
+        key_id: Option<String>,
+    },
 }
 
+/// Object lock retention mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LockMode {
@@ -81,9 +89,12 @@ pub enum LockMode {
     Compliance,
 }
 
+/// Write-once retention for snapshot objects.
 #[derive(Debug, Clone, Copy)]
 pub struct ObjectLock {
+    /// Governance or compliance.
     pub mode: LockMode,
+    /// Days from the write.
     pub days: u32,
     /// Which objects it protects. The repository's layout decides (the catalog's snapshot
     /// objects, not locks or verification records, which must stay deletable); the store
@@ -112,6 +123,8 @@ impl Default for S3Options {
     }
 }
 
+/// A repository in an S3-compatible bucket, under a prefix; large objects go up as
+/// multipart uploads.
 #[derive(Clone)]
 pub struct S3Store {
     client: Client,
@@ -566,7 +579,9 @@ impl Store for S3Store {
 pub struct UnfinishedUpload {
     /// Full key in the bucket.
     pub key: String,
+    /// The upload's id.
     pub upload_id: String,
+    /// When it was started.
     pub initiated: SystemTime,
 }
 
@@ -617,6 +632,7 @@ impl S3Store {
         }
     }
 
+    /// Multipart uploads under `prefix` that were started and neither completed nor aborted.
     pub async fn unfinished_uploads(&self, prefix: &str) -> Result<Vec<UnfinishedUpload>> {
         use aws_sdk_s3::error::ProvideErrorMetadata;
         let mut out = Vec::new();

@@ -42,6 +42,7 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// Progress of a body of `len` bytes.
     pub fn new(len: usize) -> Progress {
         Progress {
             start: Instant::now(),

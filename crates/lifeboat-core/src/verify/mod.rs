@@ -19,11 +19,15 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::sink::{Scratch, Sink};
 use crate::store::{ObjectKey, Store};
 
+/// How deep a verification goes; each level includes the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
+    /// The stored object's size and SHA-256 match the manifest.
     Stored,
+    /// The data decompresses to the raw digest and its structure checks against the fingerprint.
     Content,
+    /// A restore into a scratch target whose fingerprint matches the manifest's.
     Drill,
 }
 
@@ -55,52 +59,78 @@ impl std::str::FromStr for Level {
 /// Which snapshots of a job to check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Which {
+    /// The newest snapshot.
     Latest,
+    /// Every snapshot.
     All,
+    /// One snapshot by id.
     Id(SnapshotId),
 }
 
+/// What a verification run checks, and how.
 pub struct VerifyOptions {
+    /// How deep.
     pub level: Level,
+    /// Which snapshots.
     pub which: Which,
     /// Where drills restore to.
     pub scratch: Scratch,
+    /// The RPO: the newest good snapshot must be younger (exit 5 otherwise).
     pub max_age: Option<Duration>,
+    /// The time ages are measured at (the caller reads the clock).
     pub now: DateTime<Utc>,
     /// Write the results into the repository.
     pub record: bool,
 }
 
+/// The result of checking one snapshot (also stored as a verification record).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SnapshotCheck {
+    /// The snapshot checked.
     pub snapshot: SnapshotId,
+    /// The instant its data holds.
     pub consistent_at: DateTime<Utc>,
+    /// How deep the check went.
     pub level: Level,
+    /// It passed.
     pub ok: bool,
     /// What is wrong (empty when ok).
     pub findings: Vec<String>,
     /// `true` when the findings are about the data (exit 3), not the checking machinery.
     pub damaged: bool,
+    /// Wall-clock seconds the check took.
     pub duration_secs: f64,
     /// Drills: how long the restore took.
     pub restore_secs: Option<f64>,
+    /// When it ran.
     pub checked_at: DateTime<Utc>,
 }
 
+/// How old the newest good snapshot is, against the job's `max-age`.
 #[derive(Debug, Serialize)]
 pub struct Freshness {
+    /// The newest snapshot that passed (`None`: none did).
     pub newest_good: Option<SnapshotId>,
+    /// Its age in seconds.
     pub age_secs: Option<i64>,
+    /// The allowed age in seconds.
     pub max_age_secs: u64,
+    /// Young enough.
     pub ok: bool,
 }
 
+/// What a verification run found, as `lifeboat-verify` reports it.
 #[derive(Debug, Serialize)]
 pub struct VerifyReport {
+    /// The job's name.
     pub job: String,
+    /// How deep the checks went.
     pub level: Level,
+    /// One result per snapshot checked.
     pub checks: Vec<SnapshotCheck>,
+    /// Manifests that could not be read (damage: exit 3).
     pub damaged_manifests: Vec<DamagedSnapshot>,
+    /// Set when the job has a `max-age`.
     pub freshness: Option<Freshness>,
 }
 

@@ -28,6 +28,7 @@ pub struct RedisCapture {
     pub stream: Box<dyn AsyncRead + Send + Unpin>,
     /// `redis_version` from INFO.
     pub server_version: String,
+    /// How it was taken.
     pub kind: CaptureKind,
 }
 
@@ -52,10 +53,12 @@ impl CaptureKind {
         }
     }
 
+    /// Whether the snapshot holds one instant (SYNC) or keys read over time (SCAN).
     pub fn point_in_time(self) -> bool {
         self != CaptureKind::Scan
     }
 
+    /// In words, for reports.
     pub fn describe(self) -> &'static str {
         match self {
             CaptureKind::Sync => "native SYNC (disk payload)",
@@ -161,6 +164,7 @@ async fn start_sync(url: &SecretUrl) -> Result<Sync> {
 pub struct SummarySlot(std::sync::Arc<std::sync::Mutex<Option<lifeboat_rdb::Summary>>>);
 
 impl SummarySlot {
+    /// The summary, once the whole stream has passed (taken once).
     pub fn take(&self) -> Option<lifeboat_rdb::Summary> {
         self.0.lock().ok().and_then(|mut s| s.take())
     }
@@ -176,6 +180,7 @@ pub struct CheckedRdb<R> {
 }
 
 impl<R> CheckedRdb<R> {
+    /// Wraps `inner`; the slot receives the summary at the end of a valid stream.
     pub fn new(inner: R) -> (Self, SummarySlot) {
         let slot = SummarySlot::default();
         (
@@ -235,6 +240,7 @@ pub struct DigestWatch {
 }
 
 impl DigestWatch {
+    /// Takes the digest before the capture.
     pub async fn start(url: &SecretUrl) -> Result<DigestWatch> {
         let mut conn = Connection::open(url, ErrorKind::Source).await?;
         let before = conn.debug_digest().await.map_err(|e| {

@@ -25,6 +25,7 @@ const PAGE: &[u8] = b"1000";
 /// RDB version written when the server holds no key (any Redis since 5.0 loads it).
 const EMPTY_RDB_VERSION: u16 = 9;
 
+/// Captures every key with SCAN, DUMP and PTTL and writes them as an RDB stream.
 pub async fn start(url: &SecretUrl) -> Result<RedisCapture> {
     let conn = Connection::open(url, ErrorKind::Source).await?;
     let server_version = conn.server_version.clone();
