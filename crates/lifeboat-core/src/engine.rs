@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::Manifest;
-use crate::config::EngineJob;
+use crate::config::{self, DefaultsSpec, EngineJob, JobSpec};
 use crate::error::{Error, ErrorKind, Result};
 use crate::sink::files::FilesSink;
 use crate::sink::postgres::PgSink;
@@ -41,6 +41,24 @@ impl Engine {
             Engine::Redis => "redis",
             Engine::Files => "files",
         }
+    }
+
+    /// The job keys this engine takes besides the common ones (its own settings).
+    pub fn job_keys(self) -> &'static [&'static str] {
+        match self {
+            Engine::Postgres => config::postgres::KEYS,
+            Engine::Redis => config::redis::KEYS,
+            Engine::Files => config::files::KEYS,
+        }
+    }
+
+    /// Validates this engine's part of a job; each engine checks its own keys.
+    pub fn job(self, spec: &JobSpec, defaults: &DefaultsSpec) -> Result<EngineJob> {
+        Ok(match self {
+            Engine::Postgres => EngineJob::Postgres(config::postgres::job(spec, defaults)?),
+            Engine::Redis => EngineJob::Redis(config::redis::job(spec)?),
+            Engine::Files => EngineJob::Files(config::files::job(spec)?),
+        })
     }
 
     /// The engine of a snapshot; one written by a newer Lifeboat's engine is refused by name.

@@ -4,7 +4,10 @@
 //! `*Spec` types mirror what the file says (kebab-case keys, unknown keys rejected); [`load`]
 //! turns them into [`Config`], whose errors name the file, line and column.
 
+pub(crate) mod files;
 pub mod interpolate;
+pub(crate) mod postgres;
+pub(crate) mod redis;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,7 +18,10 @@ use crate::error::{Error, Result};
 use crate::pipeline::Compression;
 use crate::secret::SecretUrl;
 
+pub use files::FilesJob;
 pub use interpolate::Lookup;
+pub use postgres::{PgFormat, PgJob};
+pub use redis::{RedisJob, RedisMode};
 
 /// Environment variables Lifeboat reads (in the binaries), with what each one does.
 pub const ENV_VARS: &[(&str, &str)] = &[
@@ -247,30 +253,6 @@ pub struct JobSpec {
 /// The engine a job names (`engine = "postgres"`).
 pub type EngineName = crate::engine::Engine;
 
-/// How a Redis snapshot is captured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum RedisMode {
-    /// SYNC, and SCAN when the server refuses SYNC.
-    #[default]
-    Auto,
-    /// The replication protocol: a point-in-time snapshot of every database.
-    Sync,
-    /// SCAN + DUMP per key (not point in time).
-    Scan,
-}
-
-/// The dump format of a PostgreSQL job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum PgFormat {
-    /// `pg_dump -Fc -Z0`: restorable selectively, with a table of contents to verify.
-    #[default]
-    Custom,
-    /// Plain SQL, restored with `psql`.
-    Plain,
-}
-
 /// The `compression` setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -293,17 +275,6 @@ impl std::str::FromStr for CompressionName {
             _ => Err(format!(
                 "unknown compression {s:?}; expected zstd, gzip or none"
             )),
-        }
-    }
-}
-
-impl std::str::FromStr for PgFormat {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "custom" => Ok(PgFormat::Custom),
-            "plain" => Ok(PgFormat::Plain),
-            _ => Err(format!("unknown format {s:?}; expected custom or plain")),
         }
     }
 }
@@ -377,61 +348,6 @@ impl EngineJob {
         match self {
             EngineJob::Postgres(pg) => pg.bin_dir.clone(),
             _ => None,
-        }
-    }
-}
-
-/// A tree of files to archive.
-#[derive(Debug, Clone)]
-pub struct FilesJob {
-    /// Absolute directories. One path is the archive's root; with several, each is a folder
-    /// of the archive named after its last component.
-    pub paths: Vec<PathBuf>,
-    /// Gitignore-style patterns left out.
-    pub exclude: Vec<String>,
-    /// A file that changes while it is read fails the backup (otherwise a warning).
-    pub strict: bool,
-}
-
-impl FilesJob {
-    /// The paths, space-separated (the manifest's `source.url`).
-    pub fn describe(&self) -> String {
-        self.paths
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
-}
-
-/// A Redis job's settings.
-#[derive(Debug, Clone)]
-pub struct RedisJob {
-    /// The server (`redis://` or `rediss://`).
-    pub url: SecretUrl,
-    /// How the snapshot is captured.
-    pub mode: RedisMode,
-    /// Record the source's `DEBUG DIGEST` for drills to compare.
-    pub debug_digest: bool,
-}
-
-/// A PostgreSQL job's settings.
-#[derive(Debug, Clone)]
-pub struct PgJob {
-    /// The database (`postgres://`), TLS parameters included.
-    pub url: SecretUrl,
-    /// The dump format.
-    pub format: PgFormat,
-    /// Where `pg_dump`, `pg_restore` and `psql` are (default: the `PATH`).
-    pub bin_dir: Option<PathBuf>,
-}
-
-impl PgJob {
-    /// Path of a PostgreSQL client program (`pg_dump`, `pg_restore`, `psql`).
-    pub fn program(&self, name: &str) -> PathBuf {
-        match &self.bin_dir {
-            Some(dir) => dir.join(name),
-            None => PathBuf::from(name),
         }
     }
 }
@@ -750,18 +666,8 @@ pub fn validate_job(
     config_dir: Option<&Path>,
 ) -> Result<Job> {
     validate_job_name(&spec.name)?;
-    if spec.engine != EngineName::Files
-        && (spec.paths.is_some() || spec.exclude.is_some() || spec.strict.is_some())
-    {
-        return Err(Error::config(format!(
-            "job {:?}: paths, exclude and strict are settings of files jobs",
-            spec.name
-        )));
-    }
-    let engine = match spec.engine {
-        EngineName::Files => files_job(spec)?,
-        EngineName::Postgres | EngineName::Redis => database_job(spec, defaults)?,
-    };
+    refuse_other_engines_keys(spec)?;
+    let engine = spec.engine.job(spec, defaults)?;
     let compression = Compression::from_spec(
         spec.compression
             .or(defaults.compression)
@@ -804,8 +710,51 @@ pub fn validate_job(
     })
 }
 
-/// The engine part of a postgres or redis job.
-fn database_job(spec: &JobSpec, defaults: &DefaultsSpec) -> Result<EngineJob> {
+/// The engine-specific keys a job table sets, by their names in the file.
+fn engine_keys_given(spec: &JobSpec) -> Vec<&'static str> {
+    [
+        ("url", spec.url.is_some()),
+        ("paths", spec.paths.is_some()),
+        ("exclude", spec.exclude.is_some()),
+        ("strict", spec.strict.is_some()),
+        ("format", spec.format.is_some()),
+        ("pg-bin-dir", spec.pg_bin_dir.is_some()),
+        ("mode", spec.mode.is_some()),
+        ("debug-digest", spec.debug_digest.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(key, given)| given.then_some(key))
+    .collect()
+}
+
+/// Refuses a key of another engine (`format` in a redis job): each engine names its own keys.
+fn refuse_other_engines_keys(spec: &JobSpec) -> Result<()> {
+    let engine = spec.engine;
+    let own = engine.job_keys();
+    let Some(key) = engine_keys_given(spec)
+        .into_iter()
+        .find(|key| !own.contains(key))
+    else {
+        return Ok(());
+    };
+    let owners: Vec<&str> = EngineName::ALL
+        .iter()
+        .filter(|e| e.job_keys().contains(&key))
+        .map(|e| e.as_str())
+        .collect();
+    Err(Error::config(format!(
+        "job {:?}: {key} is a setting of {} jobs, not of {engine} jobs",
+        spec.name,
+        owners.join(" and ")
+    ))
+    .with_hint(format!(
+        "{engine} jobs take {} (besides compression, retention, schedule, max-age, idle-timeout and timeout)",
+        own.join(", ")
+    )))
+}
+
+/// The `url` of a database job, parsed; its password never shows in messages.
+fn job_url(spec: &JobSpec) -> Result<SecretUrl> {
     let url = spec.url.as_deref().ok_or_else(|| {
         Error::config(format!(
             "job {:?}: engine {} needs a url",
@@ -813,121 +762,7 @@ fn database_job(spec: &JobSpec, defaults: &DefaultsSpec) -> Result<EngineJob> {
         ))
         .with_hint("e.g. url = \"${DATABASE_URL}\"")
     })?;
-    let url = SecretUrl::parse(url)
-        .map_err(|e| Error::config(format!("job {:?}: url: {e}", spec.name)))?;
-    Ok(match spec.engine {
-        EngineName::Files => unreachable!("files jobs are validated apart"),
-        EngineName::Postgres => {
-            if !matches!(url.scheme(), "postgres" | "postgresql") {
-                return Err(Error::config(format!(
-                    "job {:?}: engine postgres needs a postgres:// URL, got {}://",
-                    spec.name,
-                    url.scheme()
-                )));
-            }
-            if url.database().is_none() {
-                return Err(Error::config(format!(
-                    "job {:?}: the URL {url} names no database",
-                    spec.name
-                ))
-                .with_hint(
-                    "add the database name as the URL path: postgres://user@host:5432/DBNAME",
-                ));
-            }
-            if spec.mode.is_some() || spec.debug_digest.is_some() {
-                return Err(Error::config(format!(
-                    "job {:?}: mode and debug-digest are settings of redis jobs",
-                    spec.name
-                )));
-            }
-            EngineJob::Postgres(PgJob {
-                url,
-                format: spec.format.unwrap_or_default(),
-                bin_dir: spec
-                    .pg_bin_dir
-                    .as_ref()
-                    .or(defaults.pg_bin_dir.as_ref())
-                    .map(PathBuf::from),
-            })
-        }
-        EngineName::Redis => {
-            if !matches!(url.scheme(), "redis" | "rediss") {
-                return Err(Error::config(format!(
-                    "job {:?}: engine redis needs a redis:// or rediss:// URL, got {}://",
-                    spec.name,
-                    url.scheme()
-                )));
-            }
-            if spec.format.is_some() || spec.pg_bin_dir.is_some() {
-                return Err(Error::config(format!(
-                    "job {:?}: format and pg-bin-dir are settings of postgres jobs",
-                    spec.name
-                )));
-            }
-            EngineJob::Redis(RedisJob {
-                url,
-                mode: spec.mode.unwrap_or_default(),
-                debug_digest: spec.debug_digest.unwrap_or(false),
-            })
-        }
-    })
-}
-
-/// The engine part of a files job: absolute directories with distinct last components.
-fn files_job(spec: &JobSpec) -> Result<EngineJob> {
-    let name = &spec.name;
-    if spec.url.is_some()
-        || spec.format.is_some()
-        || spec.pg_bin_dir.is_some()
-        || spec.mode.is_some()
-        || spec.debug_digest.is_some()
-    {
-        return Err(Error::config(format!(
-            "job {name:?}: engine files takes paths (and exclude, strict), not url, format, pg-bin-dir, mode or debug-digest"
-        ))
-        .with_hint("e.g. paths = [\"/data/uploads\", \"/data/logs\"]"));
-    }
-    let paths: Vec<PathBuf> = spec
-        .paths
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .map(PathBuf::from)
-        .collect();
-    if paths.is_empty() {
-        return Err(
-            Error::config(format!("job {name:?}: engine files needs paths"))
-                .with_hint("e.g. paths = [\"/data/uploads\", \"/data/logs\"]"),
-        );
-    }
-    let mut roots = std::collections::BTreeSet::new();
-    for path in &paths {
-        if !path.is_absolute() {
-            return Err(Error::config(format!(
-                "job {name:?}: paths: {} is not an absolute path",
-                path.display()
-            ))
-            .with_hint(
-                "cron runs in another directory: write the whole path, e.g. /data/uploads",
-            ));
-        }
-        let root = path.file_name().map(|n| n.to_os_string());
-        if paths.len() > 1 && !root.as_ref().is_some_and(|r| roots.insert(r.clone())) {
-            return Err(Error::config(format!(
-                "job {name:?}: paths: two paths end in the same name ({}); each becomes a folder of the archive named after it",
-                path.display()
-            ))
-            .with_hint("back them up in two jobs"));
-        }
-    }
-    let exclude = spec.exclude.clone().unwrap_or_default();
-    crate::source::files::exclusions(&exclude)
-        .map_err(|e| Error::config(format!("job {name:?}: exclude: {e}")))?;
-    Ok(EngineJob::Files(FilesJob {
-        paths,
-        exclude,
-        strict: spec.strict.unwrap_or(false),
-    }))
+    SecretUrl::parse(url).map_err(|e| Error::config(format!("job {:?}: url: {e}", spec.name)))
 }
 
 /// Job names become path segments in the repository, so they are kept simple.
@@ -1102,6 +937,42 @@ retention = { keep-daily = 7 }
         let text = "[[job]]\nname = \"a\"\nengine = \"oracle\"\nurl = \"x\"\n";
         let e = parse(text, Some(Path::new("lb.toml")), &env).unwrap_err();
         assert!(e.message().starts_with("lb.toml:3:10:"), "{}", e.message());
+    }
+
+    #[test]
+    fn a_key_of_another_engine_is_refused_by_name() {
+        let cases = [
+            (
+                "engine = \"redis\"\nurl = \"redis://r:6379\"\nformat = \"plain\"",
+                "format is a setting of postgres jobs, not of redis jobs",
+            ),
+            (
+                "engine = \"files\"\npaths = [\"/data\"]\nurl = \"${DATABASE_URL}\"",
+                "url is a setting of postgres and redis jobs, not of files jobs",
+            ),
+            (
+                "engine = \"postgres\"\nurl = \"${DATABASE_URL}\"\nstrict = true",
+                "strict is a setting of files jobs, not of postgres jobs",
+            ),
+            (
+                "engine = \"postgres\"\nurl = \"${DATABASE_URL}\"\ndebug-digest = true",
+                "debug-digest is a setting of redis jobs, not of postgres jobs",
+            ),
+        ];
+        for (job, want) in cases {
+            let text = format!("[[job]]\nname = \"j\"\n{job}\n");
+            let e = parse(&text, Some(Path::new("lifeboat.toml")), &env).unwrap_err();
+            assert!(e.message().contains(want), "{job}: {}", e.message());
+            assert!(e.message().starts_with("lifeboat.toml"), "{}", e.message());
+            assert!(
+                e.hint().unwrap_or_default().contains(" jobs take "),
+                "{e:?}"
+            );
+        }
+        // Each engine's own keys pass.
+        let text = "[[job]]\nname = \"f\"\nengine = \"files\"\npaths = [\"/data\"]\nexclude = [\"*.tmp\"]\nstrict = true\n\n[[job]]\nname = \"r\"\nengine = \"redis\"\nurl = \"redis://r:6379\"\nmode = \"scan\"\ndebug-digest = true\n";
+        let c = parse(text, None, &env).unwrap();
+        assert_eq!(c.jobs.len(), 2);
     }
 
     #[test]
