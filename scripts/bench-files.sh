@@ -24,34 +24,7 @@ trap 'rm -rf "$OUT"' EXIT
 if [ ! -f "$TREE/.complete" ]; then
   echo "Making a tree of about $MIB MiB under $TREE..." >&2
   rm -rf "$TREE"
-  python3 - "$TREE" "$MIB" <<'PY'
-import os, random, sys
-root, mib = sys.argv[1], int(sys.argv[2])
-rng = random.Random(7)
-budget = mib << 20
-words = [b"GET", b"POST", b"/api/v1/orders", b"/static/app.js", b"200", b"404", b"user=", b"ms="]
-def log_text(n):
-    out = bytearray()
-    while len(out) < n:
-        out += b" ".join(rng.choice(words) for _ in range(12)) + b" %d\n" % rng.randrange(10**9)
-    return bytes(out[:n])
-kinds = [  # (share of the bytes, folder, size range, content)
-    (0.25, "logs", (4 << 10, 256 << 10), "text"),
-    (0.35, "uploads/images", (200 << 10, 4 << 20), "random"),
-    (0.30, "uploads/video", (40 << 20, 120 << 20), "random"),
-    (0.10, "cache/small", (1, 8 << 10), "text"),
-]
-for share, folder, (lo, hi), content in kinds:
-    left, i = int(budget * share), 0
-    while left > 0:
-        d = os.path.join(root, folder, "d%03d" % (i // 200))
-        os.makedirs(d, exist_ok=True)
-        n = min(left, rng.randrange(lo, hi))
-        with open(os.path.join(d, "f%06d.%s" % (i, "log" if content == "text" else "bin")), "wb") as f:
-            f.write(log_text(n) if content == "text" else os.urandom(n))
-        left -= n
-        i += 1
-PY
+  python3 scripts/make-tree.py "$TREE" "$MIB"
   touch "$TREE/.complete"
 fi
 TREE_SIZE="$(du -sh --exclude=.complete "$TREE" | cut -f1)"
