@@ -234,14 +234,23 @@ fn several_paths_become_folders_and_exclusions_are_left_out() {
     std::fs::write(
         &config,
         format!(
-            "[store]\nurl = \"{}\"\n\n[[job]]\nname = \"volumes\"\nengine = \"files\"\npaths = [\"{}\", \"{}\"]\nexclude = [\"*.tmp\", \"cache/\"]\n",
+            "[store]\nurl = \"{}\"\n\n[[job]]\nname = \"volumes\"\nengine = \"files\"\npaths = [\"{}\", \"{}\"]\nexclude = [\"*.tmp\", \"cache/\"]\ncompression-level = 3\n",
             repo.as_str(),
             dir.join("uploads").display(),
             dir.join("logs").display()
         ),
     )
     .unwrap();
-    run("lifeboat-backup", &["--config", config.to_str().unwrap()]).assert_code(0);
+    run("lifeboat-backup", &["--config", config.to_str().unwrap()])
+        .assert_code(0)
+        .assert_contains("zstd level 3");
+    // A configured level is kept throughout: the manifest does not call it adaptive.
+    let compression = &manifests(repo.path(), "volumes")[0]["compression"];
+    assert_eq!(
+        *compression,
+        serde_json::json!({"algorithm": "zstd", "level": 3}),
+        "{compression}"
+    );
     let out = dir.join("out");
     run(
         "lifeboat-restore",

@@ -47,6 +47,13 @@ fn custom_format_round_trip_restores_every_row_and_object() {
     let manifest = &manifests(repo.path(), "app")[0];
     assert_eq!(manifest["dump_format"], "pg_custom");
     assert_eq!(manifest["compression"]["algorithm"], "zstd");
+    // No level configured: the level adapts, never above the default, and the manifest says
+    // which levels the stream used.
+    assert_eq!(manifest["compression"]["adaptive"], true, "{manifest}");
+    let used = &manifest["compression"]["levels_used"];
+    let (low, high) = (used[0].as_i64().unwrap(), used[1].as_i64().unwrap());
+    assert!(1 <= low && low <= high && high <= 3, "{manifest}");
+    assert_eq!(report["compression"]["levels_used"], *used);
     assert_eq!(manifest["fingerprint"]["tables"]["public.kinds"], 3003);
     assert_eq!(manifest["fingerprint"]["large_objects"], 2);
     assert!(manifest["source"]["url"]

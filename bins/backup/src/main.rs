@@ -69,10 +69,7 @@ async fn run_jobs(args: &BackupArgs, cancel: &job::Cancel) -> Result<i32> {
         match job::run(&store, job, &options, &chrono::Utc::now, cancel).await {
             Ok(run) => {
                 if !json {
-                    print!(
-                        "{}",
-                        human::backup(&run.report, &store.describe(), &job.compression)
-                    );
+                    print!("{}", human::backup(&run.report, &store.describe()));
                     run.prune.iter().for_each(|p| print!("{}", human::prune(p)));
                 }
                 if let Some(e) = &run.prune_error {

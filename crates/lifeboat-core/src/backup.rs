@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::catalog::{self, Contents, Manifest, ObjectInfo, SnapshotId, MANIFEST_FORMAT};
 use crate::config::Job;
 use crate::error::{Error, ErrorKind, Result};
-use crate::pipeline::{Digest, Streamed, WritePipeline};
+use crate::pipeline::{Compression, Digest, Streamed, WritePipeline};
 use crate::secret::SecretUrl;
 use crate::source::Capture;
 use crate::source::Finished;
@@ -61,6 +61,8 @@ pub struct BackupReport {
     /// What went wrong without failing the backup (files: a file changed while it was read).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// How the data object is compressed, as the manifest records it.
+    pub compression: Compression,
     /// The data object's key in the repository.
     pub object_key: String,
     /// Unfinished uploads of earlier runs removed at the start.
@@ -267,6 +269,7 @@ async fn commit_snapshot<S: Store>(
         raw_size,
         stored_sha256,
         stored_size,
+        compression,
     } = captured.streamed;
     let manifest = Manifest {
         format: MANIFEST_FORMAT,
@@ -280,7 +283,7 @@ async fn commit_snapshot<S: Store>(
         consistent_at: captured.consistent_at,
         source: captured.finished.source,
         dump_format: captured.dump_format.into(),
-        compression: job.compression,
+        compression,
         encryption: None,
         object: ObjectInfo {
             key: key.to_string(),
@@ -307,6 +310,7 @@ async fn commit_snapshot<S: Store>(
         stored_sha256,
         contents,
         warnings: manifest.warnings.clone(),
+        compression,
         object_key: key.to_string(),
         leftovers_removed,
     })

@@ -13,10 +13,21 @@
 //!
 //! The stored object is then a sequence of whole zstd frames, which every zstd decoder reads as
 //! one stream (`zstd -d` included); Lifeboat's decoder reads all frames and the digests cover
-//! every byte. Data that compresses is compressed at the configured level throughout.
+//! every byte.
+//!
+//! A job that configures no level also gets a level that keeps up with the dump, in the spirit
+//! of `zstd --adapt`: the pipeline tells the encoder, through [`Pressure`], how often the
+//! compressor found the dump's chunks piling up in front of it and how often it found none and
+//! had to wait. At the end of each compressed window, a window mostly spent behind the dump
+//! lowers the level by one (down to 1) and a window mostly spent waiting for it raises the level
+//! by one, up to the default it started at. It never goes above that: on a 2-core host the
+//! effort a higher level takes comes out of the dump's own CPU, which the queue cannot show. A
+//! level change ends the frame, like a switch to storing. A configured level is kept throughout.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use tokio::io::AsyncWrite;
@@ -47,6 +58,66 @@ const STORED_FRAME_HEADER: [u8; 6] = [0x28, 0xb5, 0x2f, 0xfd, 0x00, 7 << 3];
 /// empty frame.
 const LAST_EMPTY_BLOCK: [u8; 3] = [0x01, 0x00, 0x00];
 
+/// How the dump and the compressor keep pace, counted by the pipeline each time the compressor
+/// takes a chunk: the queue in front of it was full (the dump waits on the compressor), or empty
+/// (the compressor waits on the dump).
+/// The encoder reports the levels it used back through it.
+#[derive(Debug)]
+pub struct Pressure {
+    taken: AtomicU64,
+    queue_full: AtomicU64,
+    queue_empty: AtomicU64,
+    lowest_level: AtomicI32,
+    highest_level: AtomicI32,
+}
+
+impl Default for Pressure {
+    fn default() -> Self {
+        Pressure {
+            taken: AtomicU64::new(0),
+            queue_full: AtomicU64::new(0),
+            queue_empty: AtomicU64::new(0),
+            lowest_level: AtomicI32::new(i32::MAX),
+            highest_level: AtomicI32::new(i32::MIN),
+        }
+    }
+}
+
+impl Pressure {
+    /// The lowest and highest level the encoder used (`None` before it started).
+    pub fn levels_used(&self) -> Option<(i32, i32)> {
+        let (low, high) = (
+            self.lowest_level.load(Ordering::Relaxed),
+            self.highest_level.load(Ordering::Relaxed),
+        );
+        (low <= high).then_some((low, high))
+    }
+
+    fn used(&self, level: i32) {
+        self.lowest_level.fetch_min(level, Ordering::Relaxed);
+        self.highest_level.fetch_max(level, Ordering::Relaxed);
+    }
+
+    /// Counts one chunk taken with `queued` more chunks waiting in a queue of `depth`.
+    pub fn record(&self, queued: usize, depth: usize) {
+        self.taken.fetch_add(1, Ordering::Relaxed);
+        if queued + 1 >= depth {
+            self.queue_full.fetch_add(1, Ordering::Relaxed);
+        } else if queued == 0 {
+            self.queue_empty.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The counts since the last call: (chunks taken, with the queue full, with it empty).
+    fn take(&self) -> (u64, u64, u64) {
+        (
+            self.taken.swap(0, Ordering::Relaxed),
+            self.queue_full.swap(0, Ordering::Relaxed),
+            self.queue_empty.swap(0, Ordering::Relaxed),
+        )
+    }
+}
+
 /// A raw block's 3-byte header: last-block bit 0, block type 0 (raw), the size in bits 3 to 23.
 fn raw_block_header(size: usize) -> [u8; 3] {
     debug_assert!(size <= MAX_BLOCK);
@@ -75,11 +146,20 @@ pub struct AdaptiveZstdWriter<W> {
     /// Input went in since the last flush: zstd may hold some of it back.
     unflushed: bool,
     finished: bool,
+    /// The level compressed windows use now.
+    level: i32,
+    /// Set for an adaptive level: the highest it may take is the one it started at.
+    pressure: Option<Arc<Pressure>>,
+    max_level: i32,
 }
 
 impl<W: AsyncWrite + Unpin> AdaptiveZstdWriter<W> {
-    /// A zstd writer at `level` over `inner`.
-    pub fn new(inner: W, level: i32) -> io::Result<Self> {
+    /// A zstd writer at `level` over `inner`; with `pressure`, the level adapts (down to 1, up
+    /// to `level`) to keep up with the dump.
+    pub fn new(inner: W, level: i32, pressure: Option<Arc<Pressure>>) -> io::Result<Self> {
+        if let Some(p) = &pressure {
+            p.used(level);
+        }
         Ok(AdaptiveZstdWriter {
             inner,
             encoder: Encoder::new(level)?,
@@ -93,7 +173,33 @@ impl<W: AsyncWrite + Unpin> AdaptiveZstdWriter<W> {
             switches: 0,
             unflushed: false,
             finished: false,
+            level,
+            pressure,
+            max_level: level,
         })
+    }
+
+    /// At the end of a compressed window: a step down when the dump mostly waited on the
+    /// compressor, a step up (to the starting level at most) when the compressor mostly waited
+    /// on the dump. A new level starts a new frame.
+    fn adapt_level(&mut self) -> io::Result<()> {
+        let Some(pressure) = self.pressure.clone() else {
+            return Ok(());
+        };
+        let (taken, full, empty) = pressure.take();
+        let level = if 2 * full > taken && self.level > 1 {
+            self.level - 1
+        } else if 2 * empty > taken && self.level < self.max_level {
+            self.level + 1
+        } else {
+            return Ok(());
+        };
+        self.end_frame()?;
+        self.encoder = Encoder::new(level)?;
+        self.level = level;
+        pressure.used(level);
+        tracing::debug!(level, taken, full, empty, "zstd level adapted");
+        Ok(())
     }
 
     /// Compresses or stores `input` into `pending`.
@@ -137,6 +243,8 @@ impl<W: AsyncWrite + Unpin> AdaptiveZstdWriter<W> {
                 self.storing = true;
                 self.sample.clear();
                 self.switches += 1;
+            } else {
+                self.adapt_level()?;
             }
         }
         Ok(input.len())
@@ -315,7 +423,7 @@ mod tests {
 
     async fn compress(data: &[u8], write_size: usize) -> (Vec<u8>, u64) {
         let mut stored = Vec::new();
-        let mut writer = AdaptiveZstdWriter::new(&mut stored, 3).unwrap();
+        let mut writer = AdaptiveZstdWriter::new(&mut stored, 3, None).unwrap();
         for piece in data.chunks(write_size) {
             writer.write_all(piece).await.unwrap();
         }
@@ -327,7 +435,7 @@ mod tests {
 
     async fn decompress(stored: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        Compression::Zstd { level: 3 }
+        Compression::default()
             .decoder(stored)
             .read_to_end(&mut out)
             .await
@@ -416,7 +524,7 @@ mod tests {
         // Compressed, and stored (a window of noise, then more of it).
         for data in [rows(300_000), noise(8 * 1024 * 1024 + 300_000, 3)] {
             let mut stored = Vec::new();
-            let mut writer = AdaptiveZstdWriter::new(&mut stored, 3).unwrap();
+            let mut writer = AdaptiveZstdWriter::new(&mut stored, 3, None).unwrap();
             writer.write_all(&data).await.unwrap();
             writer.flush().await.unwrap();
             let storing = writer.storing;
@@ -435,5 +543,40 @@ mod tests {
         let (stored, _) = compress(&[], 1).await;
         assert!(!stored.is_empty());
         assert!(decompress(&stored).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_adaptive_level_steps_down_behind_the_dump_and_back_up_to_where_it_started() {
+        let window = WINDOW as usize;
+        let data = rows(window * 6);
+        let pressure = Arc::new(Pressure::default());
+        let mut stored = Vec::new();
+        let mut writer = AdaptiveZstdWriter::new(&mut stored, 3, Some(pressure.clone())).unwrap();
+        for (i, stretch) in data.chunks(window).enumerate() {
+            // Three windows with the dump waiting on a full queue, then three with the
+            // compressor waiting on an empty one.
+            for _ in 0..32 {
+                pressure.record(if i < 3 { 7 } else { 0 }, 8);
+            }
+            writer.write_all(stretch).await.unwrap();
+        }
+        writer.shutdown().await.unwrap();
+        drop(writer);
+        // 3 -> 2 -> 1, stays at 1, then 2 -> 3 and no higher than where it started.
+        assert_eq!(pressure.levels_used(), Some((1, 3)));
+        assert_eq!(decompress(&stored).await, data);
+
+        // Neither side waiting most of the time: the level stays.
+        let steady = Arc::new(Pressure::default());
+        let mut stored = Vec::new();
+        let mut writer = AdaptiveZstdWriter::new(&mut stored, 3, Some(steady.clone())).unwrap();
+        for stretch in data.chunks(window).take(2) {
+            for queued in 0..8 {
+                steady.record(queued, 8);
+            }
+            writer.write_all(stretch).await.unwrap();
+        }
+        writer.shutdown().await.unwrap();
+        assert_eq!(steady.levels_used(), Some((3, 3)));
     }
 }

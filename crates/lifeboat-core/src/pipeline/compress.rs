@@ -6,7 +6,9 @@ use async_compression::Level;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite};
 
-use super::adaptive_zstd::AdaptiveZstdWriter;
+use std::sync::Arc;
+
+use super::adaptive_zstd::{AdaptiveZstdWriter, Pressure};
 use crate::config::CompressionName;
 
 /// How a data object is compressed, as the manifest records it.
@@ -15,8 +17,17 @@ use crate::config::CompressionName;
 pub enum Compression {
     /// zstd at `level` (1-19).
     Zstd {
-        /// 1-19.
+        /// 1-19; with `adaptive`, the level a stream starts at and never goes above.
         level: i32,
+        /// The level was not configured: it goes down while the compressor holds the dump up,
+        /// and back up to `level` while the compressor waits for the dump (see `adaptive_zstd`).
+        /// A configured level is kept throughout.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        adaptive: bool,
+        /// The lowest and highest level a stream was compressed at (manifests of adaptive
+        /// streams).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        levels_used: Option<(i32, i32)>,
     },
     /// gzip at `level` (1-9).
     Gzip {
@@ -27,9 +38,17 @@ pub enum Compression {
     None,
 }
 
+/// The zstd level of a job that configures none, and the highest an adaptive stream uses.
+pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+
 impl Default for Compression {
+    /// zstd, adaptive from [`DEFAULT_ZSTD_LEVEL`].
     fn default() -> Self {
-        Compression::Zstd { level: 3 }
+        Compression::Zstd {
+            level: DEFAULT_ZSTD_LEVEL,
+            adaptive: true,
+            levels_used: None,
+        }
     }
 }
 
@@ -38,13 +57,19 @@ impl Compression {
     pub fn from_spec(name: CompressionName, level: Option<i32>) -> Result<Self, String> {
         match name {
             CompressionName::Zstd => {
-                let level = level.unwrap_or(3);
+                let Some(level) = level else {
+                    return Ok(Compression::default());
+                };
                 if !(1..=19).contains(&level) {
                     return Err(format!(
                         "zstd compression-level must be 1..=19, got {level}"
                     ));
                 }
-                Ok(Compression::Zstd { level })
+                Ok(Compression::Zstd {
+                    level,
+                    adaptive: false,
+                    levels_used: None,
+                })
             }
             CompressionName::Gzip => {
                 let level = level.unwrap_or(6);
@@ -68,9 +93,30 @@ impl Compression {
         if head.starts_with(&[0x1f, 0x8b]) {
             Compression::Gzip { level: 6 }
         } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Compression::Zstd { level: 3 }
+            Compression::Zstd {
+                level: DEFAULT_ZSTD_LEVEL,
+                adaptive: false,
+                levels_used: None,
+            }
         } else {
             Compression::None
+        }
+    }
+
+    /// The same compression, as a stream applied it: an adaptive zstd level records the levels
+    /// it used, or, when it did not adapt (`None`: zstd's worker threads), is not adaptive.
+    pub fn with_levels_used(self, used: Option<(i32, i32)>) -> Compression {
+        match self {
+            Compression::Zstd {
+                level,
+                adaptive: true,
+                ..
+            } => Compression::Zstd {
+                level,
+                adaptive: used.is_some(),
+                levels_used: used,
+            },
+            other => other,
         }
     }
 
@@ -87,21 +133,29 @@ impl Compression {
     /// trailer. zstd stores stretches that do not compress as raw blocks instead of running the
     /// compressor over them (see `adaptive_zstd`). `threads` > 1 lets zstd compress on that many
     /// worker threads instead, for a machine where the database server and pg_dump leave a core
-    /// idle (gzip is single-threaded).
+    /// idle (gzip is single-threaded). An adaptive zstd level follows `pressure`, which the
+    /// caller keeps up to date.
     pub fn encoder<'a, W: AsyncWrite + Unpin + Send + 'a>(
         &self,
         inner: W,
         threads: u32,
+        pressure: Option<Arc<Pressure>>,
     ) -> std::io::Result<Box<dyn AsyncWrite + Unpin + Send + 'a>> {
         Ok(match *self {
-            Compression::Zstd { level } if threads > 1 => {
+            Compression::Zstd { level, .. } if threads > 1 => {
                 Box::new(ZstdEncoder::with_quality_and_params(
                     inner,
                     Level::Precise(level),
                     &[async_compression::zstd::CParameter::nb_workers(threads)],
                 ))
             }
-            Compression::Zstd { level } => Box::new(AdaptiveZstdWriter::new(inner, level)?),
+            Compression::Zstd {
+                level, adaptive, ..
+            } => Box::new(AdaptiveZstdWriter::new(
+                inner,
+                level,
+                adaptive.then_some(pressure).flatten(),
+            )?),
             Compression::Gzip { level } => {
                 Box::new(GzipEncoder::with_quality(inner, Level::Precise(level)))
             }
@@ -160,7 +214,7 @@ mod tests {
     async fn every_algorithm_round_trips_over_short_reads() {
         let data: Vec<u8> = (0..300_000u32).map(|i| ((i * 7919) % 256) as u8).collect();
         for c in [
-            Compression::Zstd { level: 3 },
+            Compression::default(),
             Compression::Gzip { level: 6 },
             Compression::None,
         ] {
@@ -170,7 +224,7 @@ mod tests {
                 1
             };
             let mut compressed = Vec::new();
-            let mut enc = c.encoder(&mut compressed, threads).unwrap();
+            let mut enc = c.encoder(&mut compressed, threads, None).unwrap();
             enc.write_all(&data).await.unwrap();
             enc.shutdown().await.unwrap();
             drop(enc);
@@ -190,9 +244,9 @@ mod tests {
     #[tokio::test]
     async fn truncated_zstd_is_an_error() {
         let data = vec![42u8; 100_000];
-        let c = Compression::Zstd { level: 3 };
+        let c = Compression::default();
         let mut compressed = Vec::new();
-        let mut enc = c.encoder(&mut compressed, 1).unwrap();
+        let mut enc = c.encoder(&mut compressed, 1, None).unwrap();
         enc.write_all(&data).await.unwrap();
         enc.shutdown().await.unwrap();
         drop(enc);
@@ -211,7 +265,16 @@ mod tests {
         assert!(Compression::from_spec(CompressionName::Gzip, Some(0)).is_err());
         assert_eq!(
             Compression::from_spec(CompressionName::Zstd, None),
-            Ok(Compression::Zstd { level: 3 })
+            Ok(Compression::default())
+        );
+        // A configured level is kept: it is not adaptive, even when it is the default's.
+        assert_eq!(
+            Compression::from_spec(CompressionName::Zstd, Some(3)),
+            Ok(Compression::Zstd {
+                level: 3,
+                adaptive: false,
+                levels_used: None
+            })
         );
     }
 }

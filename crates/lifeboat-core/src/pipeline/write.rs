@@ -2,11 +2,13 @@
 //! SHA-256 (stored) -> the store's writer. [`WritePipeline`] owns the stages (compression now,
 //! encryption next), the data object's name suffix that follows from them, and both digests.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use super::adaptive_zstd::Pressure;
 use super::hash::Hasher;
 use super::{Compression, Digest, HashingWriter, CHUNK_SIZE};
 use crate::error::{Error, ErrorKind, Result};
@@ -24,6 +26,8 @@ pub struct Streamed {
     pub stored_sha256: Digest,
     /// Bytes stored.
     pub stored_size: u64,
+    /// The compression as it was applied: for an adaptive zstd level, with the levels used.
+    pub compression: Compression,
 }
 
 /// The stages a dump goes through on its way to the store.
@@ -93,9 +97,18 @@ impl WritePipeline {
         } else {
             HashingWriter::new(&mut *writer)
         };
+        // An adaptive level follows how full the queue from the reader is.
+        // (zstd's own worker threads, `threads` > 1, keep their level.)
+        let pressure = (threads <= 1
+            && matches!(compression, Compression::Zstd { adaptive: true, .. }))
+        .then(|| Arc::new(Pressure::default()));
         let write_result: std::io::Result<()> = async {
-            let mut encoder = compression.encoder(&mut hashing, threads)?;
-            while let Some(chunk) = rx.recv().await {
+            let mut encoder = compression.encoder(&mut hashing, threads, pressure.clone())?;
+            loop {
+                if let Some(p) = &pressure {
+                    p.record(rx.len(), CHANNEL_DEPTH);
+                }
+                let Some(chunk) = rx.recv().await else { break };
                 encoder.write_all(&chunk).await?;
             }
             encoder.shutdown().await?;
@@ -132,6 +145,7 @@ impl WritePipeline {
             raw_size: raw_len,
             stored_sha256: stored_digest,
             stored_size: stored_len,
+            compression: compression.with_levels_used(pressure.and_then(|p| p.levels_used())),
         })
     }
 }

@@ -67,14 +67,22 @@ fn compression_name(c: &Compression) -> &'static str {
 /// `zstd level 3`, `gzip level 6`, `uncompressed`.
 pub fn compression(c: &Compression) -> String {
     match c {
-        Compression::Zstd { level } => format!("zstd level {level}"),
+        Compression::Zstd {
+            levels_used: Some((low, high)),
+            ..
+        } if low != high => format!("zstd levels {low}-{high} (adaptive)"),
+        Compression::Zstd {
+            levels_used: Some((level, _)),
+            ..
+        }
+        | Compression::Zstd { level, .. } => format!("zstd level {level}"),
         Compression::Gzip { level } => format!("gzip level {level}"),
         Compression::None => "uncompressed".into(),
     }
 }
 
 /// The lines after a committed backup.
-pub fn backup(r: &BackupReport, store: &str, compressed: &Compression) -> String {
+pub fn backup(r: &BackupReport, store: &str) -> String {
     let mut out = format!(
         "Snapshot {} of job {:?} committed to {store}: {}; raw {} -> stored {} ({}) in {:.1}s; consistent at {}.\n  raw sha256    {}\n  stored sha256 {}\n",
         r.snapshot,
@@ -82,7 +90,7 @@ pub fn backup(r: &BackupReport, store: &str, compressed: &Compression) -> String
         r.contents,
         bytes(r.raw_size),
         bytes(r.stored_size),
-        compression(compressed),
+        compression(&r.compression),
         r.duration_secs,
         rfc3339(&r.consistent_at),
         r.raw_sha256,
