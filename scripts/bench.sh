@@ -190,7 +190,7 @@ REPORT="$(cat <<MD
 
 - where the S3 backup's CPU goes (medians; user + system seconds): Lifeboat (with pg_dump, its child) ${CPU[s3_backup]} s to S3 against ${CPU[lifeboat]} s to the directory store; the S3 test server $S3_SERVER_CPU s per backup (on loopback it shares these cores; a real S3 does not)
 - S3 backup vs floor (medians of $ROUNDS alternating rounds): **$(ratio "${WALL[s3_backup]}" "${WALL[floor_s3]}")x** (target <= 1.15x); the old way vs Lifeboat: **$(ratio "${WALL[s3_oldway]}" "${WALL[s3_backup]}")x** (target >= 3x)
-- peak RSS of a 2 GiB stream: **$((${RSS[s3_2gib]} / 1024)) MiB** (bound: 16 x (4 + 2) + 32 = 128 MiB)
+- peak RSS of a 2 GiB stream: **$((${RSS[s3_2gib]} / 1024)) MiB** (16 MiB parts: bound 16 x (4 + 1) + 32 = 112 MiB)
 - verify throughput vs raw GET: **$(ratio "${WALL[s3_rawget]}" "${WALL[s3_verify]}")x** (target >= 0.8x)
 MD
 )"

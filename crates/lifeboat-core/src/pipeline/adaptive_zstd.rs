@@ -195,7 +195,10 @@ impl<W: AsyncWrite + Unpin> AdaptiveZstdWriter<W> {
             return Ok(());
         };
         self.end_frame()?;
-        self.encoder = Encoder::new(level)?;
+        // The same context at another level: a new one would allocate its tables again.
+        self.encoder.reinit()?;
+        self.encoder
+            .set_parameter(zstd::stream::raw::CParameter::CompressionLevel(level))?;
         self.level = level;
         pressure.used(level);
         tracing::debug!(level, taken, full, empty, "zstd level adapted");
