@@ -241,9 +241,13 @@ fn several_paths_become_folders_and_exclusions_are_left_out() {
         ),
     )
     .unwrap();
-    run("lifeboat-backup", &["--config", config.to_str().unwrap()])
-        .assert_code(0)
-        .assert_contains("zstd level 3");
+    // `--job NAME` names a configured job, as it does for verify and restore.
+    run(
+        "lifeboat-backup",
+        &["--config", config.to_str().unwrap(), "--job", "volumes"],
+    )
+    .assert_code(0)
+    .assert_contains("zstd level 3");
     // A configured level is kept throughout: the manifest does not call it adaptive.
     let compression = &manifests(repo.path(), "volumes")[0]["compression"];
     assert_eq!(

@@ -77,8 +77,9 @@ pub struct BackupArgs {
     #[arg(long, value_name = "URL", requires = "engine", group = "source_url")]
     pub url: Option<String>,
 
-    /// Job name for --engine [default: the database name]
-    #[arg(long, value_name = "NAME", requires = "engine")]
+    /// Job name for --engine [default: the database name]; without --engine, a job of the
+    /// configuration file to run, as with lifeboat-verify and lifeboat-restore
+    #[arg(long, value_name = "NAME")]
     pub job: Option<String>,
 
     /// PostgreSQL dump format for --engine [default: custom]

@@ -131,10 +131,12 @@ fn resolve_jobs(args: &BackupArgs) -> Result<(Option<Config>, Vec<Job>)> {
         usage("no jobs to run: there is no ./lifeboat.toml, no --config, and no --engine with --url-env or --url")
             .with_hint("pass --config FILE, or back up one database with --engine postgres --url-env DATABASE_URL --repo DIR")
     })?;
-    let mut jobs = if args.jobs.is_empty() {
+    // `--job NAME` without --engine names a configured job, as it does for verify and restore.
+    let named: Vec<&String> = args.jobs.iter().chain(&args.job).collect();
+    let mut jobs = if named.is_empty() {
         config.jobs.clone()
     } else {
-        args.jobs
+        named
             .iter()
             .map(|n| config.job(n).cloned())
             .collect::<Result<Vec<_>>>()?
