@@ -281,6 +281,10 @@ impl<W: AsyncWrite + Unpin> AdaptiveZstdWriter<W> {
                 self.storing = false;
                 self.window_in = 0;
                 self.window_out = 0;
+                // The level adapts to how compressing keeps pace, not storing.
+                if let Some(p) = &self.pressure {
+                    p.take();
+                }
                 self.switches += 1;
             }
         } else if self.window_in >= STORED_WINDOW {
