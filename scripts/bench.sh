@@ -57,6 +57,11 @@ DB_SIZE="$(psql -X -A -t "$SRC" -c "SELECT pg_size_pretty(pg_database_size(curre
 
 source scripts/bench-measure.sh
 size_of() { du -sb "$1" | cut -f1; }
+# The data object's size and the zstd levels used, of the one snapshot in a repository.
+stored_size() { find "$1" -name 'data.*' -exec du -b {} + | cut -f1; }
+levels_used() {
+  python3 -c "import json,sys; c=json.load(open(sys.argv[1]))['compression']; print(c.get('levels_used', c['level']))" "$(find "$1" -name manifest.json)"
+}
 fresh_db() { psql -X -q "$SERVER/postgres" -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1"; }
 
 echo "Backups of $DB ($DB_SIZE):" >&2
@@ -68,7 +73,7 @@ for round in $(seq 1 "$ROUNDS"); do
   rm -rf "$OUT/repo"
   measure lifeboat "$BIN/lifeboat-backup" --engine postgres --url "$SRC" --job bench --repo "$OUT/repo"
 done
-LEVELS="$(python3 -c "import json,sys; c=json.load(open(sys.argv[1]))['compression']; print(c.get('levels_used', c['level']))" "$(find "$OUT/repo" -name manifest.json)")"
+LEVELS="$(levels_used "$OUT/repo")"
 
 # Under one competing CPU-bound process: the floor, the default (adaptive) level and a fixed
 # level 3 (the default before it adapted), alternating, the load running throughout.
@@ -86,14 +91,14 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 LOAD_UNDER="$LOAD_UNDER / $(cut -d' ' -f1 /proc/loadavg)"
 kill "$STRESS_PID"; wait "$STRESS_PID" 2>/dev/null || true
-LEVELS_LOAD="$(python3 -c "import json,sys; c=json.load(open(sys.argv[1]))['compression']; print(c.get('levels_used', c['level']))" "$(find "$OUT/repo_load" -name manifest.json)")"
-LOAD_SIZE="$(find "$OUT/repo_load" -name 'data.*' -exec du -b {} + | cut -f1)"
-FIXED_SIZE="$(find "$OUT/repo_fixed" -name 'data.*' -exec du -b {} + | cut -f1)"
+LEVELS_LOAD="$(levels_used "$OUT/repo_load")"
+LOAD_SIZE="$(stored_size "$OUT/repo_load")"
+FIXED_SIZE="$(stored_size "$OUT/repo_fixed")"
 
 measure oldway bash -o pipefail -c "pg_dump -d '$SRC' | gzip > '$OUT/old.sql.gz'"
 pg_dump -Fc -Z0 -d "$SRC" > "$OUT/local.dump"
 GZ_SIZE="$(size_of "$OUT/old.sql.gz")"
-LB_SIZE="$(find "$OUT/repo" -name 'data.*' -exec du -b {} + | cut -f1)"
+LB_SIZE="$(stored_size "$OUT/repo")"
 RAW_SIZE="$(size_of "$OUT/local.dump")"
 
 echo "Verify:" >&2

@@ -68,10 +68,7 @@ pub async fn connect(url: &SecretUrl, kind: ErrorKind) -> Result<PgConnection> {
     if let Some(pw) = url.password() {
         config.password(pw.expose());
     }
-    let tls = crate::client::pg_tls::PgTls::from_url(url).map_err(|e| {
-        Error::config(format!("{}: {}", where_(url), e.message()))
-            .with_hint(e.hint().unwrap_or_default().to_string())
-    })?;
+    let tls = crate::client::pg_tls::PgTls::from_url(url).map_err(|e| e.within(where_(url)))?;
     config.ssl_mode(tls.postgres_mode());
     let mut make_tls = tls.connector()?;
     let host = url.host().unwrap_or_else(|| "localhost".into());

@@ -637,10 +637,8 @@ pub fn parse(text: &str, path: Option<&Path>, lookup: Lookup<'_>) -> Result<Conf
             .paths
             .map(|p| p.iter().map(|s| expand(s)).collect());
         jobs.push(
-            validate_job(&spec_job, &spec.defaults, path.and_then(Path::parent)).map_err(|e| {
-                Error::config(format!("{place}: {}", e.message()))
-                    .with_hint(e.hint().unwrap_or_default().to_string())
-            })?,
+            validate_job(&spec_job, &spec.defaults, path.and_then(Path::parent))
+                .map_err(|e| e.within(&place))?,
         );
     }
     Ok(Config {
@@ -753,8 +751,9 @@ fn refuse_other_engines_keys(spec: &JobSpec) -> Result<()> {
     )))
 }
 
-/// The `url` of a database job, parsed; its password never shows in messages.
-fn job_url(spec: &JobSpec) -> Result<SecretUrl> {
+/// The `url` of a database job, parsed, with one of the engine's `schemes` (`expected` says
+/// which, in words); its password never shows in messages.
+fn job_url(spec: &JobSpec, schemes: &[&str], expected: &str) -> Result<SecretUrl> {
     let url = spec.url.as_deref().ok_or_else(|| {
         Error::config(format!(
             "job {:?}: engine {} needs a url",
@@ -762,7 +761,21 @@ fn job_url(spec: &JobSpec) -> Result<SecretUrl> {
         ))
         .with_hint("e.g. url = \"${DATABASE_URL}\"")
     })?;
-    SecretUrl::parse(url).map_err(|e| Error::config(format!("job {:?}: url: {e}", spec.name)))
+    let url = SecretUrl::parse(url)
+        .map_err(|e| Error::config(format!("job {:?}: url: {e}", spec.name)))?;
+    if !schemes.contains(&url.scheme()) {
+        return Err(Error::config(format!(
+            "job {:?}: engine {} needs {expected}, got {}://",
+            spec.name,
+            spec.engine,
+            url.scheme()
+        ))
+        .with_hint(format!(
+            "check that engine = \"{}\" is the right engine for this URL",
+            spec.engine
+        )));
+    }
+    Ok(url)
 }
 
 /// Job names become path segments in the repository, so they are kept simple.

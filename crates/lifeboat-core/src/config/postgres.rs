@@ -56,14 +56,7 @@ impl std::str::FromStr for PgFormat {
 
 /// The `postgres` part of a job: a `postgres://` URL that names a database.
 pub(crate) fn job(spec: &JobSpec, defaults: &DefaultsSpec) -> Result<PgJob> {
-    let url = super::job_url(spec)?;
-    if !matches!(url.scheme(), "postgres" | "postgresql") {
-        return Err(Error::config(format!(
-            "job {:?}: engine postgres needs a postgres:// URL, got {}://",
-            spec.name,
-            url.scheme()
-        )));
-    }
+    let url = super::job_url(spec, &["postgres", "postgresql"], "a postgres:// URL")?;
     if url.database().is_none() {
         return Err(Error::config(format!(
             "job {:?}: the URL {url} names no database",

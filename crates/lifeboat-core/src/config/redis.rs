@@ -3,7 +3,7 @@
 use serde::Deserialize;
 
 use super::JobSpec;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::secret::SecretUrl;
 
 /// The job keys a `redis` job takes besides the common ones.
@@ -35,14 +35,7 @@ pub enum RedisMode {
 
 /// The `redis` part of a job: a `redis://` or `rediss://` URL.
 pub(crate) fn job(spec: &JobSpec) -> Result<RedisJob> {
-    let url = super::job_url(spec)?;
-    if !matches!(url.scheme(), "redis" | "rediss") {
-        return Err(Error::config(format!(
-            "job {:?}: engine redis needs a redis:// or rediss:// URL, got {}://",
-            spec.name,
-            url.scheme()
-        )));
-    }
+    let url = super::job_url(spec, &["redis", "rediss"], "a redis:// or rediss:// URL")?;
     Ok(RedisJob {
         url,
         mode: spec.mode.unwrap_or_default(),
