@@ -24,7 +24,7 @@ pub enum Engine {
     /// The default of a job spec built in code (a configuration always names its engine).
     #[default]
     Postgres,
-    /// Redis, from an RDB taken over the replication stream.
+    /// Redis, as an RDB file: taken over the replication stream, or built from SCAN.
     Redis,
     /// Directory trees, as a POSIX (PAX) tar.
     Files,
@@ -121,7 +121,8 @@ pub async fn capture(engine: &EngineJob) -> Result<Capture> {
 pub enum AnySink {
     /// PostgreSQL: `pg_restore` or `psql` into a database.
     Postgres(PgSink),
-    /// Redis: RESTORE into staging databases, or an RDB file.
+    /// Redis: RESTORE into the target databases (staging databases and SWAPDB with
+    /// `--mode swap`), or an RDB file.
     Redis(RedisSink),
     /// Files: a tar extracted beside the target, then renamed into place.
     Files(FilesSink),

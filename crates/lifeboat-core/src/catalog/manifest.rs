@@ -77,7 +77,8 @@ pub struct ObjectInfo {
     pub key: String,
     /// Its size as stored.
     pub stored_size: u64,
-    /// SHA-256 of the stored bytes (checked by `verify --level stored`).
+    /// SHA-256 of the stored bytes (checked on every read: `verify --level content`, drills,
+    /// restores).
     pub stored_sha256: Digest,
     /// Its size after decompression: what the engine produced.
     pub raw_size: u64,
@@ -102,7 +103,7 @@ pub enum Fingerprint {
 pub struct FilesFingerprint {
     /// Regular files.
     pub files: u64,
-    /// Directories, the root included.
+    /// Directories below the root (the root is the restore target itself).
     pub directories: u64,
     /// Symbolic links.
     pub symlinks: u64,

@@ -228,7 +228,8 @@ pub struct JobSpec {
     pub format: Option<PgFormat>,
     /// `zstd` (default), `gzip` or `none`.
     pub compression: Option<CompressionName>,
-    /// The compression level (zstd 1-19, default 3; gzip 1-9, default 6).
+    /// The compression level (zstd 1-19; gzip 1-9, default 6), kept throughout; unset, zstd
+    /// adapts from level 3 (see `pipeline::adaptive_zstd`).
     pub compression_level: Option<i32>,
     /// Directory holding `pg_dump`/`pg_restore`/`psql` of the right major version.
     pub pg_bin_dir: Option<String>,
