@@ -326,9 +326,16 @@ print_env() {
   echo "export LIFEBOAT_TEST_S3S_FS=$S3S_ROOT/bin/s3s-fs"
 }
 
+# Tools the tests call besides the servers: ssh-keygen makes the ssh-ed25519 keys of the
+# encryption tests.
+install_tools() {
+  command -v ssh-keygen >/dev/null 2>&1 || apt_install openssh-client
+}
+
 start_services() {
   local service
   [ "$#" -gt 0 ] || set -- postgres pg-tls s3 s3s redis
+  install_tools
   for service in "$@"; do
     case "$service" in
       postgres) start_postgres ;;

@@ -41,7 +41,7 @@ Exit codes: 0 ok, 1 the backup failed (nothing was committed), 2 usage or config
 /// Back up databases and directory trees into a Lifeboat repository: stream the dump through
 /// checksums and compression into the store; the snapshot exists only once its manifest is written.
 #[derive(Debug, Parser)]
-#[command(name = "lifeboat-backup", version, after_help = EXAMPLES)]
+#[command(name = "lifeboat-backup", version, after_help = EXAMPLES, after_long_help = format!("{EXAMPLES}\n\n{}", lifeboat_cli::env_help()))]
 pub struct BackupArgs {
     #[command(flatten)]
     pub common: CommonArgs,
@@ -149,6 +149,28 @@ pub enum BackupCommand {
     Prune(PruneArgs),
     /// Remove a job's lock by hand, after making sure no run of the job is active
     Unlock(UnlockArgs),
+    /// Write a new age identity file (mode 0600) and print its public key, for [encryption]
+    #[command(after_help = KEYGEN_EXAMPLES)]
+    Keygen(KeygenArgs),
+}
+
+const KEYGEN_EXAMPLES: &str = "\
+Examples:
+  # On the machine restores run from (not the backup host):
+  lifeboat-backup keygen --output ~/.config/lifeboat/identity.txt
+
+  # Then, in the backup host's lifeboat.toml:
+  [encryption]
+  recipients = [\"age1...\"]      # the public key printed above
+
+  # Restores and content checks of encrypted snapshots take the identity:
+  lifeboat-restore --identity ~/.config/lifeboat/identity.txt --job app-db --latest --to ...";
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Where to write the identity; an existing file is never overwritten
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: PathBuf,
 }
 
 #[derive(Debug, Args)]

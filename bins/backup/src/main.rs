@@ -26,6 +26,7 @@ fn main() -> ExitCode {
                     lifeboat_cli::until_signal(maintenance::prune(&args, p)).await
                 }
                 Some(BackupCommand::Unlock(u)) => maintenance::unlock(&args, u).await,
+                Some(BackupCommand::Keygen(k)) => maintenance::keygen(&args, k),
                 None => run_jobs(&args, &cancel).await,
             };
             done.unwrap_or_else(|e| report_error(&e, args.common.json))

@@ -1,4 +1,4 @@
-//! The maintenance subcommands of `lifeboat-backup`: `prune` and `unlock`.
+//! The maintenance subcommands of `lifeboat-backup`: `prune`, `unlock` and `keygen`.
 
 use std::time::Duration;
 
@@ -8,7 +8,29 @@ use lifeboat_core::prune::{self, PruneOptions};
 use lifeboat_core::report::human;
 use lifeboat_core::{lock, retention, Error, ErrorKind, Result};
 
-use crate::args::{BackupArgs, PruneArgs, UnlockArgs};
+use crate::args::{BackupArgs, KeygenArgs, PruneArgs, UnlockArgs};
+
+/// `lifeboat-backup keygen --output FILE`: a new identity, and its public key on stdout.
+pub fn keygen(args: &BackupArgs, keygen: &KeygenArgs) -> Result<i32> {
+    let public =
+        lifeboat_core::pipeline::encrypt::write_new_identity(&keygen.output, chrono::Utc::now())?;
+    if args.common.json {
+        print_json(&serde_json::json!({
+            "ok": true,
+            "identity_file": keygen.output,
+            "public_key": public,
+        }));
+    } else {
+        println!("{public}");
+        eprintln!(
+            "Wrote the identity to {} (readable by you only). Put the public key above in \
+             [encryption] recipients; keep the identity where restores run, not on the backup host, \
+             and keep a copy somewhere safe: without it, its snapshots cannot be restored.",
+            keygen.output.display()
+        );
+    }
+    Ok(0)
+}
 
 /// `lifeboat-backup prune`: plan (and apply) retention for the chosen jobs.
 pub async fn prune(args: &BackupArgs, prune_args: &PruneArgs) -> Result<i32> {

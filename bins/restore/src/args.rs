@@ -71,7 +71,7 @@ fn parse_db_map(s: &str) -> Result<(u64, u64), String> {
 
 /// Restore a snapshot into a database, checking its digests before anything is committed.
 #[derive(Debug, Parser)]
-#[command(name = "lifeboat-restore", version, after_help = EXAMPLES, args_conflicts_with_subcommands = true)]
+#[command(name = "lifeboat-restore", version, after_help = EXAMPLES, after_long_help = format!("{EXAMPLES}\n\n{}", lifeboat_cli::env_help()), args_conflicts_with_subcommands = true)]
 pub struct RestoreArgs {
     #[command(flatten)]
     pub common: CommonArgs,
@@ -98,6 +98,9 @@ pub struct ListArgs {
 
 #[derive(Debug, Args)]
 pub struct RestoreFlags {
+    #[command(flatten)]
+    pub keys: lifeboat_cli::KeyArgs,
+
     /// The job whose snapshot to restore [default: the only job, if there is one]
     #[arg(long, value_name = "JOB")]
     pub job: Option<String>,

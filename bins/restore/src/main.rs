@@ -9,6 +9,7 @@ use clap::Parser;
 use lifeboat_cli::{print_json, report_error, usage, CommonArgs};
 use lifeboat_core::catalog::{self, Selector};
 use lifeboat_core::config::Config;
+use lifeboat_core::pipeline::Keys;
 use lifeboat_core::report::{self, human};
 use lifeboat_core::restore::{self, RestoreOptions};
 use lifeboat_core::store::AnyStore;
@@ -98,7 +99,7 @@ async fn run_restore(common: &CommonArgs, flags: &RestoreFlags) -> Result<()> {
         hold_back: flags.hold_back_mib * 1024 * 1024,
     };
     let now = chrono::Utc::now();
-    let (store, plan) = match &flags.from_file {
+    let (store, plan, keys) = match &flags.from_file {
         Some(file) => {
             if common.repo.is_some() || common.config.is_some() {
                 return Err(usage(
@@ -107,7 +108,7 @@ async fn run_restore(common: &CommonArgs, flags: &RestoreFlags) -> Result<()> {
             }
             let (store, plan) =
                 restore::plan_from_file(file, &to, flags.engine, &options, now).await?;
-            (AnyStore::Local(store), plan)
+            (AnyStore::Local(store), plan, Keys::none())
         }
         None => {
             let (store, config, job, selector) = repository_and_selection(common, flags).await?;
@@ -117,8 +118,9 @@ async fn run_restore(common: &CommonArgs, flags: &RestoreFlags) -> Result<()> {
                     .and_then(|c| c.jobs.iter().find(|j| j.name == job))
                     .and_then(|j| j.engine.pg_bin_dir());
             }
-            let plan = restore::plan(&store, &job, &selector, &to, &options, now).await?;
-            (store, plan)
+            let keys = flags.keys.keys(config.as_ref(), Some(&job))?;
+            let plan = restore::plan(&store, &job, &selector, &to, &options, &keys, now).await?;
+            (store, plan, keys)
         }
     };
     if flags.dry_run {
@@ -139,7 +141,7 @@ async fn run_restore(common: &CommonArgs, flags: &RestoreFlags) -> Result<()> {
             "restore cancelled at the prompt; nothing was changed",
         ));
     }
-    let report = restore::apply(&store, &plan, &options).await?;
+    let report = restore::apply(&store, &plan, &options, &keys).await?;
     if common.json {
         print_json(&serde_json::json!({"ok": true, "report": report}));
     } else {

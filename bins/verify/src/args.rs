@@ -33,10 +33,13 @@ damaged data, 5 the newest good snapshot is older than --max-age.";
 /// Prove that backups restore: check stored objects, their digests and structure, or restore
 /// them into a scratch database and compare fingerprints.
 #[derive(Debug, Parser)]
-#[command(name = "lifeboat-verify", version, after_help = EXAMPLES)]
+#[command(name = "lifeboat-verify", version, after_help = EXAMPLES, after_long_help = format!("{EXAMPLES}\n\n{}", lifeboat_cli::env_help()))]
 pub struct VerifyArgs {
     #[command(flatten)]
     pub common: CommonArgs,
+
+    #[command(flatten)]
+    pub keys: lifeboat_cli::KeyArgs,
 
     /// Job to verify [default: every job of the file, or every job in the store]
     #[arg(long, value_name = "JOB")]

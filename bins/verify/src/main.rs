@@ -85,6 +85,7 @@ async fn run(args: &VerifyArgs) -> Result<i32> {
             max_age,
             now: chrono::Utc::now(),
             record: !args.no_record,
+            keys: args.keys.keys(config.as_ref(), Some(job))?,
         };
         let report = verify(&store, job, &options).await?;
         if !args.common.json {

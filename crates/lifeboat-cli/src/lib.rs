@@ -8,6 +8,7 @@ use clap::{Args, ValueEnum};
 use lifeboat_core::config::StoreSpec;
 use lifeboat_core::config::{self, Config};
 use lifeboat_core::job::Cancel;
+use lifeboat_core::pipeline::{Encryption, Keys};
 use lifeboat_core::store::{self, AnyStore, Store};
 use lifeboat_core::{Error, ErrorKind, Result};
 
@@ -18,14 +19,14 @@ pub struct CommonArgs {
     #[arg(
         long,
         short = 'c',
-        env = "LIFEBOAT_CONFIG",
+        env = config::env::CONFIG,
         value_name = "FILE",
         global = true
     )]
     pub config: Option<PathBuf>,
 
     /// The store: a directory or s3://bucket/prefix; overrides the file
-    #[arg(long, env = "LIFEBOAT_REPO", value_name = "REPO", global = true)]
+    #[arg(long, env = config::env::REPO, value_name = "REPO", global = true)]
     pub repo: Option<String>,
 
     /// S3-compatible endpoint, e.g. https://ACCOUNT.r2.cloudflarestorage.com (overrides the file)
@@ -73,7 +74,7 @@ pub fn init_logging(common: &CommonArgs) {
         1 => "debug",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LIFEBOAT_LOG")
+    let filter = tracing_subscriber::EnvFilter::try_from_env(config::env::LOG)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -85,6 +86,34 @@ pub fn init_logging(common: &CommonArgs) {
             .with_ansi(std::io::stderr().is_terminal())
             .try_init(),
     };
+}
+
+/// The identities that decrypt encrypted snapshots (restore, verify).
+#[derive(Debug, Clone, Args)]
+pub struct KeyArgs {
+    /// An age identity file (from `lifeboat-backup keygen` or age-keygen) or an unencrypted
+    /// OpenSSH private key, for encrypted snapshots (repeatable)
+    #[arg(long, value_name = "FILE", env = config::env::AGE_IDENTITY_FILE)]
+    pub identity: Vec<PathBuf>,
+}
+
+impl KeyArgs {
+    /// The identity files, plus the passphrase of `job` if its configuration encrypts with one.
+    pub fn keys(&self, config: Option<&Config>, job: Option<&str>) -> Result<Keys> {
+        let passphrase = config
+            .zip(job)
+            .and_then(|(c, name)| c.jobs.iter().find(|j| j.name == name))
+            .and_then(|j| match &j.encryption {
+                Some(Encryption::Passphrase { passphrase, .. }) => Some(passphrase.clone()),
+                _ => None,
+            });
+        Ok(Keys::from_files(&self.identity)?.with_passphrase(passphrase))
+    }
+}
+
+/// The `--help` text after the examples: the environment variables, from the one registry.
+pub fn env_help() -> String {
+    config::env::help()
 }
 
 /// A URL given either on the command line (`--url URL`) or by the name of the environment
@@ -113,8 +142,9 @@ pub fn env_lookup(name: &str) -> Option<String> {
 }
 
 /// Loads the configuration: `--config`/`LIFEBOAT_CONFIG`, else `./lifeboat.toml` if present.
+/// Its warnings (a password in a file others can read) are logged.
 pub fn load_config(common: &CommonArgs) -> Result<Option<Config>> {
-    match &common.config {
+    let config = match &common.config {
         Some(path) => config::load(path, &env_lookup).map(Some),
         None => {
             let default = Path::new("lifeboat.toml");
@@ -124,7 +154,11 @@ pub fn load_config(common: &CommonArgs) -> Result<Option<Config>> {
                 Ok(None)
             }
         }
+    }?;
+    for warning in config.iter().flat_map(|c| &c.warnings) {
+        tracing::warn!("{warning}");
     }
+    Ok(config)
 }
 
 /// Opens the store: `--repo`/`LIFEBOAT_REPO`, else the file's `[store]`, else the default

@@ -1,4 +1,5 @@
-//! The backup operation: source -> hash(raw) -> compress -> hash(stored) -> store, manifest last.
+//! The backup operation: source -> hash(raw) -> compress -> encrypt (optional) -> hash(stored)
+//! -> store, manifest last.
 //!
 //! The dump is read by one task (which digests the raw bytes) and compressed and written by
 //! another, so reading, hashing and compression overlap; memory is bounded by the chunk size
@@ -12,7 +13,7 @@ use serde::Serialize;
 use crate::catalog::{self, Contents, Manifest, ObjectInfo, SnapshotId, MANIFEST_FORMAT};
 use crate::config::Job;
 use crate::error::{Error, ErrorKind, Result};
-use crate::pipeline::{Compression, Digest, Streamed, WritePipeline};
+use crate::pipeline::{Compression, Digest, EncryptionInfo, Sealing, Streamed, WritePipeline};
 use crate::secret::SecretUrl;
 use crate::source::Capture;
 use crate::source::Finished;
@@ -63,6 +64,9 @@ pub struct BackupReport {
     pub warnings: Vec<String>,
     /// How the data object is compressed, as the manifest records it.
     pub compression: Compression,
+    /// How it is encrypted, as the manifest records it (`None`: unencrypted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<EncryptionInfo>,
     /// The data object's key in the repository.
     pub object_key: String,
     /// Unfinished uploads of earlier runs removed at the start.
@@ -125,7 +129,10 @@ async fn backup_unbounded<S: Store>(
     // The previous snapshot's size sizes the upload's parts (S3 allows 10,000 per upload).
     let size_hint = history.last().map(|m| m.object.stored_size);
     let id = SnapshotId::generate(options.now);
+    // The file key is wrapped (and a passphrase read) before the source is touched.
+    let sealing = job.encryption.as_ref().map(|e| e.seal()).transpose()?;
     let context = Context {
+        sealing,
         started,
         id,
         size_hint,
@@ -137,6 +144,8 @@ async fn backup_unbounded<S: Store>(
 
 /// What every engine's backup shares.
 struct Context {
+    /// The encryption of this snapshot's data object, if the job encrypts.
+    sealing: Option<Sealing>,
     started: std::time::Instant,
     id: SnapshotId,
     size_hint: Option<u64>,
@@ -149,16 +158,17 @@ async fn capture_and_commit<S: Store>(
     store: &S,
     job: &Job,
     options: &BackupOptions,
-    context: Context,
+    mut context: Context,
     capture: Capture,
 ) -> Result<BackupReport> {
-    let id = &context.id;
     let Capture { stream, info, end } = capture;
     let pipeline = WritePipeline::new(
         job.compression,
         options.compression_threads,
         job.idle_timeout,
-    );
+    )
+    .encrypted(context.sealing.take());
+    let id = &context.id;
     let key = ObjectKey::new(format!(
         "{}{}",
         catalog::snapshot_prefix(&job.name, id),
@@ -270,6 +280,7 @@ async fn commit_snapshot<S: Store>(
         stored_sha256,
         stored_size,
         compression,
+        encryption,
     } = captured.streamed;
     let manifest = Manifest {
         format: MANIFEST_FORMAT,
@@ -284,7 +295,7 @@ async fn commit_snapshot<S: Store>(
         source: captured.finished.source,
         dump_format: captured.dump_format.into(),
         compression,
-        encryption: None,
+        encryption,
         object: ObjectInfo {
             key: key.to_string(),
             stored_size,
@@ -311,6 +322,7 @@ async fn commit_snapshot<S: Store>(
         contents,
         warnings: manifest.warnings.clone(),
         compression,
+        encryption: manifest.encryption.clone(),
         object_key: key.to_string(),
         leftovers_removed,
     })
@@ -375,6 +387,7 @@ mod tests {
             same_source_only: false,
         };
         let context = Context {
+            sealing: None,
             started: std::time::Instant::now(),
             id: SnapshotId::generate(options.now),
             size_hint: None,

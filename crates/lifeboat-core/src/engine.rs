@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::Manifest;
 use crate::config::{self, DefaultsSpec, EngineJob, JobSpec};
 use crate::error::{Error, ErrorKind, Result};
+use crate::pipeline::Keys;
 use crate::sink::files::FilesSink;
 use crate::sink::postgres::PgSink;
 use crate::sink::redis::RedisSink;
@@ -171,15 +172,21 @@ impl Sink for AnySink {
     async fn apply<S: Store>(
         &self,
         store: &S,
+        keys: &Keys,
         snapshot: &Manifest,
         plan: &SinkPlan,
         options: &RestoreOptions,
     ) -> Result<Applied> {
-        each_sink!(self, s => s.apply(store, snapshot, plan, options).await)
+        each_sink!(self, s => s.apply(store, keys, snapshot, plan, options).await)
     }
 
-    async fn check<S: Store>(&self, store: &S, snapshot: &Manifest) -> Result<Vec<String>> {
-        each_sink!(self, s => s.check(store, snapshot).await)
+    async fn check<S: Store>(
+        &self,
+        store: &S,
+        keys: &Keys,
+        snapshot: &Manifest,
+    ) -> Result<Vec<String>> {
+        each_sink!(self, s => s.check(store, keys, snapshot).await)
     }
 
     fn check_scratch(&self, scratch: &Scratch) -> Result<()> {
@@ -189,10 +196,11 @@ impl Sink for AnySink {
     async fn drill<S: Store>(
         &self,
         store: &S,
+        keys: &Keys,
         snapshot: &Manifest,
         scratch: &Scratch,
     ) -> Result<Drilled> {
-        each_sink!(self, s => s.drill(store, snapshot, scratch).await)
+        each_sink!(self, s => s.drill(store, keys, snapshot, scratch).await)
     }
 
     async fn survey<S: Store>(&self, store: &S, snapshot: &Manifest) -> Result<Surveyed> {

@@ -1,5 +1,6 @@
 //! The restore operation: a [`RestorePlan`] is computed and shown first (and is all `--dry-run`
-//! does), then applied: store -> hash(stored) -> decompress -> hash(raw) -> the engine's sink,
+//! does), then applied: store -> hash(stored) -> decrypt -> decompress -> hash(raw) -> the
+//! engine's sink,
 //! which can undo what it did until both digests match. Every mode goes through one plan: into a
 //! live target, swapped in, written to a file, or from a file made elsewhere (`--from-file`).
 
@@ -12,7 +13,7 @@ use serde::Serialize;
 use crate::catalog::{self, Manifest, ObjectInfo, Selector};
 use crate::engine::{AnySink, Engine};
 use crate::error::{Error, ErrorKind, Result};
-use crate::pipeline::{survey_object, Compression};
+use crate::pipeline::{survey_object, Compression, Keys};
 pub use crate::sink::{RestoreMode, RestoreOptions};
 use crate::sink::{Sink, SinkPlan};
 use crate::store::{LocalStore, ObjectKey, Store};
@@ -57,6 +58,7 @@ impl Serialize for RestorePlan {
             "target_objects": self.sink.target_state.objects,
             "clean": self.clean,
             "notes": self.sink.notes.iter().map(|(label, text)| serde_json::json!({"label": label, "text": text})).collect::<Vec<_>>(),
+            "encryption": m.encryption,
             "warnings": m.warnings,
         })
         .serialize(serializer)
@@ -88,17 +90,20 @@ pub struct RestoreReport {
     pub notes: Vec<String>,
 }
 
-/// Picks the snapshot and inspects the target; changes nothing.
+/// Picks the snapshot, checks that `keys` open it if it is encrypted (its header only), and
+/// inspects the target; changes nothing.
 pub async fn plan<S: Store>(
     store: &S,
     job: &str,
     selector: &Selector,
     to: &str,
     options: &RestoreOptions,
+    keys: &Keys,
     now: DateTime<Utc>,
 ) -> Result<RestorePlan> {
     let listing = catalog::list_snapshots(store, job).await?;
     let snapshot = catalog::select(&listing.snapshots, job, selector, now)?.clone();
+    crate::pipeline::read::unlock(store, &snapshot, keys).await?;
     plan_snapshot(job, snapshot, to, options).await
 }
 
@@ -126,11 +131,12 @@ pub async fn apply<S: Store>(
     store: &S,
     plan: &RestorePlan,
     options: &RestoreOptions,
+    keys: &Keys,
 ) -> Result<RestoreReport> {
     let started = Instant::now();
     let sink = AnySink::for_snapshot(&plan.snapshot, options.pg_bin_dir.as_deref())?;
     let applied = sink
-        .apply(store, &plan.snapshot, &plan.sink, options)
+        .apply(store, keys, &plan.snapshot, &plan.sink, options)
         .await
         .map_err(|e| {
             e.with_context("job", &plan.job)

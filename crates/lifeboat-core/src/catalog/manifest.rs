@@ -38,7 +38,7 @@ pub struct Manifest {
     /// How the data object is compressed.
     pub compression: Compression,
     /// `None`: stored unencrypted.
-    pub encryption: Option<serde_json::Value>,
+    pub encryption: Option<crate::pipeline::EncryptionInfo>,
     /// The data object: key, sizes and digests.
     pub object: ObjectInfo,
     /// What a drill (and, where it can, a content check) compares against.

@@ -4,6 +4,8 @@
 //! `*Spec` types mirror what the file says (kebab-case keys, unknown keys rejected); [`load`]
 //! turns them into [`Config`], whose errors name the file, line and column.
 
+pub mod encryption;
+pub mod env;
 pub(crate) mod files;
 pub mod interpolate;
 pub(crate) mod postgres;
@@ -18,26 +20,11 @@ use crate::error::{Error, Result};
 use crate::pipeline::Compression;
 use crate::secret::SecretUrl;
 
+pub use encryption::EncryptionSpec;
 pub use files::FilesJob;
 pub use interpolate::Lookup;
 pub use postgres::{PgFormat, PgJob};
 pub use redis::{RedisJob, RedisMode};
-
-/// Environment variables Lifeboat reads (in the binaries), with what each one does.
-pub const ENV_VARS: &[(&str, &str)] = &[
-    (
-        "LIFEBOAT_CONFIG",
-        "path of the configuration file (default ./lifeboat.toml)",
-    ),
-    (
-        "LIFEBOAT_REPO",
-        "the store: a directory or s3://bucket/prefix (overrides the file)",
-    ),
-    (
-        "LIFEBOAT_LOG",
-        "log filter, e.g. `info` or `lifeboat_core=debug`",
-    ),
-];
 
 /// The default store when none is configured: a directory, so everything runs on one machine.
 pub fn default_repo(home: Option<&Path>) -> PathBuf {
@@ -56,6 +43,9 @@ pub struct FileSpec {
     /// `[defaults]`: settings every job inherits.
     #[serde(default)]
     pub defaults: DefaultsSpec,
+    /// `[encryption]`: how every job's data objects are encrypted (a job's own `encryption`
+    /// table replaces it).
+    pub encryption: Option<EncryptionSpec>,
     /// `[[job]]` tables.
     #[serde(default, rename = "job")]
     pub jobs: Vec<JobSpec>,
@@ -249,6 +239,9 @@ pub struct JobSpec {
     pub idle_timeout: Option<String>,
     /// The longest a whole run of the job may take; no default, so long dumps are never cut.
     pub timeout: Option<String>,
+    /// This job's own encryption, replacing the `[encryption]` table (`disabled = true`:
+    /// unencrypted).
+    pub encryption: Option<EncryptionSpec>,
 }
 
 /// The engine a job names (`engine = "postgres"`).
@@ -297,6 +290,8 @@ pub struct Job {
     pub idle_timeout: Duration,
     /// The longest a run may take, if set.
     pub timeout: Option<Duration>,
+    /// How its data objects are encrypted (`None`: unencrypted).
+    pub encryption: Option<crate::pipeline::Encryption>,
 }
 
 /// A job's engine with that engine's settings.
@@ -512,6 +507,7 @@ impl Job {
             "idle-timeout-secs": self.idle_timeout.as_secs(),
             "timeout-secs": self.timeout.map(|d| d.as_secs()),
             "retention": self.retention.as_ref().map(crate::retention::Policy::describe),
+            "encryption": self.encryption.as_ref().map(crate::pipeline::Encryption::describe),
         });
         match &self.engine {
             EngineJob::Postgres(pg) => {
@@ -543,6 +539,9 @@ pub struct Config {
     pub defaults: DefaultsSpec,
     /// Every job, validated.
     pub jobs: Vec<Job>,
+    /// What is worth a warning but not an error (a file readable by others that holds a
+    /// password); the binaries log them.
+    pub warnings: Vec<String>,
 }
 
 impl Config {
@@ -570,7 +569,44 @@ pub fn load(path: &Path, lookup: Lookup<'_>) -> Result<Config> {
         ))
         .with_hint("pass --config PATH, set LIFEBOAT_CONFIG, or create ./lifeboat.toml")
     })?;
-    parse(&text, Some(path), lookup)
+    let mut config = parse(&text, Some(path), lookup)?;
+    let literal = literal_secrets(&text);
+    if !literal.is_empty() {
+        if let Some(mode) = readable_by_others(path) {
+            config.warnings.push(format!(
+                "{} holds a password written into it ({}) and is readable by {} (mode {mode:o}): \
+                 run `chmod 600 {}`, or write the password as ${{VAR}} and keep it in the environment",
+                path.display(),
+                literal.join(", "),
+                if mode & 0o007 != 0 { "everyone" } else { "its group" },
+                path.display()
+            ));
+        }
+    }
+    Ok(config)
+}
+
+/// The places (`file:line`) where the text has a URL with a literal password, not `${VAR}`.
+fn literal_secrets(text: &str) -> Vec<String> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim_start().starts_with('#'))
+        .filter_map(|(n, line)| {
+            let (_, value) = line.split_once('=')?;
+            let value = value.trim().trim_matches(|c| c == '"' || c == '\'');
+            let url = SecretUrl::parse(value).ok()?;
+            let password = url.password()?;
+            (!password.expose().is_empty() && !value.contains("${"))
+                .then(|| format!("line {}", n + 1))
+        })
+        .collect()
+}
+
+/// The file's permission bits if group or others may read it.
+fn readable_by_others(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o044 != 0).then_some(mode)
 }
 
 /// Parses and validates configuration text; `path` is only used in messages.
@@ -637,10 +673,18 @@ pub fn parse(text: &str, path: Option<&Path>, lookup: Lookup<'_>) -> Result<Conf
         spec_job.paths = spec_job
             .paths
             .map(|p| p.iter().map(|s| expand(s)).collect());
-        jobs.push(
-            validate_job(&spec_job, &spec.defaults, path.and_then(Path::parent))
+        let mut job = validate_job(&spec_job, &spec.defaults, path.and_then(Path::parent))
+            .map_err(|e| e.within(&place))?;
+        job.encryption = match (&spec_job.encryption, &spec.encryption) {
+            (Some(own), _) => own
+                .resolve(path.and_then(Path::parent), lookup)
                 .map_err(|e| e.within(&place))?,
-        );
+            (None, Some(shared)) => shared
+                .resolve(path.and_then(Path::parent), lookup)
+                .map_err(|e| e.within(locate("[encryption]")))?,
+            (None, None) => None,
+        };
+        jobs.push(job);
     }
     Ok(Config {
         file: path.map(Path::to_path_buf),
@@ -654,6 +698,7 @@ pub fn parse(text: &str, path: Option<&Path>, lookup: Lookup<'_>) -> Result<Conf
             .unwrap_or_default(),
         defaults: spec.defaults,
         jobs,
+        warnings: Vec::new(),
     })
 }
 
@@ -700,6 +745,8 @@ pub fn validate_job(
         max_age,
         idle_timeout,
         timeout,
+        // Resolved by `parse`, which reads the `[encryption]` table and the environment.
+        encryption: None,
         retention: spec
             .retention
             .as_ref()

@@ -1,21 +1,27 @@
 //! Stages over byte streams, in the order the data flows.
 //!
-//! Backup: raw dump -> [`hash`] (raw digest) -> [`compress`] -> [`hash`] (stored digest) -> store.
-//! Restore: store -> [`hash`] (stored) -> decompress -> [`hash`] (raw) -> [`holdback`] -> sink.
+//! Backup: raw dump -> [`hash`] (raw digest) -> [`compress`] -> [`encrypt`] (optional) ->
+//! [`hash`] (stored digest) -> store.
+//! Restore: store -> [`hash`] (stored) -> decrypt -> decompress -> [`hash`] (raw) -> [`holdback`]
+//! -> sink.
 //! Every stage is an `AsyncRead`/`AsyncWrite` adapter; writers must be shut down so trailers are
 //! written, and nothing is considered complete until the digests are known.
 
 pub mod adaptive_zstd;
 pub mod compress;
+pub mod encrypt;
 pub mod hash;
 pub mod holdback;
 pub mod read;
 pub mod write;
 
 pub use compress::Compression;
+pub use encrypt::{Encryption, EncryptionInfo, Keys, Passphrase, Sealing};
 pub use hash::{Digest, HashingReader, HashingWriter};
 pub use holdback::HoldBackWriter;
-pub use read::{read_snapshot, survey_object, Discard, RawSink, ReadReport, Survey};
+pub use read::{
+    check_ciphertext, read_snapshot, survey_object, Discard, RawSink, ReadReport, Survey,
+};
 pub use write::{Streamed, WritePipeline};
 
 /// Size of the chunks read from a dump and handed between stages.

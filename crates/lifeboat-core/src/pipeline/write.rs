@@ -1,6 +1,6 @@
 //! The write path of a backup, as one value: raw stream -> SHA-256 (raw) -> compression ->
-//! SHA-256 (stored) -> the store's writer. [`WritePipeline`] owns the stages (compression now,
-//! encryption next), the data object's name suffix that follows from them, and both digests.
+//! encryption (optional) -> SHA-256 (stored) -> the store's writer. [`WritePipeline`] owns the
+//! stages, the data object's name suffix that follows from them, and both digests.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +9,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::adaptive_zstd::Pressure;
+use super::encrypt::{EncryptionInfo, Sealing};
 use super::hash::Hasher;
 use super::{Compression, Digest, HashingWriter, CHUNK_SIZE};
 use crate::error::{Error, ErrorKind, Result};
@@ -28,12 +29,15 @@ pub struct Streamed {
     pub stored_size: u64,
     /// The compression as it was applied: for an adaptive zstd level, with the levels used.
     pub compression: Compression,
+    /// The encryption applied after compression (`None`: stored unencrypted).
+    pub encryption: Option<EncryptionInfo>,
 }
 
-/// The stages a dump goes through on its way to the store.
-#[derive(Debug, Clone, Copy)]
+/// The stages a dump goes through on its way to the store. One value writes one object: its
+/// encryption holds that object's file key.
 pub struct WritePipeline {
     compression: Compression,
+    encryption: Option<Sealing>,
     /// zstd worker threads (1: compress inline).
     threads: u32,
     /// A source that sends nothing for this long has stopped.
@@ -46,18 +50,35 @@ impl WritePipeline {
     pub fn new(compression: Compression, threads: u32, idle_timeout: Duration) -> WritePipeline {
         WritePipeline {
             compression,
+            encryption: None,
             threads,
             idle_timeout,
         }
     }
 
-    /// The data object's name for a dump with this extension: `data.pgdump.zst`.
-    pub fn object_name(&self, extension: &str) -> String {
-        format!("data.{extension}{}", self.compression.extension())
+    /// The same pipeline, encrypting after compression (see `encrypt`).
+    pub fn encrypted(mut self, sealing: Option<Sealing>) -> WritePipeline {
+        self.encryption = sealing;
+        self
     }
 
-    /// Reads `source` in one task (digesting the raw bytes) and compresses and writes in this one.
-    pub async fn run<R, W>(&self, source: R, writer: &mut W) -> Result<Streamed>
+    /// The data object's name for a dump with this extension: `data.pgdump.zst`, or
+    /// `data.pgdump.zst.age` when encrypted.
+    pub fn object_name(&self, extension: &str) -> String {
+        format!(
+            "data.{extension}{}{}",
+            self.compression.extension(),
+            if self.encryption.is_some() {
+                super::encrypt::EXTENSION
+            } else {
+                ""
+            }
+        )
+    }
+
+    /// Reads `source` in one task (digesting the raw bytes) and compresses, encrypts and writes
+    /// in this one.
+    pub async fn run<R, W>(self, source: R, writer: &mut W) -> Result<Streamed>
     where
         R: AsyncRead + Unpin + Send + 'static,
         W: AsyncWrite + Unpin + Send,
@@ -91,8 +112,10 @@ impl WritePipeline {
                 }
             }
         });
-        // Uncompressed, the stored bytes are the raw bytes: one digest serves both.
-        let mut hashing = if matches!(compression, Compression::None) {
+        let encryption = self.encryption.as_ref().map(|s| s.info().clone());
+        // Uncompressed and unencrypted, the stored bytes are the raw bytes: one digest serves
+        // both.
+        let mut hashing = if matches!(compression, Compression::None) && encryption.is_none() {
             HashingWriter::length_only(&mut *writer)
         } else {
             HashingWriter::new(&mut *writer)
@@ -103,7 +126,11 @@ impl WritePipeline {
             && matches!(compression, Compression::Zstd { adaptive: true, .. }))
         .then(|| Arc::new(Pressure::default()));
         let write_result: std::io::Result<()> = async {
-            let mut encoder = compression.encoder(&mut hashing, threads, pressure.clone())?;
+            let stored: Box<dyn AsyncWrite + Unpin + Send + '_> = match self.encryption {
+                Some(sealing) => sealing.wrap(&mut hashing).await?,
+                None => Box::new(&mut hashing),
+            };
+            let mut encoder = compression.encoder(stored, threads, pressure.clone())?;
             loop {
                 if let Some(p) = &pressure {
                     p.record(rx.len(), CHANNEL_DEPTH);
@@ -146,6 +173,7 @@ impl WritePipeline {
             stored_sha256: stored_digest,
             stored_size: stored_len,
             compression: compression.with_levels_used(pressure.and_then(|p| p.levels_used())),
+            encryption,
         })
     }
 }

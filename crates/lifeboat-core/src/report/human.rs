@@ -96,6 +96,16 @@ pub fn backup(r: &BackupReport, store: &str) -> String {
         r.raw_sha256,
         r.stored_sha256
     );
+    if let Some(encryption) = &r.encryption {
+        let _ = writeln!(
+            out,
+            "  encrypted     age, to {}",
+            match encryption {
+                crate::pipeline::EncryptionInfo::Age { recipients } => recipients.join(", "),
+                crate::pipeline::EncryptionInfo::AgePassphrase { .. } => "the passphrase".into(),
+            }
+        );
+    }
     for w in &r.warnings {
         let _ = writeln!(out, "  warning: {w}");
     }
@@ -187,6 +197,13 @@ pub fn restore_plan(plan: &RestorePlan) -> String {
         bytes(m.object.stored_size),
         bytes(m.object.raw_size)
     );
+    if let Some(encryption) = &m.encryption {
+        let _ = writeln!(
+            out,
+            "  encrypted      age, {} (the identity given opens it)",
+            encryption.summary()
+        );
+    }
     let _ = writeln!(
         out,
         "  target         {} ({})",
@@ -253,7 +270,11 @@ pub fn job_status(status: &JobStatus) -> String {
                 format!(
                     "{} {} {}",
                     if v.ok { "ok" } else { "failed" },
-                    v.level.as_str(),
+                    if v.keyless {
+                        "keyless"
+                    } else {
+                        v.level.as_str()
+                    },
                     v.at.format("%Y-%m-%d %H:%M")
                 )
             },
@@ -279,6 +300,9 @@ pub fn job_status(status: &JobStatus) -> String {
             compression_name(&m.compression),
             verified,
         );
+        if let Some(encryption) = &m.encryption {
+            let _ = writeln!(out, "    encrypted, restore needs {}", encryption.needs());
+        }
     }
     for d in &status.damaged {
         let _ = writeln!(out, "  DAMAGED {}: {}", d.key, d.error);
@@ -314,6 +338,13 @@ pub fn verify(report: &VerifyReport) -> String {
             c.level.as_str(),
             c.duration_secs,
         );
+        if c.keyless && c.ok {
+            let _ = writeln!(
+                out,
+                "        keyless: the stored SHA-256, the size and the age header match; the raw digest \
+                 and the dump's structure need the identity (--identity FILE)"
+            );
+        }
         for f in &c.findings {
             let _ = writeln!(out, "        - {f}");
         }

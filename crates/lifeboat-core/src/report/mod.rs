@@ -111,6 +111,10 @@ pub struct SnapshotSummary {
     pub raw_size: u64,
     /// How it is compressed.
     pub compression: crate::pipeline::Compression,
+    /// How it is encrypted: the recipients whose identity a restore needs (`None`: not
+    /// encrypted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<crate::pipeline::EncryptionInfo>,
     /// The data object's key.
     pub key: String,
 }
@@ -125,6 +129,7 @@ impl From<&Manifest> for SnapshotSummary {
             stored_size: m.object.stored_size,
             raw_size: m.object.raw_size,
             compression: m.compression,
+            encryption: m.encryption.clone(),
             key: m.object.key.clone(),
         }
     }
@@ -139,6 +144,9 @@ pub struct Verified {
     pub level: verify::Level,
     /// When it ran.
     pub at: DateTime<Utc>,
+    /// A content check made without the identity (see `verify::SnapshotCheck::keyless`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub keyless: bool,
 }
 
 /// The status of one job in the repository.
@@ -164,6 +172,7 @@ pub async fn job_status<S: Store>(
                 ok: r.ok,
                 level: r.level,
                 at: r.checked_at,
+                keyless: r.keyless,
             }),
             policy: plan
                 .as_ref()

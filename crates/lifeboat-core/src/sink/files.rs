@@ -21,7 +21,7 @@ use super::{
 };
 use crate::catalog::{FilesFingerprint, Fingerprint, Manifest};
 use crate::error::{Error, ErrorKind, Result};
-use crate::pipeline::{read_snapshot, RawSink};
+use crate::pipeline::{read_snapshot, Keys, RawSink};
 use crate::store::Store;
 use crate::tree::{self, Entry, FingerprintBuilder, Kind};
 
@@ -137,6 +137,7 @@ impl Sink for FilesSink {
     async fn apply<S: Store>(
         &self,
         store: &S,
+        keys: &Keys,
         snapshot: &Manifest,
         plan: &SinkPlan,
         options: &RestoreOptions,
@@ -157,7 +158,7 @@ impl Sink for FilesSink {
             .with_hint("the restore needs write permission on the target's folder")
         })?;
         let extracted = async {
-            let applied = extract_checked(store, snapshot, recorded, &staging).await?;
+            let applied = extract_checked(store, keys, snapshot, recorded, &staging).await?;
             // Durable before it is renamed into place (a drill's scratch copy needs not be).
             let root = staging.clone();
             tokio::task::spawn_blocking(move || sync_tree(&root))
@@ -180,9 +181,14 @@ impl Sink for FilesSink {
         Ok(applied)
     }
 
-    async fn check<S: Store>(&self, store: &S, snapshot: &Manifest) -> Result<Vec<String>> {
+    async fn check<S: Store>(
+        &self,
+        store: &S,
+        keys: &Keys,
+        snapshot: &Manifest,
+    ) -> Result<Vec<String>> {
         let recorded = files_fingerprint(snapshot)?;
-        let found = read_archive(store, snapshot, None).await?;
+        let found = read_archive(store, keys, snapshot, None).await?;
         Ok(recorded.differences(&found.fingerprint))
     }
 
@@ -201,6 +207,7 @@ impl Sink for FilesSink {
     async fn drill<S: Store>(
         &self,
         store: &S,
+        keys: &Keys,
         snapshot: &Manifest,
         scratch: &Scratch,
     ) -> Result<Drilled> {
@@ -216,7 +223,7 @@ impl Sink for FilesSink {
         })?;
         let started = Instant::now();
         let result = async {
-            extract_checked(store, snapshot, recorded, &dir).await?;
+            extract_checked(store, keys, snapshot, recorded, &dir).await?;
             let restore_secs = started.elapsed().as_secs_f64();
             let on_disk = tokio::task::spawn_blocking({
                 let dir = dir.clone();
@@ -241,7 +248,9 @@ impl Sink for FilesSink {
     }
 
     async fn survey<S: Store>(&self, store: &S, snapshot: &Manifest) -> Result<Surveyed> {
-        let found = read_archive(store, snapshot, None).await?;
+        // A dump made elsewhere (`--from-file`) is never encrypted.
+        let keys = &Keys::none();
+        let found = read_archive(store, keys, snapshot, None).await?;
         Ok(Surveyed {
             fingerprint: Fingerprint::Files(found.fingerprint),
             server_version: None,
@@ -252,11 +261,12 @@ impl Sink for FilesSink {
 /// Extracts the snapshot into `dir` (which exists and is empty) and checks the fingerprint.
 async fn extract_checked<S: Store>(
     store: &S,
+    keys: &Keys,
     snapshot: &Manifest,
     recorded: &FilesFingerprint,
     dir: &Path,
 ) -> Result<Applied> {
-    let found = read_archive(store, snapshot, Some(dir.to_path_buf())).await?;
+    let found = read_archive(store, keys, snapshot, Some(dir.to_path_buf())).await?;
     let differences = recorded.differences(&found.fingerprint);
     if !differences.is_empty() {
         return Err(Error::integrity(format!(
@@ -336,6 +346,7 @@ struct ReadArchive {
 /// Reads the snapshot's archive through both digests; extracts it into `into` if given.
 async fn read_archive<S: Store>(
     store: &S,
+    keys: &Keys,
     snapshot: &Manifest,
     into: Option<PathBuf>,
 ) -> Result<ReadArchive> {
@@ -350,7 +361,7 @@ async fn read_archive<S: Store>(
         walked
     });
     let mut feed = Feed { pipe: Some(pipe) };
-    let read = read_snapshot(store, snapshot, &mut feed).await;
+    let read = read_snapshot(store, snapshot, keys, &mut feed).await;
     drop(feed);
     let walked = task
         .await

@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use crate::catalog::{Fingerprint, Manifest};
 use crate::error::{Error, Result};
+use crate::pipeline::Keys;
 use crate::secret::SecretUrl;
 use crate::store::Store;
 
@@ -189,10 +190,12 @@ pub trait Sink: Sync {
         options: &RestoreOptions,
     ) -> impl Future<Output = Result<SinkPlan>> + Send;
 
-    /// Restores the snapshot as planned; on any failure the target is left as it was.
+    /// Restores the snapshot as planned; on any failure the target is left as it was. `keys`
+    /// decrypt an encrypted snapshot (here and in `check` and `drill`).
     fn apply<S: Store>(
         &self,
         store: &S,
+        keys: &Keys,
         snapshot: &Manifest,
         plan: &SinkPlan,
         options: &RestoreOptions,
@@ -203,6 +206,7 @@ pub trait Sink: Sync {
     fn check<S: Store>(
         &self,
         store: &S,
+        keys: &Keys,
         snapshot: &Manifest,
     ) -> impl Future<Output = Result<Vec<String>>> + Send;
 
@@ -213,6 +217,7 @@ pub trait Sink: Sync {
     fn drill<S: Store>(
         &self,
         store: &S,
+        keys: &Keys,
         snapshot: &Manifest,
         scratch: &Scratch,
     ) -> impl Future<Output = Result<Drilled>> + Send;

@@ -20,7 +20,7 @@ use crate::client::postgres::{
     connect, fingerprint, query_error, set_password_env, CLIENT_INSTALL_HINT,
 };
 use crate::error::{Error, ErrorKind, Result};
-use crate::pipeline::read_snapshot;
+use crate::pipeline::{read_snapshot, Keys};
 use crate::pipeline::{HoldBackWriter, RawSink};
 use crate::secret::SecretUrl;
 use crate::store::Store;
@@ -321,6 +321,7 @@ impl PgSink {
     async fn restore_into<S: Store>(
         &self,
         store: &S,
+        keys: &Keys,
         manifest: &Manifest,
         target: &SecretUrl,
         options: &PgRestoreOptions,
@@ -328,7 +329,7 @@ impl PgSink {
     ) -> Result<Applied> {
         let (child, stdin) = start_restore(&self.tools, manifest, target, options)?;
         let mut sink = HoldBackWriter::new(stdin, hold_back);
-        let read = match read_snapshot(store, manifest, &mut sink).await {
+        let read = match read_snapshot(store, manifest, keys, &mut sink).await {
             Ok(r) => r,
             Err(e) => {
                 // Damaged or unreadable: kill the child before it can commit.
@@ -369,9 +370,14 @@ impl PgSink {
     }
 
     /// `pg_restore --list` over a custom archive, or the completion line of a plain dump.
-    async fn structure<S: Store>(&self, store: &S, manifest: &Manifest) -> Result<Vec<String>> {
+    async fn structure<S: Store>(
+        &self,
+        store: &S,
+        keys: &Keys,
+        manifest: &Manifest,
+    ) -> Result<Vec<String>> {
         let mut structure = PgStructureCheck::start(&self.tools, manifest)?;
-        let read = read_snapshot(store, manifest, &mut structure).await;
+        let read = read_snapshot(store, manifest, keys, &mut structure).await;
         let findings = structure.finish().await;
         read?;
         Ok(findings)
@@ -447,6 +453,7 @@ impl Sink for PgSink {
     async fn apply<S: Store>(
         &self,
         store: &S,
+        keys: &Keys,
         snapshot: &Manifest,
         plan: &SinkPlan,
         options: &RestoreOptions,
@@ -461,12 +468,17 @@ impl Sink for PgSink {
             clean: options.clean,
             no_owner: options.no_owner,
         };
-        self.restore_into(store, snapshot, target, &pg, options.hold_back)
+        self.restore_into(store, keys, snapshot, target, &pg, options.hold_back)
             .await
     }
 
-    async fn check<S: Store>(&self, store: &S, snapshot: &Manifest) -> Result<Vec<String>> {
-        self.structure(store, snapshot).await
+    async fn check<S: Store>(
+        &self,
+        store: &S,
+        keys: &Keys,
+        snapshot: &Manifest,
+    ) -> Result<Vec<String>> {
+        self.structure(store, keys, snapshot).await
     }
 
     fn check_scratch(&self, scratch: &Scratch) -> Result<()> {
@@ -482,6 +494,7 @@ impl Sink for PgSink {
     async fn drill<S: Store>(
         &self,
         store: &S,
+        keys: &Keys,
         snapshot: &Manifest,
         scratch: &Scratch,
     ) -> Result<Drilled> {
@@ -506,6 +519,7 @@ impl Sink for PgSink {
             };
             self.restore_into(
                 store,
+                keys,
                 snapshot,
                 &target,
                 &options,
@@ -532,7 +546,9 @@ impl Sink for PgSink {
     /// A dump made elsewhere records no row counts: its structure is checked, and its
     /// fingerprint is empty (a restore does not compare one).
     async fn survey<S: Store>(&self, store: &S, snapshot: &Manifest) -> Result<Surveyed> {
-        let findings = self.structure(store, snapshot).await?;
+        // A dump made elsewhere (`--from-file`) is never encrypted.
+        let keys = &Keys::none();
+        let findings = self.structure(store, keys, snapshot).await?;
         if !findings.is_empty() {
             return Err(Error::integrity(format!(
                 "{} is not a sound pg_dump archive: {}",

@@ -23,7 +23,7 @@ use super::{
     TargetState,
 };
 use crate::catalog::{Fingerprint, Manifest};
-use crate::pipeline::read_snapshot;
+use crate::pipeline::{read_snapshot, Keys};
 use crate::store::Store;
 
 /// Keys per pipelined batch, and the payload bytes that end a batch early.
@@ -529,8 +529,8 @@ fn redis_fingerprint(snapshot: &Manifest) -> Result<&RedisFingerprint> {
 
 /// Reads a whole Redis snapshot: both digests, the RDB's structure and CRC64, and its key
 /// counts against the manifest. Nothing is written anywhere.
-async fn check_whole<S: Store>(store: &S, manifest: &Manifest) -> Result<()> {
-    let findings = RedisSink.check(store, manifest).await?;
+async fn check_whole<S: Store>(store: &S, keys: &Keys, manifest: &Manifest) -> Result<()> {
+    let findings = RedisSink.check(store, keys, manifest).await?;
     if !findings.is_empty() {
         return Err(Error::integrity(format!(
             "snapshot {} does not match its manifest: {}",
@@ -554,11 +554,12 @@ struct RedisLoad {
 /// Checks the whole snapshot first, then loads it into `target`.
 async fn load<S: Store>(
     store: &S,
+    keys: &Keys,
     manifest: &Manifest,
     target: &SecretUrl,
     options: &RestoreOptions,
 ) -> Result<RedisLoad> {
-    check_whole(store, manifest).await?;
+    check_whole(store, keys, manifest).await?;
     let fingerprint = redis_fingerprint(manifest)?;
     let swap = options.mode == RestoreMode::Swap;
     let targets = target_dbs(fingerprint, &options.db_map);
@@ -590,7 +591,7 @@ async fn load<S: Store>(
         &manifest.source.server_version,
     )
     .await?;
-    let read = read_snapshot(store, manifest, &mut loader).await.map_err(|e| {
+    let read = read_snapshot(store, manifest, keys, &mut loader).await.map_err(|e| {
         e.with_hint("the snapshot changed between the check and the load; the target may hold part of it")
     })?;
     let loaded = loader.finish_counted().await;
@@ -722,17 +723,18 @@ impl Sink for RedisSink {
     async fn apply<S: Store>(
         &self,
         store: &S,
+        keys: &Keys,
         snapshot: &Manifest,
         plan: &SinkPlan,
         options: &RestoreOptions,
     ) -> Result<Applied> {
         match &plan.target {
             Target::Path(path) => {
-                check_whole(store, snapshot).await?;
-                super::to_file::write_verified(store, snapshot, path, options.clean).await
+                check_whole(store, keys, snapshot).await?;
+                super::to_file::write_verified(store, keys, snapshot, path, options.clean).await
             }
             Target::Url(target) => {
-                let load = load(store, snapshot, target, options).await?;
+                let load = load(store, keys, snapshot, target, options).await?;
                 let mut notes = vec![format!(
                     "Loaded {} from the RDB (checksum verified)",
                     crate::report::human::counted(load.restored, "key")
@@ -752,10 +754,15 @@ impl Sink for RedisSink {
         }
     }
 
-    async fn check<S: Store>(&self, store: &S, snapshot: &Manifest) -> Result<Vec<String>> {
+    async fn check<S: Store>(
+        &self,
+        store: &S,
+        keys: &Keys,
+        snapshot: &Manifest,
+    ) -> Result<Vec<String>> {
         let recorded = redis_fingerprint(snapshot)?;
         let mut rdb = RdbCheck::default();
-        read_snapshot(store, snapshot, &mut rdb).await?;
+        read_snapshot(store, snapshot, keys, &mut rdb).await?;
         Ok(rdb.finish(recorded))
     }
 
@@ -770,6 +777,7 @@ impl Sink for RedisSink {
     async fn drill<S: Store>(
         &self,
         store: &S,
+        keys: &Keys,
         snapshot: &Manifest,
         scratch: &Scratch,
     ) -> Result<Drilled> {
@@ -799,7 +807,7 @@ impl Sink for RedisSink {
             ..Default::default()
         };
         let started = Instant::now();
-        let loaded = load(store, snapshot, scratch, &options).await;
+        let loaded = load(store, keys, snapshot, scratch, &options).await;
         let result = async {
             let load = loaded?;
             let restore_secs = started.elapsed().as_secs_f64();
@@ -843,8 +851,10 @@ impl Sink for RedisSink {
 
     /// An RDB file made elsewhere: its structure and CRC64, and its keys counted.
     async fn survey<S: Store>(&self, store: &S, snapshot: &Manifest) -> Result<Surveyed> {
+        // A dump made elsewhere (`--from-file`) is never encrypted.
+        let keys = &Keys::none();
         let mut rdb = RdbCheck::default();
-        read_snapshot(store, snapshot, &mut rdb).await?;
+        read_snapshot(store, snapshot, keys, &mut rdb).await?;
         let summary = rdb.summary().map_err(|damage| {
             Error::integrity(format!(
                 "{} is not a valid RDB file: {damage}",

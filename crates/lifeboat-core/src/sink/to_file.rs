@@ -9,7 +9,7 @@ use tokio::io::AsyncWriteExt;
 use super::Applied;
 use crate::catalog::Manifest;
 use crate::error::{Error, ErrorKind, Result};
-use crate::pipeline::{read_snapshot, RawSink};
+use crate::pipeline::{read_snapshot, Keys, RawSink};
 use crate::store::Store;
 
 /// Refuses a path that exists (unless `overwrite`) or whose folder does not.
@@ -41,6 +41,7 @@ fn folder_of(path: &Path) -> &Path {
 /// Writes the snapshot's raw dump to `path` once both digests match.
 pub async fn write_verified<S: Store>(
     store: &S,
+    keys: &Keys,
     manifest: &Manifest,
     path: &Path,
     overwrite: bool,
@@ -62,7 +63,7 @@ pub async fn write_verified<S: Store>(
         .await
         .map_err(|e| io("create", &temp, e))?;
     let mut sink = FileSink(file);
-    let written = match read_snapshot(store, manifest, &mut sink).await {
+    let written = match read_snapshot(store, manifest, keys, &mut sink).await {
         Ok(r) => match r.sink_error {
             None => sink.commit(r.raw_bytes).await.map(|_| r),
             Some(e) => Err(e),
