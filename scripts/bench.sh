@@ -64,6 +64,19 @@ levels_used() {
 }
 fresh_db() { psql -X -q "$SERVER/postgres" -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1"; }
 
+# The same backup encrypted to an age recipient (issue: encryption costs <= 1.05x, no memory).
+"$BIN/lifeboat-backup" keygen --output "$OUT/identity.txt" > "$OUT/recipient.txt" 2>/dev/null
+cat > "$OUT/encrypted.toml" <<TOML
+[store]
+url = "$OUT/repo_enc"
+[encryption]
+recipients = ["$(cat "$OUT/recipient.txt")"]
+[[job]]
+name = "bench"
+engine = "postgres"
+url = "$SRC"
+TOML
+
 echo "Backups of $DB ($DB_SIZE):" >&2
 # Warm-up, not measured: the first dump after the database was created or evicted from the
 # page cache reads from disk, which would make the floor look slow.
@@ -72,8 +85,12 @@ for round in $(seq 1 "$ROUNDS"); do
   measure floor bash -c "pg_dump -Fc -Z0 -d '$SRC' > /dev/null"
   rm -rf "$OUT/repo"
   measure lifeboat "$BIN/lifeboat-backup" --engine postgres --url "$SRC" --job bench --repo "$OUT/repo"
+  rm -rf "$OUT/repo_enc"
+  measure lb_encrypted "$BIN/lifeboat-backup" --config "$OUT/encrypted.toml"
 done
 LEVELS="$(levels_used "$OUT/repo")"
+LEVELS_ENC="$(levels_used "$OUT/repo_enc")"
+ENC_SIZE="$(stored_size "$OUT/repo_enc")"
 
 # Under one competing CPU-bound process: the floor, the default (adaptive) level and a fixed
 # level 3 (the default before it adapted), alternating, the load running throughout.
@@ -160,6 +177,7 @@ REPORT="$(cat <<MD
 | \`pg_dump -Fc -Z0 > /dev/null\` (the floor; median of ${RUNS[floor]}) | ${WALL[floor]} | $((${RSS[floor]} / 1024)) | - |
 | \`pg_dump \| gzip > f.sql.gz\` (the old way) | ${WALL[oldway]} | - | $((GZ_SIZE / 1048576)) |
 | \`lifeboat-backup\` (zstd, default adaptive level: used $LEVELS; local store; median of ${RUNS[lifeboat]}) | ${WALL[lifeboat]} | $((${RSS[lifeboat]} / 1024)) | $((LB_SIZE / 1048576)) |
+| \`lifeboat-backup\` encrypted to one age recipient (used $LEVELS_ENC; median of ${RUNS[lb_encrypted]}) | ${WALL[lb_encrypted]} | $((${RSS[lb_encrypted]} / 1024)) | $((ENC_SIZE / 1048576)) |
 | \`lifeboat-verify --level content\` | ${WALL[verify]} | $((${RSS[verify]} / 1024)) | - |
 | \`cat object > /dev/null\` (raw read) | ${WALL[rawread]} | - | - |
 | \`pg_restore --single-transaction\` of a local uncompressed dump (median of ${RUNS[pg_restore]}) | ${WALL[pg_restore]} | - | - |
@@ -168,6 +186,7 @@ REPORT="$(cat <<MD
 
 - backup vs floor (medians of $ROUNDS alternating rounds): **$(ratio "${WALL[lifeboat]}" "${WALL[floor]}")x** (target <= 1.15x); vs the old way: $(ratio "${WALL[lifeboat]}" "${WALL[oldway]}")x
 - lifeboat-backup peak RSS: **$((${RSS[lifeboat]} / 1024)) MiB** (target <= 64 MiB)
+- encrypted vs unencrypted backup (medians of the same rounds): **$(ratio "${WALL[lb_encrypted]}" "${WALL[lifeboat]}")x** wall (target <= 1.05x), peak RSS $((${RSS[lb_encrypted]} / 1024)) vs $((${RSS[lifeboat]} / 1024)) MiB
 - stored size vs gzip file: **$(ratio "$LB_SIZE" "$GZ_SIZE")x** (target <= 0.9x)
 - restore vs the faster baseline (medians; $best_restore s): **$(ratio "${WALL[lb_restore]}" "$best_restore")x** (target <= 1.10x)
 

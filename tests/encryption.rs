@@ -890,3 +890,114 @@ fn every_environment_variable_is_in_the_readme_and_the_help() {
         help.assert_contains(name);
     }
 }
+
+#[test]
+fn recipients_and_a_passphrase_file_on_both_stores() {
+    let dir = TempDir::new("enc-both");
+    let (identity, public) = keygen(&dir, "identity.txt");
+    let passphrase_file = dir.join("passphrase");
+    std::fs::write(&passphrase_file, format!("{PASSPHRASE}\n")).unwrap();
+    let data = dir.join("data");
+    let files = make_tree(&data);
+    let bucket = s3_bucket("lifeboat-enc-both");
+    let modes = [
+        (
+            "recipient",
+            format!("recipients = [\"{public}\"]"),
+            vec!["--identity".to_string(), identity.display().to_string()],
+        ),
+        (
+            "passphrase",
+            format!(
+                "passphrase-file = \"{}\"\nwork-factor = 11",
+                passphrase_file.display()
+            ),
+            vec![],
+        ),
+    ];
+    for (store, repo) in [
+        ("local", dir.join("repo").display().to_string()),
+        ("s3", format!("s3://{bucket}/both")),
+    ] {
+        for (mode, lines, keys) in &modes {
+            let repo = format!("{repo}-{mode}");
+            let config = files_config(&dir, &repo, &data, lines);
+            let extra: Vec<String> = if store == "s3" { s3_flags() } else { vec![] };
+            let go = |name: &str, args: &[&str]| {
+                let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+                all.extend(extra.iter().cloned());
+                run_with(
+                    name,
+                    &config,
+                    &all.iter().map(String::as_str).collect::<Vec<_>>(),
+                )
+            };
+            go("lifeboat-backup", &[]).assert_code(0);
+            let target = dir.join(&format!("restored-{store}-{mode}"));
+            let mut args = vec![
+                "--job",
+                "docs",
+                "--latest",
+                "--to",
+                target.to_str().unwrap(),
+                "--yes",
+            ];
+            args.extend(keys.iter().map(String::as_str));
+            let restored = go("lifeboat-restore", &args);
+            restored.assert_code(0);
+            assert_eq!(read_tree(&target), files, "{store} {mode}");
+            assert!(!restored.output().contains(PASSPHRASE));
+        }
+    }
+}
+
+#[test]
+fn a_one_liner_encrypts_with_recipient_flags() {
+    let dir = TempDir::new("enc-flag");
+    let (identity, public) = keygen(&dir, "identity.txt");
+    let data = dir.join("data");
+    let files = make_tree(&data);
+    let repo = dir.join("repo");
+    let backup = |recipient: &str| {
+        run(
+            "lifeboat-backup",
+            &[
+                "--engine",
+                "files",
+                "--path",
+                data.to_str().unwrap(),
+                "--job",
+                "docs",
+                "--repo",
+                repo.to_str().unwrap(),
+                "--recipient",
+                recipient,
+            ],
+        )
+    };
+    backup("age1nope")
+        .assert_code(2)
+        .assert_contains("--recipient");
+    backup(&public).assert_code(0);
+    assert_eq!(
+        manifests(&repo, "docs")[0]["encryption"]["recipients"][0],
+        public.as_str()
+    );
+    let target = dir.join("restored");
+    run(
+        "lifeboat-restore",
+        &[
+            "--repo",
+            repo.to_str().unwrap(),
+            "--job",
+            "docs",
+            "--latest",
+            "--to",
+            target.to_str().unwrap(),
+            "--identity",
+            identity.to_str().unwrap(),
+        ],
+    )
+    .assert_code(0);
+    assert_eq!(read_tree(&target), files);
+}

@@ -25,6 +25,10 @@ Examples:
   # A directory tree (uploads, logs) as one tar archive, leaving out temporary files
   lifeboat-backup --engine files --path /data/uploads --exclude '*.tmp' --repo /var/backups/lifeboat
 
+  # Encrypted to an age public key (make one with `lifeboat-backup keygen` where restores run)
+  lifeboat-backup --engine postgres --url-env DATABASE_URL --repo s3://bucket/db \\
+      --recipient age1...
+
   # What would retention forget? (prints every snapshot with keep/forget and why)
   lifeboat-backup prune --dry-run
 
@@ -121,6 +125,11 @@ pub struct BackupArgs {
     /// [default: none, so long dumps are never cut]
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
+
+    /// Encrypt to this age public key (age1...) or ssh public key (repeatable), instead of the
+    /// file's [encryption]; restores then need the matching identity (see `keygen`)
+    #[arg(long, value_name = "KEY")]
+    pub recipient: Vec<String>,
 
     /// Print the merged configuration (passwords hidden) and exit
     #[arg(long)]

@@ -107,6 +107,7 @@ fn resolve_jobs(args: &BackupArgs) -> Result<(Option<Config>, Vec<Job>)> {
         timeout: args.timeout.clone(),
         format: args.format,
         pg_bin_dir: args.pg_bin_dir.clone(),
+        recipients: args.recipient.clone(),
     };
     if let Some(engine) = args.engine {
         if !args.jobs.is_empty() {

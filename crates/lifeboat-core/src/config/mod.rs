@@ -449,6 +449,8 @@ pub struct Overrides {
     pub format: Option<PgFormat>,
     /// `--pg-bin-dir`.
     pub pg_bin_dir: Option<PathBuf>,
+    /// `--recipient`: encrypt to these public keys instead of what the file says.
+    pub recipients: Vec<String>,
 }
 
 impl Overrides {
@@ -482,6 +484,15 @@ impl Overrides {
         }
         if let Some(v) = &self.timeout {
             job.timeout = Some(duration("--timeout", v)?);
+        }
+        if !self.recipients.is_empty() {
+            for r in &self.recipients {
+                crate::pipeline::encrypt::parse_recipient(r)
+                    .map_err(|e| Error::config(format!("--recipient: {e}")))?;
+            }
+            job.encryption = Some(crate::pipeline::Encryption::Recipients(
+                self.recipients.clone(),
+            ));
         }
         if let EngineJob::Postgres(pg) = &mut job.engine {
             if let Some(f) = self.format {

@@ -434,11 +434,6 @@ impl Keys {
         }))
     }
 
-    /// Whether any identity or passphrase is at hand.
-    pub fn is_empty(&self) -> bool {
-        self.identities.is_empty() && self.passphrase.is_none()
-    }
-
     /// Reads the age header from `inner` and unwraps the file key. `Err` is a missing or wrong
     /// identity (exit 2); a header that is not age's is `Unsealed::Damaged`, for the caller to
     /// judge once the stored digest is known.
@@ -543,9 +538,10 @@ pub fn write_new_identity(path: &Path, now: chrono::DateTime<chrono::Utc>) -> Re
     use std::os::unix::fs::OpenOptionsExt;
     let failed = |e: std::io::Error| {
         Error::new(
-            ErrorKind::Config,
+            ErrorKind::Store,
             format!("cannot write the identity file {}: {e}", path.display()),
         )
+        .with_hint("check that its folder exists, is writable and has free space")
     };
     let mut file = std::fs::OpenOptions::new()
         .write(true)

@@ -198,10 +198,12 @@ pub async fn verify<S: Store>(
     }
     if options.level >= Level::Content {
         // A missing identity (for a drill) or a wrong one: exit 2 before anything is checked.
+        // A content check without a key for the snapshot's scheme is keyless instead.
         for manifest in &chosen {
-            if manifest.encryption.is_some()
-                && (options.level == Level::Drill || !options.keys.is_empty())
-            {
+            let Some(info) = &manifest.encryption else {
+                continue;
+            };
+            if options.level == Level::Drill || options.keys.require(info, "").is_ok() {
                 crate::pipeline::read::unlock(store, manifest, &options.keys).await?;
             }
         }
