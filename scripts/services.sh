@@ -327,9 +327,14 @@ print_env() {
 }
 
 # Tools the tests call besides the servers: ssh-keygen makes the ssh-ed25519 keys of the
-# encryption tests.
+# encryption tests; systemd-analyze checks the generated units, man renders the man pages, and
+# PyYAML reads the generated Kubernetes files.
 install_tools() {
   command -v ssh-keygen >/dev/null 2>&1 || apt_install openssh-client
+  command -v systemd-analyze >/dev/null 2>&1 || apt_install systemd
+  command -v man >/dev/null 2>&1 || apt_install man-db
+  python3 -c 'import yaml' 2>/dev/null || python3 -m pip install --quiet pyyaml >&2 \
+    || apt_install python3-yaml
 }
 
 start_services() {

@@ -15,32 +15,43 @@ Examples:
   # Run one job of a given file
   lifeboat-backup --config /etc/lifeboat.toml app-db
 
-  # No file: back up the database whose URL is in $DATABASE_URL to a directory, keeping a
-  # grandfather-father-son history (--url-env keeps the password out of `ps`)
-  lifeboat-backup --engine postgres --url-env DATABASE_URL --repo /var/backups/lifeboat --retention gfs
+  # No file: back up the database whose URL is in $DATABASE_URL to a directory,
+  # keeping a grandfather-father-son history (--url-env keeps the password out
+  # of `ps`)
+  lifeboat-backup --engine postgres --url-env DATABASE_URL \\
+      --repo /var/backups/lifeboat --retention gfs
 
-  # A Redis server (a point-in-time snapshot of every database, taken like a replica would)
-  lifeboat-backup --engine redis --url-env REDIS_URL --repo /var/backups/lifeboat
+  # A Redis server (a point-in-time snapshot of every database, taken like a
+  # replica would)
+  lifeboat-backup --engine redis --url-env REDIS_URL \\
+      --repo /var/backups/lifeboat
 
-  # A directory tree (uploads, logs) as one tar archive, leaving out temporary files
-  lifeboat-backup --engine files --path /data/uploads --exclude '*.tmp' --repo /var/backups/lifeboat
+  # A directory tree (uploads, logs) as one tar archive, leaving out temporary
+  # files
+  lifeboat-backup --engine files --path /data/uploads --exclude '*.tmp' \\
+      --repo /var/backups/lifeboat
 
-  # Encrypted to an age public key (make one with `lifeboat-backup keygen` where restores run)
-  lifeboat-backup --engine postgres --url-env DATABASE_URL --repo s3://bucket/db \\
+  # Encrypted to an age public key (make one with `lifeboat-backup keygen` where
+  # restores run)
+  lifeboat-backup --engine postgres --url-env DATABASE_URL \\
+      --repo s3://bucket/db \\
       --recipient age1...
 
-  # What would retention forget? (prints every snapshot with keep/forget and why)
+  # What would retention forget? (prints every snapshot with keep/forget and
+  # why)
   lifeboat-backup prune --dry-run
 
-After each successful backup of a job with a retention policy, its snapshots are pruned (unless
---no-prune); a failed backup never prunes. Presets: keep-7-days, keep-30-days, gfs, hourly.
+After each successful backup of a job with a retention policy, its snapshots are
+pruned (unless --no-prune); a failed backup never prunes. Presets: keep-7-days,
+keep-30-days, gfs, hourly.
 
-Each run holds the job's lock (jobs/<job>/lock in the store) while it backs up and prunes, so
-two runs of one job never overlap, even on different machines; a crashed run's lock expires
-after 10 minutes, or can be removed with `lifeboat-backup unlock JOB`.
+Each run holds the job's lock (jobs/<job>/lock in the store) while it backs up
+and prunes, so two runs of one job never overlap, even on different machines; a
+crashed run's lock expires after 10 minutes, or can be removed with
+`lifeboat-backup unlock JOB`.
 
-Exit codes: 0 ok, 1 the backup failed (nothing was committed), 2 usage or configuration error,
-4 another run holds the lock.";
+Exit codes: 0 ok, 1 the backup failed (nothing was committed), 2 usage or
+configuration error, 4 another run holds the lock.";
 
 /// Back up databases and directory trees into a Lifeboat repository: stream the dump through
 /// checksums and compression into the store; the snapshot exists only once its manifest is written.
@@ -161,6 +172,81 @@ pub enum BackupCommand {
     /// Write a new age identity file (mode 0600) and print its public key, for [encryption]
     #[command(after_help = KEYGEN_EXAMPLES)]
     Keygen(KeygenArgs),
+    /// Print (or write) deployment files that run the configured schedules: a crontab,
+    /// systemd timers, Kubernetes CronJobs or Railway cron services
+    #[command(after_help = SCHEDULE_EXAMPLES)]
+    Schedule(ScheduleArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish)
+    #[command(after_help = COMPLETIONS_EXAMPLES)]
+    Completions(CompletionsArgs),
+}
+
+const SCHEDULE_EXAMPLES: &str = "\
+Examples:
+  # A crontab for the jobs' schedules ([[job]] schedule = \"0 3 * * *\"),
+  # [verify], [drill]
+  lifeboat-backup --config /etc/lifeboat/lifeboat.toml schedule --print crontab
+
+  # systemd units, written into /etc/systemd/system, then enabled
+  lifeboat-backup schedule --print systemd --output-dir /etc/systemd/system
+  systemctl daemon-reload
+  systemctl enable --now lifeboat-backup.timer
+
+  # Kubernetes CronJobs from an image of yours
+  lifeboat-backup schedule --print kubernetes \\
+      --image registry.example/lifeboat:1
+
+Each run loads the secrets that lifeboat.toml names as ${VAR} from --env-file
+(crontab, systemd) or from a Secret (Kubernetes); the configuration's path is
+--config-path.";
+
+const COMPLETIONS_EXAMPLES: &str = "\
+Examples:
+  lifeboat-backup completions bash > /etc/bash_completion.d/lifeboat-backup
+  lifeboat-backup completions zsh > ~/.zfunc/_lifeboat-backup
+  lifeboat-backup completions fish > \\
+      ~/.config/fish/completions/lifeboat-backup.fish
+
+lifeboat-verify and lifeboat-restore print theirs with --print-completions SHELL
+(scripts/install.sh installs all three).";
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell
+    #[arg(value_name = "SHELL")]
+    pub shell: lifeboat_cli::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ScheduleArgs {
+    /// The format: crontab, systemd, kubernetes or railway
+    #[arg(long, value_name = "FORMAT")]
+    pub print: lifeboat_core::deploy::Format,
+
+    /// Write the files into this directory instead of printing them
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
+
+    /// The configuration file's path where the runs happen [default: this configuration's
+    /// absolute path]
+    #[arg(long, value_name = "PATH")]
+    pub config_path: Option<PathBuf>,
+
+    /// Where the binaries are installed there [default: the directory of this binary]
+    #[arg(long, value_name = "DIR")]
+    pub bin_dir: Option<PathBuf>,
+
+    /// crontab: where the runs append their logs
+    #[arg(long, value_name = "DIR", default_value = "/var/log/lifeboat")]
+    pub log_dir: PathBuf,
+
+    /// crontab, systemd: the root-only file of NAME=value lines with the secrets
+    #[arg(long, value_name = "FILE", default_value = "/etc/lifeboat/env")]
+    pub env_file: PathBuf,
+
+    /// kubernetes: the container image
+    #[arg(long, value_name = "IMAGE", default_value = "lifeboat:latest")]
+    pub image: String,
 }
 
 const KEYGEN_EXAMPLES: &str = "\
@@ -173,7 +259,8 @@ Examples:
   recipients = [\"age1...\"]      # the public key printed above
 
   # Restores and content checks of encrypted snapshots take the identity:
-  lifeboat-restore --identity ~/.config/lifeboat/identity.txt --job app-db --latest --to ...";
+  lifeboat-restore --identity ~/.config/lifeboat/identity.txt --job app-db \\
+      --latest --to ...";
 
 #[derive(Debug, Args)]
 pub struct KeygenArgs {

@@ -17,6 +17,9 @@ use lifeboat_core::{Error, ErrorKind, Result};
 
 fn main() -> ExitCode {
     let args = BackupArgs::parse();
+    if let Some(code) = lifeboat_cli::print_docs::<BackupArgs>(&args.common) {
+        return ExitCode::from(code as u8);
+    }
     lifeboat_cli::init_logging(&args.common);
     let code = match lifeboat_cli::runtime() {
         Ok(rt) => rt.block_on(async {
@@ -27,6 +30,11 @@ fn main() -> ExitCode {
                 }
                 Some(BackupCommand::Unlock(u)) => maintenance::unlock(&args, u).await,
                 Some(BackupCommand::Keygen(k)) => maintenance::keygen(&args, k),
+                Some(BackupCommand::Schedule(s)) => maintenance::schedule(&args, s),
+                Some(BackupCommand::Completions(c)) => {
+                    lifeboat_cli::print_completions::<BackupArgs>(c.shell);
+                    Ok(0)
+                }
                 None => run_jobs(&args, &cancel).await,
             };
             done.unwrap_or_else(|e| report_error(&e, args.common.json))

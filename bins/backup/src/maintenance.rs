@@ -1,4 +1,5 @@
-//! The maintenance subcommands of `lifeboat-backup`: `prune`, `unlock` and `keygen`.
+//! The maintenance subcommands of `lifeboat-backup`: `prune`, `unlock`, `keygen` and
+//! `schedule`.
 
 use std::time::Duration;
 
@@ -8,7 +9,77 @@ use lifeboat_core::prune::{self, PruneOptions};
 use lifeboat_core::report::human;
 use lifeboat_core::{lock, retention, Error, ErrorKind, Result};
 
-use crate::args::{BackupArgs, KeygenArgs, PruneArgs, UnlockArgs};
+use crate::args::{BackupArgs, KeygenArgs, PruneArgs, ScheduleArgs, UnlockArgs};
+
+/// `lifeboat-backup schedule --print FORMAT`: deployment files for the configured schedules.
+pub fn schedule(args: &BackupArgs, schedule: &ScheduleArgs) -> Result<i32> {
+    use lifeboat_core::deploy;
+    let config = lifeboat_cli::load_config(&args.common)?.ok_or_else(|| {
+        usage("schedule needs a configuration: there is no ./lifeboat.toml and no --config")
+            .with_hint("pass --config FILE; its jobs' schedule keys and [verify]/[drill] tables say what runs when")
+    })?;
+    let config_path = match &schedule.config_path {
+        Some(path) => path.clone(),
+        None => config
+            .file
+            .as_deref()
+            .map(|f| std::path::absolute(f).unwrap_or_else(|_| f.to_path_buf()))
+            .unwrap_or_else(|| deploy::Target::default().config),
+    };
+    let bin_dir = match &schedule.bin_dir {
+        Some(dir) => dir.clone(),
+        None => std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(std::path::Path::to_path_buf))
+            .unwrap_or_else(|| deploy::Target::default().bin_dir),
+    };
+    let target = deploy::Target {
+        config: config_path,
+        bin_dir,
+        log_dir: schedule.log_dir.clone(),
+        env_file: schedule.env_file.clone(),
+        image: schedule.image.clone(),
+        ..deploy::Target::default()
+    };
+    let generated = deploy::generate(&config, schedule.print, &target)?;
+    for job in &generated.unscheduled {
+        tracing::warn!("Job {job:?} has no schedule, so nothing generated here runs it.");
+    }
+    match &schedule.output_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                Error::new(
+                    ErrorKind::Store,
+                    format!("cannot create {}: {e}", dir.display()),
+                )
+            })?;
+            for file in &generated.files {
+                let path = dir.join(&file.name);
+                std::fs::write(&path, &file.contents).map_err(|e| {
+                    Error::new(
+                        ErrorKind::Store,
+                        format!("cannot write {}: {e}", path.display()),
+                    )
+                    .with_hint("check that the directory exists and is writable")
+                })?;
+                eprintln!("Wrote {}", path.display());
+            }
+        }
+        None => {
+            let several = generated.files.len() > 1;
+            for file in &generated.files {
+                if several {
+                    println!("# ==> {} <==", file.name);
+                }
+                print!("{}", file.contents);
+                if several {
+                    println!();
+                }
+            }
+        }
+    }
+    Ok(0)
+}
 
 /// `lifeboat-backup keygen --output FILE`: a new identity, and its public key on stdout.
 pub fn keygen(args: &BackupArgs, keygen: &KeygenArgs) -> Result<i32> {

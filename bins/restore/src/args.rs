@@ -10,48 +10,55 @@ Examples:
   # What is there?
   lifeboat-restore list --repo /var/backups/lifeboat
 
-  # The database as it was at 02:00 UTC, into a new empty database (shows the plan, asks first)
+  # The database as it was at 02:00 UTC, into a new empty database
+  # (shows the plan, asks first)
   createdb shop_restored
-  lifeboat-restore --job app-db --at '2026-11-25 02:00' --to postgres://app@db:5432/shop_restored
+  lifeboat-restore --job app-db --at '2026-11-25 02:00' \\
+      --to postgres://app@db:5432/shop_restored
 
   # Show what would happen, touch nothing
   lifeboat-restore --job app-db --latest --to-env DATABASE_URL --clean --dry-run
 
   # Replace the objects of a live database from a given snapshot, without asking
-  lifeboat-restore --job app-db --snapshot 20261125T030000Z-a1b2c3 --to-env DATABASE_URL --clean --yes
+  lifeboat-restore --job app-db --snapshot 20261125T030000Z-a1b2c3 \\
+      --to-env DATABASE_URL --clean --yes
 
-  # A Redis snapshot into a live server, database 0 of the backup into database 3
-  lifeboat-restore --job cache --latest --to redis://:PASSWORD@redis.internal:6379 --db-map 0:3
+  # A Redis snapshot into a live server, backup database 0 into database 3
+  lifeboat-restore --job cache --latest \\
+      --to redis://:PASSWORD@redis.internal:6379 --db-map 0:3
 
-  # Replace a live Redis database in one step: load a spare database, then SWAPDB
-  lifeboat-restore --job cache --latest --to redis://:PASSWORD@redis.internal:6379 --mode swap
+  # Replace a live Redis database in one step: load a spare, then SWAPDB
+  lifeboat-restore --job cache --latest \\
+      --to redis://:PASSWORD@redis.internal:6379 --mode swap
 
-  # A Redis snapshot as dump.rdb for a stopped self-hosted server (see RUNBOOK.md)
+  # A Redis snapshot as dump.rdb for a stopped server (see RUNBOOK.md)
   lifeboat-restore --job cache --latest --mode file --to /var/lib/redis/dump.rdb
 
   # An RDB file from an old `redis-cli --rdb` script into a live server
   lifeboat-restore --from-file dump.rdb --to redis://127.0.0.1:6379
 
-  # A files snapshot into a new directory (a non-empty one needs --clean, which moves it aside)
+  # A files snapshot into a new directory (a non-empty one needs --clean,
+  # which moves it aside)
   lifeboat-restore --job uploads --latest --to /data/uploads.restored
 
   # An old script's `tar -czf uploads.tar.gz` archive, through the same checks
   lifeboat-restore --from-file uploads.tar.gz --to /data/uploads.restored
 
---at accepts RFC 3339 (2026-11-25T02:00:00Z), 'YYYY-MM-DD[ HH:MM[:SS]]' (UTC unless an offset
-such as +01:00 follows) and YYYYMMDD_HHMMSS; it picks the newest snapshot consistent at or before
-that time.
+--at accepts RFC 3339 (2026-11-25T02:00:00Z), 'YYYY-MM-DD[ HH:MM[:SS]]' (UTC
+unless an offset such as +01:00 follows) and YYYYMMDD_HHMMSS; it picks the
+newest snapshot consistent at or before that time.
 
-A files restore extracts into a staging directory beside the target and renames it into place
-only after both digests and the fingerprint match; entries that would land outside the target
-(absolute paths, `..`, links leading out) are refused.
+A files restore extracts into a staging directory beside the target and renames
+it into place only after both digests and the fingerprint match; entries that
+would land outside the target (absolute paths, `..`, links leading out) are
+refused.
 
-A Redis restore checks the whole snapshot (both digests, the RDB's structure and CRC64) before
-it writes a key, then loads it with pipelined RESTORE commands.
+A Redis restore checks the whole snapshot (both digests, the RDB's structure and
+CRC64) before it writes a key, then loads it with pipelined RESTORE commands.
 
-Exit codes: 0 ok, 1 the restore failed (PostgreSQL: the target was rolled back), 2 usage error
-or refused (e.g. a non-empty target without --clean), 3 the snapshot is damaged (the target is
-unchanged).";
+Exit codes: 0 ok, 1 the restore failed (PostgreSQL: the target was rolled back),
+2 usage error or refused (e.g. a non-empty target without --clean), 3 the
+snapshot is damaged (the target is unchanged).";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RestoreMode {

@@ -17,6 +17,9 @@ use lifeboat_core::{Error, ErrorKind, Result};
 
 fn main() -> ExitCode {
     let args = RestoreArgs::parse();
+    if let Some(code) = lifeboat_cli::print_docs::<RestoreArgs>(&args.common) {
+        return ExitCode::from(code as u8);
+    }
     lifeboat_cli::init_logging(&args.common);
     let json = args.common.json;
     let code = match lifeboat_cli::runtime() {
@@ -58,11 +61,12 @@ async fn run_list(common: &CommonArgs, list: &ListArgs) -> Result<()> {
     };
     let mut statuses = Vec::new();
     for job in &jobs {
-        let policy = config
+        let configured = config
             .as_ref()
-            .and_then(|c| c.jobs.iter().find(|j| &j.name == job))
-            .and_then(|j| j.retention.as_ref());
-        let status = report::job_status(&store, job, policy, chrono::Utc::now()).await?;
+            .and_then(|c| c.jobs.iter().find(|j| &j.name == job));
+        let policy = configured.and_then(|j| j.retention.as_ref());
+        let schedule = configured.and_then(|j| j.schedule.as_ref());
+        let status = report::job_status(&store, job, policy, schedule, chrono::Utc::now()).await?;
         if !common.json {
             print!("{}", human::job_status(&status));
         }

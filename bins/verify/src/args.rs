@@ -8,27 +8,33 @@ use lifeboat_core::verify::Level;
 
 const EXAMPLES: &str = "\
 Examples:
-  # Download the newest snapshot of every job and check both digests and the dump's structure
+  # Download the newest snapshot of every job and check both digests and the
+  # dump's structure
   lifeboat-verify --level content
 
   # Every snapshot of one job exists with the right size (cheap)
   lifeboat-verify --repo /var/backups/lifeboat --job app-db --all --level stored
 
   # DR drill: restore into a scratch database, compare the fingerprint, drop it
-  lifeboat-verify --job app-db --latest --level drill --scratch-url postgres://admin@db:5432/postgres
+  lifeboat-verify --job app-db --latest --level drill \\
+      --scratch-url postgres://admin@db:5432/postgres
 
-  # A Redis drill: load into empty databases of a throwaway server, count keys (and compare
-  # DEBUG DIGEST when the job has debug-digest = true), empty them
-  lifeboat-verify --job cache --latest --level drill --scratch-url redis://127.0.0.1:6380
+  # A Redis drill: load into empty databases of a throwaway server, count keys
+  # (and compare DEBUG DIGEST when the job has debug-digest = true), empty them
+  lifeboat-verify --job cache --latest --level drill \\
+      --scratch-url redis://127.0.0.1:6380
 
-  # A files drill: extract the tree under /mnt/scratch, compare every entry's digest, remove it
-  lifeboat-verify --job uploads --latest --level drill --scratch-dir /mnt/scratch
+  # A files drill: extract the tree under /mnt/scratch, compare every entry's
+  # digest, remove it
+  lifeboat-verify --job uploads --latest --level drill \\
+      --scratch-dir /mnt/scratch
 
-  # Freshness alarm for cron: fail (exit 5) when the newest good snapshot is older than 26 h
+  # Freshness alarm for cron: fail (exit 5) when the newest good snapshot is
+  # older than 26 h
   lifeboat-verify --job app-db --max-age 26h
 
-Exit codes: 0 ok, 1 the check could not run, 2 usage or configuration error, 3 missing or
-damaged data, 5 the newest good snapshot is older than --max-age.";
+Exit codes: 0 ok, 1 the check could not run, 2 usage or configuration error, 3
+missing or damaged data, 5 the newest good snapshot is older than --max-age.";
 
 /// Prove that backups restore: check stored objects, their digests and structure, or restore
 /// them into a scratch database and compare fingerprints.
@@ -76,7 +82,8 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "DIR")]
     pub scratch_dir: Option<PathBuf>,
 
-    /// Fail with exit 5 if the newest good snapshot is older than this (e.g. 26h) [default: the job's max-age]
+    /// Fail with exit 5 if the newest good snapshot is older than this (e.g. 26h) [default:
+    /// the job's max-age, else twice its schedule's longest interval plus an hour]
     #[arg(long, value_name = "DURATION")]
     pub max_age: Option<String>,
 

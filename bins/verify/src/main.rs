@@ -16,6 +16,9 @@ use lifeboat_core::{Error, ErrorKind, Result};
 
 fn main() -> ExitCode {
     let args = VerifyArgs::parse();
+    if let Some(code) = lifeboat_cli::print_docs::<VerifyArgs>(&args.common) {
+        return ExitCode::from(code as u8);
+    }
     lifeboat_cli::init_logging(&args.common);
     let json = args.common.json;
     let code = match lifeboat_cli::runtime() {
@@ -62,12 +65,33 @@ async fn run(args: &VerifyArgs) -> Result<i32> {
     let mut worst: Option<ErrorKind> = None;
     let mut reports = Vec::new();
     for job in &jobs {
-        let max_age = flag_max_age.or_else(|| {
-            config
-                .as_ref()
-                .and_then(|c| c.jobs.iter().find(|j| &j.name == job))
-                .and_then(|j| j.max_age)
-        });
+        // The freshness limit: --max-age, else the job's max-age, else what its schedule
+        // implies (twice its longest interval plus an hour), said in the report.
+        let configured = config
+            .as_ref()
+            .and_then(|c| c.jobs.iter().find(|j| &j.name == job));
+        let now = chrono::Utc::now();
+        let (max_age, max_age_from) = match (flag_max_age, configured) {
+            (Some(d), _) => (Some(d), "--max-age".to_string()),
+            (None, Some(j)) if j.max_age.is_some() => (j.max_age, "the job's max-age".to_string()),
+            (None, Some(j)) => match &j.schedule {
+                Some(s) => {
+                    let limit = s.freshness_limit(now);
+                    (
+                        limit.to_std().ok(),
+                        format!(
+                            "the schedule {}: twice its longest interval of {} plus an hour",
+                            s.describe(),
+                            lifeboat_core::retention::format_duration(
+                                s.longest_interval(now).to_std().unwrap_or_default()
+                            )
+                        ),
+                    )
+                }
+                None => (None, String::new()),
+            },
+            (None, None) => (None, String::new()),
+        };
         let pg_bin_dir = args.pg_bin_dir.clone().or_else(|| {
             config
                 .as_ref()
@@ -78,12 +102,18 @@ async fn run(args: &VerifyArgs) -> Result<i32> {
             level: args.level,
             which: which.clone(),
             scratch: Scratch {
-                url: scratch_url.clone(),
+                url: scratch_url.clone().or_else(|| {
+                    config
+                        .as_ref()
+                        .and_then(|c| c.drill_runs.as_ref())
+                        .and_then(|d| d.scratch_url.clone())
+                }),
                 dir: args.scratch_dir.clone(),
                 pg_bin_dir,
             },
             max_age,
-            now: chrono::Utc::now(),
+            max_age_from,
+            now,
             record: !args.no_record,
             keys: args.keys.keys(config.as_ref(), Some(job))?,
         };

@@ -5,6 +5,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
+pub use clap_complete::Shell;
 use lifeboat_core::config::StoreSpec;
 use lifeboat_core::config::{self, Config};
 use lifeboat_core::job::Cancel;
@@ -52,6 +53,42 @@ pub struct CommonArgs {
     /// More log output (-v: debug, -vv: trace)
     #[arg(long, short = 'v', action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+
+    /// Print this program's man page (roff) and exit (scripts/install.sh uses it)
+    #[arg(long, hide = true)]
+    pub print_man_page: bool,
+
+    /// Print this program's completion script for SHELL and exit
+    #[arg(long, hide = true, value_name = "SHELL")]
+    pub print_completions: Option<clap_complete::Shell>,
+}
+
+/// Handles `--print-man-page` and `--print-completions SHELL` (every binary has them, so the
+/// man pages and completions come from each one's own clap definition): `Some(exit code)` when
+/// one was asked for.
+pub fn print_docs<A: clap::CommandFactory>(common: &CommonArgs) -> Option<i32> {
+    if let Some(shell) = common.print_completions {
+        print_completions::<A>(shell);
+        return Some(0);
+    }
+    if common.print_man_page {
+        let man = clap_mangen::Man::new(A::command());
+        return Some(match man.render(&mut std::io::stdout()) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: cannot write the man page: {e}");
+                1
+            }
+        });
+    }
+    None
+}
+
+/// Writes `A`'s completion script for `shell` to stdout.
+pub fn print_completions<A: clap::CommandFactory>(shell: clap_complete::Shell) {
+    let mut command = A::command();
+    let name = command.get_name().to_string();
+    clap_complete::generate(shell, &mut command, name, &mut std::io::stdout());
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

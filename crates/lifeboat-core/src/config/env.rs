@@ -39,11 +39,33 @@ pub const ALL: &[(&str, &str)] = &[
     ("HOSTNAME", "names this machine in a job's lock, for `unlock` messages"),
 ];
 
-/// The table for `--help`: one line per variable.
+/// The table for `--help`: each variable, then what it does, within 80 columns.
 pub fn help() -> String {
     let mut out = String::from("Environment variables:\n");
     for (name, what) in ALL {
-        out.push_str(&format!("  {name}\n      {what}\n"));
+        out.push_str(&wrap(name, "  ", 80));
+        out.push_str(&wrap(what, "      ", 80));
+    }
+    out
+}
+
+/// `text` in lines of at most `width` columns, each starting with `indent` (words are never
+/// split).
+fn wrap(text: &str, indent: &str, width: usize) -> String {
+    let mut out = String::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && indent.len() + line.len() + 1 + word.len() > width {
+            out.push_str(&format!("{indent}{line}\n"));
+            line.clear();
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        out.push_str(&format!("{indent}{line}\n"));
     }
     out
 }

@@ -46,6 +46,10 @@ pub struct FileSpec {
     /// `[encryption]`: how every job's data objects are encrypted (a job's own `encryption`
     /// table replaces it).
     pub encryption: Option<EncryptionSpec>,
+    /// `[verify]`: when verify runs happen (the generated deployment files carry them).
+    pub verify: Option<ScheduledRunSpec>,
+    /// `[drill]`: when drills happen, and the scratch server they restore into.
+    pub drill: Option<ScheduledRunSpec>,
     /// `[[job]]` tables.
     #[serde(default, rename = "job")]
     pub jobs: Vec<JobSpec>,
@@ -182,6 +186,32 @@ impl StoreSpec {
     }
 }
 
+/// A `[verify]` or `[drill]` table as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ScheduledRunSpec {
+    /// Five-field cron, as for a job.
+    pub schedule: String,
+    /// The time zone it is read in (default UTC).
+    pub timezone: Option<String>,
+    /// `[verify]`: `stored` or `content` (default content); `[drill]` is always a drill.
+    pub level: Option<crate::verify::Level>,
+    /// `[drill]`: the scratch server drills restore into (`${SCRATCH_URL}`); `lifeboat-verify
+    /// --level drill` uses it when no `--scratch-url` is given.
+    pub scratch_url: Option<String>,
+}
+
+/// A verify or drill run on a schedule.
+#[derive(Debug, Clone)]
+pub struct ScheduledRun {
+    /// When.
+    pub schedule: crate::schedule::Schedule,
+    /// How deep.
+    pub level: crate::verify::Level,
+    /// Drills: where they restore to.
+    pub scratch_url: Option<SecretUrl>,
+}
+
 /// The `[defaults]` table.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -225,8 +255,11 @@ pub struct JobSpec {
     pub pg_bin_dir: Option<String>,
     /// Retention policy: a preset name (`gfs`), a path to a TOML file, or an inline table.
     pub retention: Option<toml::Value>,
-    /// Cron expression; used by generated schedules and freshness checks.
+    /// When the job runs: five-field cron (`0 3 * * *`) read in `timezone`; used by the
+    /// generated deployment files, the derived freshness limit and `list`'s next run.
     pub schedule: Option<String>,
+    /// The time zone `schedule` is read in (an IANA name; default UTC).
+    pub timezone: Option<String>,
     /// The RPO: `lifeboat-verify` fails (exit 5) when the newest good snapshot is older.
     pub max_age: Option<String>,
     /// Redis only: how the snapshot is captured: `auto` (SYNC, else SCAN), `sync` or `scan`.
@@ -292,6 +325,8 @@ pub struct Job {
     pub timeout: Option<Duration>,
     /// How its data objects are encrypted (`None`: unencrypted).
     pub encryption: Option<crate::pipeline::Encryption>,
+    /// When it runs, if scheduled.
+    pub schedule: Option<crate::schedule::Schedule>,
 }
 
 /// A job's engine with that engine's settings.
@@ -519,6 +554,7 @@ impl Job {
             "timeout-secs": self.timeout.map(|d| d.as_secs()),
             "retention": self.retention.as_ref().map(crate::retention::Policy::describe),
             "encryption": self.encryption.as_ref().map(crate::pipeline::Encryption::describe),
+            "schedule": self.schedule.as_ref().map(crate::schedule::Schedule::describe),
         });
         match &self.engine {
             EngineJob::Postgres(pg) => {
@@ -550,6 +586,10 @@ pub struct Config {
     pub defaults: DefaultsSpec,
     /// Every job, validated.
     pub jobs: Vec<Job>,
+    /// `[verify]`, validated.
+    pub verify_runs: Option<ScheduledRun>,
+    /// `[drill]`, validated.
+    pub drill_runs: Option<ScheduledRun>,
     /// What is worth a warning but not an error (a file readable by others that holds a
     /// password); the binaries log them.
     pub warnings: Vec<String>,
@@ -667,17 +707,32 @@ pub fn parse(text: &str, path: Option<&Path>, lookup: Lookup<'_>) -> Result<Conf
             ))
             .with_hint("give every [[job]] its own name"));
         }
-        if let Some(schedule) = &spec_job.schedule {
-            validate_schedule(schedule).map_err(|e| {
-                Error::config(format!(
-                    "{}: job {:?}: schedule: {e}",
-                    locate(&format!("\"{schedule}\"")),
-                    spec_job.name
-                ))
-                .with_hint(
-                    "write it as for crontab, e.g. schedule = \"0 3 * * *\" for 03:00 every day",
+        let schedule = spec_job
+            .schedule
+            .as_deref()
+            .map(|schedule| {
+                crate::schedule::Schedule::parse(
+                    schedule,
+                    spec_job.timezone.as_deref().unwrap_or("UTC"),
                 )
-            })?;
+                .map_err(|e| {
+                    Error::config(format!(
+                        "{}: job {:?}: schedule: {e}",
+                        locate(&format!("\"{schedule}\"")),
+                        spec_job.name
+                    ))
+                    .with_hint(
+                        "write it as for crontab, e.g. schedule = \"0 3 * * *\" for 03:00 every day, and timezone = \"Europe/Berlin\" for another zone than UTC",
+                    )
+                })
+            })
+            .transpose()?;
+        if spec_job.timezone.is_some() && schedule.is_none() {
+            return Err(Error::config(format!(
+                "{place}: job {:?}: timezone is set but schedule is not",
+                spec_job.name
+            ))
+            .with_hint("timezone says how schedule is read; add a schedule, or drop it (a retention policy has its own timezone)"));
         }
         let mut spec_job = spec_job.clone();
         spec_job.url = spec_job.url.as_deref().map(expand);
@@ -695,6 +750,7 @@ pub fn parse(text: &str, path: Option<&Path>, lookup: Lookup<'_>) -> Result<Conf
                 .map_err(|e| e.within(locate("[encryption]")))?,
             (None, None) => None,
         };
+        job.schedule = schedule;
         jobs.push(job);
     }
     Ok(Config {
@@ -709,8 +765,58 @@ pub fn parse(text: &str, path: Option<&Path>, lookup: Lookup<'_>) -> Result<Conf
             .unwrap_or_default(),
         defaults: spec.defaults,
         jobs,
+        verify_runs: scheduled_run(spec.verify.as_ref(), "[verify]", &locate, &expand)?,
+        drill_runs: scheduled_run(spec.drill.as_ref(), "[drill]", &locate, &expand)?,
         warnings: Vec::new(),
     })
+}
+
+/// Validates a `[verify]` or `[drill]` table (`table` is its header, for messages).
+fn scheduled_run(
+    spec: Option<&ScheduledRunSpec>,
+    table: &str,
+    locate: &dyn Fn(&str) -> String,
+    expand: &dyn Fn(&str) -> String,
+) -> Result<Option<ScheduledRun>> {
+    use crate::verify::Level;
+    let Some(spec) = spec else { return Ok(None) };
+    let place = locate(table);
+    let schedule =
+        crate::schedule::Schedule::parse(&spec.schedule, spec.timezone.as_deref().unwrap_or("UTC"))
+            .map_err(|e| Error::config(format!("{place}: {table} schedule: {e}")))?;
+    let drill = table == "[drill]";
+    let level = match (drill, spec.level) {
+        (true, None | Some(Level::Drill)) => Level::Drill,
+        (true, Some(other)) => {
+            return Err(Error::config(format!(
+                "{place}: [drill] runs drills; level = {:?} belongs in [verify]",
+                other.as_str()
+            )))
+        }
+        (false, Some(Level::Drill)) => {
+            return Err(Error::config(format!(
+                "{place}: [verify] level = \"drill\": put drills in a [drill] table with its scratch-url"
+            )))
+        }
+        (false, level) => level.unwrap_or(Level::Content),
+    };
+    let scratch_url = match (drill, &spec.scratch_url) {
+        (true, Some(url)) => Some(
+            SecretUrl::parse(&expand(url))
+                .map_err(|e| Error::config(format!("{place}: [drill] scratch-url: {e}")))?,
+        ),
+        (false, Some(_)) => {
+            return Err(Error::config(format!(
+                "{place}: scratch-url belongs in [drill], not [verify]"
+            )))
+        }
+        (_, None) => None,
+    };
+    Ok(Some(ScheduledRun {
+        schedule,
+        level,
+        scratch_url,
+    }))
 }
 
 /// Validates one job spec (also used for the one-liner built from flags). `config_dir` is where
@@ -758,6 +864,7 @@ pub fn validate_job(
         timeout,
         // Resolved by `parse`, which reads the `[encryption]` table and the environment.
         encryption: None,
+        schedule: None,
         retention: spec
             .retention
             .as_ref()
@@ -851,25 +958,6 @@ pub fn validate_job_name(name: &str) -> Result<()> {
         Err(Error::config(format!("{name:?} is not a valid job name"))
             .with_hint("use 1-64 letters, digits, '-', '_' or '.', not starting with '.' or '-'"))
     }
-}
-
-/// Checks a job's `schedule`: five-field cron syntax (minute hour day-of-month month
-/// day-of-week), as cron reads it, or an `@daily`-style nickname.
-pub fn validate_schedule(expr: &str) -> std::result::Result<(), String> {
-    use croner::parser::{CronParser, Seconds, Year};
-    let fields = expr.split_whitespace().count();
-    if !expr.trim_start().starts_with('@') && fields != 5 {
-        return Err(format!(
-            "{expr:?} has {fields} fields; a schedule has five: minute hour day-of-month month day-of-week, e.g. \"0 3 * * *\""
-        ));
-    }
-    CronParser::builder()
-        .seconds(Seconds::Disallowed)
-        .year(Year::Disallowed)
-        .build()
-        .parse(expr)
-        .map(|_| ())
-        .map_err(|e| format!("{expr:?} is not a cron schedule: {e}"))
 }
 
 /// Parses durations like `26h`, `90m`, `7d`, `1h30m`, `45s`.
@@ -1068,7 +1156,7 @@ retention = { keep-daily = 7 }
 
     /// Regression: `schedule` was accepted, unused and unvalidated.
     #[test]
-    fn a_schedule_is_accepted_unused_and_unvalidated() {
+    fn a_schedule_is_validated_and_kept() {
         for good in [
             "0 3 * * *",
             "*/15 * * * 1-5",
@@ -1076,10 +1164,13 @@ retention = { keep-daily = 7 }
             "@daily",
             "0 4 * * SUN",
         ] {
-            validate_schedule(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+            crate::schedule::Schedule::parse(good, "UTC").unwrap_or_else(|e| panic!("{good}: {e}"));
         }
         for bad in ["0 3 * *", "0 0 3 * * *", "61 * * * *", "every night", ""] {
-            assert!(validate_schedule(bad).is_err(), "{bad} was accepted");
+            assert!(
+                crate::schedule::Schedule::parse(bad, "UTC").is_err(),
+                "{bad} was accepted"
+            );
         }
         let text = "[[job]]\nname = \"db\"\nengine = \"postgres\"\nurl = \"postgres://h/db\"\nschedule = \"0 25 * * *\"\n";
         let e = parse(text, Some(Path::new("lifeboat.toml")), &env).unwrap_err();

@@ -252,11 +252,23 @@ pub fn job_status(status: &JobStatus) -> String {
     let n = status.snapshots.len();
     let _ = writeln!(
         out,
-        "Job {:?} ({n} snapshot{}; retention: {}):",
+        "Job {:?} ({n} snapshot{}; retention: {}{}):",
         status.job,
         if n == 1 { "" } else { "s" },
-        status.retention.as_deref().unwrap_or("none configured")
+        status.retention.as_deref().unwrap_or("none configured"),
+        match (&status.schedule, &status.next_run) {
+            (Some(s), Some(next)) => format!("; schedule {s}, next run {}", rfc3339(next)),
+            _ => String::new(),
+        }
     );
+    if let Some(due) = &status.overdue_since {
+        let _ = writeln!(
+            out,
+            "  OVERDUE: a run was due at {} and no snapshot has been committed since; check the \
+             backup's logs and its timer or crontab",
+            rfc3339(due)
+        );
+    }
     let _ = writeln!(
         out,
         "  {:<24} {:<21} {:<10} {:>10} {:>10} {:<6} {:<22} POLICY",
@@ -360,17 +372,19 @@ pub fn verify(report: &VerifyReport) -> String {
         let _ = match (&f.newest_good, f.age_secs) {
             (Some(id), Some(age)) => writeln!(
                 out,
-                "{} job {:?}: newest good snapshot {id} is {} old (max {})",
+                "{} job {:?}: newest good snapshot {id} is {} old (max {}, from {})",
                 if f.ok { "fresh  " } else { "STALE  " },
                 report.job,
                 duration(age),
-                duration(f.max_age_secs as i64)
+                duration(f.max_age_secs as i64),
+                f.limit_from
             ),
             _ => writeln!(
                 out,
-                "STALE   job {:?}: no good snapshot was found (max age {})",
+                "STALE   job {:?}: no good snapshot was found (max age {}, from {})",
                 report.job,
-                duration(f.max_age_secs as i64)
+                duration(f.max_age_secs as i64),
+                f.limit_from
             ),
         };
     }

@@ -76,6 +76,16 @@ pub struct JobStatus {
     pub job: String,
     /// The retention policy, in words (`None`: none configured).
     pub retention: Option<String>,
+    /// The job's schedule, in words (`None`: none configured).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// When the schedule next runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_run: Option<DateTime<Utc>>,
+    /// A scheduled run that was due over an hour ago and left no snapshot newer than it (or,
+    /// with no snapshot at all, nothing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overdue_since: Option<DateTime<Utc>>,
     /// Newest first.
     pub snapshots: Vec<SnapshotStatus>,
     /// Manifests that could not be read.
@@ -154,6 +164,7 @@ pub async fn job_status<S: Store>(
     store: &S,
     job: &str,
     policy: Option<&Policy>,
+    schedule: Option<&crate::schedule::Schedule>,
     now: DateTime<Utc>,
 ) -> Result<JobStatus> {
     let listing = catalog::list_snapshots(store, job).await?;
@@ -179,9 +190,13 @@ pub async fn job_status<S: Store>(
                 .and_then(|p| p.decisions.iter().find(|d| d.id == m.id).cloned()),
         })
         .collect();
+    let newest = catalog::latest(&listing.snapshots, now).map(|m| m.consistent_at);
     Ok(JobStatus {
         job: job.to_string(),
         retention: policy.map(Policy::describe),
+        schedule: schedule.map(crate::schedule::Schedule::describe),
+        next_run: schedule.and_then(|s| s.next_after(now)),
+        overdue_since: schedule.and_then(|s| newest.and_then(|t| s.overdue(t, now))),
         snapshots,
         damaged: listing.damaged,
     })

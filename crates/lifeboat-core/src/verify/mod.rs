@@ -79,6 +79,8 @@ pub struct VerifyOptions {
     pub scratch: Scratch,
     /// The RPO: the newest good snapshot must be younger (exit 5 otherwise).
     pub max_age: Option<Duration>,
+    /// Where `max_age` came from, in words (`--max-age`, the job's `max-age`, or the schedule).
+    pub max_age_from: String,
     /// The time ages are measured at (the caller reads the clock).
     pub now: DateTime<Utc>,
     /// Write the results into the repository.
@@ -125,6 +127,8 @@ pub struct Freshness {
     pub age_secs: Option<i64>,
     /// The allowed age in seconds.
     pub max_age_secs: u64,
+    /// Where that limit came from (`--max-age`, `max-age`, or the job's schedule).
+    pub limit_from: String,
     /// Young enough.
     pub ok: bool,
 }
@@ -227,6 +231,7 @@ pub async fn verify<S: Store>(
             newest_good: newest_good.map(|c| c.snapshot.clone()),
             age_secs: age,
             max_age_secs: max_age.as_secs(),
+            limit_from: options.max_age_from.clone(),
             ok: age.is_some_and(|a| a <= max_age.as_secs() as i64),
         }
     });
