@@ -350,20 +350,10 @@ fn a_schedule_sets_the_freshness_limit_and_list_shows_next_and_overdue_runs() {
     assert!(!list.output().contains("OVERDUE"), "{}", list.output());
     // The newest snapshot made three days ago: a run was due since, and is flagged; the
     // freshness limit (49 h) fails verify with exit 5.
-    let manifest_path = files_under(&repo.join("jobs/docs/snapshots"))
-        .into_iter()
-        .find(|f| f.ends_with("manifest.json"))
-        .map(|f| repo.join("jobs/docs/snapshots").join(f))
-        .unwrap();
-    let mut manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
     let old = chrono::Utc::now() - chrono::Duration::days(3);
-    manifest["consistent_at"] = serde_json::json!(old);
-    std::fs::write(
-        &manifest_path,
-        serde_json::to_vec_pretty(&manifest).unwrap(),
-    )
-    .unwrap();
+    edit_manifest(&repo, "docs", |m| {
+        m["consistent_at"] = serde_json::json!(old)
+    });
     run("lifeboat-restore", &["list", "--config", c])
         .assert_code(0)
         .assert_contains("OVERDUE");

@@ -297,20 +297,10 @@ fn tampered_ciphertext_is_an_integrity_failure_and_changes_nothing() {
 
     // The same change with the manifest's stored digest made to match: age's own
     // authentication is what catches it now.
-    let manifest_path = files_under(&repo.join("jobs/docs/snapshots"))
-        .into_iter()
-        .find(|f| f.ends_with("manifest.json"))
-        .map(|f| repo.join("jobs/docs/snapshots").join(f))
-        .unwrap();
-    let mut manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
     use sha2::Digest;
-    manifest["object"]["stored_sha256"] = hex::encode(sha2::Sha256::digest(&tampered)).into();
-    std::fs::write(
-        &manifest_path,
-        serde_json::to_vec_pretty(&manifest).unwrap(),
-    )
-    .unwrap();
+    edit_manifest(&repo, "docs", |m| {
+        m["object"]["stored_sha256"] = hex::encode(sha2::Sha256::digest(&tampered)).into();
+    });
     restore(&target)
         .assert_code(3)
         .assert_contains("cannot be decrypted");

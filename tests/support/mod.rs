@@ -472,6 +472,22 @@ pub fn manifests(repo: &Path, job: &str) -> Vec<serde_json::Value> {
     out
 }
 
+/// Rewrites the manifest of a job's only snapshot in a local repository (to stand for a
+/// tampered or old snapshot).
+pub fn edit_manifest(repo: &Path, job: &str, edit: impl FnOnce(&mut serde_json::Value)) {
+    let snapshots = repo.join(format!("jobs/{job}/snapshots"));
+    let paths: Vec<PathBuf> = files_under(&snapshots)
+        .into_iter()
+        .filter(|f| f.ends_with("manifest.json"))
+        .map(|f| snapshots.join(f))
+        .collect();
+    assert_eq!(paths.len(), 1, "{paths:?}");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&paths[0]).unwrap()).unwrap();
+    edit(&mut manifest);
+    std::fs::write(&paths[0], serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+}
+
 /// `lifeboat-backup --engine postgres --url URL --repo REPO --job JOB EXTRA...`.
 pub fn backup_pg(url: &str, repo: &str, job: &str, extra: &[&str]) -> Run {
     let mut args = vec![
