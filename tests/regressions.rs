@@ -1278,7 +1278,7 @@ fn messages_count_indexes_as_tables_and_say_1_tables() {
         &["--repo", repo.as_str(), "--job", "app", "--max-age", "1s"],
     )
     .assert_contains("level content")
-    .assert_contains("(max 1s)");
+    .assert_contains("(max 1s, from --max-age)");
     let missing = db_url("lbt_no_such_database");
     let r = backup_pg(&missing, repo.as_str(), "gone", &[]);
     r.assert_code(1)
