@@ -169,6 +169,15 @@ pub enum BackupCommand {
     Prune(PruneArgs),
     /// Remove a job's lock by hand, after making sure no run of the job is active
     Unlock(UnlockArgs),
+    /// Forget one snapshot by id (never the newest, the newest verified or a pinned one,
+    /// unless --force)
+    #[command(after_help = FORGET_EXAMPLES)]
+    Forget(ForgetArgs),
+    /// Pin a snapshot so that retention never forgets it (e.g. the one before a migration)
+    #[command(after_help = PIN_EXAMPLES)]
+    Pin(PinArgs),
+    /// Release a pin: the snapshot is under the retention policy again
+    Unpin(UnpinArgs),
     /// Write a new age identity file (mode 0600) and print its public key, for [encryption]
     #[command(after_help = KEYGEN_EXAMPLES)]
     Keygen(KeygenArgs),
@@ -267,6 +276,78 @@ pub struct KeygenArgs {
     /// Where to write the identity; an existing file is never overwritten
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: PathBuf,
+}
+
+const FORGET_EXAMPLES: &str = "\
+Examples:
+  # What would be forgotten, and would a guard refuse it?
+  lifeboat-backup forget app-db 20261125T030000Z-a1b2c3 --dry-run
+
+  lifeboat-backup forget app-db 20261125T030000Z-a1b2c3
+
+The snapshot's manifest goes first (from then on it does not exist), then its
+data, pin and verification records. A snapshot the store protects (object lock,
+legal hold) is never forgotten.";
+
+const PIN_EXAMPLES: &str = "\
+Examples:
+  # Keep the snapshot taken before a migration, whatever retention says
+  lifeboat-backup pin app-db 20261125T030000Z-a1b2c3 --note 'before v2 migration'
+
+  # Release it later
+  lifeboat-backup unpin app-db 20261125T030000Z-a1b2c3
+
+`lifeboat-restore list` shows pins and their notes; `prune --dry-run` shows
+\"pinned\" as the reason a snapshot is kept.";
+
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// The job
+    #[arg(value_name = "JOB")]
+    pub job: String,
+
+    /// The snapshot's id (see `lifeboat-restore list`)
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshot: String,
+
+    /// Forget it even if it is the newest, the newest verified or a pinned snapshot (asks
+    /// first on a terminal)
+    #[arg(long)]
+    pub force: bool,
+
+    /// Do not ask for confirmation on a terminal
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+
+    /// Say what would be forgotten and whether a guard refuses it; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PinArgs {
+    /// The job
+    #[arg(value_name = "JOB")]
+    pub job: String,
+
+    /// The snapshot's id (see `lifeboat-restore list`)
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshot: String,
+
+    /// Why it is pinned, shown by `list` and `prune --dry-run`
+    #[arg(long, value_name = "TEXT")]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UnpinArgs {
+    /// The job
+    #[arg(value_name = "JOB")]
+    pub job: String,
+
+    /// The snapshot's id
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshot: String,
 }
 
 #[derive(Debug, Args)]

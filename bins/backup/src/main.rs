@@ -29,6 +29,9 @@ fn main() -> ExitCode {
                     lifeboat_cli::until_signal(maintenance::prune(&args, p)).await
                 }
                 Some(BackupCommand::Unlock(u)) => maintenance::unlock(&args, u).await,
+                Some(BackupCommand::Forget(f)) => maintenance::forget(&args, f).await,
+                Some(BackupCommand::Pin(p)) => maintenance::pin(&args, p).await,
+                Some(BackupCommand::Unpin(u)) => maintenance::unpin(&args, u).await,
                 Some(BackupCommand::Keygen(k)) => maintenance::keygen(&args, k),
                 Some(BackupCommand::Schedule(s)) => maintenance::schedule(&args, s),
                 Some(BackupCommand::Completions(c)) => {

@@ -1,5 +1,5 @@
-//! The maintenance subcommands of `lifeboat-backup`: `prune`, `unlock`, `keygen` and
-//! `schedule`.
+//! The maintenance subcommands of `lifeboat-backup`: `prune`, `forget`, `pin`, `unpin`,
+//! `unlock`, `keygen` and `schedule`.
 
 use std::time::Duration;
 
@@ -9,7 +9,11 @@ use lifeboat_core::prune::{self, PruneOptions};
 use lifeboat_core::report::human;
 use lifeboat_core::{lock, retention, Error, ErrorKind, Result};
 
-use crate::args::{BackupArgs, KeygenArgs, PruneArgs, ScheduleArgs, UnlockArgs};
+use crate::args::{
+    BackupArgs, ForgetArgs, KeygenArgs, PinArgs, PruneArgs, ScheduleArgs, UnlockArgs, UnpinArgs,
+};
+use lifeboat_core::catalog::{self, SnapshotId};
+use lifeboat_core::store::AnyStore;
 
 /// `lifeboat-backup schedule --print FORMAT`: deployment files for the configured schedules.
 pub fn schedule(args: &BackupArgs, schedule: &ScheduleArgs) -> Result<i32> {
@@ -186,5 +190,122 @@ pub async fn unlock(args: &BackupArgs, unlock: &UnlockArgs) -> Result<i32> {
     }
     lock::force_unlock(&store, &unlock.job).await?;
     println!("Removed the lock of job {:?}.", unlock.job);
+    Ok(0)
+}
+
+/// The repository and the snapshot id that `forget`, `pin` and `unpin` name.
+async fn named_snapshot(args: &BackupArgs, job: &str, id: &str) -> Result<(AnyStore, SnapshotId)> {
+    config::validate_job_name(job)?;
+    let id: SnapshotId = id.parse().map_err(usage)?;
+    let config = lifeboat_cli::load_config(&args.common)?;
+    let store = lifeboat_cli::open_repository(&args.common, config.as_ref()).await?;
+    lifeboat_cli::known_job(&store, config.as_ref(), job).await?;
+    Ok((store, id))
+}
+
+/// `lifeboat-backup forget JOB SNAPSHOT`: forget one snapshot, with the guards retention has.
+pub async fn forget(args: &BackupArgs, forget: &ForgetArgs) -> Result<i32> {
+    let (store, id) = named_snapshot(args, &forget.job, &forget.snapshot).await?;
+    let now = chrono::Utc::now();
+    if forget.force && !forget.dry_run && !forget.yes {
+        let guards = prune::forget_guards(&store, &forget.job, &id, now).await?;
+        if !guards.is_empty()
+            && !lifeboat_cli::confirm_on_terminal(&format!(
+                "Snapshot {id} is guarded: {}. Forget it anyway?",
+                guards.join("; ")
+            ))?
+        {
+            return Err(Error::new(ErrorKind::Refused, "nothing was forgotten"));
+        }
+    }
+    let holder = lifeboat_cli::holder("lifeboat-backup");
+    let report = prune::forget_by_id(
+        &store,
+        &forget.job,
+        &id,
+        forget.force,
+        forget.dry_run,
+        &holder,
+        now,
+    )
+    .await?;
+    if args.common.json {
+        print_json(&serde_json::json!({"ok": true, "forget": report}));
+        return Ok(0);
+    }
+    let overridden = if report.overridden.is_empty() {
+        String::new()
+    } else {
+        format!(" (--force: {})", report.overridden.join("; "))
+    };
+    if report.dry_run {
+        println!(
+            "Would forget snapshot {id} of job {:?}{overridden}. Dry run: nothing was changed.",
+            forget.job
+        );
+    } else {
+        println!("Forgot snapshot {id} of job {:?}{overridden}.", forget.job);
+    }
+    Ok(0)
+}
+
+/// `lifeboat-backup pin JOB SNAPSHOT [--note TEXT]`.
+pub async fn pin(args: &BackupArgs, pin: &PinArgs) -> Result<i32> {
+    let (store, id) = named_snapshot(args, &pin.job, &pin.snapshot).await?;
+    let now = chrono::Utc::now();
+    let holder = lifeboat_cli::holder("lifeboat-backup");
+    let record = catalog::Pin {
+        pinned_at: now,
+        pinned_by: format!(
+            "{}@{}",
+            std::env::var("USER").unwrap_or_else(|_| "someone".into()),
+            holder.host
+        ),
+        note: pin.note.clone(),
+    };
+    lock::holding(
+        &store,
+        &pin.job,
+        &holder,
+        now,
+        catalog::pin(&store, &pin.job, &id, &record),
+    )
+    .await?;
+    if args.common.json {
+        print_json(&serde_json::json!({"ok": true, "job": pin.job, "snapshot": id, "pin": record}));
+    } else {
+        println!(
+            "Pinned snapshot {id} of job {:?}: retention keeps it until `lifeboat-backup unpin {} {id}`.",
+            pin.job, pin.job
+        );
+    }
+    Ok(0)
+}
+
+/// `lifeboat-backup unpin JOB SNAPSHOT`.
+pub async fn unpin(args: &BackupArgs, unpin: &UnpinArgs) -> Result<i32> {
+    let (store, id) = named_snapshot(args, &unpin.job, &unpin.snapshot).await?;
+    let now = chrono::Utc::now();
+    let holder = lifeboat_cli::holder("lifeboat-backup");
+    let released = lock::holding(
+        &store,
+        &unpin.job,
+        &holder,
+        now,
+        catalog::unpin(&store, &unpin.job, &id),
+    )
+    .await?;
+    if args.common.json {
+        print_json(
+            &serde_json::json!({"ok": true, "job": unpin.job, "snapshot": id, "was_pinned": released}),
+        );
+    } else if released {
+        println!(
+            "Unpinned snapshot {id} of job {:?}: its retention policy applies again.",
+            unpin.job
+        );
+    } else {
+        println!("Snapshot {id} of job {:?} was not pinned.", unpin.job);
+    }
     Ok(0)
 }

@@ -34,6 +34,9 @@ Examples:
   # A Redis snapshot as dump.rdb for a stopped server (see RUNBOOK.md)
   lifeboat-restore --job cache --latest --mode file --to /var/lib/redis/dump.rdb
 
+  # The verified pg_dump archive as a file, for a manual pg_restore
+  lifeboat-restore --job app-db --latest --mode file --to /tmp/app-db.dump
+
   # An RDB file from an old `redis-cli --rdb` script into a live server
   lifeboat-restore --from-file dump.rdb --to redis://127.0.0.1:6379
 
@@ -44,6 +47,13 @@ Examples:
   # An old script's `tar -czf uploads.tar.gz` archive, through the same checks
   lifeboat-restore --from-file uploads.tar.gz --to /data/uploads.restored
 
+  # The whole application (database, Redis, uploads) as of one instant, each job
+  # into its restore-to (or --to JOB=URL); --dry-run shows the plan and the skew
+  lifeboat-restore --all-jobs --at '2026-11-25 02:00' --dry-run
+  lifeboat-restore --job app-db --job uploads --at '2026-11-25 02:00' \\
+      --to app-db=postgres://app@db:5432/shop_restored \\
+      --to uploads=/data/uploads.restored
+
 --at accepts RFC 3339 (2026-11-25T02:00:00Z), 'YYYY-MM-DD[ HH:MM[:SS]]' (UTC
 unless an offset such as +01:00 follows) and YYYYMMDD_HHMMSS; it picks the
 newest snapshot consistent at or before that time.
@@ -52,6 +62,11 @@ A files restore extracts into a staging directory beside the target and renames
 it into place only after both digests and the fingerprint match; entries that
 would land outside the target (absolute paths, `..`, links leading out) are
 refused.
+
+A whole-system restore (--all-jobs, or several --job) picks every job's newest
+snapshot at or before --at, shows them with the skew between them, asks once,
+then restores databases first and files last, each with its own safety; the
+first failure stops the jobs after it, and the report lists every job.
 
 A Redis restore checks the whole snapshot (both digests, the RDB's structure and
 CRC64) before it writes a key, then loads it with pipelined RESTORE commands.
@@ -78,7 +93,7 @@ fn parse_db_map(s: &str) -> Result<(u64, u64), String> {
 
 /// Restore a snapshot into a database, checking its digests before anything is committed.
 #[derive(Debug, Parser)]
-#[command(name = "lifeboat-restore", version, after_help = EXAMPLES, after_long_help = format!("{EXAMPLES}\n\n{}", lifeboat_cli::env_help()), args_conflicts_with_subcommands = true)]
+#[command(name = "lifeboat-restore", version, after_help = EXAMPLES, after_long_help = format!("{EXAMPLES}\n\n{}", lifeboat_cli::env_help()))]
 pub struct RestoreArgs {
     #[command(flatten)]
     pub common: CommonArgs,
@@ -108,9 +123,20 @@ pub struct RestoreFlags {
     #[command(flatten)]
     pub keys: lifeboat_cli::KeyArgs,
 
-    /// The job whose snapshot to restore [default: the only job, if there is one]
+    /// The job whose snapshot to restore [default: the only job, if there is one]; name
+    /// several (or pass --all-jobs) to restore them together as of one instant
     #[arg(long, value_name = "JOB")]
-    pub job: Option<String>,
+    pub job: Vec<String>,
+
+    /// Whole-system restore: every configured job (or, without a configuration, every job in
+    /// the repository), each at its newest snapshot at or before --at (or --latest)
+    #[arg(long, conflicts_with_all = ["job", "snapshot", "from_file"])]
+    pub all_jobs: bool,
+
+    /// Whole-system restore: restore the jobs that have a snapshot and report the others,
+    /// instead of refusing the whole plan
+    #[arg(long)]
+    pub allow_missing: bool,
 
     /// Restore this snapshot (see `lifeboat-restore list`)
     #[arg(long, value_name = "ID", group = "which")]
@@ -126,9 +152,10 @@ pub struct RestoreFlags {
 
     /// Where to restore: a database URL, e.g. postgres://user@host:5432/dbname or
     /// redis://host:6379; a directory for a files snapshot; a file path with --mode file
-    /// (visible to `ps`: prefer --to-env for URLs with a password)
-    #[arg(long, value_name = "URL|DIR", conflicts_with = "to_env")]
-    pub to: Option<String>,
+    /// (visible to `ps`: prefer --to-env for URLs with a password). With several jobs,
+    /// JOB=URL (repeatable), else each job's restore-to
+    #[arg(long, value_name = "URL|DIR|JOB=URL", conflicts_with = "to_env")]
+    pub to: Vec<String>,
 
     /// The environment variable that holds the target URL, e.g. DATABASE_URL
     #[arg(long, value_name = "VAR")]
@@ -143,9 +170,10 @@ pub struct RestoreFlags {
     #[arg(long)]
     pub replace: bool,
 
-    /// Redis: `live` loads a running server (default); `swap` loads empty spare databases and
-    /// SWAPDBs each with its target at the end, so clients switch at once; `file` writes the
-    /// snapshot as an RDB file to --to PATH, for a stopped self-hosted server to load at start
+    /// `live` loads a running server (default). Redis: `swap` loads empty spare databases and
+    /// SWAPDBs each with its target at the end, so clients switch at once. Redis and
+    /// PostgreSQL: `file` writes the verified dump to --to PATH (an RDB file for a stopped
+    /// server to load at start; a pg_dump archive for a manual pg_restore)
     #[arg(long, value_enum, default_value_t = RestoreMode::Live)]
     pub mode: RestoreMode,
 

@@ -26,12 +26,18 @@ fn main() -> ExitCode {
         Ok(rt) => rt.block_on(async {
             let work = async {
                 match &args.command {
-                    Some(Command::List(list)) => run_list(&args.common, list).await,
-                    None => run_restore(&args.common, &args.restore).await,
+                    Some(Command::List(_)) if !args.restore.job.is_empty() => Err(usage(
+                        "--job before `list` names a job to restore; write `list --job NAME`",
+                    )),
+                    Some(Command::List(list)) => run_list(&args.common, list).await.map(|()| 0),
+                    None if args.restore.all_jobs || args.restore.job.len() > 1 => {
+                        run_system(&args.common, &args.restore).await
+                    }
+                    None => run_restore(&args.common, &args.restore).await.map(|()| 0),
                 }
             };
             match lifeboat_cli::until_signal(work).await {
-                Ok(()) => 0,
+                Ok(code) => code,
                 Err(e) => report_error(&e, json),
             }
         }),
@@ -79,8 +85,23 @@ async fn run_list(common: &CommonArgs, list: &ListArgs) -> Result<()> {
 }
 
 async fn run_restore(common: &CommonArgs, flags: &RestoreFlags) -> Result<()> {
-    let to = lifeboat_cli::url_flag(flags.to.as_deref(), flags.to_env.as_deref(), "to")?
-        .ok_or_else(|| {
+    if flags.allow_missing {
+        return Err(usage(
+            "--allow-missing is for a whole-system restore: pass --all-jobs or several --job",
+        ));
+    }
+    let single_to = match flags.to.as_slice() {
+        [] => None,
+        [to] => Some(to.as_str()),
+        _ => {
+            return Err(usage(
+                "--to is given more than once: one job restores to one target",
+            )
+            .with_hint("to restore several jobs together, name each with --job and give --to JOB=URL for each"))
+        }
+    };
+    let to =
+        lifeboat_cli::url_flag(single_to, flags.to_env.as_deref(), "to")?.ok_or_else(|| {
             usage("where should it be restored? pass --to URL (or a directory for files)")
                 .with_hint(
                     "e.g. --to postgres://user@host:5432/new_db (create it first with createdb)",
@@ -89,19 +110,7 @@ async fn run_restore(common: &CommonArgs, flags: &RestoreFlags) -> Result<()> {
     if flags.hold_back_mib == 0 {
         return Err(usage("--hold-back-mib must be at least 1"));
     }
-    let mut options = RestoreOptions {
-        mode: match flags.mode {
-            RestoreMode::Live => restore::RestoreMode::Load,
-            RestoreMode::Swap => restore::RestoreMode::Swap,
-            RestoreMode::File => restore::RestoreMode::File,
-        },
-        clean: flags.clean,
-        replace: flags.replace,
-        db_map: flags.db_map.iter().copied().collect(),
-        no_owner: flags.no_owner,
-        pg_bin_dir: flags.pg_bin_dir.clone(),
-        hold_back: flags.hold_back_mib * 1024 * 1024,
-    };
+    let mut options = options_of(flags);
     let now = chrono::Utc::now();
     let (store, plan, keys) = match &flags.from_file {
         Some(file) => {
@@ -162,6 +171,163 @@ async fn repository_and_selection(
     let selector =
         Selector::from_flags(flags.snapshot.as_deref(), flags.latest, flags.at.as_deref())?;
     let (store, config) = open_repository(common).await?;
-    let job = lifeboat_cli::pick_job(&store, config.as_ref(), flags.job.as_deref()).await?;
+    let job = lifeboat_cli::pick_job(
+        &store,
+        config.as_ref(),
+        flags.job.first().map(String::as_str),
+    )
+    .await?;
     Ok((store, config, job, selector))
+}
+
+/// The restore options the flags give, before any job's own settings.
+fn options_of(flags: &RestoreFlags) -> RestoreOptions {
+    RestoreOptions {
+        mode: match flags.mode {
+            RestoreMode::Live => restore::RestoreMode::Load,
+            RestoreMode::Swap => restore::RestoreMode::Swap,
+            RestoreMode::File => restore::RestoreMode::File,
+        },
+        clean: flags.clean,
+        replace: flags.replace,
+        db_map: flags.db_map.iter().copied().collect(),
+        no_owner: flags.no_owner,
+        pg_bin_dir: flags.pg_bin_dir.clone(),
+        hold_back: flags.hold_back_mib * 1024 * 1024,
+    }
+}
+
+/// `--to JOB=URL` values by job; a value without `JOB=` (or whose part before `=` is not a job
+/// name, like `postgres://h/db?sslmode=require`) is refused: with several jobs each target
+/// must say whose it is.
+fn targets_by_job(values: &[String]) -> Result<std::collections::BTreeMap<String, String>> {
+    let mut targets = std::collections::BTreeMap::new();
+    for value in values {
+        let named = value
+            .split_once('=')
+            .filter(|(job, _)| lifeboat_core::config::validate_job_name(job).is_ok());
+        let Some((job, to)) = named else {
+            return Err(usage(format!(
+                "--to {value:?}: with several jobs, each --to is JOB=URL (e.g. --to app-db=postgres://...)"
+            )));
+        };
+        if targets.insert(job.to_string(), to.to_string()).is_some() {
+            return Err(usage(format!("--to names job {job:?} twice")));
+        }
+    }
+    Ok(targets)
+}
+
+/// `--all-jobs` or several `--job`: every job as of one instant, one plan, one confirmation.
+/// Returns the exit code: the failed job's, once every job's outcome is reported.
+async fn run_system(common: &CommonArgs, flags: &RestoreFlags) -> Result<i32> {
+    use lifeboat_core::restore::system;
+    let single_job_flags = [
+        (flags.to_env.is_some(), "--to-env"),
+        (!flags.db_map.is_empty(), "--db-map"),
+        (flags.replace, "--replace"),
+        (flags.no_owner, "--no-owner"),
+        (flags.mode != RestoreMode::Live, "--mode"),
+    ];
+    if let Some((_, flag)) = single_job_flags.iter().find(|(given, _)| *given) {
+        return Err(usage(format!(
+            "{flag} applies to one job's restore, not to a whole-system restore"
+        ))
+        .with_hint("restore that job on its own with --job NAME, or leave the flag out"));
+    }
+    if flags.snapshot.is_some() || (!flags.latest && flags.at.is_none()) {
+        return Err(usage(
+            "a whole-system restore picks every job's snapshot by time: pass --at TIME or --latest",
+        )
+        .with_hint(
+            "`lifeboat-restore list` shows each job's snapshots and their consistent-at times",
+        ));
+    }
+    if flags.hold_back_mib == 0 {
+        return Err(usage("--hold-back-mib must be at least 1"));
+    }
+    let selector = Selector::from_flags(None, flags.latest, flags.at.as_deref())?;
+    let (store, config) = open_repository(common).await?;
+    let jobs = if flags.all_jobs {
+        match &config {
+            Some(c) if !c.jobs.is_empty() => c.jobs.iter().map(|j| j.name.clone()).collect(),
+            _ => catalog::list_jobs(&store).await?,
+        }
+    } else {
+        for job in &flags.job {
+            lifeboat_cli::known_job(&store, config.as_ref(), job).await?;
+        }
+        flags.job.clone()
+    };
+    let mut targets = targets_by_job(&flags.to)?;
+    if let Some(stray) = targets.keys().find(|j| !jobs.contains(j)) {
+        return Err(usage(format!(
+            "--to names job {stray:?}, which this restore does not include"
+        ))
+        .with_hint(format!("the jobs restored: {}", jobs.join(", "))));
+    }
+    let mut requests = Vec::new();
+    for job in &jobs {
+        let configured = config
+            .as_ref()
+            .and_then(|c| c.jobs.iter().find(|j| &j.name == job));
+        let to = targets
+            .remove(job)
+            .or_else(|| configured.and_then(|j| j.restore_to.clone()))
+            .ok_or_else(|| {
+                usage(format!("job {job:?} has no restore target"))
+                    .with_hint(format!("pass --to {job}=URL, or set restore-to in its [[job]] table (and the variable it names, if it names one)"))
+            })?;
+        let mut options = options_of(flags);
+        if options.pg_bin_dir.is_none() {
+            options.pg_bin_dir = configured.and_then(|j| j.engine.pg_bin_dir());
+        }
+        requests.push(system::JobRequest {
+            job: job.clone(),
+            to,
+            options,
+            keys: flags.keys.keys(config.as_ref(), Some(job))?,
+        });
+    }
+    let now = chrono::Utc::now();
+    let plan = system::plan(&store, requests, &selector, flags.allow_missing, now).await?;
+    if flags.dry_run {
+        if common.json {
+            print_json(&serde_json::json!({"ok": true, "dry_run": true, "plan": plan}));
+        } else {
+            print!("{}", human::system_plan(&plan));
+            println!("Dry run: nothing was changed.");
+        }
+        return Ok(0);
+    }
+    if !common.json {
+        print!("{}", human::system_plan(&plan));
+    }
+    if !flags.yes
+        && !lifeboat_cli::confirm_on_terminal(&format!(
+            "Restore these {} jobs now?",
+            plan.steps.len()
+        ))?
+    {
+        return Err(Error::new(
+            ErrorKind::Refused,
+            "restore cancelled at the prompt; nothing was changed",
+        ));
+    }
+    let report = system::apply(&store, &plan).await;
+    if common.json {
+        print_json(&serde_json::json!({
+            "ok": report.error.is_none(),
+            "outcomes": report.outcomes,
+            "missing": plan.missing,
+        }));
+    } else {
+        print!("{}", human::system_report(&report, &plan.missing));
+    }
+    Ok(match &report.error {
+        None => 0,
+        // In JSON the failure is in the one document above, with every job's outcome.
+        Some(e) if common.json => e.exit_code(),
+        Some(e) => report_error(e, false),
+    })
 }

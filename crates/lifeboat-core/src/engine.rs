@@ -44,6 +44,16 @@ impl Engine {
         }
     }
 
+    /// Where a whole-system restore puts this engine's jobs: databases first, then files, so
+    /// that the rows which name uploads are back before the uploads are.
+    pub fn restore_order(self) -> u8 {
+        match self {
+            Engine::Postgres => 0,
+            Engine::Redis => 1,
+            Engine::Files => 2,
+        }
+    }
+
     /// The job keys this engine takes besides the common ones (its own settings).
     pub fn job_keys(self) -> &'static [&'static str] {
         match self {

@@ -139,6 +139,21 @@ pub struct LockGuard<S: Store + Clone + 'static> {
     pub took_over: Option<LockInfo>,
 }
 
+/// Runs `work` while holding the job's lock, and releases it whatever `work` returns: how
+/// the maintenance operations (prune, forget, pin) keep out of a running backup's way.
+pub async fn holding<S: Store + Clone + 'static, T>(
+    store: &S,
+    job: &str,
+    holder: &Holder,
+    now: DateTime<Utc>,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    let guard = acquire(store, job, holder, DEFAULT_LEASE, now).await?;
+    let result = work.await;
+    let _ = guard.release().await;
+    result
+}
+
 /// Takes the job's lock, or fails with [`ErrorKind::Lock`] naming who holds it.
 pub async fn acquire<S: Store + Clone + 'static>(
     store: &S,

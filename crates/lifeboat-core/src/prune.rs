@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::catalog::{self, DamagedSnapshot, Manifest, SnapshotId};
+use crate::catalog::{self, Catalog, DamagedSnapshot, SnapshotId};
 use crate::error::{Error, Result};
 use crate::retention::{self, Guards, Policy, RetentionPlan, SnapshotFacts};
 use crate::store::{ObjectKey, ObjectMeta, Protection, Store};
@@ -114,36 +114,32 @@ pub async fn prune_locked(
     options: &PruneOptions,
     holder: &crate::lock::Holder,
 ) -> Result<PruneReport> {
-    let guard = if options.dry_run {
-        None
+    let work = prune(store, job, policy, options);
+    if options.dry_run {
+        work.await
     } else {
-        Some(
-            crate::lock::acquire(store, job, holder, crate::lock::DEFAULT_LEASE, options.now)
-                .await?,
-        )
-    };
-    let report = prune(store, job, policy, options).await;
-    if let Some(g) = guard {
-        let _ = g.release().await;
+        crate::lock::holding(store, job, holder, options.now, work).await
     }
-    report
 }
 
 /// The retention plan of a job's snapshots, with the guards no policy overrides (the newest
-/// verified snapshot from `records`, the one a running backup just `committed`): what prune
+/// verified snapshot from `records`, the one a running backup just `committed`, the pinned
+/// ones): what prune
 /// applies and what `lifeboat-restore list` shows.
 pub fn plan_for(
     policy: &Policy,
-    snapshots: &[Manifest],
+    listing: &Catalog,
     records: &[SnapshotCheck],
     now: DateTime<Utc>,
     committed: Option<&SnapshotId>,
 ) -> RetentionPlan {
+    let snapshots = &listing.snapshots;
     let facts: Vec<SnapshotFacts> = snapshots
         .iter()
         .map(|m| SnapshotFacts {
             id: m.id.clone(),
             time: m.consistent_at,
+            pinned: listing.pins.get(&m.id).map(catalog::Pin::describe),
         })
         .collect();
     let verified = verify::newest_verified(records, snapshots);
@@ -169,7 +165,7 @@ pub async fn prune<S: Store>(
     let records = verify::records(store, job).await?;
     let plan = plan_for(
         policy,
-        &listing.snapshots,
+        &listing,
         &records,
         options.now,
         options.committed.as_ref(),
@@ -194,46 +190,159 @@ pub async fn prune<S: Store>(
     };
     let forget: Vec<SnapshotId> = report.plan.forgotten().map(|d| d.id.clone()).collect();
     for id in forget {
-        let objects = store.list(&catalog::snapshot_prefix(job, &id)).await?;
-        // Checked before anything is deleted: in a versioned bucket a plain delete of a locked
-        // object "succeeds" with a delete marker, which would hide a snapshot the lock keeps.
-        if let Some(protected) = first_protected(store, &objects).await? {
-            tracing::info!(
-                "Kept snapshot {id} of job {job:?}: {} is protected by {}.",
-                protected.0,
-                protected.1
-            );
-            report.protected.push(ProtectedSnapshot {
-                id,
-                object: protected.0.to_string(),
-                protection: protected.1,
-            });
-            continue;
+        match forget_snapshot(store, job, &id, options.dry_run).await? {
+            Some(protected) => report.protected.push(protected),
+            None if options.dry_run => {}
+            None => report.forgotten.push(id),
         }
-        if options.dry_run {
-            continue;
-        }
-        // The manifest first: from here on the snapshot does not exist.
-        store.delete(&catalog::manifest_key(job, &id)?).await?;
-        tracing::info!("Forgot snapshot {id} of job {job:?}.");
-        for object in objects
-            .iter()
-            .filter(|o| o.key.file_name() != "manifest.json")
-        {
-            store.delete(&object.key).await?;
-        }
-        delete_all(
-            store,
-            &catalog::snapshot_verifications_prefix(job, id.as_str()),
-        )
-        .await?;
-        report.forgotten.push(id);
     }
     if options.dry_run {
         return Ok(report);
     }
     report.orphans_removed = remove_orphans(store, job, options).await?;
     Ok(report)
+}
+
+/// Forgets one snapshot: its manifest first (from then on the snapshot does not exist), then
+/// its data, pin and verification records. A snapshot the store protects (object lock, legal
+/// hold) is left whole and returned; with `dry_run` nothing is deleted either way.
+async fn forget_snapshot<S: Store>(
+    store: &S,
+    job: &str,
+    id: &SnapshotId,
+    dry_run: bool,
+) -> Result<Option<ProtectedSnapshot>> {
+    let objects = store.list(&catalog::snapshot_prefix(job, id)).await?;
+    // Checked before anything is deleted: in a versioned bucket a plain delete of a locked
+    // object "succeeds" with a delete marker, which would hide a snapshot the lock keeps.
+    if let Some(protected) = first_protected(store, &objects).await? {
+        tracing::info!(
+            "Kept snapshot {id} of job {job:?}: {} is protected by {}.",
+            protected.0,
+            protected.1
+        );
+        return Ok(Some(ProtectedSnapshot {
+            id: id.clone(),
+            object: protected.0.to_string(),
+            protection: protected.1,
+        }));
+    }
+    if dry_run {
+        return Ok(None);
+    }
+    store.delete(&catalog::manifest_key(job, id)?).await?;
+    tracing::info!("Forgot snapshot {id} of job {job:?}.");
+    for object in objects
+        .iter()
+        .filter(|o| o.key.file_name() != "manifest.json")
+    {
+        store.delete(&object.key).await?;
+    }
+    delete_all(
+        store,
+        &catalog::snapshot_verifications_prefix(job, id.as_str()),
+    )
+    .await?;
+    Ok(None)
+}
+
+/// What `lifeboat-backup forget JOB SNAPSHOT` did (or, with `dry_run`, would do).
+#[derive(Debug, Serialize)]
+pub struct ForgetReport {
+    /// The job's name.
+    pub job: String,
+    /// The snapshot.
+    pub snapshot: SnapshotId,
+    /// Nothing was changed.
+    pub dry_run: bool,
+    /// The guards `--force` overrode ("the newest snapshot", "pinned: ..."), empty if none.
+    pub overridden: Vec<String>,
+}
+
+/// Why a snapshot must not be forgotten by hand without `--force`: the newest, the newest
+/// verified, a pinned one. Empty: nothing guards it.
+pub async fn forget_guards<S: Store>(
+    store: &S,
+    job: &str,
+    id: &SnapshotId,
+    now: DateTime<Utc>,
+) -> Result<Vec<String>> {
+    let listing = catalog::list_snapshots(store, job).await?;
+    if !listing.snapshots.iter().any(|m| &m.id == id) {
+        return Err(Error::new(
+            crate::error::ErrorKind::NotFound,
+            format!("job {job:?} has no snapshot {id}"),
+        )
+        .with_hint(format!(
+            "run `lifeboat-restore list --job {job}` to see its snapshots"
+        )));
+    }
+    let records = verify::records(store, job).await?;
+    let mut guards = Vec::new();
+    if catalog::latest(&listing.snapshots, now).is_some_and(|m| &m.id == id) {
+        guards.push("it is the newest snapshot".to_string());
+    }
+    if let Some(v) = verify::newest_verified(&records, &listing.snapshots) {
+        if &v.id == id {
+            guards.push(format!(
+                "it is the newest snapshot that passed a {} verification",
+                v.level
+            ));
+        }
+    }
+    if let Some(pin) = listing.pins.get(id) {
+        guards.push(format!("it is {}", pin.describe()));
+    }
+    Ok(guards)
+}
+
+/// Forgets one snapshot by id under the job's lock (a dry run takes none). Refuses one that a
+/// guard protects (see [`forget_guards`]) unless `force`, and one the store protects always.
+pub async fn forget_by_id(
+    store: &(impl Store + Clone + 'static),
+    job: &str,
+    id: &SnapshotId,
+    force: bool,
+    dry_run: bool,
+    holder: &crate::lock::Holder,
+    now: DateTime<Utc>,
+) -> Result<ForgetReport> {
+    let work = async {
+        let guards = forget_guards(store, job, id, now).await?;
+        if !guards.is_empty() && !force {
+            return Err(Error::new(
+                crate::error::ErrorKind::Refused,
+                format!(
+                    "snapshot {id} of job {job:?} was not forgotten: {}",
+                    guards.join("; ")
+                ),
+            )
+            .with_hint(
+                "forget an older snapshot, unpin it first (lifeboat-backup unpin), or pass --force if you are sure",
+            ));
+        }
+        if let Some(protected) = forget_snapshot(store, job, id, dry_run).await? {
+            return Err(Error::new(
+                crate::error::ErrorKind::Refused,
+                format!(
+                    "snapshot {id} of job {job:?} cannot be forgotten yet: {} is protected by {}",
+                    protected.object, protected.protection
+                ),
+            )
+            .with_hint("the store keeps it until its protection ends; nothing was deleted"));
+        }
+        Ok(ForgetReport {
+            job: job.to_string(),
+            snapshot: id.clone(),
+            dry_run,
+            overridden: guards,
+        })
+    };
+    if dry_run {
+        work.await
+    } else {
+        crate::lock::holding(store, job, holder, now, work).await
+    }
 }
 
 async fn first_protected<S: Store>(

@@ -5,6 +5,7 @@
 
 mod id;
 mod manifest;
+mod pin;
 mod time;
 
 use chrono::{DateTime, Utc};
@@ -15,6 +16,7 @@ pub use manifest::{
     Contents, FilesFingerprint, Fingerprint, Manifest, ObjectInfo, PgFingerprint, RedisFingerprint,
     SourceInfo, CLOCK_SKEW_RECORDED, FROM_FILE, MANIFEST_FORMAT,
 };
+pub use pin::{is_pin, pin, pin_key, unpin, Pin, PIN_FILE};
 pub use time::parse_time;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -45,10 +47,10 @@ pub fn snapshot_prefix(job: &str, id: &SnapshotId) -> String {
 }
 
 /// A snapshot's data or manifest (`jobs/<job>/snapshots/<id>/...`): what object lock protects.
-/// Locks and verification records are not: they must stay deletable.
+/// Locks, pins and verification records are not: they must stay deletable.
 pub fn is_snapshot_object(key: &ObjectKey) -> bool {
     let parts: Vec<&str> = key.as_str().split('/').collect();
-    parts.len() == 5 && parts[0] == "jobs" && parts[2] == "snapshots"
+    parts.len() == 5 && parts[0] == "jobs" && parts[2] == "snapshots" && !is_pin(key)
 }
 
 /// The job's lock (`jobs/<job>/lock`).
@@ -147,12 +149,15 @@ pub struct Catalog {
     pub snapshots: Vec<Manifest>,
     /// Manifests that could not be read: never touched, reported.
     pub damaged: Vec<DamagedSnapshot>,
+    /// The pinned snapshots (see [`Pin`]): retention keeps them whatever its rules say.
+    pub pins: std::collections::BTreeMap<SnapshotId, Pin>,
 }
 
 /// Reads every manifest of `job`. Snapshots without a manifest do not exist.
 pub async fn list_snapshots(store: &impl Store, job: &str) -> Result<Catalog> {
     let mut catalog = Catalog::default();
-    for object in store.list(&snapshots_prefix(job)).await? {
+    let objects = store.list(&snapshots_prefix(job)).await?;
+    for object in &objects {
         if object.key.file_name() != "manifest.json" {
             continue;
         }
@@ -185,6 +190,15 @@ pub async fn list_snapshots(store: &impl Store, job: &str) -> Result<Catalog> {
         }
     }
     catalog.snapshots.sort_by(|a, b| a.id.cmp(&b.id));
+    for object in objects.iter().filter(|o| is_pin(&o.key)) {
+        let committed = catalog
+            .snapshots
+            .iter()
+            .find(|m| object.key.as_str().split('/').nth(3) == Some(m.id.as_str()));
+        if let (Some(m), Some(pin)) = (committed, pin::read(store, &object.key).await?) {
+            catalog.pins.insert(m.id.clone(), pin);
+        }
+    }
     Ok(catalog)
 }
 

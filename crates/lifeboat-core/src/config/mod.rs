@@ -275,6 +275,10 @@ pub struct JobSpec {
     /// This job's own encryption, replacing the `[encryption]` table (`disabled = true`:
     /// unencrypted).
     pub encryption: Option<EncryptionSpec>,
+    /// Where a whole-system restore (`lifeboat-restore --all-jobs --at T`) puts this job: a
+    /// database URL, or a directory for files; usually `${VAR:-}`, so that backup hosts need
+    /// not know it.
+    pub restore_to: Option<String>,
 }
 
 /// The engine a job names (`engine = "postgres"`).
@@ -327,6 +331,8 @@ pub struct Job {
     pub encryption: Option<crate::pipeline::Encryption>,
     /// When it runs, if scheduled.
     pub schedule: Option<crate::schedule::Schedule>,
+    /// Where a whole-system restore puts it (`restore-to`, expanded; `None` if unset or empty).
+    pub restore_to: Option<String>,
 }
 
 /// A job's engine with that engine's settings.
@@ -555,6 +561,7 @@ impl Job {
             "retention": self.retention.as_ref().map(crate::retention::Policy::describe),
             "encryption": self.encryption.as_ref().map(crate::pipeline::Encryption::describe),
             "schedule": self.schedule.as_ref().map(crate::schedule::Schedule::describe),
+            "restore-to": self.restore_to.as_deref().map(|to| SecretUrl::parse(to).map_or_else(|_| to.to_string(), |url| url.to_string())),
         });
         match &self.engine {
             EngineJob::Postgres(pg) => {
@@ -751,6 +758,11 @@ pub fn parse(text: &str, path: Option<&Path>, lookup: Lookup<'_>) -> Result<Conf
             (None, None) => None,
         };
         job.schedule = schedule;
+        job.restore_to = spec_job
+            .restore_to
+            .as_deref()
+            .map(expand)
+            .filter(|to| !to.trim().is_empty());
         jobs.push(job);
     }
     Ok(Config {
@@ -865,6 +877,7 @@ pub fn validate_job(
         // Resolved by `parse`, which reads the `[encryption]` table and the environment.
         encryption: None,
         schedule: None,
+        restore_to: None,
         retention: spec
             .retention
             .as_ref()

@@ -7,6 +7,7 @@ use super::JobStatus;
 use crate::backup::BackupReport;
 use crate::pipeline::Compression;
 use crate::prune::PruneReport;
+use crate::restore::system::{Missing, Outcome, SystemPlan, SystemReport};
 use crate::restore::{RestorePlan, RestoreReport, FROM_FILE};
 use crate::verify::VerifyReport;
 
@@ -218,6 +219,71 @@ pub fn restore_plan(plan: &RestorePlan) -> String {
     out
 }
 
+/// A whole-system restore's plan: one line per job in restore order, the skew between them,
+/// the jobs missing, then each job's own plan.
+pub fn system_plan(plan: &SystemPlan) -> String {
+    let mut out = format!(
+        "Whole-system restore plan ({}), in this order:\n",
+        plan.selector
+    );
+    for (i, step) in plan.steps.iter().enumerate() {
+        let p = &step.plan;
+        let _ = writeln!(
+            out,
+            "  {}. {:<16} {:<10} snapshot {} consistent at {} -> {}",
+            i + 1,
+            p.job,
+            p.product,
+            p.snapshot.id,
+            rfc3339(&p.snapshot.consistent_at),
+            p.target
+        );
+    }
+    let skew = plan.skew().num_seconds();
+    let _ = writeln!(
+        out,
+        "  skew: {} between the oldest and the newest consistent-at",
+        duration(skew)
+    );
+    for m in &plan.missing {
+        let _ = writeln!(
+            out,
+            "  MISSING {}: {} (--allow-missing: not restored)",
+            m.job, m.reason
+        );
+    }
+    for step in &plan.steps {
+        out.push('\n');
+        out.push_str(&restore_plan(&step.plan));
+    }
+    out
+}
+
+/// Every job's outcome of a whole-system restore.
+pub fn system_report(report: &SystemReport, missing: &[Missing]) -> String {
+    let mut out = String::new();
+    for outcome in &report.outcomes {
+        match outcome {
+            Outcome::Restored { job, report } => {
+                let _ = writeln!(out, "ok          {job}: {}", restore_done(report));
+            }
+            Outcome::Failed { job, message, .. } => {
+                let _ = writeln!(
+                    out,
+                    "FAILED      {job}: {message} (its target was left as it was)"
+                );
+            }
+            Outcome::NotStarted { job } => {
+                let _ = writeln!(out, "not started {job}: an earlier job failed");
+            }
+        }
+    }
+    for m in missing {
+        let _ = writeln!(out, "missing     {}: no snapshot to restore", m.job);
+    }
+    out
+}
+
 /// The line after a restore succeeded.
 pub fn restore_done(report: &RestoreReport) -> String {
     let mut out = if report.job == FROM_FILE {
@@ -314,6 +380,17 @@ pub fn job_status(status: &JobStatus) -> String {
         );
         if let Some(encryption) = &m.encryption {
             let _ = writeln!(out, "    encrypted, restore needs {}", encryption.needs());
+        }
+        if let Some(pin) = &s.pin {
+            let _ = writeln!(
+                out,
+                "    {} (by {} at {}); retention keeps it until `lifeboat-backup unpin {} {}`",
+                pin.describe(),
+                pin.pinned_by,
+                pin.pinned_at.format("%Y-%m-%d %H:%M"),
+                status.job,
+                m.id
+            );
         }
     }
     for d in &status.damaged {

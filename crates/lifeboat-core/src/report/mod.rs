@@ -102,6 +102,9 @@ pub struct SnapshotStatus {
     pub verified: Option<Verified>,
     /// What the job's retention policy decides (keep, with reasons; or forget).
     pub policy: Option<Decision>,
+    /// The snapshot's pin, if an operator pinned it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pin: Option<catalog::Pin>,
 }
 
 /// The fields of a manifest that a listing shows.
@@ -169,7 +172,7 @@ pub async fn job_status<S: Store>(
 ) -> Result<JobStatus> {
     let listing = catalog::list_snapshots(store, job).await?;
     let records = verify::records(store, job).await?;
-    let plan = policy.map(|p| crate::prune::plan_for(p, &listing.snapshots, &records, now, None));
+    let plan = policy.map(|p| crate::prune::plan_for(p, &listing, &records, now, None));
     let verified = |m: &Manifest| -> Option<&SnapshotCheck> {
         records.iter().rev().find(|r| r.snapshot == m.id)
     };
@@ -188,6 +191,7 @@ pub async fn job_status<S: Store>(
             policy: plan
                 .as_ref()
                 .and_then(|p| p.decisions.iter().find(|d| d.id == m.id).cloned()),
+            pin: listing.pins.get(&m.id).cloned(),
         })
         .collect();
     let newest = catalog::latest(&listing.snapshots, now).map(|m| m.consistent_at);

@@ -13,6 +13,8 @@ pub struct SnapshotFacts {
     pub id: SnapshotId,
     /// The instant the data is consistent as of (bucketed in the policy's time zone).
     pub time: DateTime<Utc>,
+    /// `Some("pinned: ...")` if an operator pinned it: kept whatever the rules say.
+    pub pinned: Option<String>,
 }
 
 /// The newest snapshot that passed a content or drill verification.
@@ -151,6 +153,7 @@ pub fn plan(policy: &Policy, snapshots: &[SnapshotFacts], guards: &Guards) -> Re
         if guards.committed == Some(&snapshot.id) {
             reasons.push("committed by this run".to_string());
         }
+        reasons.extend(snapshot.pinned.clone());
         decisions.push(Decision {
             id: snapshot.id.clone(),
             time: snapshot.time,
@@ -218,6 +221,9 @@ pub fn plan(policy: &Policy, snapshots: &[SnapshotFacts], guards: &Guards) -> Re
                 newest_verified.map_or("", |v| v.level.as_str())
             ));
         }
+        // A pinned snapshot still takes its place in the rules' counts: pinning one keeps it
+        // in addition to what the policy keeps, never instead of it.
+        reasons.extend(snapshot.pinned.clone());
         for rule in rules.iter_mut() {
             if rule.used >= rule.count {
                 continue;
@@ -263,6 +269,7 @@ mod tests {
         SnapshotFacts {
             id: SnapshotId::new(t, [0, 0, 1]),
             time: t,
+            pinned: None,
         }
     }
 
@@ -465,6 +472,8 @@ mod tests {
                         SnapshotFacts {
                             id: SnapshotId::new(t, r),
                             time: t,
+                            // About one in eight pinned.
+                            pinned: (r[0] % 8 == 0).then(|| "pinned".to_string()),
                         }
                     })
                     .filter(|s| seen.insert(s.id.clone()))
@@ -526,6 +535,20 @@ mod tests {
             }
             if let Some(newest) = catalog::latest_of(&history, now, |s| (s.time, &s.id)) {
                 prop_assert!(kept(&newest.id));
+            }
+            for s in history.iter().filter(|s| s.pinned.is_some()) {
+                prop_assert!(kept(&s.id));
+            }
+            // Pins keep in addition to the policy, never instead: without them, every other
+            // snapshot gets the same decision.
+            let unpinned: Vec<SnapshotFacts> = history.iter().map(|s| SnapshotFacts { pinned: None, ..s.clone() }).collect();
+            let without = super::plan(&p, &unpinned, &Guards { now, newest_verified: None, committed: Some(committed) });
+            for (a, b) in plan.decisions.iter().zip(&without.decisions) {
+                prop_assert_eq!(&a.id, &b.id);
+                let pinned = history.iter().any(|s| s.id == a.id && s.pinned.is_some());
+                if !pinned {
+                    prop_assert_eq!(a.keep, b.keep);
+                }
             }
         }
     }

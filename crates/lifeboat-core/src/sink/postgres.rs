@@ -395,6 +395,26 @@ impl Sink for PgSink {
         to: &str,
         options: &RestoreOptions,
     ) -> Result<SinkPlan> {
+        if options.mode == RestoreMode::File {
+            super::refuse_flags(snapshot, options, &["--mode file"])?;
+            let path = std::path::PathBuf::from(to);
+            super::to_file::check_target(&path, options.clean)?;
+            let (what, then) = match snapshot.dump_format.as_str() {
+                "pg_plain" => ("a plain SQL dump", "psql -f"),
+                _ => ("a pg_dump custom archive", "pg_restore"),
+            };
+            return Ok(SinkPlan {
+                target: Target::Path(path),
+                target_state: TargetState {
+                    server_version: what.into(),
+                    objects: 0,
+                },
+                notes: vec![(
+                    "safety",
+                    format!("written beside the path, synced and renamed into place only after both SHA-256 digests match; load it by hand with {then}"),
+                )],
+            });
+        }
         super::refuse_flags(snapshot, options, &["--no-owner"])?;
         let wrong = |got: &str| {
             Error::config(format!(
@@ -458,10 +478,12 @@ impl Sink for PgSink {
         plan: &SinkPlan,
         options: &RestoreOptions,
     ) -> Result<Applied> {
-        let Target::Url(target) = &plan.target else {
-            return Err(Error::config(
-                "a PostgreSQL restore needs a postgres:// target",
-            ));
+        let target = match &plan.target {
+            Target::Path(path) => {
+                return super::to_file::write_verified(store, keys, snapshot, path, options.clean)
+                    .await
+            }
+            Target::Url(target) => target,
         };
         debug_assert_eq!(options.mode, RestoreMode::Load);
         let pg = PgRestoreOptions {

@@ -4,6 +4,8 @@
 //! which can undo what it did until both digests match. Every mode goes through one plan: into a
 //! live target, swapped in, written to a file, or from a file made elsewhere (`--from-file`).
 
+pub mod system;
+
 use std::path::Path;
 use std::time::Instant;
 

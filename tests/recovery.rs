@@ -1,0 +1,641 @@
+//! Recovery beyond one job: a whole-system restore at one instant, pins, forgetting one
+//! snapshot by id, and a PostgreSQL snapshot written out as a verified dump file. Real
+//! binaries against real servers.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+
+use lifeboat_tests::redis::dbsize;
+use lifeboat_tests::*;
+
+/// Three jobs of one application: a PostgreSQL database, a Redis server and an uploads folder.
+struct App {
+    db: TestDb,
+    redis: OwnRedis,
+    uploads: TempDir,
+    repo: TempDir,
+    config: std::path::PathBuf,
+}
+
+impl App {
+    fn new(label: &str) -> App {
+        let db = TestDb::create(label);
+        sql(
+            &db.url(),
+            "CREATE TABLE orders (id int PRIMARY KEY, state text)",
+        );
+        let redis = OwnRedis::start(&format!("{label}-redis"));
+        let uploads = TempDir::new(&format!("{label}-uploads"));
+        let repo = TempDir::new(&format!("{label}-repo"));
+        let config = repo.path().with_extension("toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"[store]
+url = "{repo}"
+
+[[job]]
+name = "uploads"
+engine = "files"
+paths = ["{uploads}"]
+restore-to = "${{RESTORE_UPLOADS_DIR:-}}"
+
+[[job]]
+name = "app-db"
+engine = "postgres"
+url = "{db}"
+restore-to = "${{RESTORE_APP_DB_URL:-}}"
+
+[[job]]
+name = "cache"
+engine = "redis"
+url = "{redis}"
+restore-to = "${{RESTORE_CACHE_URL:-}}"
+"#,
+                repo = repo.as_str(),
+                uploads = uploads.as_str(),
+                db = db.url(),
+                redis = redis.url,
+            ),
+        )
+        .unwrap();
+        App {
+            db,
+            redis,
+            uploads,
+            repo,
+            config,
+        }
+    }
+
+    /// Writes state `n` into all three sources: rows, keys and files that differ per state.
+    fn set_state(&self, n: u32) {
+        sql(
+            &self.db.url(),
+            &format!(
+                "DELETE FROM orders; INSERT INTO orders SELECT g, 'state {n}' FROM generate_series(1, {}) g",
+                10 * n
+            ),
+        );
+        let mut r = self.redis.client();
+        r.ok("FLUSHALL");
+        for i in 0..(5 * n) {
+            r.cmd(&[
+                b"SET",
+                format!("key:{i}").as_bytes(),
+                format!("state {n}").as_bytes(),
+            ]);
+        }
+        for entry in std::fs::read_dir(self.uploads.path()).unwrap() {
+            std::fs::remove_file(entry.unwrap().path()).unwrap();
+        }
+        for i in 0..n {
+            std::fs::write(
+                self.uploads.join(&format!("upload-{i}.txt")),
+                format!("state {n}, file {i}"),
+            )
+            .unwrap();
+        }
+    }
+
+    fn backup(&self) {
+        run(
+            "lifeboat-backup",
+            &["--config", self.config.to_str().unwrap()],
+        )
+        .assert_code(0);
+    }
+
+    fn restore(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut cmd = command("lifeboat-restore");
+        cmd.args(["--config", self.config.to_str().unwrap()])
+            .args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        finish(cmd.output().unwrap())
+    }
+}
+
+/// The rows, keys and files of state `n`, read back from restored targets.
+fn assert_state(n: u32, db_url: &str, redis: &OwnRedis, dir: &Path) {
+    assert_eq!(
+        sql(
+            db_url,
+            "SELECT id::text, state FROM orders ORDER BY orders.id"
+        ),
+        (1..=10 * n)
+            .map(|i| vec![Some(i.to_string()), Some(format!("state {n}"))])
+            .collect::<Vec<_>>(),
+        "PostgreSQL rows of state {n}"
+    );
+    let mut r = redis.client();
+    assert_eq!(dbsize(&mut r, 0), 5 * n as i64, "Redis keys of state {n}");
+    for i in 0..(5 * n) {
+        assert_eq!(
+            r.cmd(&[b"GET", format!("key:{i}").as_bytes()]).text(),
+            format!("state {n}")
+        );
+    }
+    let mut files = files_under(dir);
+    files.sort();
+    let expected: Vec<String> = (0..n).map(|i| format!("upload-{i}.txt")).collect();
+    let names: Vec<String> = files
+        .iter()
+        .map(|f| f.rsplit('/').next().unwrap().to_string())
+        .collect();
+    assert_eq!(names, expected, "files of state {n}: {files:?}");
+    for i in 0..n {
+        let found = files
+            .iter()
+            .find(|f| f.ends_with(&format!("upload-{i}.txt")))
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.join(found)).unwrap(),
+            format!("state {n}, file {i}")
+        );
+    }
+}
+
+fn pause() {
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+}
+
+fn rfc3339_now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Backs up states 1, 2 and 3 and returns an instant between the second and third backups.
+fn three_states(app: &App) -> String {
+    app.set_state(1);
+    app.backup();
+    pause();
+    app.set_state(2);
+    app.backup();
+    pause();
+    let between = rfc3339_now();
+    pause();
+    app.set_state(3);
+    app.backup();
+    between
+}
+
+#[test]
+fn a_whole_system_restore_at_an_instant_brings_back_every_job_as_it_was_then() {
+    let app = App::new("system");
+    let between = three_states(&app);
+    let target_db = TestDb::create("system_target");
+    let target_redis = OwnRedis::start("system-target-redis");
+    let target_dir = TempDir::new("system-target-files");
+    let restored = target_dir.join("uploads");
+    let env = [
+        ("RESTORE_APP_DB_URL", target_db.url()),
+        ("RESTORE_CACHE_URL", target_redis.url.clone()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // The uploads' target from the flag, the others from restore-to.
+    let to_uploads = format!("uploads={}", restored.display());
+    let args = ["--all-jobs", "--at", &between, "--to", &to_uploads, "--yes"];
+
+    let dry = app.restore(&[&args[..], &["--dry-run"]].concat(), &env);
+    dry.assert_code(0)
+        .assert_contains("Whole-system restore plan")
+        .assert_contains("skew:")
+        .assert_contains("Dry run: nothing was changed.");
+    // Databases first, then files.
+    let out = dry.output();
+    let order: Vec<usize> = ["app-db", "cache", "uploads"]
+        .iter()
+        .map(|job| out.find(&format!(". {job}")).expect(job))
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{out}");
+    assert_eq!(
+        sql_one(
+            &target_db.url(),
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+        ),
+        "0"
+    );
+    assert_eq!(dbsize(&mut target_redis.client(), 0), 0);
+    assert!(!restored.exists());
+
+    let json = app.restore(&[&args[..], &["--dry-run", "--json"]].concat(), &env);
+    let plan = &json.json()["plan"];
+    assert_eq!(plan["jobs"].as_array().unwrap().len(), 3, "{plan}");
+    assert!(plan["skew_secs"].as_i64().unwrap() >= 0);
+
+    app.restore(&args, &env).assert_code(0);
+    assert_state(2, &target_db.url(), &target_redis, &restored);
+    // The sources are untouched: still state 3.
+    assert_state(3, &app.db.url(), &app.redis, app.uploads.path());
+}
+
+#[test]
+fn a_job_without_a_snapshot_before_the_instant_refuses_the_whole_plan() {
+    let app = App::new("system_missing");
+    app.set_state(1);
+    // Only the database and Redis have a snapshot before `before`; uploads' first comes after.
+    run(
+        "lifeboat-backup",
+        &["--config", app.config.to_str().unwrap(), "app-db", "cache"],
+    )
+    .assert_code(0);
+    pause();
+    let before = rfc3339_now();
+    pause();
+    app.backup();
+    let target_db = TestDb::create("system_missing_target");
+    let target_redis = OwnRedis::start("system-missing-target-redis");
+    let dir = TempDir::new("system-missing-files");
+    let (db_to, cache_to) = (
+        format!("app-db={}", target_db.url()),
+        format!("cache={}", target_redis.url),
+    );
+    let uploads_to = format!("uploads={}", dir.join("u").display());
+    let args = [
+        "--all-jobs",
+        "--at",
+        &before,
+        "--to",
+        &db_to,
+        "--to",
+        &cache_to,
+        "--to",
+        &uploads_to,
+        "--yes",
+    ];
+    app.restore(&args, &[])
+        .assert_code(2)
+        .assert_contains("no whole-system restore")
+        .assert_contains("uploads")
+        .assert_contains("--allow-missing");
+    assert_eq!(
+        sql_one(
+            &target_db.url(),
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+        ),
+        "0"
+    );
+    let allowed = app.restore(&[&args[..], &["--allow-missing"]].concat(), &[]);
+    allowed
+        .assert_code(0)
+        .assert_contains("missing     uploads");
+    assert_eq!(
+        sql_one(&target_db.url(), "SELECT count(*) FROM orders"),
+        "10"
+    );
+    assert!(!dir.join("u").exists());
+}
+
+#[test]
+fn a_failure_in_the_second_job_reports_the_first_and_does_not_start_the_third() {
+    let app = App::new("system_fail");
+    app.set_state(1);
+    app.backup();
+    // Damage the Redis snapshot's data: its restore reads it whole and fails before any key.
+    let cache = manifests(app.repo.path(), "cache");
+    let key = cache[0]["object"]["key"].as_str().unwrap();
+    let data = app.repo.join(key);
+    let mut bytes = std::fs::read(&data).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&data, bytes).unwrap();
+
+    let target_db = TestDb::create("system_fail_target");
+    let target_redis = OwnRedis::start("system-fail-target-redis");
+    let dir = TempDir::new("system-fail-files");
+    let (db_to, cache_to, uploads_to) = (
+        format!("app-db={}", target_db.url()),
+        format!("cache={}", target_redis.url),
+        format!("uploads={}", dir.join("u").display()),
+    );
+    let args = [
+        "--all-jobs",
+        "--latest",
+        "--to",
+        &db_to,
+        "--to",
+        &cache_to,
+        "--to",
+        &uploads_to,
+        "--yes",
+    ];
+    let out = app.restore(&args, &[]);
+    out.assert_code(3)
+        .assert_contains("ok          app-db")
+        .assert_contains("FAILED      cache")
+        .assert_contains("not started uploads");
+    assert_eq!(
+        sql_one(&target_db.url(), "SELECT count(*) FROM orders"),
+        "10"
+    );
+    assert_eq!(dbsize(&mut target_redis.client(), 0), 0);
+    assert!(!dir.join("u").exists());
+
+    // The same in JSON: one document with every job's outcome, and the failure's exit code.
+    let target_db2 = TestDb::create("system_fail_target2");
+    let db_to2 = format!("app-db={}", target_db2.url());
+    let args2 = [
+        "--all-jobs",
+        "--latest",
+        "--to",
+        &db_to2,
+        "--to",
+        &cache_to,
+        "--to",
+        &uploads_to,
+        "--yes",
+        "--json",
+    ];
+    let json = app.restore(&args2, &[]);
+    json.assert_code(3);
+    let doc = json.json();
+    assert_eq!(doc["ok"], false);
+    let outcomes: Vec<&str> = doc["outcomes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["restored", "failed", "not_started"], "{doc}");
+}
+
+#[test]
+fn whole_system_flags_are_checked_before_anything_is_read() {
+    let app = App::new("system_flags");
+    app.set_state(1);
+    app.backup();
+    app.restore(
+        &[
+            "--all-jobs",
+            "--latest",
+            "--to",
+            "postgres://h/db",
+            "--dry-run",
+        ],
+        &[],
+    )
+    .assert_code(2)
+    .assert_contains("JOB=URL");
+    app.restore(&["--all-jobs", "--latest", "--dry-run"], &[])
+        .assert_code(2)
+        .assert_contains("has no restore target")
+        .assert_contains("restore-to");
+    app.restore(
+        &["--all-jobs", "--latest", "--db-map", "0:1", "--dry-run"],
+        &[],
+    )
+    .assert_code(2)
+    .assert_contains("--db-map applies to one job");
+    app.restore(&["--job", "app-db", "--job", "cache", "--dry-run"], &[])
+        .assert_code(2)
+        .assert_contains("--at TIME or --latest");
+    app.restore(
+        &["--all-jobs", "--latest", "--to", "nope=/tmp/x", "--dry-run"],
+        &[],
+    )
+    .assert_code(2)
+    .assert_contains("does not include");
+}
+
+#[test]
+fn a_pinned_snapshot_survives_the_prune_that_would_forget_it() {
+    let repo = TempDir::new("pin");
+    let first = real_snapshot(&repo, "app");
+    let id = first.file_name().unwrap().to_str().unwrap().to_string();
+    let now = chrono::Utc::now();
+    // Make the real one the oldest: keep-last 1 would forget it.
+    edit_manifest(repo.path(), "app", |m| {
+        m["consistent_at"] = (now - chrono::Duration::days(30)).to_rfc3339().into();
+    });
+    for days in 1..=3 {
+        clone_snapshot(
+            &repo,
+            &first,
+            "app",
+            now - chrono::Duration::days(10 - days),
+        );
+    }
+    let note = "before the v2 migration";
+    run(
+        "lifeboat-backup",
+        &["--repo", repo.as_str(), "pin", "app", &id, "--note", note],
+    )
+    .assert_code(0)
+    .assert_contains("Pinned snapshot");
+    let pin = first.join("pin.json");
+    assert!(pin.exists(), "the pin is an object beside the manifest");
+    let manifest_before = std::fs::read(first.join("manifest.json")).unwrap();
+
+    // A policy file keeps the test independent of the presets.
+    let policy = repo.path().with_extension("policy.toml");
+    std::fs::write(&policy, "keep-last = 1\n").unwrap();
+    let dry = run(
+        "lifeboat-backup",
+        &[
+            "--repo",
+            repo.as_str(),
+            "prune",
+            "app",
+            "--retention",
+            policy.to_str().unwrap(),
+            "--dry-run",
+        ],
+    );
+    dry.assert_code(0);
+    let line = dry
+        .output()
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .unwrap_or_else(|| panic!("{}", dry.output()))
+        .to_string();
+    assert!(
+        line.contains("keep") && line.contains(&format!("pinned: {note}")),
+        "{line}"
+    );
+
+    run(
+        "lifeboat-backup",
+        &[
+            "--repo",
+            repo.as_str(),
+            "prune",
+            "app",
+            "--retention",
+            policy.to_str().unwrap(),
+        ],
+    )
+    .assert_code(0);
+    assert!(
+        first.join("manifest.json").exists(),
+        "the pinned snapshot was forgotten"
+    );
+    assert_eq!(
+        std::fs::read(first.join("manifest.json")).unwrap(),
+        manifest_before
+    );
+    assert_eq!(
+        manifests(repo.path(), "app").len(),
+        2,
+        "keep-last 1 plus the pinned one"
+    );
+
+    let list = run("lifeboat-restore", &["--repo", repo.as_str(), "list"]);
+    list.assert_code(0)
+        .assert_contains(&format!("pinned: {note}"));
+    let json = run(
+        "lifeboat-restore",
+        &["--repo", repo.as_str(), "list", "--json"],
+    )
+    .json();
+    let pinned: Vec<&serde_json::Value> = json["jobs"][0]["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["pin"]["note"] == note)
+        .collect();
+    assert_eq!(pinned.len(), 1, "{json}");
+
+    // Unpinned, the next prune forgets it.
+    run(
+        "lifeboat-backup",
+        &["--repo", repo.as_str(), "unpin", "app", &id],
+    )
+    .assert_code(0)
+    .assert_contains("Unpinned");
+    assert!(!pin.exists());
+    run(
+        "lifeboat-backup",
+        &[
+            "--repo",
+            repo.as_str(),
+            "prune",
+            "app",
+            "--retention",
+            policy.to_str().unwrap(),
+        ],
+    )
+    .assert_code(0);
+    assert!(!first.exists(), "unpinned, the snapshot is forgotten");
+
+    // A snapshot that does not exist cannot be pinned.
+    run(
+        "lifeboat-backup",
+        &[
+            "--repo",
+            repo.as_str(),
+            "pin",
+            "app",
+            "20200101T000000Z-000000",
+        ],
+    )
+    .assert_code(1)
+    .assert_contains("has no snapshot");
+    run(
+        "lifeboat-backup",
+        &["--repo", repo.as_str(), "pin", "app", "not-an-id"],
+    )
+    .assert_code(2)
+    .assert_contains("is not a snapshot id");
+}
+
+#[test]
+fn forget_refuses_the_newest_and_a_pinned_snapshot_unless_forced() {
+    let repo = TempDir::new("forget");
+    let first = real_snapshot(&repo, "app");
+    let now = chrono::Utc::now();
+    let older = clone_snapshot(&repo, &first, "app", now - chrono::Duration::days(3));
+    let oldest = clone_snapshot(&repo, &first, "app", now - chrono::Duration::days(5));
+    let newest = first.file_name().unwrap().to_str().unwrap().to_string();
+    let forget = |id: &str, extra: &[&str]| {
+        let mut args = vec!["--repo", repo.as_str(), "forget", "app", id];
+        args.extend_from_slice(extra);
+        run("lifeboat-backup", &args)
+    };
+
+    forget(&newest, &[])
+        .assert_code(2)
+        .assert_contains("newest snapshot")
+        .assert_contains("--force");
+    forget(&newest, &["--dry-run"]).assert_code(2);
+    assert!(first.join("manifest.json").exists());
+
+    run(
+        "lifeboat-backup",
+        &["--repo", repo.as_str(), "pin", "app", &older],
+    )
+    .assert_code(0);
+    forget(&older, &[]).assert_code(2).assert_contains("pinned");
+
+    // Unguarded: a dry run says so and keeps it; the real run forgets it whole.
+    forget(&oldest, &["--dry-run"])
+        .assert_code(0)
+        .assert_contains("Would forget");
+    let oldest_dir = repo.join(&format!("jobs/app/snapshots/{oldest}"));
+    assert!(oldest_dir.join("manifest.json").exists());
+    forget(&oldest, &[])
+        .assert_code(0)
+        .assert_contains("Forgot snapshot");
+    assert!(!oldest_dir.exists());
+
+    // --force (no terminal here, so no question) overrides the guards and says which.
+    forget(&older, &["--force"])
+        .assert_code(0)
+        .assert_contains("--force: it is pinned");
+    assert_eq!(manifests(repo.path(), "app").len(), 1);
+    forget(&oldest, &[])
+        .assert_code(1)
+        .assert_contains("has no snapshot");
+}
+
+#[test]
+fn mode_file_writes_a_verified_pg_dump_that_pg_restore_accepts() {
+    let repo = TempDir::new("pg-file");
+    real_snapshot(&repo, "app");
+    let out = TempDir::new("pg-file-out");
+    let file = out.join("app.dump");
+    let to = file.to_str().unwrap();
+    let restore = |extra: &[&str]| {
+        let mut args = vec![
+            "--repo",
+            repo.as_str(),
+            "--job",
+            "app",
+            "--latest",
+            "--mode",
+            "file",
+            "--to",
+            to,
+            "--yes",
+        ];
+        args.extend_from_slice(extra);
+        run("lifeboat-restore", &args)
+    };
+    restore(&["--dry-run"])
+        .assert_code(0)
+        .assert_contains("pg_dump custom archive");
+    assert!(!file.exists());
+    restore(&[]).assert_code(0);
+    let manifest = &manifests(repo.path(), "app")[0];
+    let bytes = std::fs::read(&file).unwrap();
+    use sha2::Digest as _;
+    assert_eq!(
+        hex::encode(sha2::Sha256::digest(&bytes)),
+        manifest["object"]["raw_sha256"].as_str().unwrap()
+    );
+    let list = std::process::Command::new(format!("{}/pg_restore", pg_bin()))
+        .args(["--list", to])
+        .output()
+        .unwrap();
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    assert!(String::from_utf8_lossy(&list.stdout).contains("TABLE public t"));
+    // An existing file is kept unless --clean; nothing is left beside it.
+    restore(&[]).assert_code(2).assert_contains("exists");
+    restore(&["--clean"]).assert_code(0);
+    assert_eq!(files_under(out.path()), ["app.dump"]);
+}
