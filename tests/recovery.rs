@@ -639,3 +639,292 @@ fn mode_file_writes_a_verified_pg_dump_that_pg_restore_accepts() {
     restore(&["--clean"]).assert_code(0);
     assert_eq!(files_under(out.path()), ["app.dump"]);
 }
+
+/// The snapshot ids of `job` in a repository, as `lifeboat-restore list --json` shows them.
+fn listed(repo: &str, extra: &[&str], job: &str) -> Vec<String> {
+    let mut args = vec!["list", "--repo", repo, "--job", job, "--json"];
+    args.extend_from_slice(extra);
+    let doc = run("lifeboat-restore", &args).json();
+    let mut ids: Vec<String> = doc["jobs"][0]["snapshots"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| s["id"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn a_copy_to_s3_and_back_verifies_and_restores_identically() {
+    let db = TestDb::create("copy_src");
+    sql(
+        &db.url(),
+        "CREATE TABLE items (id int PRIMARY KEY, body text); \
+         INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, 500) g",
+    );
+    let repo = TempDir::new("copy-src");
+    backup_pg(&db.url(), repo.as_str(), "app", &[]).assert_code(0);
+    sql(&db.url(), "INSERT INTO items VALUES (501, 'second')");
+    backup_pg(&db.url(), repo.as_str(), "app", &[]).assert_code(0);
+    let bucket = s3_bucket("copy");
+    let offsite = format!("s3://{bucket}/offsite");
+    let s3 = s3_flags();
+    let to_s3 = |extra: &[&str]| {
+        let mut args = vec!["--repo", repo.as_str(), "copy", "--to-repo", &offsite];
+        args.extend(["--to-endpoint", &s3[1], "--to-path-style"]);
+        args.extend_from_slice(extra);
+        run("lifeboat-backup", &args)
+    };
+
+    to_s3(&["--dry-run"])
+        .assert_code(0)
+        .assert_contains("Would copy 2 snapshots");
+    assert!(s3_keys(&bucket, "offsite/").is_empty(), "a dry run wrote");
+    to_s3(&[])
+        .assert_code(0)
+        .assert_contains("Copied 2 snapshots");
+    let s3_args: Vec<&str> = s3.iter().map(String::as_str).collect();
+    assert_eq!(
+        listed(&offsite, &s3_args, "app"),
+        listed(repo.as_str(), &[], "app")
+    );
+    // A second run copies nothing new.
+    to_s3(&[])
+        .assert_code(0)
+        .assert_contains("Copied 0 snapshots (0 B) of job \"app\"")
+        .assert_contains("2 already there");
+
+    // The copy verifies on its own, without the first repository.
+    let mut verify = vec![
+        "--repo",
+        offsite.as_str(),
+        "--job",
+        "app",
+        "--all",
+        "--level",
+        "content",
+    ];
+    verify.extend(&s3_args);
+    run("lifeboat-verify", &verify).assert_code(0);
+
+    // And back, from S3 into another directory: the manifests are byte for byte the same.
+    let back = TempDir::new("copy-back");
+    let mut args = vec![
+        "--repo",
+        offsite.as_str(),
+        "copy",
+        "--to-repo",
+        back.as_str(),
+    ];
+    args.extend(&s3_args);
+    run("lifeboat-backup", &args)
+        .assert_code(0)
+        .assert_contains("Copied 2 snapshots");
+    for id in listed(repo.as_str(), &[], "app") {
+        let manifest = format!("jobs/app/snapshots/{id}/manifest.json");
+        assert_eq!(
+            std::fs::read(back.join(&manifest)).unwrap(),
+            std::fs::read(repo.join(&manifest)).unwrap()
+        );
+    }
+    let target = TestDb::create("copy_target");
+    run(
+        "lifeboat-restore",
+        &[
+            "--repo",
+            back.as_str(),
+            "--job",
+            "app",
+            "--latest",
+            "--to",
+            &target.url(),
+            "--yes",
+        ],
+    )
+    .assert_code(0);
+    assert_eq!(db_digest(&target.url()), db_digest(&db.url()));
+}
+
+#[test]
+fn an_interrupted_copy_leaves_no_snapshot_and_the_next_run_completes_it() {
+    let data = TempDir::new("copy-kill-data");
+    std::fs::write(data.join("big.bin"), incompressible(48 << 20, 7)).unwrap();
+    let repo = TempDir::new("copy-kill-src");
+    run(
+        "lifeboat-backup",
+        &[
+            "--engine",
+            "files",
+            "--path",
+            data.as_str(),
+            "--job",
+            "uploads",
+            "--repo",
+            repo.as_str(),
+        ],
+    )
+    .assert_code(0);
+
+    // A destination with too little room: the copy fails mid-object.
+    let small = Mount::tmpfs("copy-full", "8m");
+    let dest = small.join("repo");
+    run(
+        "lifeboat-backup",
+        &[
+            "--repo",
+            repo.as_str(),
+            "copy",
+            "--to-repo",
+            dest.to_str().unwrap(),
+        ],
+    )
+    .assert_code(1)
+    .assert_contains("No space left on device");
+    assert!(
+        !files_under(&dest)
+            .iter()
+            .any(|f| f.ends_with("manifest.json")),
+        "{:?}",
+        files_under(&dest)
+    );
+
+    // Killed mid-object: nothing visible either.
+    let dest = TempDir::new("copy-kill-dest");
+    let mut child = command("lifeboat-backup")
+        .args(["--repo", repo.as_str(), "copy", "--to-repo", dest.as_str()])
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let partial = std::fs::read_dir(dest.join("jobs/uploads/snapshots"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
+            .any(|f| f.file_name().to_string_lossy().contains("lifeboat-tmp"));
+        if partial {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the copy ended before it could be killed"
+        );
+        assert!(started.elapsed().as_secs() < 60, "no upload began");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !files_under(dest.path())
+            .iter()
+            .any(|f| f.ends_with("manifest.json")),
+        "{:?}",
+        files_under(dest.path())
+    );
+    assert!(listed(dest.as_str(), &[], "uploads").is_empty());
+
+    // The killed run's lock on the destination expires after its lease; an operator who
+    // knows the run is dead removes it. The next run then copies the snapshot whole.
+    run(
+        "lifeboat-backup",
+        &["--repo", dest.as_str(), "unlock", "uploads", "--yes"],
+    )
+    .assert_code(0);
+    run(
+        "lifeboat-backup",
+        &["--repo", repo.as_str(), "copy", "--to-repo", dest.as_str()],
+    )
+    .assert_code(0)
+    .assert_contains("Copied 1 snapshot");
+    run(
+        "lifeboat-verify",
+        &[
+            "--repo",
+            dest.as_str(),
+            "--job",
+            "uploads",
+            "--latest",
+            "--level",
+            "content",
+        ],
+    )
+    .assert_code(0);
+}
+
+#[test]
+fn copy_tables_run_after_each_backup_and_a_bad_table_names_its_line() {
+    let db = TestDb::create("copy_table");
+    sql(
+        &db.url(),
+        "CREATE TABLE t (id int); INSERT INTO t VALUES (1)",
+    );
+    let repo = TempDir::new("copy-table-src");
+    let second = TempDir::new("copy-table-dest");
+    let config = repo.path().with_extension("toml");
+    let write = |copy: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[store]\nurl = \"{}\"\n\n[[job]]\nname = \"app\"\nengine = \"postgres\"\nurl = \"{}\"\n\n{copy}",
+                repo.as_str(),
+                db.url()
+            ),
+        )
+        .unwrap();
+    };
+    write(&format!(
+        "[[copy]]\nto = {{ url = \"{}\" }}\njobs = [\"app\"]\n",
+        second.as_str()
+    ));
+    let cfg = config.to_str().unwrap();
+    run("lifeboat-backup", &["--config", cfg])
+        .assert_code(0)
+        .assert_contains("Copied 1 snapshot");
+    assert_eq!(
+        listed(second.as_str(), &[], "app"),
+        listed(repo.as_str(), &[], "app")
+    );
+
+    // A destination that cannot be written: the backup is committed, the run fails, and the
+    // error says how to catch up.
+    write("[[copy]]\nto = { url = \"/proc/lifeboat-nowhere\" }\n");
+    run("lifeboat-backup", &["--config", cfg])
+        .assert_code(1)
+        .assert_contains("lifeboat-backup copy app");
+    assert_eq!(listed(repo.as_str(), &[], "app").len(), 2);
+
+    write("[[copy]]\nto = { url = \"/tmp/x\" }\njobs = [\"nope\"]\n");
+    run("lifeboat-backup", &["--config", cfg, "copy"])
+        .assert_code(2)
+        .assert_contains(".toml:9:1: [[copy]]")
+        .assert_contains("names job \"nope\"");
+}
+
+#[test]
+fn a_damaged_source_snapshot_is_not_copied() {
+    let repo = TempDir::new("copy-damaged");
+    let folder = real_snapshot(&repo, "app");
+    let manifest = &manifests(repo.path(), "app")[0];
+    let data = repo.join(manifest["object"]["key"].as_str().unwrap());
+    let mut bytes = std::fs::read(&data).unwrap();
+    bytes[10] ^= 0x01;
+    std::fs::write(&data, bytes).unwrap();
+    let dest = TempDir::new("copy-damaged-dest");
+    run(
+        "lifeboat-backup",
+        &["--repo", repo.as_str(), "copy", "--to-repo", dest.as_str()],
+    )
+    .assert_code(3)
+    .assert_contains("is damaged")
+    .assert_contains("it was not copied");
+    let id = folder.file_name().unwrap().to_str().unwrap();
+    assert!(
+        !dest.join(&format!("jobs/app/snapshots/{id}")).exists()
+            || files_under(&dest.join(&format!("jobs/app/snapshots/{id}"))).is_empty(),
+        "{:?}",
+        files_under(dest.path())
+    );
+}

@@ -178,6 +178,10 @@ pub enum BackupCommand {
     Pin(PinArgs),
     /// Release a pin: the snapshot is under the retention policy again
     Unpin(UnpinArgs),
+    /// Copy committed snapshots into a second repository that lacks them (3-2-1): --to-repo,
+    /// or the configuration's [[copy]] tables
+    #[command(after_help = COPY_EXAMPLES)]
+    Copy(CopyArgs),
     /// Write a new age identity file (mode 0600) and print its public key, for [encryption]
     #[command(after_help = KEYGEN_EXAMPLES)]
     Keygen(KeygenArgs),
@@ -299,6 +303,59 @@ Examples:
 
 `lifeboat-restore list` shows pins and their notes; `prune --dry-run` shows
 \"pinned\" as the reason a snapshot is kept.";
+
+const COPY_EXAMPLES: &str = "\
+Examples:
+  # Every job's snapshots into a second bucket at another provider
+  lifeboat-backup --config /etc/lifeboat/lifeboat.toml copy \\
+      --to-repo s3://offsite-bucket/lifeboat --to-endpoint https://... \\
+      --to-profile offsite
+
+  # One job into a local disk, showing first what would be copied
+  lifeboat-backup copy app-db --to-repo /mnt/usb/lifeboat --dry-run
+
+  # After every backup, automatically: in lifeboat.toml
+  [[copy]]
+  to = { url = \"s3://offsite-bucket/lifeboat\", region = \"eu-west-1\" }
+  jobs = [\"app-db\"]            # default: every job
+
+Each snapshot's data is copied first, its stored SHA-256 checked on the way,
+then its manifest: an interrupted copy leaves nothing visible, and the next run
+copies what is missing. Encrypted snapshots are copied as they are (no key
+needed). The second repository's retention, pins and verifications are its
+own: run prune and verify against it too.";
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// Jobs to copy [default: every job in the repository, or each [[copy]] table's jobs]
+    #[arg(value_name = "JOB")]
+    pub jobs: Vec<String>,
+
+    /// The second repository: a directory or s3://bucket/prefix [default: the configuration's
+    /// [[copy]] tables]
+    #[arg(long, value_name = "REPO")]
+    pub to_repo: Option<String>,
+
+    /// The second repository's S3-compatible endpoint
+    #[arg(long, value_name = "URL", requires = "to_repo")]
+    pub to_endpoint: Option<String>,
+
+    /// The second repository's S3 region (`auto` for R2)
+    #[arg(long, value_name = "REGION", requires = "to_repo")]
+    pub to_region: Option<String>,
+
+    /// Path-style S3 addressing for the second repository
+    #[arg(long, requires = "to_repo")]
+    pub to_path_style: bool,
+
+    /// The credentials profile (~/.aws/credentials) for the second repository
+    #[arg(long, value_name = "NAME", requires = "to_repo")]
+    pub to_profile: Option<String>,
+
+    /// Say what would be copied; write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
 
 #[derive(Debug, Args)]
 pub struct ForgetArgs {

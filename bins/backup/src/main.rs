@@ -32,6 +32,9 @@ fn main() -> ExitCode {
                 Some(BackupCommand::Forget(f)) => maintenance::forget(&args, f).await,
                 Some(BackupCommand::Pin(p)) => maintenance::pin(&args, p).await,
                 Some(BackupCommand::Unpin(u)) => maintenance::unpin(&args, u).await,
+                Some(BackupCommand::Copy(c)) => {
+                    lifeboat_cli::until_signal(maintenance::copy(&args, c)).await
+                }
                 Some(BackupCommand::Keygen(k)) => maintenance::keygen(&args, k),
                 Some(BackupCommand::Schedule(s)) => maintenance::schedule(&args, s),
                 Some(BackupCommand::Completions(c)) => {
@@ -87,9 +90,21 @@ async fn run_jobs(args: &BackupArgs, cancel: &job::Cancel) -> Result<i32> {
                 if let Some(e) = &run.prune_error {
                     exit = exit.max(report_error(e, false));
                 }
-                reports.push(
-                    serde_json::json!({"ok": true, "report": run.report, "prune": run.prune}),
-                );
+                let (copies, copy_error) =
+                    copy_after_backup(config.as_ref(), &store, &job.name).await;
+                if !json {
+                    copies.iter().for_each(|c| print!("{}", human::copy(c)));
+                }
+                if let Some(e) = &copy_error {
+                    exit = exit.max(report_error(e, false));
+                }
+                reports.push(serde_json::json!({
+                    "ok": run.prune_error.is_none() && copy_error.is_none(),
+                    "report": run.report,
+                    "prune": run.prune,
+                    "copies": copies,
+                    "copy_error": copy_error.as_ref().map(|e| serde_json::json!({"kind": e.kind().as_str(), "message": e.message(), "hint": e.hint()})),
+                }));
             }
             Err(e) => {
                 let code = report_error(&e, false);
@@ -106,6 +121,39 @@ async fn run_jobs(args: &BackupArgs, cancel: &job::Cancel) -> Result<i32> {
         print_json(&serde_json::json!({"ok": exit == 0, "jobs": reports}));
     }
     Ok(exit)
+}
+
+/// The `[[copy]]` tables that include `job`, run after its backup committed: the snapshot is
+/// safe in the first repository whatever happens here, but a failed copy fails the run (the
+/// second copy is what 3-2-1 promises).
+async fn copy_after_backup(
+    config: Option<&Config>,
+    store: &lifeboat_core::store::AnyStore,
+    job: &str,
+) -> (Vec<lifeboat_core::copy::CopyReport>, Option<Error>) {
+    let mut reports = Vec::new();
+    for copy in config.iter().flat_map(|c| &c.copies) {
+        if !copy.jobs.is_empty() && !copy.jobs.iter().any(|j| j == job) {
+            continue;
+        }
+        let copied = async {
+            let to = maintenance::open_copy_target(&copy.to, store).await?;
+            maintenance::copy_into(store, &to, &[job.to_string()], false).await
+        }
+        .await;
+        match copied {
+            Ok(r) => reports.extend(r),
+            Err(e) => {
+                return (
+                    reports,
+                    Some(e.with_hint(format!(
+                        "the snapshot is committed in the first repository; `lifeboat-backup copy {job}` copies what is missing once the destination is reachable"
+                    ))),
+                )
+            }
+        }
+    }
+    (reports, None)
 }
 
 /// Jobs from the one-liner flags, or from the file (all, or those named).

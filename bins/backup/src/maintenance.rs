@@ -1,5 +1,5 @@
-//! The maintenance subcommands of `lifeboat-backup`: `prune`, `forget`, `pin`, `unpin`,
-//! `unlock`, `keygen` and `schedule`.
+//! The maintenance subcommands of `lifeboat-backup`: `prune`, `copy`, `forget`, `pin`,
+//! `unpin`, `unlock`, `keygen` and `schedule`.
 
 use std::time::Duration;
 
@@ -10,10 +10,11 @@ use lifeboat_core::report::human;
 use lifeboat_core::{lock, retention, Error, ErrorKind, Result};
 
 use crate::args::{
-    BackupArgs, ForgetArgs, KeygenArgs, PinArgs, PruneArgs, ScheduleArgs, UnlockArgs, UnpinArgs,
+    BackupArgs, CopyArgs, ForgetArgs, KeygenArgs, PinArgs, PruneArgs, ScheduleArgs, UnlockArgs,
+    UnpinArgs,
 };
 use lifeboat_core::catalog::{self, SnapshotId};
-use lifeboat_core::store::AnyStore;
+use lifeboat_core::store::{AnyStore, Store as _};
 
 /// `lifeboat-backup schedule --print FORMAT`: deployment files for the configured schedules.
 pub fn schedule(args: &BackupArgs, schedule: &ScheduleArgs) -> Result<i32> {
@@ -306,6 +307,102 @@ pub async fn unpin(args: &BackupArgs, unpin: &UnpinArgs) -> Result<i32> {
         );
     } else {
         println!("Snapshot {id} of job {:?} was not pinned.", unpin.job);
+    }
+    Ok(0)
+}
+
+/// A second repository: `[[copy]] to` or `--to-repo` with its flags. Created if missing, as a
+/// backup creates its repository; the same store as the source is refused.
+pub async fn open_copy_target(to: &config::StoreSpec, source: &AnyStore) -> Result<AnyStore> {
+    let url = to.url.as_deref().unwrap_or_default();
+    let store = lifeboat_core::store::open(url, &to.s3_options()?).await?;
+    if store.describe() == source.describe() {
+        return Err(usage(format!(
+            "the copy's destination {} is the repository itself",
+            store.describe()
+        ))
+        .with_hint("name a second repository: another bucket, prefix or directory"));
+    }
+    Ok(store)
+}
+
+/// Copies `jobs` (every job of the source if empty) into `to`; one report per job. A job that
+/// fails stops the run with its error, after the jobs before it were copied.
+pub async fn copy_into(
+    source: &AnyStore,
+    to: &AnyStore,
+    jobs: &[String],
+    dry_run: bool,
+) -> Result<Vec<lifeboat_core::copy::CopyReport>> {
+    let jobs = if jobs.is_empty() {
+        catalog::list_jobs(source).await?
+    } else {
+        jobs.to_vec()
+    };
+    let holder = lifeboat_cli::holder("lifeboat-backup");
+    let mut reports = Vec::new();
+    for job in &jobs {
+        reports.push(
+            lifeboat_core::copy::copy_job(source, to, job, &holder, chrono::Utc::now(), dry_run)
+                .await?,
+        );
+    }
+    Ok(reports)
+}
+
+/// `lifeboat-backup copy`: into `--to-repo`, or into each `[[copy]]` destination.
+pub async fn copy(args: &BackupArgs, copy: &CopyArgs) -> Result<i32> {
+    let config = lifeboat_cli::load_config(&args.common)?;
+    let source = lifeboat_cli::open_repository(&args.common, config.as_ref()).await?;
+    for job in &copy.jobs {
+        lifeboat_cli::known_job(&source, config.as_ref(), job).await?;
+    }
+    let targets: Vec<(config::StoreSpec, Vec<String>)> = match &copy.to_repo {
+        Some(url) => vec![(
+            config::StoreSpec {
+                url: Some(url.clone()),
+                endpoint: copy.to_endpoint.clone(),
+                region: copy.to_region.clone(),
+                path_style: copy.to_path_style.then_some(true),
+                profile: copy.to_profile.clone(),
+                ..Default::default()
+            },
+            copy.jobs.clone(),
+        )],
+        None => {
+            let copies = config
+                .as_ref()
+                .map(|c| c.copies.clone())
+                .unwrap_or_default();
+            if copies.is_empty() {
+                return Err(usage("copy to where? pass --to-repo REPO, or add a [[copy]] table to the configuration")
+                    .with_hint("e.g. lifeboat-backup copy --to-repo s3://offsite-bucket/lifeboat"));
+            }
+            copies
+                .into_iter()
+                .map(|c| {
+                    let jobs = if copy.jobs.is_empty() {
+                        c.jobs
+                    } else {
+                        copy.jobs.clone()
+                    };
+                    (c.to, jobs)
+                })
+                .collect()
+        }
+    };
+    let mut reports = Vec::new();
+    for (to, jobs) in &targets {
+        let destination = open_copy_target(to, &source).await?;
+        for report in copy_into(&source, &destination, jobs, copy.dry_run).await? {
+            if !args.common.json {
+                print!("{}", human::copy(&report));
+            }
+            reports.push(report);
+        }
+    }
+    if args.common.json {
+        print_json(&serde_json::json!({"ok": true, "dry_run": copy.dry_run, "copies": reports}));
     }
     Ok(0)
 }

@@ -31,6 +31,7 @@ pub mod catalog;
 pub mod child;
 pub mod client;
 pub mod config;
+pub mod copy;
 pub mod deploy;
 pub mod engine;
 pub mod error;

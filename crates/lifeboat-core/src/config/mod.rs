@@ -53,6 +53,22 @@ pub struct FileSpec {
     /// `[[job]]` tables.
     #[serde(default, rename = "job")]
     pub jobs: Vec<JobSpec>,
+    /// `[[copy]]` tables: second repositories that each backup is copied into.
+    #[serde(default, rename = "copy")]
+    pub copies: Vec<CopySpec>,
+}
+
+/// A `[[copy]]` table: a second repository (3-2-1) that committed snapshots are copied into
+/// after each backup, with its own store settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CopySpec {
+    /// The destination, with the keys of `[store]`: `to = { url = "s3://offsite/lifeboat",
+    /// endpoint = "...", profile = "offsite" }`.
+    pub to: StoreSpec,
+    /// The jobs copied [default: every job].
+    #[serde(default)]
+    pub jobs: Vec<String>,
 }
 
 /// The `[store]` table.
@@ -65,6 +81,9 @@ pub struct StoreSpec {
     pub endpoint: Option<String>,
     /// `auto` for R2.
     pub region: Option<String>,
+    /// The credentials profile (in `~/.aws/credentials`) for this store, when it needs other
+    /// keys than the environment's (a second copy at another provider).
+    pub profile: Option<String>,
     /// Path-style addressing (MinIO and most self-hosted servers).
     pub path_style: Option<bool>,
     /// Multipart part size (default 8 MiB, at least 5).
@@ -127,6 +146,7 @@ impl StoreSpec {
         let mut o = crate::store::S3Options {
             endpoint: self.endpoint.clone(),
             region: self.region.clone(),
+            profile: self.profile.clone(),
             path_style: self.path_style.unwrap_or(false),
             checksums_when_supported: self.request_checksums == Some(ChecksumMode::WhenSupported),
             storage_class: self.storage_class.clone(),
@@ -597,6 +617,8 @@ pub struct Config {
     pub verify_runs: Option<ScheduledRun>,
     /// `[drill]`, validated.
     pub drill_runs: Option<ScheduledRun>,
+    /// `[[copy]]` tables, with `${VAR}`s expanded and their jobs checked.
+    pub copies: Vec<CopySpec>,
     /// What is worth a warning but not an error (a file readable by others that holds a
     /// password); the binaries log them.
     pub warnings: Vec<String>,
@@ -765,6 +787,7 @@ pub fn parse(text: &str, path: Option<&Path>, lookup: Lookup<'_>) -> Result<Conf
             .filter(|to| !to.trim().is_empty());
         jobs.push(job);
     }
+    let copies = copy_targets(&spec.copies, &jobs, &locate, &expand)?;
     Ok(Config {
         file: path.map(Path::to_path_buf),
         store: spec
@@ -779,8 +802,57 @@ pub fn parse(text: &str, path: Option<&Path>, lookup: Lookup<'_>) -> Result<Conf
         jobs,
         verify_runs: scheduled_run(spec.verify.as_ref(), "[verify]", &locate, &expand)?,
         drill_runs: scheduled_run(spec.drill.as_ref(), "[drill]", &locate, &expand)?,
+        copies,
         warnings: Vec::new(),
     })
+}
+
+/// Validates the `[[copy]]` tables: a destination URL, jobs that exist, S3 settings that hold.
+fn copy_targets(
+    specs: &[CopySpec],
+    jobs: &[Job],
+    locate: &dyn Fn(&str) -> String,
+    expand: &dyn Fn(&str) -> String,
+) -> Result<Vec<CopySpec>> {
+    let place = locate("[[copy]]");
+    specs
+        .iter()
+        .map(|spec| {
+            let to = StoreSpec {
+                url: spec.to.url.as_deref().map(expand),
+                endpoint: spec.to.endpoint.as_deref().map(expand),
+                ..spec.to.clone()
+            };
+            if to.url.as_deref().is_none_or(str::is_empty) {
+                return Err(
+                    Error::config(format!("{place}: [[copy]] needs to = {{ url = ... }}"))
+                        .with_hint("e.g. to = { url = \"s3://offsite-bucket/lifeboat\" }"),
+                );
+            }
+            to.s3_options()
+                .map_err(|e| Error::config(format!("{place}: [[copy]] to: {}", e.message())))?;
+            if let Some(unknown) = spec
+                .jobs
+                .iter()
+                .find(|j| !jobs.iter().any(|k| &k.name == *j))
+            {
+                return Err(Error::config(format!(
+                    "{place}: [[copy]] names job {unknown:?}, which is not configured"
+                ))
+                .with_hint(format!(
+                    "configured jobs: {}",
+                    jobs.iter()
+                        .map(|j| j.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            Ok(CopySpec {
+                to,
+                jobs: spec.jobs.clone(),
+            })
+        })
+        .collect()
 }
 
 /// Validates a `[verify]` or `[drill]` table (`table` is its header, for messages).

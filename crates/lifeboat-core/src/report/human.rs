@@ -284,6 +284,27 @@ pub fn system_report(report: &SystemReport, missing: &[Missing]) -> String {
     out
 }
 
+/// What a copy of one job did.
+pub fn copy(report: &crate::copy::CopyReport) -> String {
+    let verb = if report.dry_run {
+        "Would copy"
+    } else {
+        "Copied"
+    };
+    let mut out = format!(
+        "{verb} {} ({}) of job {:?} to {}; {} already there.\n",
+        counted(report.copied.len() as u64, "snapshot"),
+        bytes(report.bytes),
+        report.job,
+        report.to,
+        report.already_there
+    );
+    for d in &report.damaged {
+        let _ = writeln!(out, "  not copied, DAMAGED {}: {}", d.key, d.error);
+    }
+    out
+}
+
 /// The line after a restore succeeded.
 pub fn restore_done(report: &RestoreReport) -> String {
     let mut out = if report.job == FROM_FILE {

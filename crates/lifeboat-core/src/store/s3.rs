@@ -42,6 +42,8 @@ pub struct S3Options {
     pub endpoint: Option<String>,
     /// `auto` for R2; default: the standard chain (AWS_REGION, profile), else us-east-1.
     pub region: Option<String>,
+    /// The shared-credentials profile to use instead of the default chain's.
+    pub profile: Option<String>,
     /// Path-style addressing (`endpoint/bucket/key`), needed by MinIO and most test servers.
     pub path_style: bool,
     /// Multipart part size in bytes (streams with a larger size hint get larger parts).
@@ -107,6 +109,7 @@ impl Default for S3Options {
         S3Options {
             endpoint: None,
             region: None,
+            profile: None,
             path_style: false,
             // 8 MiB x (4 in flight + the one being filled) keeps an upload's buffers near 40 MiB
             // (measured: a whole PostgreSQL backup to S3 at 63 MiB peak RSS; 16 MiB parts took
@@ -173,10 +176,11 @@ impl S3Store {
         )
         .or_default_provider()
         .or_else(Region::new("us-east-1"));
-        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(region)
-            .load()
-            .await;
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).region(region);
+        if let Some(profile) = &options.profile {
+            loader = loader.profile_name(profile);
+        }
+        let shared = loader.load().await;
         let mut builder = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(options.path_style)
             .retry_config(RetryConfig::standard().with_max_attempts(options.max_attempts.max(1)))
