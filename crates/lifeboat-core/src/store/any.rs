@@ -13,6 +13,8 @@ use super::{ObjectKey, ObjectMeta, ObjectReader, ObjectWriter, Protection, Store
 use crate::error::Result;
 
 /// The store a configuration names: a directory or an S3-compatible bucket.
+// A process holds one or two stores, so the S3 variant's size costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum AnyStore {
     /// A directory.
