@@ -928,3 +928,81 @@ fn a_damaged_source_snapshot_is_not_copied() {
         files_under(dest.path())
     );
 }
+
+/// The old script's way: `pg_dump | gzip > db_backup_20260101.sql.gz`, and a `pg_dump -Fc`
+/// file, both restored with --from-file in one transaction, into an empty database only.
+#[test]
+fn an_old_scripts_sql_gz_and_custom_dumps_restore_in_one_transaction() {
+    let db = TestDb::create("oldsql");
+    sql(
+        &db.url(),
+        "CREATE TABLE invoices (id int PRIMARY KEY, total numeric); \
+         INSERT INTO invoices SELECT g, g * 1.5 FROM generate_series(1, 300) g",
+    );
+    let dir = TempDir::new("oldsql-files");
+    let gz = dir.join("db_backup_20260101.sql.gz");
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{}/pg_dump --no-owner \"$URL\" | gzip > {}",
+            pg_bin(),
+            gz.display()
+        ))
+        .env("URL", db.url())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let custom = dir.join("db_backup_20260101.dump");
+    let status = std::process::Command::new(format!("{}/pg_dump", pg_bin()))
+        .args(["-Fc", "-f", custom.to_str().unwrap(), &db.url()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    for file in [&gz, &custom] {
+        let target = TestDb::create("oldsql_target");
+        let restore = |extra: &[&str]| {
+            let mut args = vec!["--from-file", file.to_str().unwrap(), "--yes"];
+            args.extend_from_slice(extra);
+            run("lifeboat-restore", &args)
+        };
+        restore(&["--to", &target.url(), "--dry-run"])
+            .assert_code(0)
+            .assert_contains("PostgreSQL");
+        restore(&["--to", &target.url()]).assert_code(0);
+        assert_eq!(
+            db_digest(&target.url()),
+            db_digest(&db.url()),
+            "{}",
+            file.display()
+        );
+        // The target is no longer empty: refused, unchanged.
+        restore(&["--to", &target.url()])
+            .assert_code(2)
+            .assert_contains("not empty");
+    }
+
+    // A truncated .sql.gz: refused before anything is written (one transaction, never half).
+    let bytes = std::fs::read(&gz).unwrap();
+    let cut = dir.join("cut.sql.gz");
+    std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let target = TestDb::create("oldsql_cut");
+    run(
+        "lifeboat-restore",
+        &[
+            "--from-file",
+            cut.to_str().unwrap(),
+            "--to",
+            &target.url(),
+            "--yes",
+        ],
+    )
+    .assert_code(3);
+    assert_eq!(
+        sql_one(
+            &target.url(),
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+        ),
+        "0"
+    );
+}

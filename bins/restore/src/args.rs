@@ -178,13 +178,13 @@ pub struct RestoreFlags {
     pub mode: RestoreMode,
 
     /// Restore a dump made elsewhere instead of a snapshot: an RDB file (`redis-cli --rdb`), a
-    /// pg_dump custom archive, or a tar archive, plain or gzip/zstd-compressed; what it holds
-    /// is read from its first bytes. It goes through the same checks as a snapshot
+    /// pg_dump custom archive or SQL dump, or a tar archive, plain or gzip/zstd-compressed;
+    /// what it holds is read from its first bytes (other SQL: from a postgres:// --to). It
+    /// goes through the same checks as a snapshot
     #[arg(long, value_name = "PATH", conflicts_with_all = ["snapshot", "latest", "at", "job"])]
     pub from_file: Option<PathBuf>,
 
     /// With --from-file: what the file holds, instead of telling it from its first bytes
-    /// (a plain SQL dump needs --engine postgres)
     #[arg(long, value_name = "postgres|redis|files", requires = "from_file")]
     pub engine: Option<lifeboat_core::engine::Engine>,
 

@@ -89,16 +89,31 @@ impl Engine {
     }
 
     /// The engine whose dump starts with these (decompressed) bytes: an RDB file, a pg_dump
-    /// custom archive, or a tar archive. Plain SQL has no signature (`--engine postgres`).
+    /// custom archive or plain SQL dump (its header comment), or a tar archive. Other SQL has
+    /// no signature (`--engine postgres`, or a postgres:// target, see [`Engine::for_target`]).
     pub fn detect(head: &[u8]) -> Option<Engine> {
         if head.starts_with(b"REDIS") {
             Some(Engine::Redis)
-        } else if head.starts_with(b"PGDMP") {
+        } else if head.starts_with(b"PGDMP") || head.starts_with(b"--\n-- PostgreSQL database dump")
+        {
             Some(Engine::Postgres)
         } else if head.len() >= 263 && &head[257..262] == b"ustar" {
             Some(Engine::Files)
         } else {
             None
+        }
+    }
+}
+
+impl Engine {
+    /// The engine whose servers a restore target's URL names (`postgres://`, `redis://`...):
+    /// what a dump made elsewhere without a signature must be when restored there.
+    pub fn for_target(to: &str) -> Option<Engine> {
+        let scheme = to.split_once("://")?.0;
+        match scheme {
+            "postgres" | "postgresql" => Some(Engine::Postgres),
+            "redis" | "rediss" => Some(Engine::Redis),
+            _ => None,
         }
     }
 }
@@ -229,8 +244,23 @@ mod tests {
         let mut tar = vec![0u8; 512];
         tar[257..263].copy_from_slice(b"ustar\0");
         assert_eq!(Engine::detect(&tar), Some(Engine::Files));
-        assert_eq!(Engine::detect(b"--\n-- PostgreSQL database dump"), None);
+        // pg_dump's plain SQL starts with its header comment; other SQL has no signature.
+        assert_eq!(
+            Engine::detect(b"--\n-- PostgreSQL database dump"),
+            Some(Engine::Postgres)
+        );
+        assert_eq!(Engine::detect(b"CREATE TABLE t (a int);"), None);
         assert_eq!(Engine::detect(b""), None);
+    }
+
+    #[test]
+    fn a_target_url_names_its_engine() {
+        assert_eq!(
+            Engine::for_target("postgresql://h/db"),
+            Some(Engine::Postgres)
+        );
+        assert_eq!(Engine::for_target("rediss://h:6380"), Some(Engine::Redis));
+        assert_eq!(Engine::for_target("/data/uploads"), None);
     }
 
     #[test]

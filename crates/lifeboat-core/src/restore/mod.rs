@@ -189,7 +189,10 @@ pub async fn plan_from_file(
             .with_hint("the file is damaged or truncated; the target was not touched"),
             _ => e,
         })?;
-    let engine = match engine.or_else(|| Engine::detect(&survey.head)) {
+    let engine = match engine
+        .or_else(|| Engine::detect(&survey.head))
+        .or_else(|| Engine::for_target(to))
+    {
         Some(engine) => engine,
         None => {
             return Err(Error::config(format!(
@@ -197,7 +200,7 @@ pub async fn plan_from_file(
                 path.display(),
                 if compression == Compression::None { "" } else { " (after decompression)" }
             ))
-            .with_hint("a plain SQL dump needs --engine postgres"))
+            .with_hint("a plain SQL dump restores into a postgres:// target, or pass --engine postgres"))
         }
     };
     let sink = AnySink::new(engine, options.pg_bin_dir.as_deref());
