@@ -1006,3 +1006,104 @@ fn an_old_scripts_sql_gz_and_custom_dumps_restore_in_one_transaction() {
         "0"
     );
 }
+
+#[test]
+fn table_and_schema_restore_exactly_the_part_named() {
+    let db = TestDb::create("part");
+    sql(
+        &db.url(),
+        "CREATE TABLE orders (id int PRIMARY KEY, total int); \
+         INSERT INTO orders SELECT g, g * 3 FROM generate_series(1, 200) g; \
+         CREATE TABLE items (id int); INSERT INTO items VALUES (1), (2); \
+         CREATE SCHEMA audit; CREATE TABLE audit.log (line text); \
+         INSERT INTO audit.log VALUES ('a'), ('b'), ('c')",
+    );
+    let repo = TempDir::new("part-repo");
+    backup_pg(&db.url(), repo.as_str(), "app", &[]).assert_code(0);
+    let restore = |target: &str, extra: &[&str]| {
+        let mut args = vec![
+            "--repo",
+            repo.as_str(),
+            "--job",
+            "app",
+            "--latest",
+            "--to",
+            target,
+            "--yes",
+        ];
+        args.extend_from_slice(extra);
+        run("lifeboat-restore", &args)
+    };
+    let tables = |url: &str| {
+        sql(
+            url,
+            "SELECT schemaname || '.' || tablename FROM pg_tables \
+             WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1",
+        )
+        .into_iter()
+        .map(|r| r[0].clone().unwrap())
+        .collect::<Vec<_>>()
+    };
+    let rows = |url: &str| sql(url, "SELECT id, total FROM orders ORDER BY id");
+
+    // Into an empty database: exactly that table, with its rows.
+    let empty = TestDb::create("part_empty");
+    restore(&empty.url(), &["--table", "public.orders", "--dry-run"])
+        .assert_code(0)
+        .assert_contains("only public.orders");
+    assert!(tables(&empty.url()).is_empty());
+    restore(&empty.url(), &["--table", "public.orders"]).assert_code(0);
+    assert_eq!(tables(&empty.url()), ["public.orders"]);
+    assert_eq!(rows(&empty.url()), rows(&db.url()));
+
+    // Into a database that holds other things: they stay; the table itself must not be there.
+    let busy = TestDb::create("part_busy");
+    sql(
+        &busy.url(),
+        "CREATE TABLE keep_me (x int); INSERT INTO keep_me VALUES (42)",
+    );
+    restore(&busy.url(), &["--table", "public.orders"]).assert_code(0);
+    assert_eq!(tables(&busy.url()), ["public.keep_me", "public.orders"]);
+    restore(&busy.url(), &["--table", "public.orders"])
+        .assert_code(2)
+        .assert_contains("already has 1 relation of public.orders");
+    sql(&busy.url(), "DELETE FROM orders WHERE id > 10");
+    restore(&busy.url(), &["--table", "public.orders", "--clean"]).assert_code(0);
+    assert_eq!(rows(&busy.url()), rows(&db.url()));
+    assert_eq!(sql_one(&busy.url(), "SELECT x FROM keep_me"), "42");
+
+    // A schema, whole.
+    let schema = TestDb::create("part_schema");
+    restore(&schema.url(), &["--schema", "audit"]).assert_code(0);
+    assert_eq!(tables(&schema.url()), ["audit.log"]);
+    assert_eq!(
+        sql_one(
+            &schema.url(),
+            "SELECT string_agg(line, '' ORDER BY line) FROM audit.log"
+        ),
+        "abc"
+    );
+
+    // What cannot be asked for in one run is refused before anything is read.
+    let other = TestDb::create("part_refused");
+    restore(
+        &other.url(),
+        &["--table", "public.orders", "--table", "audit.log"],
+    )
+    .assert_code(2)
+    .assert_contains("one schema");
+    restore(&other.url(), &["--table", "orders"])
+        .assert_code(2)
+        .assert_contains("SCHEMA.NAME");
+    assert!(tables(&other.url()).is_empty());
+
+    // A damaged snapshot: refused whole, the target untouched.
+    let manifest = &manifests(repo.path(), "app")[0];
+    let data = repo.join(manifest["object"]["key"].as_str().unwrap());
+    let mut bytes = std::fs::read(&data).unwrap();
+    let last = bytes.len() - 10;
+    bytes[last] ^= 0x40;
+    std::fs::write(&data, bytes).unwrap();
+    restore(&other.url(), &["--table", "public.orders"]).assert_code(3);
+    assert!(tables(&other.url()).is_empty());
+}

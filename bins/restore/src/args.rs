@@ -34,6 +34,10 @@ Examples:
   # A Redis snapshot as dump.rdb for a stopped server (see RUNBOOK.md)
   lifeboat-restore --job cache --latest --mode file --to /var/lib/redis/dump.rdb
 
+  # One table that was dropped by mistake, back into the live database
+  lifeboat-restore --job app-db --at '2026-11-25 02:00' --table public.orders \\
+      --to-env DATABASE_URL
+
   # The verified pg_dump archive as a file, for a manual pg_restore
   lifeboat-restore --job app-db --latest --mode file --to /tmp/app-db.dump
 
@@ -195,6 +199,15 @@ pub struct RestoreFlags {
     /// Do not restore object ownership (when the dump's roles do not exist on the target)
     #[arg(long)]
     pub no_owner: bool,
+
+    /// PostgreSQL, custom format: restore only this table, with its data (repeatable; one
+    /// schema per run). Its indexes and constraints are not restored (pg_restore --table)
+    #[arg(long, value_name = "SCHEMA.NAME")]
+    pub table: Vec<String>,
+
+    /// PostgreSQL, custom format: restore only the objects of this schema (repeatable)
+    #[arg(long, value_name = "NAME", conflicts_with = "table")]
+    pub schema: Vec<String>,
 
     /// Print the plan and change nothing
     #[arg(long)]

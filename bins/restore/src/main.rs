@@ -192,6 +192,8 @@ fn options_of(flags: &RestoreFlags) -> RestoreOptions {
         replace: flags.replace,
         db_map: flags.db_map.iter().copied().collect(),
         no_owner: flags.no_owner,
+        tables: flags.table.clone(),
+        schemas: flags.schema.clone(),
         pg_bin_dir: flags.pg_bin_dir.clone(),
         hold_back: flags.hold_back_mib * 1024 * 1024,
     }
@@ -227,6 +229,8 @@ async fn run_system(common: &CommonArgs, flags: &RestoreFlags) -> Result<i32> {
         (!flags.db_map.is_empty(), "--db-map"),
         (flags.replace, "--replace"),
         (flags.no_owner, "--no-owner"),
+        (!flags.table.is_empty(), "--table"),
+        (!flags.schema.is_empty(), "--schema"),
         (flags.mode != RestoreMode::Live, "--mode"),
     ];
     if let Some((_, flag)) = single_job_flags.iter().find(|(given, _)| *given) {

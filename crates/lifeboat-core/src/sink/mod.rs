@@ -53,6 +53,10 @@ pub struct RestoreOptions {
     pub db_map: std::collections::BTreeMap<u64, u64>,
     /// PostgreSQL: skip `ALTER ... OWNER TO`.
     pub no_owner: bool,
+    /// PostgreSQL: restore only these tables (`SCHEMA.NAME`, `--table`).
+    pub tables: Vec<String>,
+    /// PostgreSQL: restore only the objects of these schemas (`--schema`).
+    pub schemas: Vec<String>,
     /// PostgreSQL: the directory of `pg_restore` and `psql` (else PATH).
     pub pg_bin_dir: Option<PathBuf>,
     /// Bytes held back from a streaming sink until the digests match.
@@ -78,6 +82,12 @@ impl RestoreOptions {
         }
         if self.no_owner {
             given.push("--no-owner");
+        }
+        if !self.tables.is_empty() {
+            given.push("--table");
+        }
+        if !self.schemas.is_empty() {
+            given.push("--schema");
         }
         given
     }

@@ -68,11 +68,130 @@ pub async fn inspect_target(url: &SecretUrl) -> Result<TargetState> {
 }
 
 /// How `pg_restore` or `psql` is run.
+#[derive(Default)]
 pub struct PgRestoreOptions {
     /// Drop objects of the dump that already exist in the target first (custom format only).
     pub clean: bool,
     /// Skip `ALTER ... OWNER TO` (when the dump's roles do not exist on the target).
     pub no_owner: bool,
+    /// Only part of the archive (custom format only).
+    pub part: Option<Part>,
+}
+
+/// Part of a custom-format archive: `pg_restore --schema S [--table T ...]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part {
+    /// These tables (with their data; pg_restore leaves out their indexes and constraints), all
+    /// in one schema.
+    Tables {
+        /// Their schema.
+        schema: String,
+        /// Their names.
+        names: Vec<String>,
+    },
+    /// Every object of these schemas.
+    Schemas(Vec<String>),
+}
+
+impl Part {
+    /// The part `--table` and `--schema` name, if any. pg_restore intersects `--schema` with
+    /// `--table`, so tables of several schemas, or tables with schemas, cannot be asked for in
+    /// one run: refused rather than restoring something else than what was named.
+    pub fn from_flags(tables: &[String], schemas: &[String]) -> Result<Option<Part>> {
+        if tables.is_empty() {
+            return Ok((!schemas.is_empty()).then(|| Part::Schemas(schemas.to_vec())));
+        }
+        if !schemas.is_empty() {
+            return Err(Error::config(
+                "--table and --schema cannot be combined: pg_restore would restore only the named tables that are in the named schemas",
+            )
+            .with_hint("restore the tables (--table SCHEMA.NAME) and the schemas (--schema NAME) in separate runs"));
+        }
+        let mut schema = None;
+        let mut names = Vec::new();
+        for table in tables {
+            let (s, name) = table
+                .split_once('.')
+                .filter(|(s, n)| !s.is_empty() && !n.is_empty())
+                .ok_or_else(|| {
+                    Error::config(format!("--table {table:?} is not SCHEMA.NAME"))
+                        .with_hint("e.g. --table public.orders")
+                })?;
+            match &schema {
+                Some(first) if first != s => {
+                    return Err(Error::config(format!(
+                        "--table names tables of schemas {first:?} and {s:?}; one run restores tables of one schema"
+                    ))
+                    .with_hint("restore each schema's tables in a run of its own"))
+                }
+                _ => schema = Some(s.to_string()),
+            }
+            names.push(name.to_string());
+        }
+        Ok(schema.map(|schema| Part::Tables { schema, names }))
+    }
+
+    /// `public.orders, public.items` or `schemas audit, billing`, for the plan.
+    pub fn describe(&self) -> String {
+        match self {
+            Part::Tables { schema, names } => names
+                .iter()
+                .map(|n| format!("{schema}.{n}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            Part::Schemas(schemas) => format!("schemas {}", schemas.join(", ")),
+        }
+    }
+
+    fn args(&self) -> Vec<String> {
+        match self {
+            Part::Tables { schema, names } => std::iter::once(format!("--schema={schema}"))
+                .chain(names.iter().map(|n| format!("--table={n}")))
+                .collect(),
+            Part::Schemas(schemas) => schemas.iter().map(|s| format!("--schema={s}")).collect(),
+        }
+    }
+}
+
+/// The schemas among `schemas` that the target lacks: pg_restore --schema restores the objects
+/// in a schema but not the schema itself.
+async fn missing_schemas(url: &SecretUrl, schemas: &[String]) -> Result<Vec<String>> {
+    let conn = connect(url, ErrorKind::Sink).await?;
+    let rows = conn
+        .client
+        .query(
+            "SELECT s FROM unnest($1::text[]) s WHERE NOT EXISTS \
+             (SELECT 1 FROM pg_namespace WHERE nspname = s)",
+            &[&schemas],
+        )
+        .await
+        .map_err(|e| query_error(ErrorKind::Sink, url, "inspect the target database", &e))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// `"name"`, quoted as an SQL identifier.
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// How many of the part's relations (tables, views, sequences...) the target already has.
+async fn existing_in_target(url: &SecretUrl, part: &Part) -> Result<i64> {
+    let conn = connect(url, ErrorKind::Sink).await?;
+    let (schemas, names): (Vec<String>, Option<Vec<String>>) = match part {
+        Part::Tables { schema, names } => (vec![schema.clone()], Some(names.clone())),
+        Part::Schemas(schemas) => (schemas.clone(), None),
+    };
+    let row = conn
+        .client
+        .query_one(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND n.nspname = ANY($1) \
+               AND ($2::text[] IS NULL OR c.relname = ANY($2))",
+            &[&schemas, &names],
+        )
+        .await
+        .map_err(|e| query_error(ErrorKind::Sink, url, "inspect the target database", &e))?;
+    Ok(row.get(0))
 }
 
 /// Starts the restoring child with its stdin open.
@@ -93,6 +212,9 @@ pub fn start_restore(
             if options.no_owner {
                 cmd.arg("--no-owner");
             }
+            if let Some(part) = &options.part {
+                cmd.args(part.args());
+            }
             cmd.arg(format!("--dbname={}", target.without_password()));
             (program, cmd)
         }
@@ -108,6 +230,12 @@ pub fn start_restore(
                 return Err(Error::new(
                     ErrorKind::Refused,
                     "--no-owner needs a custom-format snapshot; plain SQL has the owners written in",
+                ));
+            }
+            if options.part.is_some() {
+                return Err(Error::new(
+                    ErrorKind::Refused,
+                    "--table and --schema need a custom-format snapshot; plain SQL restores whole",
                 ));
             }
             let program = tools.program("psql");
@@ -360,6 +488,17 @@ impl PgSink {
         };
         match (child_result, released) {
             (Err(e), _) => Err(failed(e.message().to_string())),
+            // pg_restore stops reading once it has the part it was asked for; the snapshot's
+            // digests were checked by a whole read before (see `apply`).
+            (Ok(_), Err(e))
+                if options.part.is_some() && e.kind() == std::io::ErrorKind::BrokenPipe =>
+            {
+                Ok(Applied {
+                    stored_bytes: read.stored_bytes,
+                    raw_bytes: read.raw_bytes,
+                    notes: Vec::new(),
+                })
+            }
             (Ok(_), Err(e)) => Err(failed(format!("cannot write to the restore program: {e}"))),
             (Ok(_), Ok(())) => Ok(Applied {
                 stored_bytes: read.stored_bytes,
@@ -415,7 +554,17 @@ impl Sink for PgSink {
                 )],
             });
         }
-        super::refuse_flags(snapshot, options, &["--no-owner"])?;
+        super::refuse_flags(snapshot, options, &["--no-owner", "--table", "--schema"])?;
+        let part = Part::from_flags(&options.tables, &options.schemas)?;
+        if part.is_some() && snapshot.dump_format != "pg_custom" {
+            return Err(Error::new(
+                ErrorKind::Refused,
+                format!(
+                    "{} is a plain SQL dump, which restores whole: --table and --schema need a custom-format snapshot",
+                    super::described(snapshot)
+                ),
+            ));
+        }
         let wrong = |got: &str| {
             Error::config(format!(
                 "{} is a PostgreSQL dump; --to must be postgres://user@host:port/dbname, got {got}",
@@ -437,7 +586,67 @@ impl Sink for PgSink {
             )
             .with_hint("restore it into a new, empty database (createdb NAME) instead"));
         }
-        let target_state = inspect_target(&target).await?;
+        let mut target_state = inspect_target(&target).await?;
+        if let Some(part) = &part {
+            // A part goes into a database that may hold anything else; only the part's own
+            // objects must not be there yet.
+            target_state.objects = existing_in_target(&target, part).await?;
+            if target_state.objects > 0 && !options.clean {
+                return Err(Error::new(
+                    ErrorKind::Refused,
+                    format!(
+                        "the target database {target} already has {} of {}",
+                        crate::report::human::counted(target_state.objects as u64, "relation"),
+                        part.describe()
+                    ),
+                )
+                .with_hint(
+                    "add --clean to drop and replace them, or restore into another database",
+                ));
+            }
+            let mut notes = vec![(
+                "part",
+                match part {
+                    Part::Tables { .. } => format!(
+                        "only {} (definition and data; pg_restore --table leaves out their indexes, constraints and triggers)",
+                        part.describe()
+                    ),
+                    Part::Schemas(_) => format!("only the objects of {}", part.describe()),
+                },
+            )];
+            let schemas = match part {
+                Part::Tables { schema, .. } => vec![schema.clone()],
+                Part::Schemas(schemas) => schemas.clone(),
+            };
+            let missing = missing_schemas(&target, &schemas).await?;
+            if !missing.is_empty() {
+                notes.push((
+                    "schemas",
+                    format!(
+                        "{} created first (owned by the restoring user), and dropped again if the restore fails",
+                        missing.join(", ")
+                    ),
+                ));
+            }
+            if options.clean {
+                notes.push((
+                    "--clean",
+                    format!(
+                        "those of them in the target are dropped and replaced ({} there now)",
+                        target_state.objects
+                    ),
+                ));
+            }
+            notes.push((
+                "safety",
+                "the whole snapshot is read and both SHA-256 digests checked first; then one transaction restores the part".to_string(),
+            ));
+            return Ok(SinkPlan {
+                target: Target::Url(target),
+                target_state,
+                notes,
+            });
+        }
         if target_state.objects > 0 && !options.clean {
             return Err(Error::new(
                 ErrorKind::Refused,
@@ -486,12 +695,56 @@ impl Sink for PgSink {
             Target::Url(target) => target,
         };
         debug_assert_eq!(options.mode, RestoreMode::Load);
+        let part = Part::from_flags(&options.tables, &options.schemas)?;
+        if part.is_some() {
+            // pg_restore stops reading once it has the part, possibly before the hold-back
+            // could keep COMMIT behind the digests: check the whole snapshot first.
+            let findings = self.structure(store, keys, snapshot).await?;
+            if !findings.is_empty() {
+                return Err(Error::integrity(format!(
+                    "{} is damaged: {}",
+                    super::described(snapshot),
+                    findings.join("; ")
+                ))
+                .with_hint("the target was not touched"));
+            }
+        }
+        // pg_restore --schema restores what is in a schema, not the schema: create the missing
+        // ones, and drop them again (only if still empty) when the restore fails.
+        let created = match &part {
+            Some(Part::Tables { schema, .. }) => {
+                missing_schemas(target, std::slice::from_ref(schema)).await?
+            }
+            Some(Part::Schemas(schemas)) => missing_schemas(target, schemas).await?,
+            None => Vec::new(),
+        };
+        for schema in &created {
+            maintenance(
+                target,
+                &format!("CREATE SCHEMA {}", quoted(schema)),
+                &format!("create schema {schema}"),
+            )
+            .await?;
+        }
         let pg = PgRestoreOptions {
             clean: options.clean,
             no_owner: options.no_owner,
+            part,
         };
-        self.restore_into(store, keys, snapshot, target, &pg, options.hold_back)
-            .await
+        let restored = self
+            .restore_into(store, keys, snapshot, target, &pg, options.hold_back)
+            .await;
+        if restored.is_err() {
+            for schema in &created {
+                let _ = maintenance(
+                    target,
+                    &format!("DROP SCHEMA IF EXISTS {} RESTRICT", quoted(schema)),
+                    "drop the schema created for the restore",
+                )
+                .await;
+            }
+        }
+        restored
     }
 
     async fn check<S: Store>(
@@ -533,6 +786,7 @@ impl Sink for PgSink {
         let result = async {
             let started = Instant::now();
             let options = PgRestoreOptions {
+                part: None,
                 clean: false,
                 // The scratch server's user is often not a superuser and not the dump's owner:
                 // `ALTER ... OWNER TO` would fail the drill ("must be member of role"). Plain
