@@ -1107,3 +1107,109 @@ fn table_and_schema_restore_exactly_the_part_named() {
     restore(&other.url(), &["--table", "public.orders"]).assert_code(3);
     assert!(tables(&other.url()).is_empty());
 }
+
+#[test]
+fn globals_bring_the_roles_to_another_cluster_and_objects_keep_their_owners() {
+    use lifeboat_tests::pg_tls::{socket_url, verify_full, TlsDb};
+    let role = format!("lbt_owner_{}", std::process::id());
+    let drop_role = format!("DROP ROLE IF EXISTS {role}");
+    sql(
+        &admin_url(),
+        &format!("{drop_role}; CREATE ROLE {role} NOLOGIN"),
+    );
+    let db = TestDb::create("globals");
+    sql(
+        &db.url(),
+        &format!("CREATE TABLE owned (id int); INSERT INTO owned VALUES (7); ALTER TABLE owned OWNER TO {role}"),
+    );
+    let repo = TempDir::new("globals-repo");
+    let config = repo.path().with_extension("toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\nurl = \"{}\"\n\n[[job]]\nname = \"app\"\nengine = \"postgres\"\nurl = \"{}\"\nglobals = true\n",
+            repo.as_str(),
+            db.url()
+        ),
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap();
+    run("lifeboat-backup", &["--config", cfg]).assert_code(0);
+    let manifest = &manifests(repo.path(), "app")[0];
+    let globals_key = manifest["companions"]["globals"]["key"].as_str().unwrap();
+    assert!(repo.join(globals_key).exists(), "{manifest}");
+    run(
+        "lifeboat-verify",
+        &[
+            "--config", cfg, "--job", "app", "--latest", "--level", "content",
+        ],
+    )
+    .assert_code(0);
+
+    // Another cluster, where the role does not exist.
+    let target = TlsDb::create("globals_target");
+    let to = verify_full(&target.0);
+    let restore = |extra: &[&str]| {
+        let mut args = vec![
+            "--config", cfg, "--job", "app", "--latest", "--to", &to, "--yes",
+        ];
+        args.extend_from_slice(extra);
+        run("lifeboat-restore", &args)
+    };
+    // Without the roles, the owner is missing: rolled back.
+    restore(&[]).assert_code(1).assert_contains(&role);
+    let restored = restore(&["--globals"]);
+    restored
+        .assert_code(0)
+        .assert_contains(&format!("created {role}"))
+        .assert_contains("already existed, left as they are: lifeboat");
+    let owner = sql(
+        &socket_url(&target.0),
+        "SELECT tableowner FROM pg_tables WHERE tablename = 'owned'",
+    );
+    assert_eq!(owner, vec![vec![Some(role.clone())]]);
+    assert_eq!(
+        sql(&socket_url(&target.0), "SELECT id FROM owned"),
+        vec![vec![Some("7".to_string())]]
+    );
+
+    // A damaged globals object is caught by verify, and refused by a restore before any role.
+    let data = repo.join(globals_key);
+    let mut bytes = std::fs::read(&data).unwrap();
+    bytes[0] ^= 0x01;
+    std::fs::write(&data, bytes).unwrap();
+    run(
+        "lifeboat-verify",
+        &[
+            "--config", cfg, "--job", "app", "--latest", "--level", "content",
+        ],
+    )
+    .assert_code(3)
+    .assert_contains("globals");
+
+    drop(target);
+    sql(&socket_url("postgres"), &drop_role);
+    drop(db);
+    sql(&admin_url(), &drop_role);
+
+    // A snapshot without roles: --globals is refused before anything is read.
+    let plain = TempDir::new("globals-none");
+    real_snapshot(&plain, "app");
+    let other = TestDb::create("globals_none_target");
+    run(
+        "lifeboat-restore",
+        &[
+            "--repo",
+            plain.as_str(),
+            "--job",
+            "app",
+            "--latest",
+            "--to",
+            &other.url(),
+            "--globals",
+            "--yes",
+        ],
+    )
+    .assert_code(2)
+    .assert_contains("globals = true");
+}

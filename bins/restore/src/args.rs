@@ -205,6 +205,11 @@ pub struct RestoreFlags {
     #[arg(long, value_name = "SCHEMA.NAME")]
     pub table: Vec<String>,
 
+    /// PostgreSQL: first apply the roles stored with the snapshot (a job with globals = true),
+    /// skipping roles that exist on the target
+    #[arg(long)]
+    pub globals: bool,
+
     /// PostgreSQL, custom format: restore only the objects of this schema (repeatable)
     #[arg(long, value_name = "NAME", conflicts_with = "table")]
     pub schema: Vec<String>,

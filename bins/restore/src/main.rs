@@ -194,6 +194,7 @@ fn options_of(flags: &RestoreFlags) -> RestoreOptions {
         no_owner: flags.no_owner,
         tables: flags.table.clone(),
         schemas: flags.schema.clone(),
+        globals: flags.globals,
         pg_bin_dir: flags.pg_bin_dir.clone(),
         hold_back: flags.hold_back_mib * 1024 * 1024,
     }
@@ -231,6 +232,7 @@ async fn run_system(common: &CommonArgs, flags: &RestoreFlags) -> Result<i32> {
         (flags.no_owner, "--no-owner"),
         (!flags.table.is_empty(), "--table"),
         (!flags.schema.is_empty(), "--schema"),
+        (flags.globals, "--globals"),
         (flags.mode != RestoreMode::Live, "--mode"),
     ];
     if let Some((_, flag)) = single_job_flags.iter().find(|(given, _)| *given) {

@@ -200,14 +200,60 @@ async fn capture_and_commit<S: Store>(
         Err(e) => return Err(abandon(writer, e).await),
     };
     let stored = writer.finish().await?;
+    let mut companions = std::collections::BTreeMap::new();
+    for companion in &finished.companions {
+        let object = store_companion(store, job, options, &context.id, companion).await?;
+        companions.insert(companion.name.to_string(), object);
+    }
     let captured = Captured {
         engine: info.engine,
         consistent_at: info.consistent_at,
         dump_format: info.dump_format,
         streamed,
         finished,
+        companions,
     };
     commit_snapshot(store, job, options, context, &key, stored.size, captured).await
+}
+
+/// Stores a companion object of the snapshot beside its data object, through the same
+/// compression and encryption; before the manifest, which records its digests.
+async fn store_companion<S: Store>(
+    store: &S,
+    job: &Job,
+    options: &BackupOptions,
+    id: &SnapshotId,
+    companion: &crate::source::Companion,
+) -> Result<ObjectInfo> {
+    let sealing = job.encryption.as_ref().map(|e| e.seal()).transpose()?;
+    let pipeline = WritePipeline::new(
+        job.compression,
+        options.compression_threads,
+        job.idle_timeout,
+    )
+    .encrypted(sealing);
+    let key = ObjectKey::new(format!(
+        "{}{}",
+        catalog::snapshot_prefix(&job.name, id),
+        pipeline.named_object(companion.name, companion.extension)
+    ))?;
+    let mut writer = store.create(&key).await?;
+    match pipeline
+        .run(std::io::Cursor::new(companion.bytes.clone()), &mut writer)
+        .await
+    {
+        Ok(streamed) => {
+            writer.finish().await?;
+            Ok(ObjectInfo {
+                key: key.to_string(),
+                stored_size: streamed.stored_size,
+                stored_sha256: streamed.stored_sha256,
+                raw_size: streamed.raw_size,
+                raw_sha256: streamed.raw_sha256,
+            })
+        }
+        Err(e) => Err(abandon(writer, e).await),
+    }
 }
 
 /// Refuses to add a snapshot of one source to the history of another (see
@@ -256,6 +302,7 @@ struct Captured {
     dump_format: &'static str,
     streamed: Streamed,
     finished: Finished,
+    companions: std::collections::BTreeMap<String, ObjectInfo>,
 }
 
 /// Writes the manifest of a fully stored data object (see [`commit`]) and reports the snapshot.
@@ -305,6 +352,7 @@ async fn commit_snapshot<S: Store>(
         },
         fingerprint: captured.finished.fingerprint,
         warnings: captured.finished.warnings,
+        companions: captured.companions,
     };
     commit(store, key, reported_size, &manifest).await?;
     let contents = manifest.fingerprint.contents();

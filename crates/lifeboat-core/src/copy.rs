@@ -118,19 +118,10 @@ async fn copy_unlocked<S: Store, D: Store>(
     Ok(report)
 }
 
-/// The data object, checked on the way, then the manifest's own bytes.
+/// The data object and any companions (each checked on the way), then the manifest's own
+/// bytes.
 async fn copy_snapshot<S: Store, D: Store>(from: &S, to: &D, manifest: &Manifest) -> Result<()> {
-    let key = ObjectKey::new(manifest.object.key.clone())?;
     let manifest_key = catalog::manifest_key(&manifest.job, &manifest.id)?;
-    if !key
-        .as_str()
-        .starts_with(&catalog::snapshot_prefix(&manifest.job, &manifest.id))
-    {
-        return Err(Error::integrity(format!(
-            "the manifest of snapshot {} names a data object outside its folder ({key})",
-            manifest.id
-        )));
-    }
     // Read before anything is written: a manifest deleted meanwhile (a prune) stops the copy.
     let manifest_bytes = from.get(&manifest_key).await?.ok_or_else(|| {
         Error::new(
@@ -142,10 +133,32 @@ async fn copy_snapshot<S: Store, D: Store>(from: &S, to: &D, manifest: &Manifest
             ),
         )
     })?;
+    for object in std::iter::once(&manifest.object).chain(manifest.companions.values()) {
+        copy_object(from, to, manifest, object).await?;
+    }
+    to.put(&manifest_key, &manifest_bytes).await
+}
+
+/// One object of a snapshot, its stored SHA-256 and size checked on the way; a damaged one is
+/// not copied (the upload is aborted, so nothing shows under its key).
+async fn copy_object<S: Store, D: Store>(
+    from: &S,
+    to: &D,
+    manifest: &Manifest,
+    object: &crate::catalog::ObjectInfo,
+) -> Result<()> {
+    let key = ObjectKey::new(object.key.clone())?;
+    if !key
+        .as_str()
+        .starts_with(&catalog::snapshot_prefix(&manifest.job, &manifest.id))
+    {
+        return Err(Error::integrity(format!(
+            "the manifest of snapshot {} names a data object outside its folder ({key})",
+            manifest.id
+        )));
+    }
     let mut reader = from.open(&key, 0).await?;
-    let mut writer = to
-        .create_sized(&key, Some(manifest.object.stored_size))
-        .await?;
+    let mut writer = to.create_sized(&key, Some(object.stored_size)).await?;
     let mut hasher = Hasher::default();
     let streamed: std::result::Result<(), (bool, std::io::Error)> = async {
         let mut buf = vec![0u8; CHUNK];
@@ -171,13 +184,13 @@ async fn copy_snapshot<S: Store, D: Store>(from: &S, to: &D, manifest: &Manifest
         ),
         Ok(()) => {
             let (digest, size) = std::mem::take(&mut hasher).finish();
-            (digest != manifest.object.stored_sha256 || size != manifest.object.stored_size)
+            (digest != object.stored_sha256 || size != object.stored_size)
                 .then(|| {
                     Error::integrity(format!(
                         "{key} in {} is damaged: {size} bytes with SHA-256 {digest}, the manifest says {} bytes with {}",
                         from.describe(),
-                        manifest.object.stored_size,
-                        manifest.object.stored_sha256
+                        object.stored_size,
+                        object.stored_sha256
                     ))
                     .with_hint("it was not copied; run lifeboat-verify on the source, and copy again from a good copy")
                 })
@@ -190,6 +203,5 @@ async fn copy_snapshot<S: Store, D: Store>(from: &S, to: &D, manifest: &Manifest
             Ok(()) => e,
         });
     }
-    writer.finish().await?;
-    to.put(&manifest_key, &manifest_bytes).await
+    writer.finish().await.map(|_| ())
 }

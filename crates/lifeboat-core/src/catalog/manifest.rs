@@ -46,6 +46,11 @@ pub struct Manifest {
     /// What went wrong without failing the backup (files: a file changed while it was read).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Small objects of the snapshot besides the data object, by name (PostgreSQL `globals`:
+    /// `pg_dumpall --globals-only`), each with its own key, sizes and digests; compressed and
+    /// encrypted as the data object is.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub companions: std::collections::BTreeMap<String, ObjectInfo>,
 }
 
 /// Where the data came from, with no secrets.
@@ -373,7 +378,18 @@ impl Manifest {
             object,
             fingerprint: Fingerprint::Files(FilesFingerprint::default()),
             warnings: Vec::new(),
+            companions: Default::default(),
         }
+    }
+
+    /// The same snapshot seen through one of its companion objects (`globals`), so that the
+    /// read path (digests, decryption, decompression) reads it as it reads the data object.
+    pub fn companion(&self, name: &str) -> Option<Manifest> {
+        self.companions.get(name).map(|object| Manifest {
+            object: object.clone(),
+            companions: Default::default(),
+            ..self.clone()
+        })
     }
 
     /// The manifest as pretty JSON, as stored.

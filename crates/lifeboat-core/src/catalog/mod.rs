@@ -363,6 +363,7 @@ pub(crate) mod tests {
             },
             fingerprint: Fingerprint::Postgres(PgFingerprint::default()),
             warnings: Vec::new(),
+            companions: Default::default(),
         }
     }
 

@@ -273,6 +273,9 @@ pub struct JobSpec {
     pub compression_level: Option<i32>,
     /// Directory holding `pg_dump`/`pg_restore`/`psql` of the right major version.
     pub pg_bin_dir: Option<String>,
+    /// PostgreSQL only: also store the cluster's roles (`pg_dumpall --globals-only
+    /// --no-role-passwords`) with each snapshot, for `lifeboat-restore --globals`.
+    pub globals: Option<bool>,
     /// Retention policy: a preset name (`gfs`), a path to a TOML file, or an inline table.
     pub retention: Option<toml::Value>,
     /// When the job runs: five-field cron (`0 3 * * *`) read in `timezone`; used by the
@@ -968,6 +971,7 @@ fn engine_keys_given(spec: &JobSpec) -> Vec<&'static str> {
         ("strict", spec.strict.is_some()),
         ("format", spec.format.is_some()),
         ("pg-bin-dir", spec.pg_bin_dir.is_some()),
+        ("globals", spec.globals.is_some()),
         ("mode", spec.mode.is_some()),
         ("debug-digest", spec.debug_digest.is_some()),
     ]

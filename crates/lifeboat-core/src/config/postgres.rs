@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::secret::SecretUrl;
 
 /// The job keys a `postgres` job takes besides the common ones.
-pub(crate) const KEYS: &[&str] = &["url", "format", "pg-bin-dir"];
+pub(crate) const KEYS: &[&str] = &["url", "format", "pg-bin-dir", "globals"];
 
 /// A PostgreSQL job's settings.
 #[derive(Debug, Clone)]
@@ -20,6 +20,8 @@ pub struct PgJob {
     pub format: PgFormat,
     /// Where `pg_dump`, `pg_restore` and `psql` are (default: the `PATH`).
     pub bin_dir: Option<PathBuf>,
+    /// Also store `pg_dumpall --globals-only --no-role-passwords` with each snapshot.
+    pub globals: bool,
 }
 
 impl PgJob {
@@ -72,5 +74,6 @@ pub(crate) fn job(spec: &JobSpec, defaults: &DefaultsSpec) -> Result<PgJob> {
             .as_ref()
             .or(defaults.pg_bin_dir.as_ref())
             .map(PathBuf::from),
+        globals: spec.globals.unwrap_or(false),
     })
 }

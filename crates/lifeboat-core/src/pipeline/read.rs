@@ -376,6 +376,7 @@ mod tests {
             },
             fingerprint: Fingerprint::Files(Default::default()),
             warnings: vec![],
+            companions: Default::default(),
         };
         // Intact: everything arrives once released.
         let mut sink = HoldBackWriter::new(Vec::new(), 1 << 20);

@@ -65,8 +65,13 @@ impl WritePipeline {
     /// The data object's name for a dump with this extension: `data.pgdump.zst`, or
     /// `data.pgdump.zst.age` when encrypted.
     pub fn object_name(&self, extension: &str) -> String {
+        self.named_object("data", extension)
+    }
+
+    /// An object's name in a snapshot's folder: `globals.sql.zst(.age)` for a companion.
+    pub fn named_object(&self, name: &str, extension: &str) -> String {
         format!(
-            "data.{extension}{}{}",
+            "{name}.{extension}{}{}",
             self.compression.extension(),
             if self.encryption.is_some() {
                 super::encrypt::EXTENSION

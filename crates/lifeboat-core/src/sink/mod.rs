@@ -57,6 +57,8 @@ pub struct RestoreOptions {
     pub tables: Vec<String>,
     /// PostgreSQL: restore only the objects of these schemas (`--schema`).
     pub schemas: Vec<String>,
+    /// PostgreSQL: apply the snapshot's roles (`globals = true`) first (`--globals`).
+    pub globals: bool,
     /// PostgreSQL: the directory of `pg_restore` and `psql` (else PATH).
     pub pg_bin_dir: Option<PathBuf>,
     /// Bytes held back from a streaming sink until the digests match.
@@ -88,6 +90,9 @@ impl RestoreOptions {
         }
         if !self.schemas.is_empty() {
             given.push("--schema");
+        }
+        if self.globals {
+            given.push("--globals");
         }
         given
     }

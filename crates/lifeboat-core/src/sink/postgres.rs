@@ -23,6 +23,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::pipeline::{read_snapshot, Keys};
 use crate::pipeline::{HoldBackWriter, RawSink};
 use crate::secret::SecretUrl;
+use crate::source::postgres::GLOBALS;
 use crate::store::Store;
 
 /// The client programs to use for restores and checks.
@@ -383,6 +384,86 @@ impl RawSink for PgStructureCheck {
     }
 }
 
+/// Collects a small raw stream (a companion object) in memory.
+struct Collect(Vec<u8>);
+
+impl RawSink for Collect {
+    async fn write(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        self.0.extend_from_slice(chunk);
+        Ok(())
+    }
+}
+
+/// The SQL of `pg_dumpall --globals-only`, line by line, with the roles it creates.
+struct Globals<'a> {
+    lines: Vec<&'a str>,
+}
+
+impl<'a> Globals<'a> {
+    fn parse(text: &'a str) -> Globals<'a> {
+        Globals {
+            lines: text.lines().collect(),
+        }
+    }
+
+    /// The role a `CREATE ROLE name;` or `ALTER ROLE name ...` line is about, unquoted.
+    fn role_of(line: &str) -> Option<String> {
+        let rest = line
+            .strip_prefix("CREATE ROLE ")
+            .or_else(|| line.strip_prefix("ALTER ROLE "))?;
+        if let Some(quoted) = rest.strip_prefix('"') {
+            let mut name = String::new();
+            let mut chars = quoted.chars().peekable();
+            while let Some(c) = chars.next() {
+                match c {
+                    '"' if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        name.push('"');
+                    }
+                    '"' => return Some(name),
+                    c => name.push(c),
+                }
+            }
+            None
+        } else {
+            rest.split([' ', ';']).next().map(str::to_string)
+        }
+    }
+
+    /// The SQL without the lines about roles in `existing`; the roles it creates, and those
+    /// it leaves alone.
+    fn without_roles(&self, existing: &[String]) -> (String, Vec<String>, Vec<String>) {
+        let (mut text, mut created, mut skipped) = (String::new(), Vec::new(), Vec::new());
+        for line in &self.lines {
+            let role = Self::role_of(line);
+            if let Some(role) = role.filter(|r| existing.contains(r)) {
+                if line.starts_with("CREATE ROLE ") {
+                    skipped.push(role);
+                }
+                continue;
+            }
+            if line.starts_with("CREATE ROLE ") {
+                created.extend(Self::role_of(line));
+            }
+            text.push_str(line);
+            text.push('\n');
+        }
+        (text, created, skipped)
+    }
+}
+
+/// The plan's line for `--globals`.
+fn globals_note(options: &RestoreOptions) -> Vec<(&'static str, String)> {
+    if options.globals {
+        vec![(
+            "--globals",
+            "the snapshot's roles (pg_dumpall --globals-only) are applied first, in a transaction of their own; roles that exist on the target are left as they are".to_string(),
+        )]
+    } else {
+        Vec::new()
+    }
+}
+
 /// The scratch database name for a drill.
 pub fn scratch_database_name(manifest: &Manifest) -> String {
     let mut random = [0u8; 3];
@@ -508,6 +589,77 @@ impl PgSink {
         }
     }
 
+    /// Applies the snapshot's roles (`pg_dumpall --globals-only`) to the target's cluster in a
+    /// transaction of their own, before the database: roles that exist there are left as they
+    /// are (their CREATE and ALTER lines skipped) and reported.
+    async fn apply_globals<S: Store>(
+        &self,
+        store: &S,
+        keys: &Keys,
+        snapshot: &Manifest,
+        target: &SecretUrl,
+    ) -> Result<Vec<String>> {
+        let view = snapshot.companion(GLOBALS).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Refused,
+                format!("snapshot {} has no roles stored with it", snapshot.id),
+            )
+        })?;
+        let mut sql = Collect(Vec::new());
+        read_snapshot(store, &view, keys, &mut sql).await?;
+        let conn = connect(target, ErrorKind::Sink).await?;
+        let existing: Vec<String> = conn
+            .client
+            .query("SELECT rolname::text FROM pg_roles", &[])
+            .await
+            .map_err(|e| query_error(ErrorKind::Sink, target, "list the target's roles", &e))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let text = String::from_utf8_lossy(&sql.0);
+        let (text, created, skipped) = Globals::parse(&text).without_roles(&existing);
+        let program = self.tools.program("psql");
+        let mut cmd = Command::new(&program);
+        cmd.args([
+            "--single-transaction",
+            "--no-psqlrc",
+            "--quiet",
+            "--no-password",
+            "--set=ON_ERROR_STOP=1",
+            "--file=-",
+        ])
+        .arg(format!("--dbname={}", target.without_password()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null());
+        set_password_env(&mut cmd, target);
+        let mut child = ChildProcess::spawn(cmd, &program, ErrorKind::Sink, CLIENT_INSTALL_HINT)?;
+        if let Some(mut stdin) = child.take_stdin() {
+            let _ = stdin.write_all(text.as_bytes()).await;
+        }
+        child.finish().await.map_err(|e| {
+            Error::new(
+                ErrorKind::Sink,
+                format!("applying the roles of snapshot {} to {target} failed: {}", snapshot.id, e.message()),
+            )
+            .with_hint("the roles ran in one transaction and were rolled back; the database was not restored. The target's user needs CREATEROLE")
+        })?;
+        let mut notes = vec![format!(
+            "Roles: created {}",
+            if created.is_empty() {
+                "none".to_string()
+            } else {
+                created.join(", ")
+            }
+        )];
+        if !skipped.is_empty() {
+            notes.push(format!(
+                "Roles that already existed, left as they are: {}",
+                skipped.join(", ")
+            ));
+        }
+        Ok(notes)
+    }
+
     /// `pg_restore --list` over a custom archive, or the completion line of a plain dump.
     async fn structure<S: Store>(
         &self,
@@ -554,7 +706,21 @@ impl Sink for PgSink {
                 )],
             });
         }
-        super::refuse_flags(snapshot, options, &["--no-owner", "--table", "--schema"])?;
+        super::refuse_flags(
+            snapshot,
+            options,
+            &["--no-owner", "--table", "--schema", "--globals"],
+        )?;
+        if options.globals && !snapshot.companions.contains_key(GLOBALS) {
+            return Err(Error::new(
+                ErrorKind::Refused,
+                format!(
+                    "{} has no roles stored with it: its job did not have globals = true",
+                    super::described(snapshot)
+                ),
+            )
+            .with_hint("drop --globals and create the roles by hand (or restore with --no-owner); set globals = true on the job for later snapshots"));
+        }
         let part = Part::from_flags(&options.tables, &options.schemas)?;
         if part.is_some() && snapshot.dump_format != "pg_custom" {
             return Err(Error::new(
@@ -604,7 +770,8 @@ impl Sink for PgSink {
                     "add --clean to drop and replace them, or restore into another database",
                 ));
             }
-            let mut notes = vec![(
+            let mut notes = globals_note(options);
+            notes.push((
                 "part",
                 match part {
                     Part::Tables { .. } => format!(
@@ -613,7 +780,7 @@ impl Sink for PgSink {
                     ),
                     Part::Schemas(_) => format!("only the objects of {}", part.describe()),
                 },
-            )];
+            ));
             let schemas = match part {
                 Part::Tables { schema, .. } => vec![schema.clone()],
                 Part::Schemas(schemas) => schemas.clone(),
@@ -658,7 +825,7 @@ impl Sink for PgSink {
             )
             .with_hint("restore into a new empty database (createdb NAME), or add --clean to drop and replace the objects in the dump"));
         }
-        let mut notes = Vec::new();
+        let mut notes = globals_note(options);
         if options.clean {
             notes.push((
                 "--clean",
@@ -726,6 +893,10 @@ impl Sink for PgSink {
             )
             .await?;
         }
+        let mut notes = Vec::new();
+        if options.globals {
+            notes.extend(self.apply_globals(store, keys, snapshot, target).await?);
+        }
         let pg = PgRestoreOptions {
             clean: options.clean,
             no_owner: options.no_owner,
@@ -744,7 +915,11 @@ impl Sink for PgSink {
                 .await;
             }
         }
-        restored
+        restored.map(|mut applied| {
+            notes.append(&mut applied.notes);
+            applied.notes = notes;
+            applied
+        })
     }
 
     async fn check<S: Store>(
@@ -836,5 +1011,23 @@ impl Sink for PgSink {
             fingerprint: Fingerprint::Postgres(Default::default()),
             server_version: None,
         })
+    }
+}
+
+#[cfg(test)]
+mod globals_tests {
+    use super::Globals;
+
+    #[test]
+    fn roles_that_exist_are_left_alone_and_reported() {
+        let sql = "SET x = 1;\nCREATE ROLE app;\nALTER ROLE app WITH LOGIN;\nCREATE ROLE \"Odd \"\"Name\";\n\
+                   ALTER ROLE \"Odd \"\"Name\" WITH NOLOGIN;\nCREATE ROLE lifeboat;\nALTER ROLE lifeboat WITH SUPERUSER;\n\
+                   ALTER ROLE lifeboat SET search_path = x;\nGRANT app TO lifeboat;\n";
+        let (text, created, skipped) = Globals::parse(sql).without_roles(&["lifeboat".to_string()]);
+        assert_eq!(created, ["app", "Odd \"Name"]);
+        assert_eq!(skipped, ["lifeboat"]);
+        assert!(!text.contains("ROLE lifeboat"), "{text}");
+        assert!(text.contains("GRANT app TO lifeboat;"), "{text}");
+        assert!(text.contains("CREATE ROLE \"Odd \"\"Name\";"), "{text}");
     }
 }

@@ -139,6 +139,7 @@ impl CaptureEnd for FilesEnd {
                     server_clock_at: None,
                 },
                 warnings: written.warnings,
+                companions: Vec::new(),
             })
         })
     }

@@ -73,6 +73,20 @@ pub struct Finished {
     pub source: SourceInfo,
     /// What went wrong without failing the capture (a file that changed while it was read).
     pub warnings: Vec<String>,
+    /// Small objects stored beside the dump as part of the same snapshot (PostgreSQL: the
+    /// cluster's roles, `globals = true`).
+    pub companions: Vec<Companion>,
+}
+
+/// A small object of a snapshot besides its dump, held in memory until it is stored.
+#[derive(Debug, Clone)]
+pub struct Companion {
+    /// Its name in the manifest's `companions` and in its key (`globals`).
+    pub name: &'static str,
+    /// Its extension before compression (`sql`).
+    pub extension: &'static str,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
 }
 
 impl Finished {
@@ -82,6 +96,7 @@ impl Finished {
             fingerprint,
             source,
             warnings: Vec::new(),
+            companions: Vec::new(),
         }
     }
 }

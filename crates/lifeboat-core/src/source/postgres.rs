@@ -35,7 +35,12 @@ struct PgDump {
     pub database: String,
     client: Arc<Client>,
     url: SecretUrl,
+    /// `pg_dumpall --globals-only` output, with `globals = true`.
+    globals: Option<Vec<u8>>,
 }
+
+/// The companion object that holds the cluster's roles.
+pub const GLOBALS: &str = "globals";
 
 /// Pre-flight checks, snapshot export and pg_dump start.
 async fn start_dump(job: &PgJob) -> Result<PgDump> {
@@ -104,6 +109,13 @@ async fn start_dump(job: &PgJob) -> Result<PgDump> {
     )
     .await?;
 
+    // Roles are taken before the dump starts: the snapshot's objects name owners that existed
+    // then (a role created during the dump owns nothing in it).
+    let globals = if job.globals {
+        Some(dump_globals(job).await?)
+    } else {
+        None
+    };
     let mut cmd = Command::new(&pg_dump);
     cmd.arg(format!("--snapshot={snapshot}"))
         .arg("--no-password")
@@ -129,7 +141,42 @@ async fn start_dump(job: &PgJob) -> Result<PgDump> {
         database: job.url.database().unwrap_or_default(),
         client: Arc::new(client),
         url: job.url.clone(),
+        globals,
     })
+}
+
+/// `pg_dumpall --globals-only --no-role-passwords`: the cluster's roles, their settings and
+/// memberships (and tablespaces), without password hashes, which only a superuser may read
+/// and which a backup should not carry.
+async fn dump_globals(job: &PgJob) -> Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let program = job.program("pg_dumpall");
+    let mut cmd = Command::new(&program);
+    cmd.args(["--globals-only", "--no-role-passwords", "--no-password"])
+        .arg(format!("--dbname={}", job.url.without_password()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    set_password_env(&mut cmd, &job.url);
+    let mut child = ChildProcess::spawn(cmd, &program, ErrorKind::Source, CLIENT_INSTALL_HINT)?;
+    let mut bytes = Vec::new();
+    if let Some(mut stdout) = child.take_stdout() {
+        crate::net::within_idle_timeout(stdout.read_to_end(&mut bytes))
+            .await
+            .and_then(|read| read)
+            .map_err(|e| Error::source_failed(format!("reading pg_dumpall's output: {e}")))?;
+    }
+    child.finish().await.map_err(|e| {
+        Error::new(
+            ErrorKind::Source,
+            format!(
+                "the globals of {} (globals = true) could not be dumped: {}",
+                where_(&job.url),
+                e.message()
+            ),
+        )
+        .with_hint("pg_dumpall must be installed beside pg_dump; or set globals = false")
+    })?;
+    Ok(bytes)
 }
 
 impl crate::source::Source for PgJob {
@@ -205,10 +252,15 @@ impl PgEnd {
             .await
             .map_err(|e| Error::source_failed(format!("the row counts stopped: {e}")))?;
         let _ = crate::net::within_idle_timeout(dump.client.batch_execute("COMMIT")).await;
-        Ok(crate::source::Finished::new(
-            Fingerprint::Postgres(counted?),
-            source,
-        ))
+        let mut finished = crate::source::Finished::new(Fingerprint::Postgres(counted?), source);
+        if let Some(bytes) = dump.globals {
+            finished.companions.push(crate::source::Companion {
+                name: GLOBALS,
+                extension: "sql",
+                bytes,
+            });
+        }
+        Ok(finished)
     }
 
     /// Stops pg_dump and the counts (after a failure elsewhere) and ends the transaction.

@@ -306,6 +306,18 @@ async fn check_snapshot<S: Store>(
                 drilled.findings
             }),
     };
+    // The snapshot's other objects (PostgreSQL roles) are checked to the same level.
+    let result = match result {
+        Ok(mut findings) if options.level < Level::Drill => {
+            check_companions(store, manifest, options, keyless)
+                .await
+                .map(|more| {
+                    findings.extend(more);
+                    findings
+                })
+        }
+        other => other,
+    };
     let (findings, damaged) = match result {
         Ok(findings) => {
             let damaged = !findings.is_empty();
@@ -353,6 +365,46 @@ async fn check_content<S: Store>(
     AnySink::for_snapshot(manifest, scratch.pg_bin_dir.as_deref())?
         .check(store, keys, manifest)
         .await
+}
+
+/// The companion objects of a snapshot (see [`Manifest::companion`]): present with their
+/// recorded size, and at the content level read whole with both digests (or, keyless, their
+/// ciphertext checked).
+async fn check_companions<S: Store>(
+    store: &S,
+    manifest: &Manifest,
+    options: &VerifyOptions,
+    keyless: bool,
+) -> Result<Vec<String>> {
+    let mut findings = Vec::new();
+    for name in manifest.companions.keys() {
+        let Some(view) = manifest.companion(name) else {
+            continue;
+        };
+        let stored = check_stored(store, &view).await?;
+        if !stored.is_empty() || options.level == Level::Stored {
+            findings.extend(stored.into_iter().map(|f| format!("{name}: {f}")));
+            continue;
+        }
+        let read = if keyless {
+            crate::pipeline::check_ciphertext(store, &view).await
+        } else {
+            crate::pipeline::read_snapshot(
+                store,
+                &view,
+                &options.keys,
+                &mut crate::pipeline::read::Discard,
+            )
+            .await
+            .map(|_| Vec::new())
+        };
+        match read {
+            Ok(found) => findings.extend(found.into_iter().map(|f| format!("{name}: {f}"))),
+            Err(e) if e.kind() == ErrorKind::Integrity => findings.push(format!("{name}: {e}")),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(findings)
 }
 
 /// The content level of an encrypted snapshot without its identity (see
