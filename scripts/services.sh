@@ -6,7 +6,8 @@
 #   scripts/services.sh stop                 stop what this script started
 #   scripts/services.sh env                  print the variables the tests read
 #
-# SERVICE is postgres, pg-tls, s3 (moto), s3s (s3s-fs) or redis: the demo starts only postgres.
+# SERVICE is postgres, pg-tls, s3 (moto), s3s (s3s-fs), redis or pushgateway: the demo starts
+# only postgres.
 #
 # PostgreSQL: superuser "lifeboat", password "lifeboat-test-password", 127.0.0.1:${LIFEBOAT_PG_PORT:-54329}.
 # PostgreSQL over TLS only (service pg-tls): a second cluster on localhost:${LIFEBOAT_PG_TLS_PORT:-54332}
@@ -22,6 +23,8 @@
 #     ~/.cache/lifeboat, http://127.0.0.1:${LIFEBOAT_S3S_PORT:-54391}, for large streams (moto
 #     keeps objects in memory). It lists no multipart uploads and has no versioning or object
 #     lock: the tests use moto for those.
+# Prometheus Pushgateway: Debian's prometheus-pushgateway on 127.0.0.1:${LIFEBOAT_PUSHGATEWAY_PORT:-54393},
+#     started by this script (not the package's service), keeping nothing on disk.
 set -euo pipefail
 
 SERVICES_DIR="${LIFEBOAT_SERVICES_DIR:-/tmp/lifeboat-services}"
@@ -46,6 +49,7 @@ S3S_PORT="${LIFEBOAT_S3S_PORT:-54391}"
 S3S_VERSION=0.14.1
 S3S_ROOT="${LIFEBOAT_S3S_ROOT:-$HOME/.cache/lifeboat/s3s-fs-$S3S_VERSION}"
 S3S_DATA="$SERVICES_DIR/s3s-fs/data"
+PUSHGATEWAY_PORT="${LIFEBOAT_PUSHGATEWAY_PORT:-54393}"
 # The same test credentials the tests give the AWS SDK.
 S3_ACCESS_KEY=lifeboat-test
 S3_SECRET_KEY=lifeboat-test-secret
@@ -312,6 +316,28 @@ stop_redis() {
   done
 }
 
+start_pushgateway() {
+  local bin=/usr/bin/prometheus-pushgateway
+  [ -x "$bin" ] || apt_install prometheus-pushgateway
+  if redis_ready "$PUSHGATEWAY_PORT"; then
+    log "Pushgateway already running on 127.0.0.1:$PUSHGATEWAY_PORT"
+    return
+  fi
+  mkdir -p "$SERVICES_DIR/pushgateway"
+  log "starting the Pushgateway on 127.0.0.1:$PUSHGATEWAY_PORT"
+  nohup "$bin" --web.listen-address="127.0.0.1:$PUSHGATEWAY_PORT" \
+    >"$SERVICES_DIR/pushgateway/log" 2>&1 &
+  echo $! >"$SERVICES_DIR/pushgateway/pid"
+  for _ in $(seq 1 40); do redis_ready "$PUSHGATEWAY_PORT" && break; sleep 0.25; done
+  redis_ready "$PUSHGATEWAY_PORT" || { log "the Pushgateway did not start; see $SERVICES_DIR/pushgateway/log"; exit 1; }
+}
+
+stop_pushgateway() {
+  if [ -f "$SERVICES_DIR/pushgateway/pid" ]; then
+    kill "$(cat "$SERVICES_DIR/pushgateway/pid")" 2>/dev/null || true
+  fi
+}
+
 print_env() {
   echo "export LIFEBOAT_TEST_PG_URL=postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/postgres"
   echo "export LIFEBOAT_TEST_PG_BIN=$(pg_bin_dir)"
@@ -324,22 +350,26 @@ print_env() {
   echo "export LIFEBOAT_TEST_S3S_ENDPOINT=http://127.0.0.1:$S3S_PORT"
   echo "export LIFEBOAT_TEST_S3S_DATA=$S3S_DATA"
   echo "export LIFEBOAT_TEST_S3S_FS=$S3S_ROOT/bin/s3s-fs"
+  echo "export LIFEBOAT_TEST_PUSHGATEWAY=http://127.0.0.1:$PUSHGATEWAY_PORT"
 }
 
 # Tools the tests call besides the servers: ssh-keygen makes the ssh-ed25519 keys of the
 # encryption tests; systemd-analyze checks the generated units, man renders the man pages, and
-# PyYAML reads the generated Kubernetes files.
+# PyYAML reads the generated Kubernetes files, prometheus_client's parser the metrics files.
 install_tools() {
   command -v ssh-keygen >/dev/null 2>&1 || apt_install openssh-client
   command -v systemd-analyze >/dev/null 2>&1 || apt_install systemd
   command -v man >/dev/null 2>&1 || apt_install man-db
   python3 -c 'import yaml' 2>/dev/null || python3 -m pip install --quiet pyyaml >&2 \
     || apt_install python3-yaml
+  python3 -c 'import prometheus_client' 2>/dev/null \
+    || python3 -m pip install --quiet prometheus-client >&2 \
+    || apt_install python3-prometheus-client
 }
 
 start_services() {
   local service
-  [ "$#" -gt 0 ] || set -- postgres pg-tls s3 s3s redis
+  [ "$#" -gt 0 ] || set -- postgres pg-tls s3 s3s redis pushgateway
   install_tools
   for service in "$@"; do
     case "$service" in
@@ -348,14 +378,15 @@ start_services() {
       s3) start_s3 ;;
       s3s) start_s3s_fs ;;
       redis) start_redis ;;
-      *) echo "services.sh: unknown service $service (postgres, pg-tls, s3, s3s, redis)" >&2; exit 2 ;;
+      pushgateway) start_pushgateway ;;
+      *) echo "services.sh: unknown service $service (postgres, pg-tls, s3, s3s, redis, pushgateway)" >&2; exit 2 ;;
     esac
   done
 }
 
 case "${1:-start}" in
   start) shift || true; start_services "$@"; print_env ;;
-  stop) stop_postgres; stop_pg_tls; stop_s3; stop_s3s_fs; stop_redis ;;
+  stop) stop_postgres; stop_pg_tls; stop_s3; stop_s3s_fs; stop_redis; stop_pushgateway ;;
   env) print_env ;;
   *) echo "usage: $0 [start|stop|env]" >&2; exit 2 ;;
 esac

@@ -11,7 +11,7 @@ use clap::Parser;
 use lifeboat_cli::{print_json, report_error, usage};
 use lifeboat_core::config::{self, Config, Job, OneLiner, Overrides};
 use lifeboat_core::job::{self, JobOptions};
-use lifeboat_core::report::human;
+use lifeboat_core::report::{human, metrics, notify};
 use lifeboat_core::store::Store;
 use lifeboat_core::{Error, ErrorKind, Result};
 
@@ -80,24 +80,42 @@ async fn run_jobs(args: &BackupArgs, cancel: &job::Cancel) -> Result<i32> {
         observers: Default::default(),
     };
     let (mut exit, mut reports) = (0, Vec::new());
+    let (notifiers, metrics) = config
+        .as_ref()
+        .map(|c| (c.notifiers.clone(), c.metrics.clone()))
+        .unwrap_or_default();
+    let mut samples = Vec::new();
+    let mut interrupted = false;
     for job in &jobs {
-        match job::run(&store, job, &options, &chrono::Utc::now, cancel).await {
+        notify::started(&notifiers, &job.name).await;
+        let started = std::time::Instant::now();
+        let (job_exit, text) = match job::run(&store, job, &options, &chrono::Utc::now, cancel)
+            .await
+        {
             Ok(run) => {
+                let mut text = human::backup(&run.report, &store.describe());
+                run.prune
+                    .iter()
+                    .for_each(|p| text.push_str(&human::prune(p)));
                 if !json {
-                    print!("{}", human::backup(&run.report, &store.describe()));
-                    run.prune.iter().for_each(|p| print!("{}", human::prune(p)));
+                    print!("{text}");
                 }
+                let mut job_exit = 0;
                 if let Some(e) = &run.prune_error {
-                    exit = exit.max(report_error(e, false));
+                    job_exit = job_exit.max(report_error(e, false));
+                    text.push_str(&error_text(e));
                 }
                 let (copies, copy_error) =
                     copy_after_backup(config.as_ref(), &store, &job.name).await;
+                copies.iter().for_each(|c| text.push_str(&human::copy(c)));
                 if !json {
                     copies.iter().for_each(|c| print!("{}", human::copy(c)));
                 }
                 if let Some(e) = &copy_error {
-                    exit = exit.max(report_error(e, false));
+                    job_exit = job_exit.max(report_error(e, false));
+                    text.push_str(&error_text(e));
                 }
+                exit = exit.max(job_exit);
                 reports.push(serde_json::json!({
                     "ok": run.prune_error.is_none() && copy_error.is_none(),
                     "report": run.report,
@@ -105,22 +123,51 @@ async fn run_jobs(args: &BackupArgs, cancel: &job::Cancel) -> Result<i32> {
                     "copies": copies,
                     "copy_error": copy_error.as_ref().map(|e| serde_json::json!({"kind": e.kind().as_str(), "message": e.message(), "hint": e.hint()})),
                 }));
+                (job_exit, text)
             }
             Err(e) => {
                 let code = report_error(&e, false);
                 reports.push(serde_json::json!({"ok": false, "job": job.name,
                     "error": {"kind": e.kind().as_str(), "message": e.message(), "hint": e.hint()}}));
                 exit = if exit == 0 { code } else { exit };
-                if e.kind() == ErrorKind::Cancelled {
-                    break;
-                }
+                interrupted = e.kind() == ErrorKind::Cancelled;
+                (code, error_text(&e))
             }
+        };
+        let outcome = notify::RunOutcome {
+            binary: "lifeboat-backup",
+            job: &job.name,
+            exit_code: job_exit,
+            report: reports.last().cloned().unwrap_or_default(),
+            text,
+        };
+        notify::finished(&notifiers, &outcome).await;
+        if !metrics.is_empty() {
+            let run = metrics::RunMetrics {
+                ended: chrono::Utc::now(),
+                success: job_exit == 0,
+                backup_secs: Some(started.elapsed().as_secs_f64()),
+                snapshot_age: false,
+            };
+            samples.extend(metrics::job_samples(&store, &job.name, &run).await);
+        }
+        if interrupted {
+            break;
         }
     }
+    metrics::deliver(&metrics, "lifeboat-backup", &samples).await;
     if json {
         print_json(&serde_json::json!({"ok": exit == 0, "jobs": reports}));
     }
     Ok(exit)
+}
+
+/// An error as notifications carry it: the message and the hint.
+fn error_text(e: &Error) -> String {
+    match e.hint() {
+        Some(hint) => format!("error: {}\n  hint: {hint}\n", e.message()),
+        None => format!("error: {}\n", e.message()),
+    }
 }
 
 /// The `[[copy]]` tables that include `job`, run after its backup committed: the snapshot is

@@ -9,6 +9,7 @@ use clap::Parser;
 use lifeboat_cli::{print_json, report_error, usage};
 use lifeboat_core::catalog::{self, SnapshotId};
 use lifeboat_core::config::{self, Config};
+use lifeboat_core::report::{metrics, notify};
 use lifeboat_core::secret::SecretUrl;
 use lifeboat_core::sink::Scratch;
 use lifeboat_core::verify::{verify, VerifyOptions, Which};
@@ -64,7 +65,13 @@ async fn run(args: &VerifyArgs) -> Result<i32> {
 
     let mut worst: Option<ErrorKind> = None;
     let mut reports = Vec::new();
+    let (notifiers, metrics) = config
+        .as_ref()
+        .map(|c| (c.notifiers.clone(), c.metrics.clone()))
+        .unwrap_or_default();
+    let mut samples = Vec::new();
     for job in &jobs {
+        notify::started(&notifiers, job).await;
         // The freshness limit: --max-age, else the job's max-age, else what its schedule
         // implies (twice its longest interval plus an hour), said in the report.
         let configured = config
@@ -117,9 +124,53 @@ async fn run(args: &VerifyArgs) -> Result<i32> {
             record: !args.no_record,
             keys: args.keys.keys(config.as_ref(), Some(job))?,
         };
-        let report = verify(&store, job, &options).await?;
+        let verified = verify(&store, job, &options).await;
+        // Every verify run of a job is news: a breached freshness limit (exit 5) or a damaged
+        // snapshot (exit 3) must reach a person, and so must a verify that could not run.
+        let (exit_code, report_json, text) = match &verified {
+            Ok(report) => (
+                report.failure().map_or(0, ErrorKind::exit_code),
+                serde_json::to_value(report).unwrap_or_default(),
+                lifeboat_core::report::human::verify(report),
+            ),
+            Err(e) => (
+                e.exit_code(),
+                serde_json::json!({"ok": false, "job": job, "error": {"kind": e.kind().as_str(), "message": e.message(), "hint": e.hint()}}),
+                format!(
+                    "error: {}\n{}",
+                    e.message(),
+                    e.hint()
+                        .map(|h| format!("  hint: {h}\n"))
+                        .unwrap_or_default()
+                ),
+            ),
+        };
+        let outcome = notify::RunOutcome {
+            binary: "lifeboat-verify",
+            job,
+            exit_code,
+            report: report_json,
+            text,
+        };
+        notify::finished(&notifiers, &outcome).await;
+        if !metrics.is_empty() {
+            let run = metrics::RunMetrics {
+                ended: chrono::Utc::now(),
+                success: exit_code == 0,
+                backup_secs: None,
+                snapshot_age: true,
+            };
+            samples.extend(metrics::job_samples(&store, job, &run).await);
+        }
+        let report = match verified {
+            Ok(report) => report,
+            Err(e) => {
+                metrics::deliver(&metrics, "lifeboat-verify", &samples).await;
+                return Err(e);
+            }
+        };
         if !args.common.json {
-            print!("{}", lifeboat_core::report::human::verify(&report));
+            print!("{}", outcome.text);
         }
         if let Some(kind) = report.failure() {
             worst = Some(match worst {
@@ -129,6 +180,7 @@ async fn run(args: &VerifyArgs) -> Result<i32> {
         }
         reports.push(report);
     }
+    metrics::deliver(&metrics, "lifeboat-verify", &samples).await;
     if args.common.json {
         print_json(&serde_json::json!({"ok": worst.is_none(), "jobs": reports}));
     }

@@ -8,6 +8,7 @@ pub mod encryption;
 pub mod env;
 pub(crate) mod files;
 pub mod interpolate;
+pub mod observe;
 pub(crate) mod postgres;
 pub(crate) mod redis;
 
@@ -56,6 +57,11 @@ pub struct FileSpec {
     /// `[[copy]]` tables: second repositories that each backup is copied into.
     #[serde(default, rename = "copy")]
     pub copies: Vec<CopySpec>,
+    /// `[metrics]`: a textfile directory and/or a Pushgateway.
+    pub metrics: Option<observe::MetricsSpec>,
+    /// `[[notify]]` tables: webhooks, Slack, healthchecks pings.
+    #[serde(default)]
+    pub notify: Vec<observe::NotifySpec>,
 }
 
 /// A `[[copy]]` table: a second repository (3-2-1) that committed snapshots are copied into
@@ -622,6 +628,10 @@ pub struct Config {
     pub drill_runs: Option<ScheduledRun>,
     /// `[[copy]]` tables, with `${VAR}`s expanded and their jobs checked.
     pub copies: Vec<CopySpec>,
+    /// `[metrics]`, validated.
+    pub metrics: observe::Metrics,
+    /// `[[notify]]`, validated.
+    pub notifiers: Vec<observe::Notifier>,
     /// What is worth a warning but not an error (a file readable by others that holds a
     /// password); the binaries log them.
     pub warnings: Vec<String>,
@@ -791,6 +801,8 @@ pub fn parse(text: &str, path: Option<&Path>, lookup: Lookup<'_>) -> Result<Conf
         jobs.push(job);
     }
     let copies = copy_targets(&spec.copies, &jobs, &locate, &expand)?;
+    let metrics = observe::metrics(spec.metrics.as_ref(), &locate("[metrics]"), &expand)?;
+    let notifiers = observe::notifiers(&spec.notify, &locate("[[notify]]"), &expand)?;
     Ok(Config {
         file: path.map(Path::to_path_buf),
         store: spec
@@ -806,6 +818,8 @@ pub fn parse(text: &str, path: Option<&Path>, lookup: Lookup<'_>) -> Result<Conf
         verify_runs: scheduled_run(spec.verify.as_ref(), "[verify]", &locate, &expand)?,
         drill_runs: scheduled_run(spec.drill.as_ref(), "[drill]", &locate, &expand)?,
         copies,
+        metrics,
+        notifiers,
         warnings: Vec::new(),
     })
 }

@@ -4,6 +4,8 @@
 //! report is `Serialize`).
 
 pub mod human;
+pub mod metrics;
+pub mod notify;
 
 use std::sync::Arc;
 

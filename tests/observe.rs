@@ -1,0 +1,533 @@
+//! Observability: notifications (webhook, Slack, healthchecks) seen by a loopback HTTP server
+//! that records every request, receivers that fail or hang, and Prometheus metrics in a
+//! textfile (read with the Prometheus client's own parser) and in a real Pushgateway.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+
+use lifeboat_tests::*;
+
+/// A request as the receiver saw it.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Seen {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Answer {
+    Ok,
+    ServerError,
+    Hang,
+}
+
+/// An HTTP receiver on a loopback port of its own that records requests.
+struct Receiver {
+    url: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Receiver {
+    fn start(answer: Answer) -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let record = record.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut parts = line.split_whitespace();
+                    let (method, path) = (
+                        parts.next().unwrap_or_default().to_string(),
+                        parts.next().unwrap_or_default().to_string(),
+                    );
+                    let mut headers = Vec::new();
+                    loop {
+                        let mut h = String::new();
+                        reader.read_line(&mut h).unwrap();
+                        let h = h.trim_end();
+                        if h.is_empty() {
+                            break;
+                        }
+                        if let Some((k, v)) = h.split_once(':') {
+                            headers.push((k.trim().to_string(), v.trim().to_string()));
+                        }
+                    }
+                    let length: usize = headers
+                        .iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                        .map_or(0, |(_, v)| v.parse().unwrap());
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body).unwrap();
+                    record.lock().unwrap().push(Seen {
+                        method,
+                        path,
+                        headers,
+                        body: String::from_utf8_lossy(&body).into_owned(),
+                    });
+                    match answer {
+                        Answer::Ok => {
+                            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nOK");
+                        }
+                        Answer::ServerError => {
+                            let _ = stream.write_all(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                        }
+                        Answer::Hang => std::thread::sleep(std::time::Duration::from_secs(600)),
+                    }
+                });
+            }
+        });
+        Receiver { url, seen }
+    }
+
+    fn take(&self) -> Vec<Seen> {
+        std::mem::take(&mut *self.seen.lock().unwrap())
+    }
+}
+
+fn write_config(dir: &TempDir, db_url: &str, job: &str, extra: &str) -> std::path::PathBuf {
+    let config = dir.path().with_extension("toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\nurl = \"{}\"\n\n[[job]]\nname = \"{job}\"\nengine = \"postgres\"\nurl = \"{db_url}\"\n\n{extra}",
+            dir.as_str()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+#[test]
+fn each_notifier_gets_its_request_on_success_and_failure() {
+    let db = TestDb::create("notify");
+    sql(
+        &db.url(),
+        "CREATE TABLE t (id int); INSERT INTO t VALUES (1)",
+    );
+    let receiver = Receiver::start(Answer::Ok);
+    let repo = TempDir::new("notify-repo");
+    let secret = "hc-uuid-5f1c7a";
+    let notify = format!(
+        r#"[[notify]]
+kind = "webhook"
+url = "{r}/hook"
+on = ["always"]
+headers = {{ X-Token = "${{NOTIFY_TOKEN}}" }}
+
+[[notify]]
+kind = "slack"
+url = "{r}/slack/T000/B000/{secret}"
+on = ["success", "failure"]
+
+[[notify]]
+kind = "healthchecks"
+url = "{r}/ping/{secret}"
+
+[[notify]]
+kind = "webhook"
+url = "{r}/only-failures"
+"#,
+        r = receiver.url
+    );
+    let config = write_config(&repo, &db.url(), "app", &notify);
+    let cfg = config.to_str().unwrap();
+    let backup = || {
+        let mut cmd = command("lifeboat-backup");
+        cmd.args(["--config", cfg]).env("NOTIFY_TOKEN", "t0ken");
+        finish(cmd.output().unwrap())
+    };
+
+    let ok = backup();
+    ok.assert_code(0);
+    assert!(
+        !ok.output().contains(secret),
+        "a token leaked: {}",
+        ok.output()
+    );
+    let seen = receiver.take();
+    let paths: Vec<(&str, &str)> = seen
+        .iter()
+        .map(|s| (s.method.as_str(), s.path.as_str()))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            ("POST", format!("/ping/{secret}/start").as_str()),
+            ("POST", "/hook"),
+            ("POST", format!("/slack/T000/B000/{secret}").as_str()),
+            ("POST", format!("/ping/{secret}/0").as_str()),
+        ],
+        "{seen:#?}"
+    );
+    let hook = seen[1].json();
+    assert_eq!(hook["binary"], "lifeboat-backup");
+    assert_eq!(hook["job"], "app");
+    assert_eq!(hook["ok"], true);
+    assert_eq!(hook["exit_code"], 0);
+    let id = manifests(repo.path(), "app")[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(hook["report"]["report"]["snapshot"], id.as_str(), "{hook}");
+    assert_eq!(seen[1].header("x-token"), Some("t0ken"));
+    assert_eq!(seen[1].header("content-type"), Some("application/json"));
+    let slack = seen[2].json()["text"].as_str().unwrap().to_string();
+    assert!(
+        slack.contains("job `app` succeeded") && slack.contains(&id),
+        "{slack}"
+    );
+    assert!(
+        seen[3].body.contains(&format!("Snapshot {id}")),
+        "{}",
+        seen[3].body
+    );
+
+    // A failed run: every notifier that wants failures, and the exit code in the ping.
+    sql(&db.url(), "DROP TABLE t");
+    let broken = write_config(
+        &repo,
+        &db.url().replace("/lbt_", "/missing_lbt_"),
+        "app",
+        &notify,
+    );
+    let failed = {
+        let mut cmd = command("lifeboat-backup");
+        cmd.args(["--config", broken.to_str().unwrap()])
+            .env("NOTIFY_TOKEN", "t0ken");
+        finish(cmd.output().unwrap())
+    };
+    failed.assert_code(1);
+    let seen = receiver.take();
+    let paths: Vec<&str> = seen.iter().map(|s| s.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            format!("/ping/{secret}/start").as_str(),
+            "/hook",
+            format!("/slack/T000/B000/{secret}").as_str(),
+            format!("/ping/{secret}/1").as_str(),
+            "/only-failures",
+        ],
+        "{seen:#?}"
+    );
+    let hook = seen[1].json();
+    assert_eq!(hook["ok"], false);
+    assert_eq!(hook["exit_code"], 1);
+    assert_eq!(hook["report"]["error"]["kind"], "source");
+    let slack = seen[2].json()["text"].as_str().unwrap().to_string();
+    assert!(
+        slack.contains("FAILED (exit 1)") && slack.contains("hint:"),
+        "{slack}"
+    );
+    assert!(seen[3].body.contains("error:"), "{}", seen[3].body);
+
+    // The freshness alarm of verify reaches a person too (exit 5).
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let mut cmd = command("lifeboat-verify");
+    cmd.args(["--config", cfg, "--max-age", "1s"])
+        .env("NOTIFY_TOKEN", "t0ken");
+    finish(cmd.output().unwrap()).assert_code(5);
+    let seen = receiver.take();
+    let ping = seen.iter().find(|s| s.path == format!("/ping/{secret}/5"));
+    assert!(ping.is_some(), "{seen:#?}");
+    let hook = seen
+        .iter()
+        .find(|s| s.path == "/only-failures")
+        .unwrap()
+        .json();
+    assert_eq!(hook["binary"], "lifeboat-verify");
+    assert_eq!(hook["exit_code"], 5);
+}
+
+#[test]
+fn a_receiver_that_fails_or_hangs_never_changes_the_exit_code() {
+    let db = TestDb::create("notify_bad");
+    sql(&db.url(), "CREATE TABLE t (id int)");
+    let failing = Receiver::start(Answer::ServerError);
+    let hanging = Receiver::start(Answer::Hang);
+    let repo = TempDir::new("notify-bad-repo");
+    let notify = format!(
+        "[[notify]]\nkind = \"webhook\"\nurl = \"{}/x\"\non = [\"always\"]\n\n\
+         [[notify]]\nkind = \"slack\"\nurl = \"{}/y\"\non = [\"always\"]\ntimeout-secs = 1\n",
+        failing.url, hanging.url
+    );
+    let config = write_config(&repo, &db.url(), "app", &notify);
+    let started = std::time::Instant::now();
+    let run = run("lifeboat-backup", &["--config", config.to_str().unwrap()]);
+    run.assert_code(0)
+        .assert_contains("was not delivered: it answered 500")
+        .assert_contains("was not delivered: no answer within 1s")
+        .assert_contains("exit code is unchanged");
+    assert_eq!(failing.take().len(), 3, "three attempts at a 5xx");
+    assert!(started.elapsed().as_secs() < 60);
+}
+
+/// The families of a Prometheus text file, through the Prometheus client's own parser:
+/// `name{labels} value` lines, sorted.
+fn parsed(text: &str) -> Vec<String> {
+    let script = r#"
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+        print(f"{s.name}{{{labels}}} {s.value}")
+"#;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 with prometheus_client (scripts/services.sh installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the Prometheus parser refused the file: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    lines
+}
+
+fn value(lines: &[String], prefix: &str) -> Option<f64> {
+    lines
+        .iter()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .map(|v| v.parse().unwrap())
+}
+
+#[test]
+fn metrics_reach_the_textfile_and_the_pushgateway_and_a_failure_keeps_the_last_success() {
+    let gateway = std::env::var("LIFEBOAT_TEST_PUSHGATEWAY").expect(
+        "LIFEBOAT_TEST_PUSHGATEWAY is not set: start the Pushgateway with \
+         eval \"$(scripts/services.sh start)\" (or run scripts/test.sh)",
+    );
+    let db = TestDb::create("metrics");
+    sql(
+        &db.url(),
+        "CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 100)",
+    );
+    let repo = TempDir::new("metrics-repo");
+    let textfiles = TempDir::new("metrics-textfile");
+    let job = format!("app-{}", std::process::id());
+    let metrics = format!(
+        "[metrics]\ntextfile-dir = \"{}\"\npushgateway = \"{gateway}\"\n",
+        textfiles.as_str()
+    );
+    let config = write_config(&repo, &db.url(), &job, &metrics);
+    let cfg = config.to_str().unwrap();
+    run("lifeboat-backup", &["--config", cfg]).assert_code(0);
+    let manifest = &manifests(repo.path(), &job)[0];
+    let finished = chrono::DateTime::parse_from_rfc3339(manifest["finished_at"].as_str().unwrap())
+        .unwrap()
+        .timestamp_millis() as f64
+        / 1000.0;
+    let label = format!("{{lifeboat_job=\"{job}\"}}");
+    let file = parsed(&std::fs::read_to_string(textfiles.join("lifeboat-backup.prom")).unwrap());
+    assert_eq!(
+        value(
+            &file,
+            &format!("lifeboat_last_success_timestamp_seconds{label}")
+        ),
+        Some(finished),
+        "{file:#?}"
+    );
+    assert_eq!(
+        value(&file, &format!("lifeboat_last_run_success{label}")),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&file, &format!("lifeboat_snapshots{label}")),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&file, &format!("lifeboat_backup_stored_bytes{label}")),
+        Some(manifest["object"]["stored_size"].as_f64().unwrap())
+    );
+    assert!(value(&file, &format!("lifeboat_backup_duration_seconds{label}")).unwrap() > 0.0);
+
+    let pushed = |binary: &str| -> Vec<String> {
+        let body = block_on(async { http_get(&format!("{gateway}/metrics")).await });
+        parsed(&body)
+            .into_iter()
+            .filter(|l| {
+                l.contains(&format!("job=\"{binary}\""))
+                    && l.contains(&format!("lifeboat_job=\"{job}\""))
+            })
+            .collect()
+    };
+    // The Pushgateway adds an empty `instance` to the grouping labels.
+    let group = format!("{{instance=\"\",job=\"lifeboat-backup\",lifeboat_job=\"{job}\"}}");
+    let on_gateway = pushed("lifeboat-backup");
+    assert_eq!(
+        value(
+            &on_gateway,
+            &format!("lifeboat_last_success_timestamp_seconds{group}")
+        ),
+        Some(finished),
+        "{on_gateway:#?}"
+    );
+
+    // A failed run: the run is marked failed, the last success stays what the repository says.
+    let broken = write_config(
+        &repo,
+        &db.url().replace("/lbt_", "/missing_lbt_"),
+        &job,
+        &metrics,
+    );
+    run("lifeboat-backup", &["--config", broken.to_str().unwrap()]).assert_code(1);
+    let file = parsed(&std::fs::read_to_string(textfiles.join("lifeboat-backup.prom")).unwrap());
+    assert_eq!(
+        value(&file, &format!("lifeboat_last_run_success{label}")),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(
+            &file,
+            &format!("lifeboat_last_success_timestamp_seconds{label}")
+        ),
+        Some(finished)
+    );
+    let on_gateway = pushed("lifeboat-backup");
+    assert_eq!(
+        value(&on_gateway, &format!("lifeboat_last_run_success{group}")),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(
+            &on_gateway,
+            &format!("lifeboat_last_success_timestamp_seconds{group}")
+        ),
+        Some(finished)
+    );
+
+    // Verify writes its own file and group; the backup's stay.
+    run("lifeboat-verify", &["--config", cfg, "--level", "content"]).assert_code(0);
+    let verified =
+        parsed(&std::fs::read_to_string(textfiles.join("lifeboat-verify.prom")).unwrap());
+    assert!(
+        value(
+            &verified,
+            &format!("lifeboat_newest_snapshot_age_seconds{label}")
+        )
+        .unwrap()
+            >= 0.0,
+        "{verified:#?}"
+    );
+    assert!(
+        verified.iter().any(
+            |l| l.starts_with("lifeboat_last_verified_timestamp_seconds")
+                && l.contains("level=\"content\"")
+        ),
+        "{verified:#?}"
+    );
+    assert!(!pushed("lifeboat-verify").is_empty());
+    assert!(
+        !pushed("lifeboat-backup").is_empty(),
+        "verify overwrote the backup's group"
+    );
+
+    // A run of another job keeps this job's series in the file.
+    let other_db = TestDb::create("metrics_other");
+    let other = TempDir::new("metrics-other-repo");
+    let other_config = write_config(&other, &other_db.url(), "other", &metrics);
+    run(
+        "lifeboat-backup",
+        &["--config", other_config.to_str().unwrap()],
+    )
+    .assert_code(0);
+    let file = parsed(&std::fs::read_to_string(textfiles.join("lifeboat-backup.prom")).unwrap());
+    assert_eq!(
+        value(
+            &file,
+            &format!("lifeboat_last_success_timestamp_seconds{label}")
+        ),
+        Some(finished)
+    );
+    assert!(
+        file.iter().any(|l| l.contains("lifeboat_job=\"other\"")),
+        "{file:#?}"
+    );
+    assert!(
+        files_under(textfiles.path())
+            .iter()
+            .all(|f| f.ends_with(".prom")),
+        "a temporary file was left"
+    );
+}
+
+/// A plain HTTP GET over TCP: enough for the Pushgateway on loopback.
+async fn http_get(url: &str) -> String {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    }
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = &rest[size + 2..];
+    }
+    out
+}
