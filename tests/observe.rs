@@ -531,3 +531,29 @@ fn dechunk(mut body: &str) -> String {
     }
     out
 }
+
+/// deploy/'s example alert rules load in Prometheus's own checker, and name metrics Lifeboat
+/// writes.
+#[test]
+fn the_example_alert_rules_check_and_name_lifeboats_metrics() {
+    let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/prometheus/lifeboat-alerts.yml");
+    let out = std::process::Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&rules)
+        .output()
+        .expect("promtool (scripts/services.sh installs Debian's prometheus package)");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&rules).unwrap();
+    for metric in [
+        "lifeboat_last_success_timestamp_seconds",
+        "lifeboat_last_run_success",
+    ] {
+        assert!(text.contains(metric), "{metric}");
+    }
+}
