@@ -362,6 +362,8 @@ install_tools() {
   command -v man >/dev/null 2>&1 || apt_install man-db
   python3 -c 'import yaml' 2>/dev/null || python3 -m pip install --quiet pyyaml >&2 \
     || apt_install python3-yaml
+  # tmux runs a backup on a terminal to see its progress line.
+  command -v tmux >/dev/null 2>&1 || apt_install tmux
   # promtool checks deploy/'s example alert rules.
   command -v promtool >/dev/null 2>&1 || apt_install prometheus
   python3 -c 'import prometheus_client' 2>/dev/null \

@@ -557,3 +557,112 @@ fn the_example_alert_rules_check_and_name_lifeboats_metrics() {
         assert!(text.contains(metric), "{metric}");
     }
 }
+
+/// The text of a tmux pane.
+fn pane(session: &str) -> String {
+    let out = std::process::Command::new("tmux")
+        .args(["capture-pane", "-p", "-t", session])
+        .output()
+        .expect("tmux (scripts/services.sh installs it)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The progress line in a pane, if one is drawn.
+fn progress_line(text: &str, job: &str) -> Option<String> {
+    text.lines()
+        .rev()
+        .find(|l| {
+            l.starts_with(&format!("backup {job} ["))
+                && l.contains(" read, ")
+                && l.contains(" stored")
+        })
+        .map(str::to_string)
+}
+
+#[test]
+fn a_backup_on_a_terminal_shows_a_progress_line_that_moves_and_a_pipe_gets_none() {
+    let db = TestDb::create("progress");
+    sql(
+        &db.url(),
+        "CREATE TABLE big AS SELECT g, md5(g::text) || md5((g * 7)::text) AS pad \
+         FROM generate_series(1, 300000) g",
+    );
+    let repo = TempDir::new("progress-repo");
+    let job = "progress";
+    let session = format!("lbt-progress-{}", std::process::id());
+    let _ = std::process::Command::new("tmux")
+        .args(["kill-session", "-t", &session])
+        .status();
+    let status = std::process::Command::new("tmux")
+        .args(["new-session", "-d", "-s", &session, "-x", "160", "-y", "20"])
+        .env("PGURL", db.url())
+        .status()
+        .expect("tmux (scripts/services.sh installs it)");
+    assert!(status.success());
+    // Level 19 makes the backup slow enough to watch.
+    let line = format!(
+        "{} --engine postgres --url-env PGURL --repo {} --job {job} --compression-level 19; echo EXIT=$?",
+        bin("lifeboat-backup").display(),
+        repo.as_str()
+    );
+    std::process::Command::new("tmux")
+        .args(["send-keys", "-t", &session, &line, "Enter"])
+        .status()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut seen: Vec<String> = Vec::new();
+    while seen.len() < 2 && started.elapsed().as_secs() < 60 {
+        if let Some(l) = progress_line(&pane(&session), job) {
+            if seen.last() != Some(&l) {
+                seen.push(l);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    let text = pane(&session);
+    // Interrupted, the run ends at once and commits nothing.
+    let _ = std::process::Command::new("tmux")
+        .args(["send-keys", "-t", &session, "C-c"])
+        .status();
+    let stopping = std::time::Instant::now();
+    let ended = |text: &str| text.lines().any(|l| l.starts_with("EXIT="));
+    while !ended(&pane(&session)) && stopping.elapsed().as_secs() < 20 {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let end = pane(&session);
+    let _ = std::process::Command::new("tmux")
+        .args(["kill-session", "-t", &session])
+        .status();
+    assert!(
+        end.lines().any(|l| l == "EXIT=1") && end.contains("interrupted by SIGINT"),
+        "{end}"
+    );
+    assert!(
+        seen.len() >= 2,
+        "no moving progress line in the pane:\n{text}"
+    );
+    // The database's size is known, so the line has a percentage and an ETA.
+    assert!(seen[0].contains('%') && seen[0].contains("ETA"), "{seen:?}");
+
+    // Into a pipe: no progress line, no terminal control sequences.
+    let other = TempDir::new("progress-piped");
+    let piped = run(
+        "lifeboat-backup",
+        &[
+            "--engine",
+            "postgres",
+            "--url",
+            &db.url(),
+            "--repo",
+            other.as_str(),
+            "--job",
+            job,
+        ],
+    );
+    piped.assert_code(0);
+    let out = piped.output();
+    assert!(
+        !out.contains(" read, ") && !out.contains('\r') && !out.contains('\u{1b}'),
+        "{out}"
+    );
+}

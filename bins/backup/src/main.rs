@@ -89,9 +89,10 @@ async fn run_jobs(args: &BackupArgs, cancel: &job::Cancel) -> Result<i32> {
     for job in &jobs {
         notify::started(&notifiers, &job.name).await;
         let started = std::time::Instant::now();
-        let (job_exit, text) = match job::run(&store, job, &options, &chrono::Utc::now, cancel)
-            .await
-        {
+        let progress = lifeboat_cli::progress::Progress::start(&args.common, "backup", &job.name);
+        let ran = job::run(&store, job, &options, &chrono::Utc::now, cancel).await;
+        drop(progress);
+        let (job_exit, text) = match ran {
             Ok(run) => {
                 let mut text = human::backup(&run.report, &store.describe());
                 run.prune

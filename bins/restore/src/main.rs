@@ -154,7 +154,10 @@ async fn run_restore(common: &CommonArgs, flags: &RestoreFlags) -> Result<()> {
             "restore cancelled at the prompt; nothing was changed",
         ));
     }
-    let report = restore::apply(&store, &plan, &options, &keys).await?;
+    let progress = lifeboat_cli::progress::Progress::start(common, "restore", &plan.job);
+    let report = restore::apply(&store, &plan, &options, &keys).await;
+    drop(progress);
+    let report = report?;
     if common.json {
         print_json(&serde_json::json!({"ok": true, "report": report}));
     } else {
@@ -320,7 +323,10 @@ async fn run_system(common: &CommonArgs, flags: &RestoreFlags) -> Result<i32> {
             "restore cancelled at the prompt; nothing was changed",
         ));
     }
+    let jobs: Vec<&str> = plan.steps.iter().map(|s| s.plan.job.as_str()).collect();
+    let progress = lifeboat_cli::progress::Progress::start(common, "restore", &jobs.join(", "));
     let report = system::apply(&store, &plan).await;
+    drop(progress);
     if common.json {
         print_json(&serde_json::json!({
             "ok": report.error.is_none(),

@@ -124,7 +124,9 @@ async fn run(args: &VerifyArgs) -> Result<i32> {
             record: !args.no_record,
             keys: args.keys.keys(config.as_ref(), Some(job))?,
         };
+        let progress = lifeboat_cli::progress::Progress::start(&args.common, "verify", job);
         let verified = verify(&store, job, &options).await;
+        drop(progress);
         // Every verify run of a job is news: a breached freshness limit (exit 5) or a damaged
         // snapshot (exit 3) must reach a person, and so must a verify that could not run.
         let (exit_code, report_json, text) = match &verified {

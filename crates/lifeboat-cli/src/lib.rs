@@ -1,6 +1,8 @@
 //! Glue shared by the three binaries: common flags, configuration and store resolution,
 //! logging, signal handling, and turning library errors into messages and exit codes.
 
+pub mod progress;
+
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
@@ -49,6 +51,10 @@ pub struct CommonArgs {
     /// Format of log lines on stderr
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
+
+    /// Progress lines on stderr: auto draws them on a terminal without --json
+    #[arg(long, value_enum, default_value_t = progress::ProgressMode::Auto, global = true)]
+    pub progress: progress::ProgressMode,
 
     /// More log output (-v: debug, -vv: trace)
     #[arg(long, short = 'v', action = clap::ArgAction::Count, global = true)]
@@ -115,7 +121,7 @@ pub fn init_logging(common: &CommonArgs) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(progress::LogWriter)
         .with_target(false);
     let _ = match common.log_format {
         LogFormat::Json => builder.json().try_init(),

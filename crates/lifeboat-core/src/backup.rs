@@ -183,6 +183,13 @@ async fn capture_and_commit<S: Store>(
     // The previous snapshot's size, or on a first run the source's estimate (larger than the
     // stored size, so the parts err on the large side).
     let size_hint = context.size_hint.or(info.size_estimate);
+    // The progress line's total: the source's estimate of the dump (PostgreSQL's database
+    // size, Redis's memory), in raw bytes.
+    let meter = crate::pipeline::meter::meter();
+    meter.reset();
+    if let Some(estimate) = info.size_estimate {
+        meter.expect(estimate, false);
+    }
     let mut writer = store.create_sized(&key, size_hint).await?;
     let streamed = pipeline.run(stream, &mut writer).await;
     // A failed stream is the cause (a full store, a source that went silent): the capture is

@@ -128,6 +128,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
         let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = poll {
             this.hasher.update(&buf.filled()[before..]);
+            super::meter::meter().add_stored(buf.filled().len() - before);
         }
         poll
     }
@@ -180,6 +181,7 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for HashingWriter<W> {
                 h.update(&buf[..n]);
             }
             this.len += n as u64;
+            super::meter::meter().add_stored(n);
         }
         poll
     }

@@ -12,6 +12,7 @@ pub mod compress;
 pub mod encrypt;
 pub mod hash;
 pub mod holdback;
+pub mod meter;
 pub mod read;
 pub mod write;
 

@@ -69,6 +69,9 @@ pub async fn read_snapshot<S: Store, K: RawSink>(
             e
         }
     })?;
+    // A new stream for the progress line: its total is the stored size.
+    super::meter::meter().reset();
+    super::meter::meter().expect(manifest.object.stored_size, true);
     let mut stored = HashingReader::new(object);
     let mut raw_hasher = super::hash::Hasher::default();
     let mut decode_error = None;
@@ -99,6 +102,7 @@ pub async fn read_snapshot<S: Store, K: RawSink>(
                 }
             };
             raw_hasher.update(&buf[..n]);
+            super::meter::meter().add_raw(n);
             if let Err(e) = sink.write(&buf[..n]).await {
                 sink_error = Some(e);
                 break;

@@ -112,6 +112,7 @@ impl WritePipeline {
                     return Ok::<_, std::io::Error>(hasher);
                 }
                 hasher.update(&chunk);
+                super::meter::meter().add_raw(chunk.len());
                 if tx.send(chunk).await.is_err() {
                     return Ok(hasher); // the writer failed; its error is reported
                 }
