@@ -56,6 +56,12 @@ S3_SECRET_KEY=lifeboat-test-secret
 
 log() { echo "services: $*" >&2; }
 
+# The servers outlive this script and inherit its working directory: run from a directory that
+# stays (a server whose working directory was a deleted clone fails on relative paths: s3s-fs
+# answered every request with InternalError once the CI clone it was started from was gone).
+mkdir -p "$SERVICES_DIR"
+cd "$SERVICES_DIR"
+
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }

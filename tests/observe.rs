@@ -666,3 +666,131 @@ fn a_backup_on_a_terminal_shows_a_progress_line_that_moves_and_a_pipe_gets_none(
         "{out}"
     );
 }
+
+#[test]
+fn a_drill_report_holds_the_targets_the_fingerprint_and_the_history() {
+    let db = TestDb::create("dr");
+    sql(
+        &db.url(),
+        "CREATE TABLE items AS SELECT g AS id, md5(g::text) AS pad FROM generate_series(1, 1000) g",
+    );
+    // A pg_restore that takes its time: the drill's restore then misses a 1s RTO for sure.
+    let slow = script_tools(
+        "dr-slow",
+        &[(
+            "pg_restore",
+            format!(
+                "#!/bin/sh\nsleep 1.5\nexec {}/pg_restore \"$@\"\n",
+                pg_bin()
+            ),
+        )],
+    );
+    let redis = OwnRedis::start("dr-redis");
+    let mut r = redis.client();
+    for i in 0..200 {
+        r.cmd(&[b"SET", format!("k{i}").as_bytes(), b"v"]);
+    }
+    let repo = TempDir::new("dr-repo");
+    let config = repo.path().with_extension("toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\nurl = \"{}\"\n\n\
+             [[job]]\nname = \"app\"\nengine = \"postgres\"\nurl = \"{}\"\nrto = \"1s\"\nrpo = \"1h\"\n\n\
+             [[job]]\nname = \"cache\"\nengine = \"redis\"\nurl = \"{}\"\nrto = \"1h\"\nrpo = \"1s\"\n",
+            repo.as_str(),
+            db.url(),
+            redis.url
+        ),
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap();
+    run("lifeboat-backup", &["--config", cfg]).assert_code(0);
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let out = TempDir::new("dr-out");
+
+    // PostgreSQL: the restore takes more than the 1s RTO.
+    let md = out.join("dr.md");
+    let admin = admin_url();
+    let drill = |extra: &[&str]| {
+        let mut args = vec![
+            "--config",
+            cfg,
+            "--job",
+            "app",
+            "--level",
+            "drill",
+            "--scratch-url",
+            &admin,
+            "--pg-bin-dir",
+            slow.as_str(),
+        ];
+        args.extend_from_slice(extra);
+        run("lifeboat-verify", &args)
+    };
+    drill(&["--report", md.to_str().unwrap()])
+        .assert_code(0)
+        .assert_contains("MISSED  job \"app\": RTO 1s")
+        .assert_contains("met     job \"app\": RPO 1h");
+    let text = std::fs::read_to_string(&md).unwrap();
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("| app |"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(row.contains("| FAIL |") && row.contains("MISSED"), "{row}");
+    assert!(text.contains("Fingerprint: match."), "{text}");
+    let kept = files_under(&repo.join("reports/app"));
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(kept[0].ends_with(".md"));
+    drill(&["--fail-on-target"]).assert_code(5);
+
+    // The HTML page: self-contained, each job's figures in it, the history of both drills.
+    let html = out.join("dr.html");
+    drill(&["--report", html.to_str().unwrap()]).assert_code(0);
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        page.contains("data-job=\"app\"") && page.contains("<svg"),
+        "{page}"
+    );
+    for external in ["<script", "src=", "href=", "@import", "url("] {
+        assert!(!page.contains(external), "the page loads {external}");
+    }
+    assert!(page.matches("<td>drill</td>").count() >= 2, "{page}");
+
+    // Redis: the data is older than its 1s RPO, which is also its freshness limit (no max-age):
+    // exit 5 even without --fail-on-target. JSON.
+    let scratch = OwnRedis::start("dr-scratch");
+    let json = out.join("dr.json");
+    run(
+        "lifeboat-verify",
+        &[
+            "--config",
+            cfg,
+            "--job",
+            "cache",
+            "--level",
+            "drill",
+            "--scratch-url",
+            &scratch.url,
+            "--report",
+            json.to_str().unwrap(),
+        ],
+    )
+    .assert_code(5)
+    .assert_contains("from the job's rpo");
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let cache = &doc["jobs"][0];
+    assert_eq!(cache["job"], "cache");
+    assert_eq!(cache["rpo"]["met"], false, "{doc}");
+    assert_eq!(cache["rto"]["met"], true, "{doc}");
+    assert_eq!(cache["fingerprint"], "match", "{doc}");
+    assert!(cache["restore_secs"].as_f64().unwrap() > 0.0);
+
+    // A report whose format is unknown is refused before anything runs.
+    run(
+        "lifeboat-verify",
+        &["--config", cfg, "--report", "/tmp/dr.txt"],
+    )
+    .assert_code(2)
+    .assert_contains(".md, .json or .html");
+}

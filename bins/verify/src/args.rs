@@ -83,9 +83,20 @@ pub struct VerifyArgs {
     pub scratch_dir: Option<PathBuf>,
 
     /// Fail with exit 5 if the newest good snapshot is older than this (e.g. 26h) [default:
-    /// the job's max-age, else twice its schedule's longest interval plus an hour]
+    /// the job's max-age, else its rpo, else twice its schedule's longest interval plus an
+    /// hour]
     #[arg(long, value_name = "DURATION")]
     pub max_age: Option<String>,
+
+    /// Exit 5 when a job's rto (the drill's restore time) or rpo (its data's age) is missed;
+    /// without it a missed target is reported only
+    #[arg(long)]
+    pub fail_on_target: bool,
+
+    /// Write a DR report of this run (.md, .json or .html) to FILE, and keep a copy in the
+    /// repository under reports/<job>/
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
 
     /// Directory of pg_restore/psql of the right major version
     #[arg(long, value_name = "DIR")]

@@ -38,6 +38,12 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: &VerifyArgs) -> Result<i32> {
+    // A report that cannot be written is refused before anything is verified.
+    let report_format = args
+        .report
+        .as_deref()
+        .map(lifeboat_core::report::dr::Format::of)
+        .transpose()?;
     let config = lifeboat_cli::load_config(&args.common)?;
     let store = lifeboat_cli::open_repository(&args.common, config.as_ref()).await?;
     let jobs = jobs_to_verify(args, config.as_ref(), &store).await?;
@@ -81,6 +87,7 @@ async fn run(args: &VerifyArgs) -> Result<i32> {
         let (max_age, max_age_from) = match (flag_max_age, configured) {
             (Some(d), _) => (Some(d), "--max-age".to_string()),
             (None, Some(j)) if j.max_age.is_some() => (j.max_age, "the job's max-age".to_string()),
+            (None, Some(j)) if j.rpo.is_some() => (j.rpo, "the job's rpo".to_string()),
             (None, Some(j)) => match &j.schedule {
                 Some(s) => {
                     let limit = s.freshness_limit(now);
@@ -120,6 +127,9 @@ async fn run(args: &VerifyArgs) -> Result<i32> {
             },
             max_age,
             max_age_from,
+            rto: configured.and_then(|j| j.rto),
+            rpo: configured.and_then(|j| j.rpo),
+            fail_on_target: args.fail_on_target,
             now,
             record: !args.no_record,
             keys: args.keys.keys(config.as_ref(), Some(job))?,
@@ -183,10 +193,60 @@ async fn run(args: &VerifyArgs) -> Result<i32> {
         reports.push(report);
     }
     metrics::deliver(&metrics, "lifeboat-verify", &samples).await;
+    if let (Some(path), Some(format)) = (&args.report, report_format) {
+        write_report(&store, &reports, args, path, format).await?;
+    }
     if args.common.json {
         print_json(&serde_json::json!({"ok": worst.is_none(), "jobs": reports}));
     }
     Ok(worst.map_or(0, ErrorKind::exit_code))
+}
+
+/// `--report FILE`: the DR report of this run, written beside FILE and renamed into place, and
+/// each job's section kept in the repository.
+async fn write_report(
+    store: &lifeboat_core::store::AnyStore,
+    reports: &[lifeboat_core::verify::VerifyReport],
+    args: &VerifyArgs,
+    path: &std::path::Path,
+    format: lifeboat_core::report::dr::Format,
+) -> Result<()> {
+    use lifeboat_core::report::dr;
+    let mut jobs = Vec::new();
+    for report in reports {
+        jobs.push(dr::job_report(store, report).await?);
+    }
+    let report = dr::DrReport {
+        generated_at: chrono::Utc::now(),
+        level: args.level.as_str().to_string(),
+        jobs,
+    };
+    let text = dr::render(&report, format);
+    let temp = path.with_file_name(format!(
+        ".{}.lifeboat-tmp",
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ));
+    std::fs::write(&temp, text)
+        .and_then(|()| std::fs::rename(&temp, path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&temp);
+            Error::new(
+                ErrorKind::Store,
+                format!("cannot write the report {}: {e}", path.display()),
+            )
+            .with_hint("check that its directory exists and is writable")
+        })?;
+    let kept = dr::keep(store, &report, format).await?;
+    if !args.common.json {
+        println!(
+            "Wrote the DR report {} (kept in the repository as {}).",
+            path.display(),
+            kept.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// Which failure decides the exit code when jobs fail differently.

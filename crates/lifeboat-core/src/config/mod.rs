@@ -291,6 +291,11 @@ pub struct JobSpec {
     pub timezone: Option<String>,
     /// The RPO: `lifeboat-verify` fails (exit 5) when the newest good snapshot is older.
     pub max_age: Option<String>,
+    /// The recovery time objective: a drill's restore should take at most this long.
+    pub rto: Option<String>,
+    /// The recovery point objective: the data restored should be at most this old; also the
+    /// freshness limit when there is no `max-age`.
+    pub rpo: Option<String>,
     /// Redis only: how the snapshot is captured: `auto` (SYNC, else SCAN), `sync` or `scan`.
     pub mode: Option<RedisMode>,
     /// Redis only: record the source's `DEBUG DIGEST` when the data did not change during the
@@ -350,6 +355,10 @@ pub struct Job {
     pub compression: Compression,
     /// The RPO: older than this, the newest good snapshot fails `lifeboat-verify` (exit 5).
     pub max_age: Option<Duration>,
+    /// The recovery time objective (`rto`): what a drill's restore time is held against.
+    pub rto: Option<Duration>,
+    /// The recovery point objective (`rpo`): what the age of the drilled data is held against.
+    pub rpo: Option<Duration>,
     /// The retention policy applied by prune (after each successful backup).
     pub retention: Option<crate::retention::Policy>,
     /// No bytes from the source (or answer from a server) for this long ends the run.
@@ -585,6 +594,8 @@ impl Job {
             "url": self.engine.describe_source(),
             "compression": self.compression,
             "max-age-secs": self.max_age.map(|d| d.as_secs()),
+            "rto-secs": self.rto.map(|d| d.as_secs()),
+            "rpo-secs": self.rpo.map(|d| d.as_secs()),
             "idle-timeout-secs": self.idle_timeout.as_secs(),
             "timeout-secs": self.timeout.map(|d| d.as_secs()),
             "retention": self.retention.as_ref().map(crate::retention::Policy::describe),
@@ -955,12 +966,16 @@ pub fn validate_job(
     };
     let idle_timeout =
         positive("idle-timeout", &spec.idle_timeout)?.unwrap_or(crate::net::DEFAULT_IDLE_TIMEOUT);
+    let rto = positive("rto", &spec.rto)?;
+    let rpo = positive("rpo", &spec.rpo)?;
     let timeout = positive("timeout", &spec.timeout)?;
     Ok(Job {
         name: spec.name.clone(),
         engine,
         compression,
         max_age,
+        rto,
+        rpo,
         idle_timeout,
         timeout,
         // Resolved by `parse`, which reads the `[encryption]` table and the environment.

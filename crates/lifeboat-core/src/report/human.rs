@@ -53,6 +53,15 @@ pub fn duration(secs: i64) -> String {
     }
 }
 
+/// `0.6s`, `42.0s`, then as [`duration`].
+pub fn seconds(secs: f64) -> String {
+    if secs < 60.0 {
+        format!("{secs:.1}s")
+    } else {
+        duration(secs.round() as i64)
+    }
+}
+
 fn rfc3339(t: &chrono::DateTime<chrono::Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
@@ -483,6 +492,36 @@ pub fn verify(report: &VerifyReport) -> String {
                 report.job,
                 duration(f.max_age_secs as i64),
                 f.limit_from
+            ),
+        };
+    }
+    for (name, what, target) in [
+        ("RTO", "the drill's restore took", &report.targets.rto),
+        (
+            "RPO",
+            "the newest good snapshot's data is",
+            &report.targets.rpo,
+        ),
+    ] {
+        let Some(t) = target else { continue };
+        let goal = duration(t.target_secs as i64);
+        let _ = match (t.measured_secs, t.met) {
+            (Some(m), Some(met)) => writeln!(
+                out,
+                "{} job {:?}: {name} {goal}: {what} {}",
+                if met { "met    " } else { "MISSED " },
+                report.job,
+                seconds(m)
+            ),
+            _ => writeln!(
+                out,
+                "target  job {:?}: {name} {goal}: not measured by this run{}",
+                report.job,
+                if name == "RTO" {
+                    " (a drill measures it: --level drill)"
+                } else {
+                    ""
+                }
             ),
         };
     }

@@ -3,6 +3,7 @@
 //! operations return typed reports; the binaries print them here as text, or as JSON (every
 //! report is `Serialize`).
 
+pub mod dr;
 pub mod human;
 pub mod metrics;
 pub mod notify;

@@ -81,6 +81,12 @@ pub struct VerifyOptions {
     pub max_age: Option<Duration>,
     /// Where `max_age` came from, in words (`--max-age`, the job's `max-age`, or the schedule).
     pub max_age_from: String,
+    /// The job's recovery time objective: a drill's restore time is held against it.
+    pub rto: Option<Duration>,
+    /// The job's recovery point objective: the drilled data's age is held against it.
+    pub rpo: Option<Duration>,
+    /// A missed RTO or RPO fails the run (exit 5), as a breached freshness limit does.
+    pub fail_on_target: bool,
     /// The time ages are measured at (the caller reads the clock).
     pub now: DateTime<Utc>,
     /// Write the results into the repository.
@@ -146,6 +152,59 @@ pub struct VerifyReport {
     pub damaged_manifests: Vec<DamagedSnapshot>,
     /// Set when the job has a `max-age`.
     pub freshness: Option<Freshness>,
+    /// The job's RTO and RPO against what this run measured (drills measure the RTO).
+    #[serde(skip_serializing_if = "Targets::is_empty")]
+    pub targets: Targets,
+    /// Missed targets fail the run (`--fail-on-target`).
+    #[serde(skip)]
+    pub fail_on_target: bool,
+}
+
+/// A job's recovery objectives against what a verify run measured.
+#[derive(Debug, Default, Serialize)]
+pub struct Targets {
+    /// The restore time of the newest drilled snapshot against the RTO.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rto: Option<Target>,
+    /// The age of the newest good snapshot's data against the RPO.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rpo: Option<Target>,
+}
+
+/// One objective.
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    /// The objective, in seconds.
+    pub target_secs: u64,
+    /// What was measured (`None`: nothing to measure, e.g. no drill ran).
+    pub measured_secs: Option<f64>,
+    /// Met (`None`: not measured).
+    pub met: Option<bool>,
+}
+
+impl Target {
+    fn new(target: Duration, measured: Option<f64>) -> Target {
+        Target {
+            target_secs: target.as_secs(),
+            measured_secs: measured,
+            met: measured.map(|m| m <= target.as_secs_f64()),
+        }
+    }
+}
+
+impl Targets {
+    /// No objective set.
+    pub fn is_empty(&self) -> bool {
+        self.rto.is_none() && self.rpo.is_none()
+    }
+
+    /// An objective was measured and missed.
+    pub fn missed(&self) -> bool {
+        [&self.rto, &self.rpo]
+            .into_iter()
+            .flatten()
+            .any(|t| t.met == Some(false))
+    }
 }
 
 impl VerifyReport {
@@ -155,7 +214,9 @@ impl VerifyReport {
             Some(ErrorKind::Integrity)
         } else if self.checks.iter().any(|c| !c.ok) {
             Some(ErrorKind::Sink)
-        } else if self.freshness.as_ref().is_some_and(|f| !f.ok) {
+        } else if self.freshness.as_ref().is_some_and(|f| !f.ok)
+            || (self.fail_on_target && self.targets.missed())
+        {
             Some(ErrorKind::Freshness)
         } else {
             None
@@ -235,12 +296,35 @@ pub async fn verify<S: Store>(
             ok: age.is_some_and(|a| a <= max_age.as_secs() as i64),
         }
     });
+    // The RTO is measured by drills (the newest drilled snapshot's restore); the RPO is the
+    // age of the newest good snapshot's data now.
+    let newest_good = checks
+        .iter()
+        .filter(|c| c.ok && !catalog::is_future_dated(c.consistent_at, options.now))
+        .max_by_key(|c| c.consistent_at);
+    let restore_secs = checks
+        .iter()
+        .filter(|c| c.level == Level::Drill)
+        .max_by_key(|c| c.consistent_at)
+        .and_then(|c| c.restore_secs);
+    let targets = Targets {
+        rto: options.rto.map(|t| Target::new(t, restore_secs)),
+        rpo: options.rpo.map(|t| {
+            Target::new(
+                t,
+                newest_good
+                    .map(|c| (options.now - c.consistent_at).num_milliseconds() as f64 / 1000.0),
+            )
+        }),
+    };
     Ok(VerifyReport {
         job: job.to_string(),
         level: options.level,
         checks,
         damaged_manifests: listing.damaged,
         freshness,
+        targets,
+        fail_on_target: options.fail_on_target,
     })
 }
 
