@@ -370,6 +370,8 @@ install_tools() {
     || apt_install python3-yaml
   # tmux runs a backup on a terminal to see its progress line.
   command -v tmux >/dev/null 2>&1 || apt_install tmux
+  # Headless Chromium renders the HTML DR report as a person would see it.
+  command -v chromium >/dev/null 2>&1 || apt_install chromium
   # promtool checks deploy/'s example alert rules.
   command -v promtool >/dev/null 2>&1 || apt_install prometheus
   python3 -c 'import prometheus_client' 2>/dev/null \

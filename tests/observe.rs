@@ -558,6 +558,70 @@ fn the_example_alert_rules_check_and_name_lifeboats_metrics() {
     }
 }
 
+/// Runs headless Chromium (Debian's package; as root it needs --no-sandbox) and returns its
+/// stdout and log.
+fn chromium(args: &[&str]) -> (String, String) {
+    let out = std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--enable-logging=stderr",
+            "--v=0",
+        ])
+        .args(args)
+        .output()
+        .expect("chromium (scripts/services.sh installs Debian's chromium)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn reports_have_their_own_retention() {
+    let repo = TempDir::new("report-keep");
+    real_snapshot(&repo, "app");
+    let reports = repo.join("reports/app");
+    std::fs::create_dir_all(&reports).unwrap();
+    std::fs::write(reports.join("20250101T000000Z.md"), "old").unwrap();
+    std::fs::write(reports.join("20261101T000000Z.md"), "recent").unwrap();
+    let status = std::process::Command::new("touch")
+        .args(["-d", "500 days ago"])
+        .arg(reports.join("20250101T000000Z.md"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let policy = repo.path().with_extension("policy.toml");
+    std::fs::write(&policy, "keep-last = 10\n").unwrap();
+    let prune = |extra: &[&str]| {
+        let mut args = vec![
+            "--repo",
+            repo.as_str(),
+            "prune",
+            "app",
+            "--retention",
+            policy.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        run("lifeboat-backup", &args)
+    };
+    prune(&["--dry-run", "--json"])
+        .assert_code(0)
+        .assert_contains("20250101T000000Z.md");
+    assert!(
+        reports.join("20250101T000000Z.md").exists(),
+        "a dry run removed a report"
+    );
+    prune(&[]).assert_code(0);
+    assert_eq!(files_under(&reports), ["20261101T000000Z.md"]);
+}
+
 /// The text of a tmux pane.
 fn pane(session: &str) -> String {
     let out = std::process::Command::new("tmux")
@@ -756,6 +820,32 @@ fn a_drill_report_holds_the_targets_the_fingerprint_and_the_history() {
         assert!(!page.contains(external), "the page loads {external}");
     }
     assert!(page.matches("<td>drill</td>").count() >= 2, "{page}");
+    // As a person sees it: Chromium loads it without a console message, the figures are in
+    // its DOM, and it renders to a picture.
+    let url = format!("file://{}", html.display());
+    let (dom, log) = chromium(&["--dump-dom", &url]);
+    assert!(!log.contains(":CONSOLE"), "console messages: {log}");
+    let id = manifests(repo.path(), "app")[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        dom.contains("<tr data-job=\"app\">") && dom.contains(&id) && dom.contains("MISSED"),
+        "{dom}"
+    );
+    assert!(dom.matches("<svg").count() >= 3, "{dom}");
+    let png = out.join("dr.png");
+    chromium(&[
+        &format!("--screenshot={}", png.display()),
+        "--window-size=1280,1600",
+        &url,
+    ]);
+    let picture = std::fs::read(&png).unwrap();
+    assert!(
+        picture.starts_with(b"\x89PNG") && picture.len() > 10_000,
+        "{} bytes",
+        picture.len()
+    );
 
     // Redis: the data is older than its 1s RPO, which is also its freshness limit (no max-age):
     // exit 5 even without --fail-on-target. JSON.

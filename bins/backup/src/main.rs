@@ -78,6 +78,10 @@ async fn run_jobs(args: &BackupArgs, cancel: &job::Cancel) -> Result<i32> {
         // must stay one source's.
         same_source_only: args.engine.is_some() && args.job.is_none(),
         observers: Default::default(),
+        report_keep: config
+            .as_ref()
+            .map_or_else(Default::default, |c| c.defaults.clone())
+            .report_keep(),
     };
     let (mut exit, mut reports) = (0, Vec::new());
     let (notifiers, metrics) = config

@@ -143,6 +143,10 @@ pub async fn prune(args: &BackupArgs, prune_args: &PruneArgs) -> Result<i32> {
         dry_run: prune_args.dry_run,
         orphan_grace: Duration::from_secs(prune_args.orphan_grace_hours * 3600),
         committed: None,
+        report_keep: config
+            .as_ref()
+            .map_or_else(Default::default, |c| c.defaults.clone())
+            .report_keep(),
     };
     let holder = lifeboat_cli::holder("lifeboat-backup");
     let mut reports = Vec::new();

@@ -118,6 +118,7 @@ async fn backup_unbounded<S: Store>(
         dry_run: false,
         orphan_grace: options.leftover_grace,
         committed: None,
+        report_keep: Duration::MAX,
     };
     leftovers_removed
         .extend(crate::prune::remove_orphans(store, &job.name, &orphan_options).await?);

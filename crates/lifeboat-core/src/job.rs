@@ -95,6 +95,8 @@ pub struct JobOptions {
     pub same_source_only: bool,
     /// Told what happens as it happens (progress, notifications, metrics).
     pub observers: crate::report::Observers,
+    /// DR reports older than this are removed by the prune after a backup.
+    pub report_keep: Duration,
 }
 
 /// A committed run.
@@ -168,6 +170,7 @@ pub async fn run<S: Store + Clone + 'static>(
             dry_run: false,
             orphan_grace: options.orphan_grace,
             committed: Some(report.snapshot.clone()),
+            report_keep: options.report_keep,
         };
         match cancel
             .run(prune(store, &job.name, policy, &prune_options))
@@ -325,6 +328,7 @@ mod tests {
             observers: crate::report::Observers::new(vec![
                 seen.clone() as std::sync::Arc<dyn crate::report::Observer>
             ]),
+            report_keep: Duration::from_secs(86_400),
         };
         let failed = run(&store, &job, &options, &chrono::Utc::now, &Cancel::never()).await;
         assert!(failed.is_err());

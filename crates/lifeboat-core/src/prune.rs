@@ -26,6 +26,8 @@ pub struct PruneOptions {
     pub orphan_grace: Duration,
     /// The snapshot the backup that runs this prune has just committed: never forgotten.
     pub committed: Option<SnapshotId>,
+    /// DR reports (`reports/<job>/`) older than this are removed.
+    pub report_keep: Duration,
 }
 
 /// What a prune did (or, with `dry_run`, would do).
@@ -46,6 +48,8 @@ pub struct PruneReport {
     /// Snapshots the plan forgets but the store refuses to delete yet (object lock, legal
     /// hold): left whole, so they stay restorable; a later prune forgets them.
     pub protected: Vec<ProtectedSnapshot>,
+    /// DR reports older than the report retention (with `dry_run`: that would be removed).
+    pub reports_removed: Vec<String>,
 }
 
 /// A snapshot the plan forgets that the store refuses to delete yet.
@@ -187,6 +191,7 @@ pub async fn prune<S: Store>(
         orphans_removed: Vec::new(),
         damaged: listing.damaged,
         protected: Vec::new(),
+        reports_removed: Vec::new(),
     };
     let forget: Vec<SnapshotId> = report.plan.forgotten().map(|d| d.id.clone()).collect();
     for id in forget {
@@ -196,11 +201,38 @@ pub async fn prune<S: Store>(
             None => report.forgotten.push(id),
         }
     }
+    report.reports_removed = prune_reports(store, job, options).await?;
     if options.dry_run {
         return Ok(report);
     }
     report.orphans_removed = remove_orphans(store, job, options).await?;
     Ok(report)
+}
+
+/// DR reports have their own retention: prune forgets snapshots and their verification
+/// records, but a report is the evidence of what was verified and must outlive them. Reports
+/// older than `report_keep` go (with `dry_run`: are listed).
+async fn prune_reports<S: Store>(
+    store: &S,
+    job: &str,
+    options: &PruneOptions,
+) -> Result<Vec<String>> {
+    // A retention longer than the clock can count back keeps everything.
+    let Some(cutoff) = std::time::SystemTime::from(options.now).checked_sub(options.report_keep)
+    else {
+        return Ok(Vec::new());
+    };
+    let mut removed = Vec::new();
+    for report in store.list(&crate::report::dr::reports_prefix(job)).await? {
+        if report.modified >= cutoff {
+            continue;
+        }
+        if !options.dry_run {
+            store.delete(&report.key).await?;
+        }
+        removed.push(report.key.to_string());
+    }
+    Ok(removed)
 }
 
 /// Forgets one snapshot: its manifest first (from then on the snapshot does not exist), then

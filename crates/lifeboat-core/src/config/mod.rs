@@ -248,7 +248,23 @@ pub struct DefaultsSpec {
     pub compression_level: Option<i32>,
     /// See [`JobSpec::pg_bin_dir`].
     pub pg_bin_dir: Option<String>,
+    /// How long DR reports (`reports/<job>/`) are kept, in days (default 400): their own
+    /// retention, since the verification records they show go with their snapshots.
+    pub report_keep_days: Option<u32>,
 }
+
+impl DefaultsSpec {
+    /// How long prune keeps DR reports.
+    pub fn report_keep(&self) -> Duration {
+        Duration::from_secs(
+            u64::from(self.report_keep_days.unwrap_or(DEFAULT_REPORT_KEEP_DAYS)) * 86_400,
+        )
+    }
+}
+
+/// DR reports are kept this many days unless `[defaults] report-keep-days` says otherwise: an
+/// annual audit looks back a year.
+pub const DEFAULT_REPORT_KEEP_DAYS: u32 = 400;
 
 /// A `[[job]]` table as written.
 #[derive(Debug, Clone, Default, Deserialize)]

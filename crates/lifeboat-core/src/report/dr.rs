@@ -359,6 +359,11 @@ fn html(report: &DrReport) -> String {
     out
 }
 
+/// `reports/<job>/`: where a job's DR reports are kept.
+pub fn reports_prefix(job: &str) -> String {
+    format!("reports/{job}/")
+}
+
 /// Keeps each job's section in the repository: `reports/<job>/<time>.<ext>`.
 pub async fn keep<S: Store>(store: &S, report: &DrReport, format: Format) -> Result<Vec<String>> {
     let mut kept = Vec::new();
@@ -369,8 +374,8 @@ pub async fn keep<S: Store>(store: &S, report: &DrReport, format: Format) -> Res
             jobs: vec![job.clone()],
         };
         let key = ObjectKey::new(format!(
-            "reports/{}/{}.{}",
-            job.job,
+            "{}{}.{}",
+            reports_prefix(&job.job),
             report.generated_at.format("%Y%m%dT%H%M%SZ"),
             format.extension()
         ))?;

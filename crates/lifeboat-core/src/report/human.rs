@@ -155,6 +155,18 @@ pub fn prune(report: &PruneReport) -> String {
             );
         }
     }
+    if !report.reports_removed.is_empty() {
+        let _ = writeln!(
+            out,
+            "  {} {} older than the report retention ([defaults] report-keep-days)",
+            if report.dry_run {
+                "would remove"
+            } else {
+                "removed"
+            },
+            counted(report.reports_removed.len() as u64, "DR report")
+        );
+    }
     for p in &report.protected {
         let _ = writeln!(
             out,
