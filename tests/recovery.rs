@@ -431,18 +431,20 @@ fn a_pinned_snapshot_survives_the_prune_that_would_forget_it() {
     // A policy file keeps the test independent of the presets.
     let policy = repo.path().with_extension("policy.toml");
     std::fs::write(&policy, "keep-last = 1\n").unwrap();
-    let dry = run(
-        "lifeboat-backup",
-        &[
+    let prune_with = |extra: &[&str]| {
+        let mut args = vec![
             "--repo",
             repo.as_str(),
             "prune",
             "app",
             "--retention",
             policy.to_str().unwrap(),
-            "--dry-run",
-        ],
-    );
+        ];
+        args.extend_from_slice(extra);
+        run("lifeboat-backup", &args)
+    };
+    let prune = || prune_with(&[]);
+    let dry = prune_with(&["--dry-run"]);
     dry.assert_code(0);
     let line = dry
         .output()
@@ -455,18 +457,7 @@ fn a_pinned_snapshot_survives_the_prune_that_would_forget_it() {
         "{line}"
     );
 
-    run(
-        "lifeboat-backup",
-        &[
-            "--repo",
-            repo.as_str(),
-            "prune",
-            "app",
-            "--retention",
-            policy.to_str().unwrap(),
-        ],
-    )
-    .assert_code(0);
+    prune().assert_code(0);
     assert!(
         first.join("manifest.json").exists(),
         "the pinned snapshot was forgotten"
@@ -505,18 +496,7 @@ fn a_pinned_snapshot_survives_the_prune_that_would_forget_it() {
     .assert_code(0)
     .assert_contains("Unpinned");
     assert!(!pin.exists());
-    run(
-        "lifeboat-backup",
-        &[
-            "--repo",
-            repo.as_str(),
-            "prune",
-            "app",
-            "--retention",
-            policy.to_str().unwrap(),
-        ],
-    )
-    .assert_code(0);
+    prune().assert_code(0);
     assert!(!first.exists(), "unpinned, the snapshot is forgotten");
 
     // A snapshot that does not exist cannot be pinned.

@@ -195,6 +195,22 @@ async fn existing_in_target(url: &SecretUrl, part: &Part) -> Result<i64> {
     Ok(row.get(0))
 }
 
+/// `psql` running the SQL on its stdin in one transaction, stopping at the first error.
+fn psql_from_stdin(tools: &PgTools, target: &SecretUrl) -> (PathBuf, Command) {
+    let program = tools.program("psql");
+    let mut cmd = Command::new(&program);
+    cmd.args([
+        "--single-transaction",
+        "--no-psqlrc",
+        "--quiet",
+        "--no-password",
+        "--set=ON_ERROR_STOP=1",
+        "--file=-",
+    ])
+    .arg(format!("--dbname={}", target.without_password()));
+    (program, cmd)
+}
+
 /// Starts the restoring child with its stdin open.
 pub fn start_restore(
     tools: &PgTools,
@@ -239,18 +255,7 @@ pub fn start_restore(
                     "--table and --schema need a custom-format snapshot; plain SQL restores whole",
                 ));
             }
-            let program = tools.program("psql");
-            let mut cmd = Command::new(&program);
-            cmd.args([
-                "--single-transaction",
-                "--no-psqlrc",
-                "--quiet",
-                "--no-password",
-                "--set=ON_ERROR_STOP=1",
-                "--file=-",
-            ])
-            .arg(format!("--dbname={}", target.without_password()));
-            (program, cmd)
+            psql_from_stdin(tools, target)
         }
         other => {
             return Err(Error::new(
@@ -618,19 +623,8 @@ impl PgSink {
             .collect();
         let text = String::from_utf8_lossy(&sql.0);
         let (text, created, skipped) = Globals::parse(&text).without_roles(&existing);
-        let program = self.tools.program("psql");
-        let mut cmd = Command::new(&program);
-        cmd.args([
-            "--single-transaction",
-            "--no-psqlrc",
-            "--quiet",
-            "--no-password",
-            "--set=ON_ERROR_STOP=1",
-            "--file=-",
-        ])
-        .arg(format!("--dbname={}", target.without_password()))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null());
+        let (program, mut cmd) = psql_from_stdin(&self.tools, target);
+        cmd.stdin(Stdio::piped()).stdout(Stdio::null());
         set_password_env(&mut cmd, target);
         let mut child = ChildProcess::spawn(cmd, &program, ErrorKind::Sink, CLIENT_INSTALL_HINT)?;
         if let Some(mut stdin) = child.take_stdin() {
