@@ -654,8 +654,10 @@ fn a_backup_on_a_terminal_shows_a_progress_line_that_moves_and_a_pipe_gets_none(
     let repo = TempDir::new("progress-repo");
     let job = "progress";
     let session = format!("lbt-progress-{}", std::process::id());
+    // A session left by an earlier run of this test, if any (tmux says when there is none).
     let _ = std::process::Command::new("tmux")
         .args(["kill-session", "-t", &session])
+        .stderr(std::process::Stdio::null())
         .status();
     let status = std::process::Command::new("tmux")
         .args(["new-session", "-d", "-s", &session, "-x", "160", "-y", "20"])
