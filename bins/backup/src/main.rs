@@ -10,8 +10,10 @@ use args::{BackupArgs, BackupCommand};
 use clap::Parser;
 use lifeboat_cli::{print_json, report_error, usage};
 use lifeboat_core::config::{self, Config, Job, OneLiner, Overrides};
+use lifeboat_core::copy;
 use lifeboat_core::job::{self, JobOptions};
-use lifeboat_core::report::{human, metrics, notify};
+use lifeboat_core::report::human;
+use lifeboat_core::report::news::{self, JobEnd, News};
 use lifeboat_core::store::Store;
 use lifeboat_core::{Error, ErrorKind, Result};
 
@@ -84,128 +86,76 @@ async fn run_jobs(args: &BackupArgs, cancel: &job::Cancel) -> Result<i32> {
             .report_keep(),
     };
     let (mut exit, mut reports) = (0, Vec::new());
-    let (notifiers, metrics) = config
-        .as_ref()
-        .map(|c| (c.notifiers.clone(), c.metrics.clone()))
-        .unwrap_or_default();
-    let mut samples = Vec::new();
+    let mut news = News::new("lifeboat-backup", config.as_ref());
+    let copies = config.as_ref().map_or(&[][..], |c| &c.copies[..]);
     let mut interrupted = false;
     for job in &jobs {
-        notify::started(&notifiers, &job.name).await;
+        news.started(&job.name).await;
         let started = std::time::Instant::now();
         let progress = lifeboat_cli::progress::Progress::start(&args.common, "backup", &job.name);
         let ran = job::run(&store, job, &options, &chrono::Utc::now, cancel).await;
         drop(progress);
-        let (job_exit, text) = match ran {
+        let (job_exit, text, report, committed) = match ran {
             Ok(run) => {
                 let mut text = human::backup(&run.report, &store.describe());
                 run.prune
                     .iter()
                     .for_each(|p| text.push_str(&human::prune(p)));
+                let (copied, copy_error) =
+                    copy::after_backup(copies, &store, &job.name, &options.holder).await;
+                copied.iter().for_each(|c| text.push_str(&human::copy(c)));
                 if !json {
                     print!("{text}");
                 }
                 let mut job_exit = 0;
-                if let Some(e) = &run.prune_error {
+                for e in run.prune_error.iter().chain(&copy_error) {
                     job_exit = job_exit.max(report_error(e, false));
-                    text.push_str(&error_text(e));
+                    text.push_str(&news::error_text(e));
                 }
-                let (copies, copy_error) =
-                    copy_after_backup(config.as_ref(), &store, &job.name).await;
-                copies.iter().for_each(|c| text.push_str(&human::copy(c)));
-                if !json {
-                    copies.iter().for_each(|c| print!("{}", human::copy(c)));
-                }
-                if let Some(e) = &copy_error {
-                    job_exit = job_exit.max(report_error(e, false));
-                    text.push_str(&error_text(e));
-                }
-                exit = exit.max(job_exit);
-                reports.push(serde_json::json!({
-                    "ok": run.prune_error.is_none() && copy_error.is_none(),
+                let report = serde_json::json!({
+                    "ok": job_exit == 0,
                     "report": run.report,
                     "prune": run.prune,
-                    "copies": copies,
-                    "copy_error": copy_error.as_ref().map(|e| serde_json::json!({"kind": e.kind().as_str(), "message": e.message(), "hint": e.hint()})),
-                }));
-                (job_exit, text)
+                    "copies": copied,
+                    "copy_error": copy_error.as_ref().map(news::error_json),
+                });
+                (job_exit, text, report, true)
             }
             Err(e) => {
                 let code = report_error(&e, false);
-                reports.push(serde_json::json!({"ok": false, "job": job.name,
-                    "error": {"kind": e.kind().as_str(), "message": e.message(), "hint": e.hint()}}));
-                exit = if exit == 0 { code } else { exit };
                 interrupted = e.kind() == ErrorKind::Cancelled;
-                (code, error_text(&e))
+                let report = serde_json::json!({"ok": false, "job": job.name, "error": news::error_json(&e)});
+                (code, news::error_text(&e), report, false)
             }
         };
-        let outcome = notify::RunOutcome {
-            binary: "lifeboat-backup",
-            job: &job.name,
-            exit_code: job_exit,
-            report: reports.last().cloned().unwrap_or_default(),
-            text,
+        // A failed backup's code stands if it came first; after a commit, a failed prune or
+        // copy raises the run's code.
+        exit = match (committed, exit) {
+            (true, _) => exit.max(job_exit),
+            (false, 0) => job_exit,
+            (false, earlier) => earlier,
         };
-        notify::finished(&notifiers, &outcome).await;
-        if !metrics.is_empty() {
-            let run = metrics::RunMetrics {
-                ended: chrono::Utc::now(),
-                success: job_exit == 0,
+        reports.push(report.clone());
+        news.finished(
+            &store,
+            JobEnd {
+                job: &job.name,
+                exit_code: job_exit,
+                report,
+                text,
                 backup_secs: Some(started.elapsed().as_secs_f64()),
-                snapshot_age: false,
-            };
-            samples.extend(metrics::job_samples(&store, &job.name, &run).await);
-        }
+            },
+        )
+        .await;
         if interrupted {
             break;
         }
     }
-    metrics::deliver(&metrics, "lifeboat-backup", &samples).await;
+    news.deliver().await;
     if json {
         print_json(&serde_json::json!({"ok": exit == 0, "jobs": reports}));
     }
     Ok(exit)
-}
-
-/// An error as notifications carry it: the message and the hint.
-fn error_text(e: &Error) -> String {
-    match e.hint() {
-        Some(hint) => format!("error: {}\n  hint: {hint}\n", e.message()),
-        None => format!("error: {}\n", e.message()),
-    }
-}
-
-/// The `[[copy]]` tables that include `job`, run after its backup committed: the snapshot is
-/// safe in the first repository whatever happens here, but a failed copy fails the run (the
-/// second copy is what 3-2-1 promises).
-async fn copy_after_backup(
-    config: Option<&Config>,
-    store: &lifeboat_core::store::AnyStore,
-    job: &str,
-) -> (Vec<lifeboat_core::copy::CopyReport>, Option<Error>) {
-    let mut reports = Vec::new();
-    for copy in config.iter().flat_map(|c| &c.copies) {
-        if !copy.jobs.is_empty() && !copy.jobs.iter().any(|j| j == job) {
-            continue;
-        }
-        let copied = async {
-            let to = maintenance::open_copy_target(&copy.to, store).await?;
-            maintenance::copy_into(store, &to, &[job.to_string()], false).await
-        }
-        .await;
-        match copied {
-            Ok(r) => reports.extend(r),
-            Err(e) => {
-                return (
-                    reports,
-                    Some(e.with_hint(format!(
-                        "the snapshot is committed in the first repository; `lifeboat-backup copy {job}` copies what is missing once the destination is reachable"
-                    ))),
-                )
-            }
-        }
-    }
-    (reports, None)
 }
 
 /// Jobs from the one-liner flags, or from the file (all, or those named).

@@ -14,7 +14,7 @@ use crate::args::{
     UnpinArgs,
 };
 use lifeboat_core::catalog::{self, SnapshotId};
-use lifeboat_core::store::{AnyStore, Store as _};
+use lifeboat_core::store::AnyStore;
 
 /// `lifeboat-backup schedule --print FORMAT`: deployment files for the configured schedules.
 pub fn schedule(args: &BackupArgs, schedule: &ScheduleArgs) -> Result<i32> {
@@ -315,45 +315,6 @@ pub async fn unpin(args: &BackupArgs, unpin: &UnpinArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// A second repository: `[[copy]] to` or `--to-repo` with its flags. Created if missing, as a
-/// backup creates its repository; the same store as the source is refused.
-pub async fn open_copy_target(to: &config::StoreSpec, source: &AnyStore) -> Result<AnyStore> {
-    let url = to.url.as_deref().unwrap_or_default();
-    let store = lifeboat_core::store::open(url, &to.s3_options()?).await?;
-    if store.describe() == source.describe() {
-        return Err(usage(format!(
-            "the copy's destination {} is the repository itself",
-            store.describe()
-        ))
-        .with_hint("name a second repository: another bucket, prefix or directory"));
-    }
-    Ok(store)
-}
-
-/// Copies `jobs` (every job of the source if empty) into `to`; one report per job. A job that
-/// fails stops the run with its error, after the jobs before it were copied.
-pub async fn copy_into(
-    source: &AnyStore,
-    to: &AnyStore,
-    jobs: &[String],
-    dry_run: bool,
-) -> Result<Vec<lifeboat_core::copy::CopyReport>> {
-    let jobs = if jobs.is_empty() {
-        catalog::list_jobs(source).await?
-    } else {
-        jobs.to_vec()
-    };
-    let holder = lifeboat_cli::holder("lifeboat-backup");
-    let mut reports = Vec::new();
-    for job in &jobs {
-        reports.push(
-            lifeboat_core::copy::copy_job(source, to, job, &holder, chrono::Utc::now(), dry_run)
-                .await?,
-        );
-    }
-    Ok(reports)
-}
-
 /// `lifeboat-backup copy`: into `--to-repo`, or into each `[[copy]]` destination.
 pub async fn copy(args: &BackupArgs, copy: &CopyArgs) -> Result<i32> {
     let config = lifeboat_cli::load_config(&args.common)?;
@@ -397,8 +358,12 @@ pub async fn copy(args: &BackupArgs, copy: &CopyArgs) -> Result<i32> {
     };
     let mut reports = Vec::new();
     for (to, jobs) in &targets {
-        let destination = open_copy_target(to, &source).await?;
-        for report in copy_into(&source, &destination, jobs, copy.dry_run).await? {
+        let destination = lifeboat_core::copy::open_destination(to, &source).await?;
+        let holder = lifeboat_cli::holder("lifeboat-backup");
+        for report in
+            lifeboat_core::copy::copy_jobs(&source, &destination, jobs, &holder, copy.dry_run)
+                .await?
+        {
             if !args.common.json {
                 print!("{}", human::copy(&report));
             }

@@ -203,47 +203,17 @@ fn options_of(flags: &RestoreFlags) -> RestoreOptions {
     }
 }
 
-/// `--to JOB=URL` values by job; a value without `JOB=` (or whose part before `=` is not a job
-/// name, like `postgres://h/db?sslmode=require`) is refused: with several jobs each target
-/// must say whose it is.
-fn targets_by_job(values: &[String]) -> Result<std::collections::BTreeMap<String, String>> {
-    let mut targets = std::collections::BTreeMap::new();
-    for value in values {
-        let named = value
-            .split_once('=')
-            .filter(|(job, _)| lifeboat_core::config::validate_job_name(job).is_ok());
-        let Some((job, to)) = named else {
-            return Err(usage(format!(
-                "--to {value:?}: with several jobs, each --to is JOB=URL (e.g. --to app-db=postgres://...)"
-            )));
-        };
-        if targets.insert(job.to_string(), to.to_string()).is_some() {
-            return Err(usage(format!("--to names job {job:?} twice")));
-        }
-    }
-    Ok(targets)
-}
-
 /// `--all-jobs` or several `--job`: every job as of one instant, one plan, one confirmation.
 /// Returns the exit code: the failed job's, once every job's outcome is reported.
 async fn run_system(common: &CommonArgs, flags: &RestoreFlags) -> Result<i32> {
     use lifeboat_core::restore::system;
-    let single_job_flags = [
-        (flags.to_env.is_some(), "--to-env"),
-        (!flags.db_map.is_empty(), "--db-map"),
-        (flags.replace, "--replace"),
-        (flags.no_owner, "--no-owner"),
-        (!flags.table.is_empty(), "--table"),
-        (!flags.schema.is_empty(), "--schema"),
-        (flags.globals, "--globals"),
-        (flags.mode != RestoreMode::Live, "--mode"),
-    ];
-    if let Some((_, flag)) = single_job_flags.iter().find(|(given, _)| *given) {
-        return Err(usage(format!(
-            "{flag} applies to one job's restore, not to a whole-system restore"
-        ))
-        .with_hint("restore that job on its own with --job NAME, or leave the flag out"));
+    if flags.to_env.is_some() {
+        return Err(usage(
+            "--to-env names one target; a whole-system restore takes --to JOB=URL for each job",
+        ));
     }
+    let options = options_of(flags);
+    system::refuse_single_job_flags(&options)?;
     if flags.snapshot.is_some() || (!flags.latest && flags.at.is_none()) {
         return Err(usage(
             "a whole-system restore picks every job's snapshot by time: pass --at TIME or --latest",
@@ -268,36 +238,9 @@ async fn run_system(common: &CommonArgs, flags: &RestoreFlags) -> Result<i32> {
         }
         flags.job.clone()
     };
-    let mut targets = targets_by_job(&flags.to)?;
-    if let Some(stray) = targets.keys().find(|j| !jobs.contains(j)) {
-        return Err(usage(format!(
-            "--to names job {stray:?}, which this restore does not include"
-        ))
-        .with_hint(format!("the jobs restored: {}", jobs.join(", "))));
-    }
-    let mut requests = Vec::new();
-    for job in &jobs {
-        let configured = config
-            .as_ref()
-            .and_then(|c| c.jobs.iter().find(|j| &j.name == job));
-        let to = targets
-            .remove(job)
-            .or_else(|| configured.and_then(|j| j.restore_to.clone()))
-            .ok_or_else(|| {
-                usage(format!("job {job:?} has no restore target"))
-                    .with_hint(format!("pass --to {job}=URL, or set restore-to in its [[job]] table (and the variable it names, if it names one)"))
-            })?;
-        let mut options = options_of(flags);
-        if options.pg_bin_dir.is_none() {
-            options.pg_bin_dir = configured.and_then(|j| j.engine.pg_bin_dir());
-        }
-        requests.push(system::JobRequest {
-            job: job.clone(),
-            to,
-            options,
-            keys: flags.keys.keys(config.as_ref(), Some(job))?,
-        });
-    }
+    let requests = system::requests(config.as_ref(), &jobs, &flags.to, &options, |job| {
+        flags.keys.keys(config.as_ref(), Some(job))
+    })?;
     let now = chrono::Utc::now();
     let plan = system::plan(&store, requests, &selector, flags.allow_missing, now).await?;
     if flags.dry_run {

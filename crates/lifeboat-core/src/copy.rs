@@ -205,3 +205,76 @@ async fn copy_object<S: Store, D: Store>(
     }
     writer.finish().await.map(|_| ())
 }
+
+/// A second repository (`[[copy]] to`, or `--to-repo` with its flags), created if missing as a
+/// backup creates its repository; the source repository itself is refused.
+pub async fn open_destination(
+    to: &crate::config::StoreSpec,
+    source: &crate::store::AnyStore,
+) -> Result<crate::store::AnyStore> {
+    let url = to.url.as_deref().unwrap_or_default();
+    let store = crate::store::open(url, &to.s3_options()?).await?;
+    if store.describe() == source.describe() {
+        return Err(Error::config(format!(
+            "the copy's destination {} is the repository itself",
+            store.describe()
+        ))
+        .with_hint("name a second repository: another bucket, prefix or directory"));
+    }
+    Ok(store)
+}
+
+/// Copies `jobs` (every job of the source if empty) into `to`, a report per job; the first job
+/// that fails stops the run with its error, after the jobs before it were copied.
+pub async fn copy_jobs<S: Store, D: Store + Clone + 'static>(
+    source: &S,
+    to: &D,
+    jobs: &[String],
+    holder: &crate::lock::Holder,
+    dry_run: bool,
+) -> Result<Vec<CopyReport>> {
+    let jobs = if jobs.is_empty() {
+        catalog::list_jobs(source).await?
+    } else {
+        jobs.to_vec()
+    };
+    let mut reports = Vec::new();
+    for job in &jobs {
+        reports.push(copy_job(source, to, job, holder, Utc::now(), dry_run).await?);
+    }
+    Ok(reports)
+}
+
+/// The `[[copy]]` tables that include `job`, run after its backup committed: the snapshot is
+/// safe in the first repository whatever happens here, but a failed copy fails the run (the
+/// second copy is what 3-2-1 promises). Returns what was copied and the failure, if any.
+pub async fn after_backup(
+    copies: &[crate::config::CopySpec],
+    store: &crate::store::AnyStore,
+    job: &str,
+    holder: &crate::lock::Holder,
+) -> (Vec<CopyReport>, Option<Error>) {
+    let mut reports = Vec::new();
+    for copy in copies {
+        if !copy.jobs.is_empty() && !copy.jobs.iter().any(|j| j == job) {
+            continue;
+        }
+        let copied = async {
+            let to = open_destination(&copy.to, store).await?;
+            copy_jobs(store, &to, &[job.to_string()], holder, false).await
+        }
+        .await;
+        match copied {
+            Ok(r) => reports.extend(r),
+            Err(e) => {
+                return (
+                    reports,
+                    Some(e.with_hint(format!(
+                        "the snapshot is committed in the first repository; `lifeboat-backup copy {job}` copies what is missing once the destination is reachable"
+                    ))),
+                )
+            }
+        }
+    }
+    (reports, None)
+}

@@ -359,6 +359,43 @@ fn html(report: &DrReport) -> String {
     out
 }
 
+/// Writes the DR report of a verify run's `reports` to `path` (beside it first, then renamed
+/// into place) and keeps each job's section in the repository; returns the keys kept.
+pub async fn write<S: Store>(
+    store: &S,
+    reports: &[VerifyReport],
+    level: verify::Level,
+    path: &Path,
+    format: Format,
+) -> Result<Vec<String>> {
+    let mut jobs = Vec::new();
+    for report in reports {
+        jobs.push(job_report(store, report).await?);
+    }
+    let report = DrReport {
+        generated_at: Utc::now(),
+        level: level.as_str().to_string(),
+        jobs,
+    };
+    let temp = path.with_file_name(format!(
+        ".{}.lifeboat-tmp",
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ));
+    std::fs::write(&temp, render(&report, format))
+        .and_then(|()| std::fs::rename(&temp, path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&temp);
+            Error::new(
+                crate::error::ErrorKind::Store,
+                format!("cannot write the report {}: {e}", path.display()),
+            )
+            .with_hint("check that its directory exists and is writable")
+        })?;
+    keep(store, &report, format).await
+}
+
 /// `reports/<job>/`: where a job's DR reports are kept.
 pub fn reports_prefix(job: &str) -> String {
     format!("reports/{job}/")

@@ -6,6 +6,7 @@
 pub mod dr;
 pub mod human;
 pub mod metrics;
+pub mod news;
 pub mod notify;
 
 use std::sync::Arc;

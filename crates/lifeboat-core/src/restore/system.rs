@@ -83,6 +83,80 @@ impl Serialize for SystemPlan {
     }
 }
 
+/// Refuses the flags of one engine's restore (`--db-map`, `--mode`, `--table`...): they belong
+/// to a single job.
+pub fn refuse_single_job_flags(options: &RestoreOptions) -> Result<()> {
+    match options.given_flags().first() {
+        Some(flag) => Err(Error::config(format!(
+            "{flag} applies to one job's restore, not to a whole-system restore"
+        ))
+        .with_hint("restore that job on its own with --job NAME, or leave the flag out")),
+        None => Ok(()),
+    }
+}
+
+/// The restore of each of `jobs`: its target from `--to JOB=URL` (`to`) or its `restore-to`,
+/// `options` with its own `pg-bin-dir`, and `keys_for` its keys.
+pub fn requests(
+    config: Option<&crate::config::Config>,
+    jobs: &[String],
+    to: &[String],
+    options: &RestoreOptions,
+    keys_for: impl Fn(&str) -> Result<Keys>,
+) -> Result<Vec<JobRequest>> {
+    let mut targets = targets_by_job(to)?;
+    if let Some(stray) = targets.keys().find(|j| !jobs.contains(j)) {
+        return Err(Error::config(format!(
+            "--to names job {stray:?}, which this restore does not include"
+        ))
+        .with_hint(format!("the jobs restored: {}", jobs.join(", "))));
+    }
+    jobs.iter()
+        .map(|job| {
+            let configured = config.and_then(|c| c.jobs.iter().find(|j| &j.name == job));
+            let to = targets
+                .remove(job)
+                .or_else(|| configured.and_then(|j| j.restore_to.clone()))
+                .ok_or_else(|| {
+                    Error::config(format!("job {job:?} has no restore target")).with_hint(format!(
+                        "pass --to {job}=URL, or set restore-to in its [[job]] table (and the variable it names, if it names one)"
+                    ))
+                })?;
+            let mut options = options.clone();
+            if options.pg_bin_dir.is_none() {
+                options.pg_bin_dir = configured.and_then(|j| j.engine.pg_bin_dir());
+            }
+            Ok(JobRequest {
+                job: job.clone(),
+                to,
+                options,
+                keys: keys_for(job)?,
+            })
+        })
+        .collect()
+}
+
+/// `--to JOB=URL` values by job; a value without `JOB=` (or whose part before `=` is not a job
+/// name, like `postgres://h/db?sslmode=require`) is refused: with several jobs each target
+/// must say whose it is.
+fn targets_by_job(values: &[String]) -> Result<std::collections::BTreeMap<String, String>> {
+    let mut targets = std::collections::BTreeMap::new();
+    for value in values {
+        let named = value
+            .split_once('=')
+            .filter(|(job, _)| crate::config::validate_job_name(job).is_ok());
+        let Some((job, to)) = named else {
+            return Err(Error::config(format!(
+                "--to {value:?}: with several jobs, each --to is JOB=URL (e.g. --to app-db=postgres://...)"
+            )));
+        };
+        if targets.insert(job.to_string(), to.to_string()).is_some() {
+            return Err(Error::config(format!("--to names job {job:?} twice")));
+        }
+    }
+    Ok(targets)
+}
+
 /// Picks every job's snapshot at or before the instant (or its latest), checks its keys and
 /// inspects its target; changes nothing. A job without a snapshot refuses the whole plan
 /// unless `allow_missing`.

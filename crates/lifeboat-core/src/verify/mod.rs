@@ -224,6 +224,36 @@ impl VerifyReport {
     }
 }
 
+/// A job's freshness limit and where it came from, in words: the `--max-age` flag, else the
+/// job's `max-age`, else its `rpo`, else twice its schedule's longest interval plus an hour.
+pub fn freshness_limit(
+    flag: Option<Duration>,
+    job: Option<&crate::config::Job>,
+    now: DateTime<Utc>,
+) -> (Option<Duration>, String) {
+    match (flag, job) {
+        (Some(d), _) => (Some(d), "--max-age".to_string()),
+        (None, Some(j)) if j.max_age.is_some() => (j.max_age, "the job's max-age".to_string()),
+        (None, Some(j)) if j.rpo.is_some() => (j.rpo, "the job's rpo".to_string()),
+        (
+            None,
+            Some(crate::config::Job {
+                schedule: Some(s), ..
+            }),
+        ) => (
+            s.freshness_limit(now).to_std().ok(),
+            format!(
+                "the schedule {}: twice its longest interval of {} plus an hour",
+                s.describe(),
+                crate::retention::format_duration(
+                    s.longest_interval(now).to_std().unwrap_or_default()
+                )
+            ),
+        ),
+        _ => (None, String::new()),
+    }
+}
+
 /// Verifies the chosen snapshots of one job.
 pub async fn verify<S: Store>(
     store: &S,
