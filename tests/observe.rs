@@ -597,20 +597,7 @@ fn reports_have_their_own_retention() {
         .status()
         .unwrap();
     assert!(status.success());
-    let policy = repo.path().with_extension("policy.toml");
-    std::fs::write(&policy, "keep-last = 10\n").unwrap();
-    let prune = |extra: &[&str]| {
-        let mut args = vec![
-            "--repo",
-            repo.as_str(),
-            "prune",
-            "app",
-            "--retention",
-            policy.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        run("lifeboat-backup", &args)
-    };
+    let prune = |extra: &[&str]| prune_with_policy(&repo, "app", "keep-last = 10\n", extra);
     prune(&["--dry-run", "--json"])
         .assert_code(0)
         .assert_contains("20250101T000000Z.md");

@@ -428,21 +428,7 @@ fn a_pinned_snapshot_survives_the_prune_that_would_forget_it() {
     assert!(pin.exists(), "the pin is an object beside the manifest");
     let manifest_before = std::fs::read(first.join("manifest.json")).unwrap();
 
-    // A policy file keeps the test independent of the presets.
-    let policy = repo.path().with_extension("policy.toml");
-    std::fs::write(&policy, "keep-last = 1\n").unwrap();
-    let prune_with = |extra: &[&str]| {
-        let mut args = vec![
-            "--repo",
-            repo.as_str(),
-            "prune",
-            "app",
-            "--retention",
-            policy.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        run("lifeboat-backup", &args)
-    };
+    let prune_with = |extra: &[&str]| prune_with_policy(&repo, "app", "keep-last = 1\n", extra);
     let prune = || prune_with(&[]);
     let dry = prune_with(&["--dry-run"]);
     dry.assert_code(0);

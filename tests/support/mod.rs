@@ -498,6 +498,23 @@ pub fn backup_pg(url: &str, repo: &str, job: &str, extra: &[&str]) -> Run {
     run("lifeboat-backup", &args)
 }
 
+/// `lifeboat-backup --repo REPO prune JOB` under a policy file holding `policy` (written beside
+/// the repository, so a test does not depend on the presets), with `extra` flags.
+pub fn prune_with_policy(repo: &TempDir, job: &str, policy: &str, extra: &[&str]) -> Run {
+    let file = repo.path().with_extension("policy.toml");
+    std::fs::write(&file, policy).unwrap();
+    let mut args = vec![
+        "--repo",
+        repo.as_str(),
+        "prune",
+        job,
+        "--retention",
+        file.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    run("lifeboat-backup", &args)
+}
+
 /// Backs up a tiny database once as `job` and returns the snapshot folder.
 pub fn real_snapshot(repo: &TempDir, job: &str) -> std::path::PathBuf {
     let db = TestDb::create("ret");
