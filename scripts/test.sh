@@ -16,10 +16,10 @@ cargo fmt --all --check
 # rebuild some 35 crates).
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked --no-fail-fast
-# A short fuzz run of the RDB reader (cargo-fuzz needs a nightly toolchain; without one the
+# A short fuzz run of the RDB and mongodump archive readers (cargo-fuzz needs a nightly toolchain; without one the
 # property tests above are the only check of damaged input, and this says so).
 if cargo +nightly --version >/dev/null 2>&1; then
   scripts/fuzz.sh 30
 else
-  echo "test.sh: NOTE: no nightly Rust toolchain here, so the cargo-fuzz run of lifeboat-rdb did not run" >&2
+  echo "test.sh: NOTE: no nightly Rust toolchain here, so the cargo-fuzz runs of the RDB and archive readers did not run" >&2
 fi
