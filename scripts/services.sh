@@ -6,8 +6,8 @@
 #   scripts/services.sh stop                 stop what this script started
 #   scripts/services.sh env                  print the variables the tests read
 #
-# SERVICE is postgres, pg-tls, s3 (moto), s3s (s3s-fs), redis or pushgateway: the demo starts
-# only postgres.
+# SERVICE is postgres, pg-tls, s3 (moto), s3s (s3s-fs), redis, mongo or pushgateway: the demo
+# starts only postgres.
 #
 # PostgreSQL: superuser "lifeboat", password "lifeboat-test-password", 127.0.0.1:${LIFEBOAT_PG_PORT:-54329}.
 # PostgreSQL over TLS only (service pg-tls): a second cluster on localhost:${LIFEBOAT_PG_TLS_PORT:-54332}
@@ -25,6 +25,12 @@
 #     lock: the tests use moto for those.
 # Prometheus Pushgateway: Debian's prometheus-pushgateway on 127.0.0.1:${LIFEBOAT_PUSHGATEWAY_PORT:-54393},
 #     started by this script (not the package's service), keeping nothing on disk.
+# MongoDB: SecantusDB $SECANTUS_VERSION (a MongoDB-wire-compatible server on WiredTiger, GPL-2.0,
+#     used only as a test server: nothing links it) in its own Python venv with pymongo, three
+#     in-memory servers: a source that reports itself as a single-node replica set with an oplog
+#     on 127.0.0.1:${LIFEBOAT_MONGO_PORT:-54317}, a standalone restore target on
+#     :${LIFEBOAT_MONGO_TARGET_PORT:-54318}, and a replica set whose oplog keeps only 200 entries
+#     on :${LIFEBOAT_MONGO_SMALL_OPLOG_PORT:-54319}, where an oplog rolls over during a dump.
 set -euo pipefail
 
 SERVICES_DIR="${LIFEBOAT_SERVICES_DIR:-/tmp/lifeboat-services}"
@@ -50,6 +56,11 @@ S3S_VERSION=0.14.1
 S3S_ROOT="${LIFEBOAT_S3S_ROOT:-$HOME/.cache/lifeboat/s3s-fs-$S3S_VERSION}"
 S3S_DATA="$SERVICES_DIR/s3s-fs/data"
 PUSHGATEWAY_PORT="${LIFEBOAT_PUSHGATEWAY_PORT:-54393}"
+MONGO_PORT="${LIFEBOAT_MONGO_PORT:-54317}"
+MONGO_TARGET_PORT="${LIFEBOAT_MONGO_TARGET_PORT:-54318}"
+MONGO_SMALL_OPLOG_PORT="${LIFEBOAT_MONGO_SMALL_OPLOG_PORT:-54319}"
+SECANTUS_VERSION=0.7.0b3
+SECANTUS_VENV="${LIFEBOAT_SECANTUS_VENV:-$HOME/.cache/lifeboat/secantusdb-$SECANTUS_VERSION}"
 # The same test credentials the tests give the AWS SDK.
 S3_ACCESS_KEY=lifeboat-test
 S3_SECRET_KEY=lifeboat-test-secret
@@ -344,6 +355,53 @@ stop_pushgateway() {
   fi
 }
 
+install_secantus() {
+  if [ ! -x "$SECANTUS_VENV/bin/secantusd-py" ] || ! "$SECANTUS_VENV/bin/python" -c 'import pymongo' 2>/dev/null; then
+    log "installing SecantusDB $SECANTUS_VERSION and pymongo into $SECANTUS_VENV (Python packages)"
+    if ! python3 -m venv "$SECANTUS_VENV" >/dev/null 2>&1; then
+      apt_install python3-venv
+      python3 -m venv "$SECANTUS_VENV"
+    fi
+    "$SECANTUS_VENV/bin/pip" install -q --disable-pip-version-check --pre "secantusdb==$SECANTUS_VERSION" pymongo
+  fi
+}
+
+start_one_mongo() {
+  local port="$1"
+  shift
+  if redis_ready "$port"; then
+    log "MongoDB (SecantusDB) already running on 127.0.0.1:$port"
+    return
+  fi
+  mkdir -p "$SERVICES_DIR/mongo-$port"
+  log "starting MongoDB (SecantusDB $SECANTUS_VERSION) on 127.0.0.1:$port $*"
+  nohup "$SECANTUS_VENV/bin/secantusd-py" --host 127.0.0.1 --port "$port" --storage-path :memory: \
+    --log-level WARNING "$@" >"$SERVICES_DIR/mongo-$port/log" 2>&1 &
+  echo $! >"$SERVICES_DIR/mongo-$port/pid"
+}
+
+start_mongo() {
+  install_secantus
+  start_one_mongo "$MONGO_PORT"
+  start_one_mongo "$MONGO_TARGET_PORT" --standalone
+  start_one_mongo "$MONGO_SMALL_OPLOG_PORT" --oplog-max-entries 200
+  local port
+  for port in "$MONGO_PORT" "$MONGO_TARGET_PORT" "$MONGO_SMALL_OPLOG_PORT"; do
+    for _ in $(seq 1 120); do redis_ready "$port" && break; sleep 0.25; done
+    redis_ready "$port" || { log "SecantusDB did not start on $port; see $SERVICES_DIR/mongo-$port/log"; tail -n 20 "$SERVICES_DIR/mongo-$port/log" >&2 || true; exit 1; }
+  done
+}
+
+stop_mongo() {
+  local port
+  for port in "$MONGO_PORT" "$MONGO_TARGET_PORT" "$MONGO_SMALL_OPLOG_PORT"; do
+    if [ -f "$SERVICES_DIR/mongo-$port/pid" ]; then
+      kill "$(cat "$SERVICES_DIR/mongo-$port/pid")" 2>/dev/null || true
+      rm -f "$SERVICES_DIR/mongo-$port/pid"
+    fi
+  done
+}
+
 print_env() {
   echo "export LIFEBOAT_TEST_PG_URL=postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/postgres"
   echo "export LIFEBOAT_TEST_PG_BIN=$(pg_bin_dir)"
@@ -357,6 +415,10 @@ print_env() {
   echo "export LIFEBOAT_TEST_S3S_DATA=$S3S_DATA"
   echo "export LIFEBOAT_TEST_S3S_FS=$S3S_ROOT/bin/s3s-fs"
   echo "export LIFEBOAT_TEST_PUSHGATEWAY=http://127.0.0.1:$PUSHGATEWAY_PORT"
+  echo "export LIFEBOAT_TEST_MONGO_URL=mongodb://127.0.0.1:$MONGO_PORT/?directConnection=true"
+  echo "export LIFEBOAT_TEST_MONGO_TARGET_URL=mongodb://127.0.0.1:$MONGO_TARGET_PORT/?directConnection=true"
+  echo "export LIFEBOAT_TEST_MONGO_SMALL_OPLOG_URL=mongodb://127.0.0.1:$MONGO_SMALL_OPLOG_PORT/?directConnection=true"
+  echo "export LIFEBOAT_TEST_MONGO_PYTHON=$SECANTUS_VENV/bin/python"
 }
 
 # Tools the tests call besides the servers: ssh-keygen makes the ssh-ed25519 keys of the
@@ -381,7 +443,7 @@ install_tools() {
 
 start_services() {
   local service
-  [ "$#" -gt 0 ] || set -- postgres pg-tls s3 s3s redis pushgateway
+  [ "$#" -gt 0 ] || set -- postgres pg-tls s3 s3s redis mongo pushgateway
   install_tools
   for service in "$@"; do
     case "$service" in
@@ -390,15 +452,16 @@ start_services() {
       s3) start_s3 ;;
       s3s) start_s3s_fs ;;
       redis) start_redis ;;
+      mongo) start_mongo ;;
       pushgateway) start_pushgateway ;;
-      *) echo "services.sh: unknown service $service (postgres, pg-tls, s3, s3s, redis, pushgateway)" >&2; exit 2 ;;
+      *) echo "services.sh: unknown service $service (postgres, pg-tls, s3, s3s, redis, mongo, pushgateway)" >&2; exit 2 ;;
     esac
   done
 }
 
 case "${1:-start}" in
   start) shift || true; start_services "$@"; print_env ;;
-  stop) stop_postgres; stop_pg_tls; stop_s3; stop_s3s_fs; stop_redis; stop_pushgateway ;;
+  stop) stop_postgres; stop_pg_tls; stop_s3; stop_s3s_fs; stop_redis; stop_mongo; stop_pushgateway ;;
   env) print_env ;;
   *) echo "usage: $0 [start|stop|env]" >&2; exit 2 ;;
 esac
