@@ -215,7 +215,7 @@ async fn capture_and_commit<S: Store>(
     }
     let captured = Captured {
         engine: info.engine,
-        consistent_at: info.consistent_at,
+        consistent_at: finished.consistent_at.unwrap_or(info.consistent_at),
         dump_format: info.dump_format,
         streamed,
         finished,

@@ -12,6 +12,7 @@ use crate::config::{self, DefaultsSpec, EngineJob, JobSpec};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pipeline::Keys;
 use crate::sink::files::FilesSink;
+use crate::sink::mongo::MongoSink;
 use crate::sink::postgres::PgSink;
 use crate::sink::redis::RedisSink;
 use crate::sink::{Applied, Drilled, RestoreOptions, Scratch, Sink, SinkPlan, Surveyed};
@@ -29,11 +30,19 @@ pub enum Engine {
     Redis,
     /// Directory trees, as a POSIX (PAX) tar.
     Files,
+    /// MongoDB, as a mongodump archive with the oplog of the dump's duration.
+    #[serde(rename = "mongodb")]
+    Mongo,
 }
 
 impl Engine {
     /// Every engine, in the order help text lists them.
-    pub const ALL: [Engine; 3] = [Engine::Postgres, Engine::Redis, Engine::Files];
+    pub const ALL: [Engine; 4] = [
+        Engine::Postgres,
+        Engine::Mongo,
+        Engine::Redis,
+        Engine::Files,
+    ];
 
     /// The name in configurations, manifests and flags.
     pub fn as_str(self) -> &'static str {
@@ -41,6 +50,7 @@ impl Engine {
             Engine::Postgres => "postgres",
             Engine::Redis => "redis",
             Engine::Files => "files",
+            Engine::Mongo => "mongodb",
         }
     }
 
@@ -48,7 +58,7 @@ impl Engine {
     /// that the rows which name uploads are back before the uploads are.
     pub fn restore_order(self) -> u8 {
         match self {
-            Engine::Postgres => 0,
+            Engine::Postgres | Engine::Mongo => 0,
             Engine::Redis => 1,
             Engine::Files => 2,
         }
@@ -60,6 +70,7 @@ impl Engine {
             Engine::Postgres => config::postgres::KEYS,
             Engine::Redis => config::redis::KEYS,
             Engine::Files => config::files::KEYS,
+            Engine::Mongo => config::mongo::KEYS,
         }
     }
 
@@ -69,6 +80,7 @@ impl Engine {
             Engine::Postgres => EngineJob::Postgres(config::postgres::job(spec, defaults)?),
             Engine::Redis => EngineJob::Redis(config::redis::job(spec)?),
             Engine::Files => EngineJob::Files(config::files::job(spec)?),
+            Engine::Mongo => EngineJob::Mongo(config::mongo::job(spec)?),
         })
     }
 
@@ -89,7 +101,8 @@ impl Engine {
     }
 
     /// The engine whose dump starts with these (decompressed) bytes: an RDB file, a pg_dump
-    /// custom archive or plain SQL dump (its header comment), or a tar archive. Other SQL has
+    /// custom archive or plain SQL dump (its header comment), a mongodump archive (its magic
+    /// number), or a tar archive. Other SQL has
     /// no signature (`--engine postgres`, or a postgres:// target, see [`Engine::for_target`]).
     pub fn detect(head: &[u8]) -> Option<Engine> {
         if head.starts_with(b"REDIS") {
@@ -97,6 +110,8 @@ impl Engine {
         } else if head.starts_with(b"PGDMP") || head.starts_with(b"--\n-- PostgreSQL database dump")
         {
             Some(Engine::Postgres)
+        } else if head.starts_with(&lifeboat_mongo_archive::MAGIC.to_le_bytes()) {
+            Some(Engine::Mongo)
         } else if head.len() >= 263 && &head[257..262] == b"ustar" {
             Some(Engine::Files)
         } else {
@@ -113,6 +128,7 @@ impl Engine {
         match scheme {
             "postgres" | "postgresql" => Some(Engine::Postgres),
             "redis" | "rediss" => Some(Engine::Redis),
+            "mongodb" | "mongodb+srv" => Some(Engine::Mongo),
             _ => None,
         }
     }
@@ -130,7 +146,9 @@ impl std::str::FromStr for Engine {
         Engine::ALL
             .into_iter()
             .find(|e| e.as_str() == s)
-            .ok_or_else(|| format!("unknown engine {s:?}; expected postgres, redis or files"))
+            .ok_or_else(|| {
+                format!("unknown engine {s:?}; expected postgres, mongodb, redis or files")
+            })
     }
 }
 
@@ -140,6 +158,7 @@ pub async fn capture(engine: &EngineJob) -> Result<Capture> {
         EngineJob::Postgres(pg) => pg.start().await,
         EngineJob::Redis(redis) => redis.start().await,
         EngineJob::Files(files) => files.start().await,
+        EngineJob::Mongo(mongo) => mongo.start().await,
     }
 }
 
@@ -152,6 +171,8 @@ pub enum AnySink {
     Redis(RedisSink),
     /// Files: a tar extracted beside the target, then renamed into place.
     Files(FilesSink),
+    /// MongoDB: staging collections in the target databases, renamed into place.
+    Mongo(MongoSink),
 }
 
 impl AnySink {
@@ -161,6 +182,7 @@ impl AnySink {
             Engine::Postgres => AnySink::Postgres(PgSink::new(pg_bin_dir)),
             Engine::Redis => AnySink::Redis(RedisSink),
             Engine::Files => AnySink::Files(FilesSink),
+            Engine::Mongo => AnySink::Mongo(MongoSink),
         }
     }
 
@@ -176,6 +198,7 @@ macro_rules! each_sink {
             AnySink::Postgres($sink) => $body,
             AnySink::Redis($sink) => $body,
             AnySink::Files($sink) => $body,
+            AnySink::Mongo($sink) => $body,
         }
     };
 }
@@ -251,6 +274,10 @@ mod tests {
         );
         assert_eq!(Engine::detect(b"CREATE TABLE t (a int);"), None);
         assert_eq!(Engine::detect(b""), None);
+        assert_eq!(
+            Engine::detect(&[0x6d, 0xe2, 0x99, 0x81, 0x5a]),
+            Some(Engine::Mongo)
+        );
     }
 
     #[test]
@@ -268,6 +295,6 @@ mod tests {
         for e in Engine::ALL {
             assert_eq!(e.as_str().parse::<Engine>(), Ok(e));
         }
-        assert!("mongodb".parse::<Engine>().unwrap_err().contains("mongodb"));
+        assert!("mongo".parse::<Engine>().unwrap_err().contains("mongo"));
     }
 }

@@ -68,10 +68,10 @@ pub async fn connect_tcp_plain(host: &str, port: u16) -> std::io::Result<TcpStre
 
 /// Runs `work` (one request to a server) with a deadline of the idle timeout.
 pub async fn within_idle_timeout<T>(
-    work: impl std::future::Future<Output = T>,
+    work: impl std::future::IntoFuture<Output = T>,
 ) -> std::result::Result<T, std::io::Error> {
     let idle = idle_timeout();
-    tokio::time::timeout(idle, work)
+    tokio::time::timeout(idle, work.into_future())
         .await
         .map_err(|_| no_answer(idle, "from the server"))
 }
@@ -96,12 +96,23 @@ pub fn no_answer(after: Duration, to_what: &str) -> std::io::Error {
     )
 }
 
+/// rustls' cryptography for every TLS client Lifeboat builds: aws-lc-rs, which the AWS SDK
+/// already uses. Installed as the process default once, before the first `ClientConfig`, because
+/// with two providers in the build (MongoDB's driver brings ring) rustls cannot pick one itself.
+pub fn tls_provider() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        // Fails only if a provider is installed already, which is as good.
+        let _ = tokio_rustls::rustls::crypto::aws_lc_rs::default_provider().install_default();
+    });
+}
+
 /// Runs `work` with a deadline of [`connect_timeout`] (handshakes, logins).
 pub async fn within_connect_timeout<T>(
-    work: impl std::future::Future<Output = T>,
+    work: impl std::future::IntoFuture<Output = T>,
 ) -> std::result::Result<T, std::io::Error> {
     let limit = connect_timeout();
-    tokio::time::timeout(limit, work)
+    tokio::time::timeout(limit, work.into_future())
         .await
         .map_err(|_| no_answer(limit, "to the login"))
 }

@@ -101,6 +101,101 @@ pub enum Fingerprint {
     Redis(RedisFingerprint),
     /// Counts and one digest over every entry of the tree.
     Files(FilesFingerprint),
+    /// Documents and index specs per collection, views, and the captured oplog's range.
+    #[serde(rename = "mongodb")]
+    Mongo(MongoFingerprint),
+}
+
+/// What a MongoDB snapshot holds, counted as it was dumped.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MongoFingerprint {
+    /// Replica sets: the oplog of the dump's duration is in the archive, so a restore replays
+    /// it to one instant. Standalone servers: each collection as it was when read.
+    pub point_in_time: bool,
+    /// `db.collection` -> what it held as dumped.
+    pub collections: BTreeMap<String, MongoCollectionPrint>,
+    /// `db.view` of every view (recreated from its pipeline, no documents).
+    #[serde(default)]
+    pub views: Vec<String>,
+    /// The oplog captured with the dump (replica sets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oplog: Option<OplogPrint>,
+    /// When the first collection was read and the last one finished (the span a standalone
+    /// snapshot's data comes from).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dump_started_at: Option<DateTime<Utc>>,
+    /// (The end of that span.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dump_finished_at: Option<DateTime<Utc>>,
+}
+
+/// One collection as dumped.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MongoCollectionPrint {
+    /// Documents in the archive.
+    pub documents: u64,
+    /// Each index's spec as canonical Extended JSON (`key` first, then the options by name;
+    /// without `v` and `ns`), sorted.
+    pub indexes: Vec<String>,
+}
+
+/// The oplog captured during a dump: from the newest entry before the first read to the
+/// newest after the last.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OplogPrint {
+    /// Entries in the archive's `oplog` namespace.
+    pub entries: u64,
+    /// The first and last entries' timestamps, `seconds:increment`.
+    pub start: String,
+    /// (The last entry's: the instant a replay brings the data to.)
+    pub end: String,
+    /// Per `db.collection`, inserts and deletes among the entries after the first: how far a
+    /// collection's count may move from its dumped count when the oplog is replayed.
+    #[serde(default)]
+    pub inserts: BTreeMap<String, u64>,
+    /// (Deletes, likewise.)
+    #[serde(default)]
+    pub deletes: BTreeMap<String, u64>,
+}
+
+impl MongoFingerprint {
+    /// Differences from what a restore found (`db.collection` -> documents and index specs),
+    /// in words. Without an oplog counts must be equal; with one, a count may move by the
+    /// captured inserts and deletes of its collection.
+    pub fn differences(&self, found: &BTreeMap<String, MongoCollectionPrint>) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, want) in &self.collections {
+            let Some(got) = found.get(name) else {
+                out.push(format!("collection {name} is missing"));
+                continue;
+            };
+            let (low, high) = match &self.oplog {
+                Some(oplog) => (
+                    want.documents
+                        .saturating_sub(oplog.deletes.get(name).copied().unwrap_or(0)),
+                    want.documents + oplog.inserts.get(name).copied().unwrap_or(0),
+                ),
+                None => (want.documents, want.documents),
+            };
+            if got.documents < low || got.documents > high {
+                out.push(if low == high {
+                    format!(
+                        "collection {name} has {} documents, the backup recorded {}",
+                        got.documents, want.documents
+                    )
+                } else {
+                    format!(
+                        "collection {name} has {} documents; the backup recorded {} and an oplog that allows {low} to {high}",
+                        got.documents, want.documents
+                    )
+                });
+            }
+            for index in want.indexes.iter().filter(|i| !got.indexes.contains(i)) {
+                out.push(format!("collection {name} lacks the index {index}"));
+            }
+        }
+        out
+    }
 }
 
 /// What a tree of files holds: counts, bytes, and one digest over every entry.
@@ -289,6 +384,9 @@ pub struct Contents {
     /// Files: regular files.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub files: Option<u64>,
+    /// MongoDB: documents over every collection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub documents: Option<u64>,
 }
 
 impl std::fmt::Display for Contents {
@@ -341,6 +439,27 @@ impl Fingerprint {
                 files: Some(f.files),
                 ..Default::default()
             },
+            Fingerprint::Mongo(f) => {
+                let documents = f.collections.values().map(|c| c.documents).sum::<u64>();
+                Contents {
+                    words: format!(
+                        "{}, {}{}{}",
+                        counted(f.collections.len() as u64, "collection"),
+                        counted(documents, "document"),
+                        if f.views.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", {}", counted(f.views.len() as u64, "view"))
+                        },
+                        match &f.oplog {
+                            Some(oplog) => format!(", {}", counted(oplog.entries, "oplog entry")),
+                            None => " (not point in time)".to_string(),
+                        }
+                    ),
+                    documents: Some(documents),
+                    ..Default::default()
+                }
+            }
         }
     }
 }

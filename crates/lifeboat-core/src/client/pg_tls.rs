@@ -155,6 +155,7 @@ impl PgTls {
 
     /// The rustls connector for these settings.
     pub fn connector(&self) -> Result<MakeRustlsConnect> {
+        crate::net::tls_provider();
         let builder = rustls::ClientConfig::builder();
         let provider = builder.crypto_provider().clone();
         let verifier: Arc<dyn ServerCertVerifier> = match (&self.roots, self.mode) {

@@ -104,6 +104,7 @@ fn tls_config(url: &SecretUrl, kind: ErrorKind) -> Result<rustls::ClientConfig> 
             }
         }
     }
+    crate::net::tls_provider();
     Ok(rustls::ClientConfig::builder()
         .with_root_certificates(roots)
         .with_no_client_auth())

@@ -8,6 +8,7 @@ pub mod encryption;
 pub mod env;
 pub(crate) mod files;
 pub mod interpolate;
+pub(crate) mod mongo;
 pub mod observe;
 pub(crate) mod postgres;
 pub(crate) mod redis;
@@ -24,6 +25,7 @@ use crate::secret::SecretUrl;
 pub use encryption::EncryptionSpec;
 pub use files::FilesJob;
 pub use interpolate::Lookup;
+pub use mongo::MongoJob;
 pub use postgres::{PgFormat, PgJob};
 pub use redis::{RedisJob, RedisMode};
 
@@ -312,6 +314,10 @@ pub struct JobSpec {
     /// The recovery point objective: the data restored should be at most this old; also the
     /// freshness limit when there is no `max-age`.
     pub rpo: Option<String>,
+    /// MongoDB only: the databases dumped (default: all but `admin`, `local`, `config`).
+    pub databases: Option<Vec<String>>,
+    /// MongoDB only: collections read at once (default 2).
+    pub parallel_collections: Option<i64>,
     /// Redis only: how the snapshot is captured: `auto` (SYNC, else SCAN), `sync` or `scan`.
     pub mode: Option<RedisMode>,
     /// Redis only: record the source's `DEBUG DIGEST` when the data did not change during the
@@ -398,6 +404,8 @@ pub enum EngineJob {
     Redis(RedisJob),
     /// Trees of files.
     Files(FilesJob),
+    /// A MongoDB server or replica set.
+    Mongo(MongoJob),
 }
 
 impl EngineJob {
@@ -413,6 +421,7 @@ impl EngineJob {
             EngineJob::Postgres(_) => Engine::Postgres,
             EngineJob::Redis(_) => Engine::Redis,
             EngineJob::Files(_) => Engine::Files,
+            EngineJob::Mongo(_) => Engine::Mongo,
         }
     }
 
@@ -422,6 +431,7 @@ impl EngineJob {
             EngineJob::Postgres(pg) => pg.url.to_string(),
             EngineJob::Redis(r) => r.url.to_string(),
             EngineJob::Files(f) => f.describe(),
+            EngineJob::Mongo(m) => m.url.to_string(),
         }
     }
 
@@ -431,6 +441,7 @@ impl EngineJob {
             EngineJob::Postgres(pg) => pg.url.identity(),
             EngineJob::Redis(r) => r.url.identity(),
             EngineJob::Files(f) => f.describe(),
+            EngineJob::Mongo(m) => m.url.identity(),
         }
     }
 
@@ -632,6 +643,10 @@ impl Job {
                 job["paths"] = serde_json::json!(f.paths);
                 job["exclude"] = serde_json::json!(f.exclude);
                 job["strict"] = serde_json::json!(f.strict);
+            }
+            EngineJob::Mongo(m) => {
+                job["databases"] = serde_json::json!(m.databases);
+                job["parallel-collections"] = serde_json::json!(m.parallel_collections);
             }
         }
         job
@@ -1019,6 +1034,8 @@ fn engine_keys_given(spec: &JobSpec) -> Vec<&'static str> {
         ("globals", spec.globals.is_some()),
         ("mode", spec.mode.is_some()),
         ("debug-digest", spec.debug_digest.is_some()),
+        ("databases", spec.databases.is_some()),
+        ("parallel-collections", spec.parallel_collections.is_some()),
     ]
     .into_iter()
     .filter_map(|(key, given)| given.then_some(key))

@@ -33,6 +33,7 @@ pub(crate) fn http_client() -> std::result::Result<reqwest::Client, String> {
     for cert in rustls_native_certs::load_native_certs().certs {
         let _ = roots.add(cert);
     }
+    crate::net::tls_provider();
     let tls = tokio_rustls::rustls::ClientConfig::builder()
         .with_root_certificates(roots)
         .with_no_client_auth();

@@ -245,6 +245,7 @@ fn dump_format_of(engine: Engine, head: &[u8]) -> &'static str {
         Engine::Postgres => "pg_plain",
         Engine::Redis => "redis_rdb",
         Engine::Files => "tar",
+        Engine::Mongo => "mongodump_archive",
     }
 }
 

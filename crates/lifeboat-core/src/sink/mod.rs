@@ -10,6 +10,7 @@
 //! the one place that picks it.
 
 pub mod files;
+pub mod mongo;
 pub mod postgres;
 pub mod redis;
 pub mod to_file;

@@ -125,6 +125,7 @@ impl CaptureEnd for FilesEnd {
                 tracing::warn!("{w}");
             }
             Ok(Finished {
+                consistent_at: None,
                 fingerprint: Fingerprint::Files(written.fingerprint),
                 source: SourceInfo {
                     url: self.job.describe(),

@@ -8,6 +8,7 @@
 #[cfg(test)]
 pub mod fake;
 pub mod files;
+pub mod mongo;
 pub mod postgres;
 pub mod redis;
 
@@ -76,6 +77,9 @@ pub struct Finished {
     /// Small objects stored beside the dump as part of the same snapshot (PostgreSQL: the
     /// cluster's roles, `globals = true`).
     pub companions: Vec<Companion>,
+    /// The instant the data is consistent as of, when only the end of the capture knows it
+    /// (MongoDB: the end of the oplog read after the last collection); else the start's.
+    pub consistent_at: Option<DateTime<Utc>>,
 }
 
 /// A small object of a snapshot besides its dump, held in memory until it is stored.
@@ -97,6 +101,7 @@ impl Finished {
             source,
             warnings: Vec::new(),
             companions: Vec::new(),
+            consistent_at: None,
         }
     }
 }
