@@ -26,6 +26,11 @@ Examples:
   lifeboat-backup --engine redis --url-env REDIS_URL \\
       --repo /var/backups/lifeboat
 
+  # MongoDB, natively (no mongodump needed): an archive mongorestore can read,
+  # with the oplog of the dump's duration on a replica set (one instant)
+  lifeboat-backup --engine mongodb --url-env MONGO_URL \\
+      --repo /var/backups/lifeboat
+
   # A directory tree (uploads, logs) as one tar archive, leaving out temporary
   # files
   lifeboat-backup --engine files --path /data/uploads --exclude '*.tmp' \\
@@ -68,9 +73,9 @@ pub struct BackupArgs {
     #[arg(value_name = "JOB")]
     pub jobs: Vec<String>,
 
-    /// Back up one source without a file: its engine (postgres and redis with --url-env or
-    /// --url, files with --path)
-    #[arg(long, value_name = "postgres|redis|files")]
+    /// Back up one source without a file: its engine (postgres, mongodb and redis with
+    /// --url-env or --url, files with --path)
+    #[arg(long, value_name = "postgres|mongodb|redis|files")]
     pub engine: Option<Engine>,
 
     /// A directory to archive for --engine files (repeatable; with several, each becomes a

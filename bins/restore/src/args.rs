@@ -44,6 +44,14 @@ Examples:
   # An RDB file from an old `redis-cli --rdb` script into a live server
   lifeboat-restore --from-file dump.rdb --to redis://127.0.0.1:6379
 
+  # MongoDB into other databases of a live server (collections of the same name
+  # are refused without --clean); the oplog is replayed to the dump's instant
+  lifeboat-restore --job mongo --latest --to-env MONGO_URL \\
+      --rename 'app.*=app_restored.*'
+
+  # An old script's `mongodump --archive --gzip` file, through the same checks
+  lifeboat-restore --from-file nightly.archive.gz --to mongodb://127.0.0.1:27017
+
   # A files snapshot into a new directory (a non-empty one needs --clean,
   # which moves it aside)
   lifeboat-restore --job uploads --latest --to /data/uploads.restored
@@ -71,6 +79,13 @@ A whole-system restore (--all-jobs, or several --job) picks every job's newest
 snapshot at or before --at, shows them with the skew between them, asks once,
 then restores databases first and files last, each with its own safety; the
 first failure stops the jobs after it, and the report lists every job.
+
+A MongoDB restore loads every collection into a staging collection of its
+target database (lifeboat.staging.<tag>.*), replays the captured oplog onto
+them and builds their indexes; only once both digests, every namespace's CRC and
+the counts match is each renamed into place (replacing one of the same name
+only with --clean), then the views are created. A failure before that drops
+the staging collections.
 
 A Redis restore checks the whole snapshot (both digests, the RDB's structure and
 CRC64) before it writes a key, then loads it with pipelined RESTORE commands.
@@ -182,19 +197,25 @@ pub struct RestoreFlags {
     pub mode: RestoreMode,
 
     /// Restore a dump made elsewhere instead of a snapshot: an RDB file (`redis-cli --rdb`), a
-    /// pg_dump custom archive or SQL dump, or a tar archive, plain or gzip/zstd-compressed;
+    /// pg_dump custom archive or SQL dump, a `mongodump --archive` file, or a tar archive, plain
+    /// or gzip/zstd-compressed;
     /// what it holds is read from its first bytes (other SQL: from a postgres:// --to). It
     /// goes through the same checks as a snapshot
     #[arg(long, value_name = "PATH", conflicts_with_all = ["snapshot", "latest", "at", "job"])]
     pub from_file: Option<PathBuf>,
 
     /// With --from-file: what the file holds, instead of telling it from its first bytes
-    #[arg(long, value_name = "postgres|redis|files", requires = "from_file")]
+    #[arg(long, value_name = "postgres|mongodb|redis|files", requires = "from_file")]
     pub engine: Option<lifeboat_core::engine::Engine>,
 
     /// Redis: restore source database SRC into target database DST (repeatable), e.g. 0:3
     #[arg(long, value_name = "SRC:DST", value_parser = parse_db_map)]
     pub db_map: Vec<(u64, u64)>,
+
+    /// MongoDB: restore namespaces SRC as DST (repeatable, first match wins), e.g.
+    /// 'app.*=app_restored.*' or 'app.users=app.users_old'
+    #[arg(long, value_name = "SRC=DST", value_parser = clap::value_parser!(lifeboat_core::sink::mongo::RenameRule))]
+    pub rename: Vec<lifeboat_core::sink::mongo::RenameRule>,
 
     /// Do not restore object ownership (when the dump's roles do not exist on the target)
     #[arg(long)]

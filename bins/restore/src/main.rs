@@ -198,6 +198,7 @@ fn options_of(flags: &RestoreFlags) -> RestoreOptions {
         tables: flags.table.clone(),
         schemas: flags.schema.clone(),
         globals: flags.globals,
+        rename: flags.rename.clone(),
         pg_bin_dir: flags.pg_bin_dir.clone(),
         hold_back: flags.hold_back_mib * 1024 * 1024,
     }

@@ -60,6 +60,8 @@ pub struct RestoreOptions {
     pub schemas: Vec<String>,
     /// PostgreSQL: apply the snapshot's roles (`globals = true`) first (`--globals`).
     pub globals: bool,
+    /// MongoDB: where the snapshot's namespaces go (`--rename 'app.*=app_restored.*'`).
+    pub rename: Vec<mongo::RenameRule>,
     /// PostgreSQL: the directory of `pg_restore` and `psql` (else PATH).
     pub pg_bin_dir: Option<PathBuf>,
     /// Bytes held back from a streaming sink until the digests match.
@@ -94,6 +96,9 @@ impl RestoreOptions {
         }
         if self.globals {
             given.push("--globals");
+        }
+        if !self.rename.is_empty() {
+            given.push("--rename");
         }
         given
     }

@@ -186,55 +186,47 @@ async fn plan_dump(mongo: &Mongo, only: &[String]) -> Result<DumpPlan> {
 }
 
 /// A database's collections and views; `system.*` collections other than `system.js` are the
-/// server's own.
+/// server's own. Read with the command itself, so every option comes back as the server gave it.
 async fn list_collections(mongo: &Mongo, db: &str) -> Result<Vec<CollectionMeta>> {
-    let mut cursor = mongo
-        .client
-        .database(db)
-        .list_collections()
-        .await
-        .map_err(|e| mongo.error(&format!("listCollections on {db}"), e))?;
-    let mut out = Vec::new();
-    while crate::net::within_idle_timeout(cursor.advance())
-        .await
-        .map_err(|e| Error::source_failed(format!("{}: {e}", mongo.url)))?
-        .map_err(|e| mongo.error(&format!("listCollections on {db}"), e))?
-    {
-        let spec = cursor
-            .deserialize_current()
-            .map_err(|e| mongo.error(&format!("listCollections on {db}"), e))?;
-        let listed = mongodb::bson::to_document(&spec).unwrap_or_default();
-        let meta = CollectionMeta::from_listing(&listed);
-        if meta.name.starts_with("system.") && meta.name != "system.js" {
-            continue;
-        }
-        out.push(meta);
-    }
+    let mut out: Vec<CollectionMeta> = command_cursor(mongo, db, doc! { "listCollections": 1 }, "$cmd.listCollections")
+        .await?
+        .iter()
+        .map(CollectionMeta::from_listing)
+        .filter(|meta| !meta.name.starts_with("system.") || meta.name == "system.js")
+        .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }
 
-async fn list_indexes(mongo: &Mongo, db: &str, collection: &str) -> Result<Vec<Document>> {
-    let reply = mongo
-        .command(db, doc! { "listIndexes": collection })
-        .await?;
-    let mut indexes: Vec<Document> = reply
-        .get_document("cursor")
-        .and_then(|c| c.get_array("firstBatch"))
-        .map(|batch| batch.iter().filter_map(|i| i.as_document().cloned()).collect())
-        .unwrap_or_default();
-    // A collection with more indexes than one batch holds is rare; read the rest if so.
-    if let Ok(id) = reply.get_document("cursor").and_then(|c| c.get_i64("id")) {
-        if id != 0 {
-            let more = mongo
-                .command(db, doc! { "getMore": id, "collection": collection })
-                .await?;
-            if let Ok(batch) = more.get_document("cursor").and_then(|c| c.get_array("nextBatch")) {
-                indexes.extend(batch.iter().filter_map(|i| i.as_document().cloned()));
-            }
-        }
+/// Every document of a command's cursor (`listCollections`, `listIndexes`).
+async fn command_cursor(
+    mongo: &Mongo,
+    db: &str,
+    command: Document,
+    collection: &str,
+) -> Result<Vec<Document>> {
+    let reply = mongo.command(db, command).await?;
+    let cursor = reply.get_document("cursor").cloned().unwrap_or_default();
+    let batch = |c: &Document, key: &str| -> Vec<Document> {
+        c.get_array(key)
+            .map(|b| b.iter().filter_map(|d| d.as_document().cloned()).collect())
+            .unwrap_or_default()
+    };
+    let mut out = batch(&cursor, "firstBatch");
+    let mut id = cursor.get_i64("id").unwrap_or(0);
+    while id != 0 {
+        let more = mongo
+            .command(db, doc! { "getMore": id, "collection": collection })
+            .await?;
+        let cursor = more.get_document("cursor").cloned().unwrap_or_default();
+        out.extend(batch(&cursor, "nextBatch"));
+        id = cursor.get_i64("id").unwrap_or(0);
     }
-    Ok(indexes)
+    Ok(out)
+}
+
+async fn list_indexes(mongo: &Mongo, db: &str, collection: &str) -> Result<Vec<Document>> {
+    command_cursor(mongo, db, doc! { "listIndexes": collection }, collection).await
 }
 
 /// A run of the dump: readers, the writer, then the oplog.
