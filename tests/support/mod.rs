@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod mongo;
 pub mod pg_tls;
 pub mod proxy;
 pub mod redis;

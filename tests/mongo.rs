@@ -1,0 +1,367 @@
+//! The MongoDB engine end to end through the binaries, against SecantusDB servers started by
+//! `scripts/services.sh start mongo`: a round trip that must give back every BSON type, option,
+//! index and view byte for byte; writes during a dump replayed to one instant; old scripts'
+//! archives; and the faults that must commit nothing or change nothing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use lifeboat_tests::mongo::*;
+use lifeboat_tests::proxy::ThrottleProxy;
+use lifeboat_tests::{data_objects, manifests, run, Run, TempDir};
+
+/// A repository and a config file with one mongodb job over one database.
+struct Setup {
+    repo: TempDir,
+    config: String,
+}
+
+fn setup(label: &str, url: &str, db: &str, extra: &str) -> Setup {
+    let repo = TempDir::new(label);
+    let config = repo.join("lifeboat.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\nurl = \"file://{}/repo\"\n\n[[job]]\nname = \"mongo\"\nengine = \"mongodb\"\nurl = \"{url}\"\ndatabases = [\"{db}\"]\n{extra}\n",
+            repo.as_str()
+        ),
+    )
+    .unwrap();
+    Setup {
+        config: config.display().to_string(),
+        repo,
+    }
+}
+
+impl Setup {
+    fn repo_path(&self) -> std::path::PathBuf {
+        self.repo.join("repo")
+    }
+
+    fn backup(&self, extra: &[&str]) -> Run {
+        let mut args = vec!["--config", &self.config];
+        args.extend_from_slice(extra);
+        run("lifeboat-backup", &args)
+    }
+
+    fn restore(&self, to: &str, extra: &[&str]) -> Run {
+        let mut args = vec![
+            "--config",
+            &self.config,
+            "--job",
+            "mongo",
+            "--latest",
+            "--to",
+            to,
+            "--yes",
+        ];
+        args.extend_from_slice(extra);
+        run("lifeboat-restore", &args)
+    }
+
+    fn verify(&self, extra: &[&str]) -> Run {
+        let mut args = vec!["--config", &self.config, "--job", "mongo"];
+        args.extend_from_slice(extra);
+        run("lifeboat-verify", &args)
+    }
+}
+
+#[test]
+fn every_type_option_index_and_view_comes_back_byte_for_byte() {
+    let source = source_url();
+    let target = target_url();
+    let db = fresh_db("roundtrip");
+    tool_run(&["seed", &source, &db]);
+    let s = setup("mongo-roundtrip", &source, &db, "");
+
+    let b = s.backup(&["--json"]);
+    b.assert_code(0);
+    let manifest = &manifests(&s.repo_path(), "mongo")[0];
+    assert_eq!(manifest["engine"], "mongodb");
+    assert_eq!(manifest["dump_format"], "mongodump_archive");
+    let print = &manifest["fingerprint"];
+    assert_eq!(print["point_in_time"], true, "{print}");
+    assert_eq!(print["collections"][format!("{db}.everything")]["documents"], 300);
+    assert_eq!(print["collections"][format!("{db}.big")]["documents"], 2);
+    assert_eq!(print["collections"][format!("{db}.events")]["documents"], 300);
+    assert_eq!(print["collections"][format!("{db}.people")]["documents"], 501);
+    assert_eq!(print["views"], serde_json::json!([format!("{db}.adults")]));
+    assert!(print["oplog"]["entries"].as_u64().unwrap() >= 1, "{print}");
+    // The stored object is a mongodump archive under zstd.
+    let object = &data_objects(&s.repo_path())[0];
+    let raw = zstd::decode_all(std::fs::File::open(object).unwrap()).unwrap();
+    assert_eq!(&raw[..4], &[0x6d, 0xe2, 0x99, 0x81]);
+
+    s.verify(&["--level", "content"]).assert_code(0);
+    s.verify(&["--level", "drill", "--scratch-url", &target])
+        .assert_code(0)
+        .assert_contains("restore took");
+
+    let restored = format!("{db}_restored");
+    let rename = format!("{db}.*={restored}.*");
+    // A dry run shows the plan and changes nothing.
+    s.restore(&target, &["--rename", &rename, "--dry-run"])
+        .assert_code(0)
+        .assert_contains("lifeboat.staging.");
+    assert!(tool_json(&["digest", &target, &restored])["collections"]
+        .as_object()
+        .unwrap()
+        .is_empty());
+    s.restore(&target, &["--rename", &rename])
+        .assert_code(0)
+        .assert_contains("every namespace's CRC checked");
+    let want = tool_json(&["digest", &source, &db]);
+    let got = tool_json(&["digest", &target, &restored]);
+    assert_eq!(
+        want, got,
+        "the restored database differs from the source"
+    );
+    // No staging collection is left behind.
+    assert!(!got.to_string().contains("lifeboat.staging"), "{got}");
+
+    // The same restore again: the collections exist, so it is refused without --clean.
+    s.restore(&target, &["--rename", &rename])
+        .assert_code(2)
+        .assert_contains("--clean");
+    s.restore(&target, &["--rename", &rename, "--clean"])
+        .assert_code(0);
+    assert_eq!(tool_json(&["digest", &target, &restored]), want);
+}
+
+#[test]
+fn writes_during_a_replica_set_dump_are_replayed_to_one_instant() {
+    let source = source_url();
+    let target = target_url();
+    let db = fresh_db("live");
+    tool_run(&["fill", &source, &db, "40", "50"]);
+    // A slow link between Lifeboat and the server, so the dump takes seconds while the writer
+    // (connected directly) keeps changing `orders`.
+    let proxy = ThrottleProxy::start(&host_port(&source), 2500);
+    let slow = via(&source, proxy.endpoint.trim_start_matches("http://"));
+    let s = setup("mongo-live", &slow, &db, "parallel-collections = 1");
+    let writer = Writer::start(&source, &db);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let b = s.backup(&[]);
+    let ops = writer.stop();
+    b.assert_code(0);
+    let manifest = &manifests(&s.repo_path(), "mongo")[0];
+    let oplog = &manifest["fingerprint"]["oplog"];
+    assert!(
+        oplog["entries"].as_u64().unwrap() > 10,
+        "the writer ({ops} operations) wrote nothing during the dump: {oplog}"
+    );
+    let end = oplog["end"].as_str().unwrap();
+
+    let restored = format!("{db}_restored");
+    s.restore(&target, &["--rename", &format!("{db}.*={restored}.*")])
+        .assert_code(0)
+        .assert_contains("Replayed");
+    // What `orders` held at the snapshot's instant, from the source's oplog alone.
+    let want = tool_run(&["state-at", &source, &db, "orders", end]);
+    let got = tool_run(&["state", &target, &restored, "orders"]);
+    assert_eq!(
+        want.trim(),
+        got.trim(),
+        "the restore is not the source as of {end}"
+    );
+    // The other collections, untouched by the writer, are exact.
+    let source_digest = tool_json(&["digest", &source, &db]);
+    let target_digest = tool_json(&["digest", &target, &restored]);
+    assert_eq!(
+        source_digest["collections"]["c007"],
+        target_digest["collections"]["c007"]
+    );
+}
+
+#[test]
+fn an_oplog_that_rolls_over_during_the_dump_fails_the_backup() {
+    let url = small_oplog_url();
+    let db = fresh_db("rollover");
+    tool_run(&["fill", &url, &db, "40", "50"]);
+    let proxy = ThrottleProxy::start(&host_port(&url), 2500);
+    let slow = via(&url, proxy.endpoint.trim_start_matches("http://"));
+    let s = setup("mongo-rollover", &slow, &db, "parallel-collections = 1");
+    let writer = Writer::start(&url, &db);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let b = s.backup(&[]);
+    let ops = writer.stop();
+    assert!(ops > 200, "the writer made only {ops} operations");
+    b.assert_code(1)
+        .assert_contains("oplog rolled over")
+        .assert_contains("enlarge the oplog");
+    assert!(manifests(&s.repo_path(), "mongo").is_empty());
+}
+
+#[test]
+fn a_damaged_archive_is_exit_3_and_the_target_is_unchanged() {
+    let source = source_url();
+    let target = target_url();
+    let db = fresh_db("damaged");
+    tool_run(&["fill", &source, &db, "3", "100"]);
+    let dir = TempDir::new("mongo-damaged");
+    let plain = dir.join("dump.archive");
+    tool_run(&["archive", &source, &db, plain.to_str().unwrap()]);
+    let bytes = std::fs::read(&plain).unwrap();
+    let restored = format!("{db}_damaged");
+    let rename = format!("{db}.*={restored}.*");
+
+    // A flipped byte inside a document: the namespace's CRC does not match.
+    let mut flipped = bytes.clone();
+    let at = flipped.windows(3).rposition(|w| w == b"xxx").unwrap();
+    flipped[at] = b'y';
+    let flipped_path = dir.join("flipped.archive");
+    std::fs::write(&flipped_path, &flipped).unwrap();
+    run(
+        "lifeboat-restore",
+        &[
+            "--from-file",
+            flipped_path.to_str().unwrap(),
+            "--to",
+            &target,
+            "--rename",
+            &rename,
+            "--yes",
+        ],
+    )
+    .assert_code(3)
+    .assert_contains("CRC");
+    // Cut short: truncated.
+    let cut_path = dir.join("cut.archive");
+    std::fs::write(&cut_path, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    run(
+        "lifeboat-restore",
+        &[
+            "--from-file",
+            cut_path.to_str().unwrap(),
+            "--to",
+            &target,
+            "--rename",
+            &rename,
+            "--yes",
+        ],
+    )
+    .assert_code(3)
+    .assert_contains("truncated");
+    let left = tool_json(&["digest", &target, &restored]);
+    assert!(
+        left["collections"].as_object().unwrap().is_empty(),
+        "a damaged archive left collections behind: {left}"
+    );
+
+    // A snapshot whose stored object was changed: the digests catch it, nothing is placed.
+    let s = setup("mongo-damaged-repo", &source, &db, "");
+    s.backup(&[]).assert_code(0);
+    let object = &data_objects(&s.repo_path())[0];
+    let mut stored = std::fs::read(object).unwrap();
+    let middle = stored.len() / 2;
+    stored[middle] ^= 0x20;
+    std::fs::write(object, stored).unwrap();
+    s.restore(&target, &["--rename", &rename]).assert_code(3);
+    assert!(tool_json(&["digest", &target, &restored])["collections"]
+        .as_object()
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn an_old_scripts_mongodump_archive_restores_gzip_or_not() {
+    let source = source_url();
+    let target = target_url();
+    let db = fresh_db("oldscript");
+    tool_run(&["fill", &source, &db, "3", "120"]);
+    let want = tool_json(&["digest", &source, &db]);
+    let dir = TempDir::new("mongo-oldscript");
+    for (name, compress) in [("nightly.archive", ""), ("nightly.archive.gz", "gzip")] {
+        let path = dir.join(name);
+        let mut args = vec!["archive", &source, &db, path.to_str().unwrap()];
+        if !compress.is_empty() {
+            args.push(compress);
+        }
+        tool_run(&args);
+        let restored = format!("{db}_{}", if compress.is_empty() { "plain" } else { "gz" });
+        run(
+            "lifeboat-restore",
+            &[
+                "--from-file",
+                path.to_str().unwrap(),
+                "--to",
+                &target,
+                "--rename",
+                &format!("{db}.*={restored}.*"),
+                "--yes",
+            ],
+        )
+        .assert_code(0);
+        assert_eq!(tool_json(&["digest", &target, &restored]), want, "{name}");
+    }
+}
+
+#[test]
+fn a_dropped_connection_or_a_silent_server_commits_nothing() {
+    // The server dies in the middle of the dump.
+    let mut own = OwnMongo::start();
+    let db = fresh_db("dropped");
+    tool_run(&["fill", &own.url, &db, "40", "50"]);
+    let proxy = ThrottleProxy::start(&host_port(&own.url), 2500);
+    let slow = via(&own.url, proxy.endpoint.trim_start_matches("http://"));
+    let s = setup("mongo-dropped", &slow, &db, "parallel-collections = 1\nidle-timeout = \"5s\"");
+    let config = s.config.clone();
+    let backup = std::thread::spawn(move || run("lifeboat-backup", &["--config", &config]));
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    own.kill();
+    backup.join().unwrap().assert_code(1);
+    assert!(manifests(&s.repo_path(), "mongo").is_empty());
+
+    // A server that accepts the connection and never answers.
+    let silent = ThrottleProxy::start(&host_port(&source_url()), 1_000_000);
+    silent
+        .stall_after
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    let url = via(&source_url(), silent.endpoint.trim_start_matches("http://"));
+    let s = setup("mongo-silent", &url, "any", "idle-timeout = \"2s\"");
+    let started = std::time::Instant::now();
+    s.backup(&[])
+        .assert_code(1)
+        .assert_contains("no answer from the server within 2s");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    assert!(manifests(&s.repo_path(), "mongo").is_empty());
+}
+
+#[test]
+fn a_standalone_server_is_backed_up_but_not_as_one_instant() {
+    let url = target_url();
+    let db = fresh_db("standalone");
+    tool_run(&["fill", &url, &db, "2", "10"]);
+    let s = setup("mongo-standalone", &url, &db, "");
+    s.backup(&[])
+        .assert_code(0)
+        .assert_contains("not point in time");
+    let manifest = &manifests(&s.repo_path(), "mongo")[0];
+    assert_eq!(manifest["fingerprint"]["point_in_time"], false);
+    assert!(manifest["fingerprint"]["oplog"].is_null());
+    assert!(manifest["fingerprint"]["dump_finished_at"].is_string());
+    s.verify(&["--level", "content"]).assert_code(0);
+}
+
+#[test]
+fn bad_mongodb_settings_name_the_file_and_the_fix() {
+    let s = setup("mongo-bad", &source_url(), "app.x", "");
+    s.backup(&[])
+        .assert_code(2)
+        .assert_contains("databases")
+        .assert_contains("lifeboat.toml");
+    let s = setup("mongo-bad-url", "postgres://h/db", "app", "");
+    s.backup(&[])
+        .assert_code(2)
+        .assert_contains("mongodb://");
+    let s = setup("mongo-missing-db", &source_url(), "no_such_database_here", "");
+    s.backup(&[])
+        .assert_code(1)
+        .assert_contains("no_such_database_here")
+        .assert_contains("does not exist");
+    run(
+        "lifeboat-restore",
+        &["--from-file", "/nonexistent.archive", "--to", &target_url(), "--rename", "bad"],
+    )
+    .assert_code(2)
+    .assert_contains("expected SRC=DST");
+}
