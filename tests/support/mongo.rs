@@ -110,12 +110,18 @@ pub struct Writer {
 
 impl Writer {
     pub fn start(url: &str, db: &str) -> Writer {
+        Writer::start_mode(url, db, "mixed")
+    }
+
+    /// A writer of `mode`: `mixed`, or `burst` (inserts of a thousand at a time).
+    pub fn start_mode(url: &str, db: &str, mode: &str) -> Writer {
         let dir = TempDir::new("mongo-writer");
         let stop = dir.join("stop");
         let child = Command::new(python())
             .arg(tool())
             .args(["writer", url, db])
             .arg(&stop)
+            .arg(mode)
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();

@@ -190,9 +190,10 @@ pub struct RestoreFlags {
     pub replace: bool,
 
     /// `live` loads a running server (default). Redis: `swap` loads empty spare databases and
-    /// SWAPDBs each with its target at the end, so clients switch at once. Redis and
-    /// PostgreSQL: `file` writes the verified dump to --to PATH (an RDB file for a stopped
-    /// server to load at start; a pg_dump archive for a manual pg_restore)
+    /// SWAPDBs each with its target at the end, so clients switch at once. Redis, PostgreSQL
+    /// and MongoDB: `file` writes the verified dump to --to PATH (an RDB file for a stopped
+    /// server to load at start; a pg_dump archive for a manual pg_restore; a mongodump archive
+    /// for mongorestore --archive)
     #[arg(long, value_enum, default_value_t = RestoreMode::Live)]
     pub mode: RestoreMode,
 
@@ -205,7 +206,11 @@ pub struct RestoreFlags {
     pub from_file: Option<PathBuf>,
 
     /// With --from-file: what the file holds, instead of telling it from its first bytes
-    #[arg(long, value_name = "postgres|mongodb|redis|files", requires = "from_file")]
+    #[arg(
+        long,
+        value_name = "postgres|mongodb|redis|files",
+        requires = "from_file"
+    )]
     pub engine: Option<lifeboat_core::engine::Engine>,
 
     /// Redis: restore source database SRC into target database DST (repeatable), e.g. 0:3

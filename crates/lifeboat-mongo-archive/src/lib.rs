@@ -187,6 +187,9 @@ mod tests {
     fn the_oplog_is_the_namespace_without_a_database() {
         assert!(Namespace::oplog().is_oplog());
         assert_eq!(Namespace::oplog().to_string(), "oplog");
-        assert_eq!(Namespace::new("app", "users.v2").to_string(), "app.users.v2");
+        assert_eq!(
+            Namespace::new("app", "users.v2").to_string(),
+            "app.users.v2"
+        );
     }
 }

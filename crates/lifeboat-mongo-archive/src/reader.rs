@@ -173,11 +173,7 @@ impl ArchiveReader {
         Ok(self.summary)
     }
 
-    fn parse(
-        &mut self,
-        buf: &[u8],
-        on_item: &mut dyn FnMut(Item<'_>),
-    ) -> Result<(), ArchiveError> {
+    fn parse(&mut self, buf: &[u8], on_item: &mut dyn FnMut(Item<'_>)) -> Result<(), ArchiveError> {
         loop {
             match self.step(buf, on_item) {
                 Ok(()) => {}
@@ -188,10 +184,7 @@ impl ArchiveReader {
     }
 
     fn bad<T>(&self, at: usize, message: impl Into<String>) -> Result<T, Stop> {
-        Err(Stop::Bad(ArchiveError::new(
-            self.base + at as u64,
-            message,
-        )))
+        Err(Stop::Bad(ArchiveError::new(self.base + at as u64, message)))
     }
 
     /// Parses one unit (the magic number, a document or a terminator) at `self.start`.
@@ -227,7 +220,10 @@ impl ArchiveReader {
             return Err(Stop::Need);
         };
         if bytes[length - 1] != 0 {
-            return self.bad(at, "a BSON document does not end with a NUL byte (damaged archive)");
+            return self.bad(
+                at,
+                "a BSON document does not end with a NUL byte (damaged archive)",
+            );
         }
         self.start += length;
         self.document(at, bytes, on_item)
@@ -302,11 +298,19 @@ impl ArchiveReader {
         let doc = self.raw(at, bytes, "namespace header")?;
         let namespace = Namespace::new(
             self.field(at, doc.get_str("db"), "namespace header", "db")?,
-            self.field(at, doc.get_str("collection"), "namespace header", "collection")?,
+            self.field(
+                at,
+                doc.get_str("collection"),
+                "namespace header",
+                "collection",
+            )?,
         );
         let eof = doc.get_bool("EOF").unwrap_or(false);
         if self.summary.ends.contains_key(&namespace) {
-            return self.bad(at, format!("{namespace} continues after its end-of-file block"));
+            return self.bad(
+                at,
+                format!("{namespace} continues after its end-of-file block"),
+            );
         }
         if !eof {
             self.open.entry(namespace.clone()).or_insert(Progress {
@@ -355,7 +359,9 @@ impl ArchiveReader {
         let doc = self.raw(at, bytes, "header")?;
         let header = Header {
             concurrent_collections: doc.get_i32("concurrent_collections").unwrap_or(1),
-            version: self.field(at, doc.get_str("version"), "header", "version")?.to_string(),
+            version: self
+                .field(at, doc.get_str("version"), "header", "version")?
+                .to_string(),
             server_version: doc.get_str("server_version").unwrap_or("").to_string(),
             tool_version: doc.get_str("tool_version").unwrap_or("").to_string(),
         };
@@ -377,7 +383,12 @@ impl ArchiveReader {
         Ok(CollectionMetadata {
             namespace: Namespace::new(
                 self.field(at, doc.get_str("db"), "collection metadata", "db")?,
-                self.field(at, doc.get_str("collection"), "collection metadata", "collection")?,
+                self.field(
+                    at,
+                    doc.get_str("collection"),
+                    "collection metadata",
+                    "collection",
+                )?,
             ),
             metadata: doc.get_str("metadata").unwrap_or("").to_string(),
             size: doc.get_i32("size").unwrap_or(0),

@@ -83,7 +83,11 @@ fn golden() -> (Vec<u8>, Vec<Vec<u8>>) {
         el("server_version", string("8.2.11")),
         el("tool_version", string("lifeboat 0.1.0")),
     ]));
-    for (name, kind) in [("users", "collection"), ("empty", "collection"), ("adults", "view")] {
+    for (name, kind) in [
+        ("users", "collection"),
+        ("empty", "collection"),
+        ("adults", "view"),
+    ] {
         let c = collection("app", name, kind);
         bytes.extend(bson(&[
             el("db", string("app")),

@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 pub use id::SnapshotId;
 pub use manifest::{
     Contents, FilesFingerprint, Fingerprint, Manifest, MongoCollectionPrint, MongoFingerprint,
-    ObjectInfo, OplogPrint, PgFingerprint, RedisFingerprint, SourceInfo, CLOCK_SKEW_RECORDED, FROM_FILE, MANIFEST_FORMAT,
+    ObjectInfo, OplogPrint, PgFingerprint, RedisFingerprint, SourceInfo, CLOCK_SKEW_RECORDED,
+    FROM_FILE, MANIFEST_FORMAT,
 };
 pub use pin::{is_pin, pin, pin_key, unpin, Pin, PIN_FILE};
 pub use time::parse_time;

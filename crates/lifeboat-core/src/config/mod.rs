@@ -1057,10 +1057,13 @@ fn refuse_other_engines_keys(spec: &JobSpec) -> Result<()> {
         .filter(|e| e.job_keys().contains(&key))
         .map(|e| e.as_str())
         .collect();
+    let owners = match owners.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+        _ => owners.join(""),
+    };
     Err(Error::config(format!(
-        "job {:?}: {key} is a setting of {} jobs, not of {engine} jobs",
+        "job {:?}: {key} is a setting of {owners} jobs, not of {engine} jobs",
         spec.name,
-        owners.join(" and ")
     ))
     .with_hint(format!(
         "{engine} jobs take {} (besides compression, retention, schedule, max-age, idle-timeout and timeout)",
@@ -1259,7 +1262,7 @@ retention = { keep-daily = 7 }
             ),
             (
                 "engine = \"files\"\npaths = [\"/data\"]\nurl = \"${DATABASE_URL}\"",
-                "url is a setting of postgres and redis jobs, not of files jobs",
+                "url is a setting of postgres, mongodb and redis jobs, not of files jobs",
             ),
             (
                 "engine = \"postgres\"\nurl = \"${DATABASE_URL}\"\nstrict = true",

@@ -95,10 +95,7 @@ impl CollectionMeta {
             .filter(|k| !k.is_empty())
             .unwrap_or(if kind.is_empty() { "collection" } else { kind });
         Ok(CollectionMeta {
-            name: doc
-                .get_str("collectionName")
-                .unwrap_or(name)
-                .to_string(),
+            name: doc.get_str("collectionName").unwrap_or(name).to_string(),
             kind: kind.to_string(),
             options: doc.get_document("options").cloned().unwrap_or_default(),
             indexes,
@@ -164,9 +161,15 @@ mod tests {
             uuid: Some("00112233".into()),
         };
         let json = meta.to_json();
-        assert!(json.starts_with(r#"{"options":{"capped":true,"size":{"$numberLong":"4096"}"#), "{json}");
+        assert!(
+            json.starts_with(r#"{"options":{"capped":true,"size":{"$numberLong":"4096"}"#),
+            "{json}"
+        );
         // A compound index keeps its fields' order: b before a.
-        assert!(json.contains(r#""key":{"b":{"$numberInt":"1"},"a":{"$numberInt":"-1"}}"#), "{json}");
+        assert!(
+            json.contains(r#""key":{"b":{"$numberInt":"1"},"a":{"$numberInt":"-1"}}"#),
+            "{json}"
+        );
         let back = CollectionMeta::from_json(&json, "x", "").unwrap();
         assert_eq!(back, meta);
         assert_eq!(back.secondary_indexes().len(), 1);

@@ -55,8 +55,7 @@ impl Mongo {
                 "check the URL: mongodb://user:password@host:27017/?authSource=admin, or mongodb+srv://...",
             )
         })?;
-        if let (Some(credential), Some(password)) = (options.credential.as_mut(), url.password())
-        {
+        if let (Some(credential), Some(password)) = (options.credential.as_mut(), url.password()) {
             credential.password = Some(password.expose().to_string());
         }
         let limit = crate::net::connect_timeout();

@@ -388,7 +388,12 @@ impl Staging {
                 .bypass_document_validation(true),
         )
         .await
-        .map_err(|e| Error::sink_failed(format!("{}: inserting into {namespace}: {e}", self.mongo.url)))?
+        .map_err(|e| {
+            Error::sink_failed(format!(
+                "{}: inserting into {namespace}: {e}",
+                self.mongo.url
+            ))
+        })?
         .map_err(|e| self.mongo.error(&format!("inserting into {namespace}"), e))?;
         Ok(())
     }
@@ -416,7 +421,9 @@ impl Staging {
         };
         let list = changes(&document).map_err(named)?;
         for change in list {
-            self.apply(change).await.map_err(|e| named(e.message().to_string()))?;
+            self.apply(change)
+                .await
+                .map_err(|e| named(e.message().to_string()))?;
         }
         Ok(())
     }
@@ -446,7 +453,11 @@ impl Staging {
                     // The oplog names a view's pipeline `viewPipeline`; `create` takes
                     // `pipeline`.
                     for (key, value) in options {
-                        let key = if key == "viewPipeline" { "pipeline" } else { key };
+                        let key = if key == "viewPipeline" {
+                            "pipeline"
+                        } else {
+                            key
+                        };
                         meta.options.insert(key, value.clone());
                     }
                     self.views.retain(|(n, _)| n != &ns);
@@ -471,11 +482,15 @@ impl Staging {
             return Ok(());
         };
         let doc_collection = collection.clone_with_type::<Document>();
-        let failed = |e: mongodb::error::Error| self.mongo.error(&format!("replaying onto {ns}"), e);
+        let failed =
+            |e: mongodb::error::Error| self.mongo.error(&format!("replaying onto {ns}"), e);
         let idle = |e: std::io::Error| Error::sink_failed(format!("{}: {e}", self.mongo.url));
         match change {
             Change::Upsert { document, .. } => {
-                let id = document.get("_id").cloned().unwrap_or(mongodb::bson::Bson::Null);
+                let id = document
+                    .get("_id")
+                    .cloned()
+                    .unwrap_or(mongodb::bson::Bson::Null);
                 crate::net::within_idle_timeout(
                     doc_collection
                         .replace_one(doc! { "_id": id }, document)
@@ -533,7 +548,10 @@ impl Staging {
                 if let Some(staged) = self.staged.get_mut(&ns) {
                     for index in indexes {
                         let name = index.get_str("name").unwrap_or_default().to_string();
-                        staged.meta.indexes.retain(|i| i.get_str("name") != Ok(&name));
+                        staged
+                            .meta
+                            .indexes
+                            .retain(|i| i.get_str("name") != Ok(&name));
                         staged.meta.indexes.push(index);
                     }
                 }
@@ -647,7 +665,10 @@ impl Staging {
             let _ = self.mongo.command(db, doc! { "drop": name.as_str() }).await;
         }
         self.mongo
-            .command(db, doc! { "create": probe.as_str(), "capped": true, "size": 4096_i64 })
+            .command(
+                db,
+                doc! { "create": probe.as_str(), "capped": true, "size": 4096_i64 },
+            )
             .await?;
         let renamed_ok = self
             .mongo
@@ -660,13 +681,22 @@ impl Staging {
             Ok(_) => {
                 let listed = self
                     .mongo
-                    .command(db, doc! { "listCollections": 1, "filter": { "name": renamed.as_str() } })
+                    .command(
+                        db,
+                        doc! { "listCollections": 1, "filter": { "name": renamed.as_str() } },
+                    )
                     .await?;
                 listed
                     .get_document("cursor")
                     .and_then(|c| c.get_array("firstBatch"))
                     .ok()
-                    .and_then(|b| b.first()?.as_document()?.get_document("options").ok().cloned())
+                    .and_then(|b| {
+                        b.first()?
+                            .as_document()?
+                            .get_document("options")
+                            .ok()
+                            .cloned()
+                    })
                     .is_some_and(|o| o.get_bool("capped") == Ok(true))
             }
             Err(_) => false,
@@ -725,13 +755,21 @@ impl Staging {
                 .client
                 .database(db)
                 .collection::<RawDocumentBuf>(&staged.staging);
-            let to = self.mongo.client.database(db).collection::<RawDocumentBuf>(name);
-            let failed = |e: mongodb::error::Error| self.mongo.error(&format!("copying into {}", staged.target), e);
+            let to = self
+                .mongo
+                .client
+                .database(db)
+                .collection::<RawDocumentBuf>(name);
+            let failed = |e: mongodb::error::Error| {
+                self.mongo
+                    .error(&format!("copying into {}", staged.target), e)
+            };
             let idle = |e: std::io::Error| Error::sink_failed(format!("{}: {e}", self.mongo.url));
-            let mut cursor = crate::net::within_idle_timeout(from.find(doc! {}).sort(doc! { "$natural": 1 }))
-                .await
-                .map_err(idle)?
-                .map_err(failed)?;
+            let mut cursor =
+                crate::net::within_idle_timeout(from.find(doc! {}).sort(doc! { "$natural": 1 }))
+                    .await
+                    .map_err(idle)?
+                    .map_err(failed)?;
             let mut batch = Batch::default();
             loop {
                 let more = crate::net::within_idle_timeout(cursor.advance())
@@ -744,7 +782,9 @@ impl Staging {
                 }
                 if !batch.ends.is_empty() && (!more || batch.full()) {
                     crate::net::within_idle_timeout(
-                        to.insert_many(batch.take()).ordered(true).bypass_document_validation(true),
+                        to.insert_many(batch.take())
+                            .ordered(true)
+                            .bypass_document_validation(true),
                     )
                     .await
                     .map_err(idle)?

@@ -19,9 +19,7 @@ use mongodb::bson::doc;
 pub use load::{ArchiveLoad, Staging};
 pub use rename::RenameRule;
 
-use crate::catalog::{
-    Fingerprint, Manifest, MongoCollectionPrint, MongoFingerprint, OplogPrint,
-};
+use crate::catalog::{Fingerprint, Manifest, MongoCollectionPrint, MongoFingerprint, OplogPrint};
 use crate::client::mongo::metadata::{index_fingerprints, CollectionMeta};
 use crate::client::mongo::{Mongo, Topology};
 use crate::error::{Error, ErrorKind, Result};
@@ -29,7 +27,8 @@ use crate::pipeline::read::read_snapshot;
 use crate::pipeline::Keys;
 use crate::secret::SecretUrl;
 use crate::sink::{
-    Applied, Drilled, RestoreOptions, Scratch, Sink, SinkPlan, Surveyed, Target, TargetState,
+    Applied, Drilled, RestoreMode, RestoreOptions, Scratch, Sink, SinkPlan, Surveyed, Target,
+    TargetState,
 };
 use crate::store::Store;
 
@@ -120,7 +119,13 @@ async fn existing(mongo: &Mongo, targets: &[Namespace]) -> Result<(Vec<Namespace
 /// A short tag naming one restore's staging collections (from the snapshot id's suffix).
 fn staging_tag(snapshot: &Manifest) -> String {
     let id = snapshot.id.to_string();
-    let suffix: String = id.rsplit('-').next().unwrap_or(&id).chars().take(12).collect();
+    let suffix: String = id
+        .rsplit('-')
+        .next()
+        .unwrap_or(&id)
+        .chars()
+        .take(12)
+        .collect();
     suffix
 }
 
@@ -137,8 +142,14 @@ fn archive_fingerprint(summary: &Summary, oplog: Option<OplogPrint>) -> Result<M
         if namespace.is_oplog() {
             continue;
         }
-        let meta = CollectionMeta::from_json(&collection.metadata, &namespace.collection, &collection.kind)
-            .map_err(|e| Error::integrity(format!("the metadata of {namespace} cannot be read: {e}")))?;
+        let meta = CollectionMeta::from_json(
+            &collection.metadata,
+            &namespace.collection,
+            &collection.kind,
+        )
+        .map_err(|e| {
+            Error::integrity(format!("the metadata of {namespace} cannot be read: {e}"))
+        })?;
         if meta.kind == "view" {
             fingerprint.views.push(namespace.to_string());
             continue;
@@ -216,7 +227,9 @@ async fn stage<S: Store>(
                 super::described(snapshot),
                 findings.join("; ")
             ))
-            .with_hint("nothing was put in place; restore an older snapshot (lifeboat-restore list)"));
+            .with_hint(
+                "nothing was put in place; restore an older snapshot (lifeboat-restore list)",
+            ));
         }
         Ok((summary, oplog))
     }
@@ -243,6 +256,22 @@ impl Sink for MongoSink {
         to: &str,
         options: &RestoreOptions,
     ) -> Result<SinkPlan> {
+        if options.mode == RestoreMode::File {
+            super::refuse_flags(snapshot, options, &["--mode file"])?;
+            let path = std::path::PathBuf::from(to);
+            super::to_file::check_target(&path, options.clean)?;
+            return Ok(SinkPlan {
+                target: Target::Path(path),
+                target_state: TargetState {
+                    server_version: "a mongodump archive file".into(),
+                    objects: 0,
+                },
+                notes: vec![(
+                    "safety",
+                    "the whole snapshot is checked (digests, every namespace's CRC, counts) first; the file is written beside the path, synced and renamed into place; restore it with mongorestore --archive=FILE --oplogReplay".to_string(),
+                )],
+            });
+        }
         super::refuse_flags(snapshot, options, &["--rename"])?;
         let url = target_url(snapshot, to)?;
         let fingerprint = mongo_fingerprint(snapshot)?;
@@ -306,7 +335,8 @@ impl Sink for MongoSink {
             )),
             None => notes.push((
                 "consistency",
-                "not a point-in-time dump: each collection is as it was when it was read".to_string(),
+                "not a point-in-time dump: each collection is as it was when it was read"
+                    .to_string(),
             )),
         }
         Ok(SinkPlan {
@@ -327,8 +357,23 @@ impl Sink for MongoSink {
         plan: &SinkPlan,
         options: &RestoreOptions,
     ) -> Result<Applied> {
-        let Target::Url(url) = &plan.target else {
-            return Err(Error::config("a MongoDB restore needs a mongodb:// target"));
+        let url = match &plan.target {
+            Target::Url(url) => url,
+            Target::Path(path) => {
+                let findings = self.check(store, keys, snapshot).await?;
+                if !findings.is_empty() {
+                    return Err(Error::integrity(format!(
+                        "{} does not match its manifest: {}",
+                        super::described(snapshot),
+                        findings.join("; ")
+                    ))
+                    .with_hint(
+                        "nothing was written; restore an older snapshot (lifeboat-restore list)",
+                    ));
+                }
+                return super::to_file::write_verified(store, keys, snapshot, path, options.clean)
+                    .await;
+            }
         };
         let mongo = connect_target(url).await?;
         let (mut load, summary, oplog) =
@@ -428,7 +473,11 @@ impl Sink for MongoSink {
                 )
                 .with_hint("drop it (it is a leftover of an earlier drill) or point --scratch-url at another server"));
             }
-            rules.push(format!("{db}.*={name}.*").parse::<RenameRule>().map_err(Error::config)?);
+            rules.push(
+                format!("{db}.*={name}.*")
+                    .parse::<RenameRule>()
+                    .map_err(Error::config)?,
+            );
             scratch_dbs.push(name);
         }
         let started = Instant::now();
@@ -449,12 +498,16 @@ impl Sink for MongoSink {
                     .client
                     .database(&target.db)
                     .collection::<mongodb::bson::Document>(&target.collection);
-                let documents = crate::net::within_idle_timeout(collection.count_documents(doc! {}))
-                    .await
-                    .map_err(|e| Error::sink_failed(format!("{url}: {e}")))?
-                    .map_err(|e| mongo.error(&format!("counting {target}"), e))?;
+                let documents =
+                    crate::net::within_idle_timeout(collection.count_documents(doc! {}))
+                        .await
+                        .map_err(|e| Error::sink_failed(format!("{url}: {e}")))?
+                        .map_err(|e| mongo.error(&format!("counting {target}"), e))?;
                 let reply = mongo
-                    .command(&target.db, doc! { "listIndexes": target.collection.as_str() })
+                    .command(
+                        &target.db,
+                        doc! { "listIndexes": target.collection.as_str() },
+                    )
                     .await?;
                 let indexes: Vec<mongodb::bson::Document> = reply
                     .get_document("cursor")
@@ -472,9 +525,13 @@ impl Sink for MongoSink {
             let mut findings = recorded.differences(&found);
             let targets = staging.targets();
             for view in &recorded.views {
-                let Some((db, coll)) = view.split_once('.') else { continue };
+                let Some((db, coll)) = view.split_once('.') else {
+                    continue;
+                };
                 let present = match targets.get(&Namespace::new(db, coll)) {
-                    Some(t) => collection_names(&mongo, &t.db).await?.contains(&t.collection),
+                    Some(t) => collection_names(&mongo, &t.db)
+                        .await?
+                        .contains(&t.collection),
                     None => false,
                 };
                 if !present {

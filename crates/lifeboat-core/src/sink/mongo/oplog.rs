@@ -34,7 +34,10 @@ pub enum Change {
     /// A collection dropped during the dump.
     Drop { ns: Namespace },
     /// Indexes built during the dump.
-    CreateIndexes { ns: Namespace, indexes: Vec<Document> },
+    CreateIndexes {
+        ns: Namespace,
+        indexes: Vec<Document>,
+    },
     /// An index dropped during the dump (`*`: all but `_id_`).
     DropIndex { ns: Namespace, name: String },
     /// Options changed during the dump (`collMod`'s fields but the collection's name).
@@ -49,9 +52,15 @@ pub fn changes(entry: &Document) -> Result<Vec<Change>, String> {
 }
 
 fn collect(entry: &Document, out: &mut Vec<Change>) -> Result<(), String> {
-    let op = entry.get_str("op").map_err(|_| "it has no op".to_string())?;
+    let op = entry
+        .get_str("op")
+        .map_err(|_| "it has no op".to_string())?;
     let ns = entry.get_str("ns").unwrap_or_default();
-    let o = || entry.get_document("o").map_err(|_| format!("its {op} has no o"));
+    let o = || {
+        entry
+            .get_document("o")
+            .map_err(|_| format!("its {op} has no o"))
+    };
     let namespace = || -> Result<Namespace, String> {
         let (db, coll) = ns
             .split_once('.')
@@ -201,8 +210,11 @@ pub fn diff_updates(diff: &Document) -> Result<Vec<Document>, String> {
         }
         if let Ok(list) = diff.get_array("truncatedArrays") {
             for t in list.iter().filter_map(Bson::as_document) {
-                let field = t.get_str("field").map_err(|_| "a truncated array has no field")?;
-                edit.truncate.push((field.to_string(), integer(t.get("newSize"))?));
+                let field = t
+                    .get_str("field")
+                    .map_err(|_| "a truncated array has no field")?;
+                edit.truncate
+                    .push((field.to_string(), integer(t.get("newSize"))?));
             }
         }
     } else {
@@ -284,7 +296,11 @@ fn object_diff(diff: &Document, prefix: &str, edit: &mut Edit) -> Result<(), Str
             k if k.len() > 1 && k.starts_with('s') => {
                 sub_diff(value, &format!("{prefix}{}", &k[1..]), edit)?
             }
-            other => return Err(format!("a diff holds {other:?}, which Lifeboat does not know")),
+            other => {
+                return Err(format!(
+                    "a diff holds {other:?}, which Lifeboat does not know"
+                ))
+            }
         }
     }
     Ok(())
@@ -294,9 +310,12 @@ fn array_diff(diff: &Document, path: &str, edit: &mut Edit) -> Result<(), String
     for (key, value) in diff {
         match key.as_str() {
             "a" => {}
-            "l" => edit.truncate.push((path.to_string(), integer(Some(value))?)),
+            "l" => edit
+                .truncate
+                .push((path.to_string(), integer(Some(value))?)),
             k if k.len() > 1 && k.starts_with('u') => {
-                edit.set.insert(format!("{path}.{}", &k[1..]), value.clone());
+                edit.set
+                    .insert(format!("{path}.{}", &k[1..]), value.clone());
             }
             k if k.len() > 1 && k.starts_with('s') => {
                 sub_diff(value, &format!("{path}.{}", &k[1..]), edit)?
@@ -335,13 +354,22 @@ mod tests {
                 updates: vec![doc! { "$set": { "x": 2 } }]
             }]
         );
-        let replace = doc! { "op": "u", "ns": "app.t", "o2": { "_id": 1 }, "o": { "_id": 1, "y": 3 } };
-        assert!(matches!(changes(&replace).unwrap()[0], Change::Replace { .. }));
+        let replace =
+            doc! { "op": "u", "ns": "app.t", "o2": { "_id": 1 }, "o": { "_id": 1, "y": 3 } };
+        assert!(matches!(
+            changes(&replace).unwrap()[0],
+            Change::Replace { .. }
+        ));
         let delete = doc! { "op": "d", "ns": "app.t", "o": { "_id": 1 } };
-        assert!(matches!(changes(&delete).unwrap()[0], Change::Delete { .. }));
-        assert!(changes(&doc! { "op": "n", "ns": "", "o": { "msg": "noop" } })
-            .unwrap()
-            .is_empty());
+        assert!(matches!(
+            changes(&delete).unwrap()[0],
+            Change::Delete { .. }
+        ));
+        assert!(
+            changes(&doc! { "op": "n", "ns": "", "o": { "msg": "noop" } })
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
@@ -388,7 +416,8 @@ mod tests {
 
     #[test]
     fn commands_and_transactions_are_replayed_or_named() {
-        let create = doc! { "op": "c", "ns": "app.$cmd", "o": { "create": "new", "idIndex": { "v": 2 } } };
+        let create =
+            doc! { "op": "c", "ns": "app.$cmd", "o": { "create": "new", "idIndex": { "v": 2 } } };
         assert_eq!(
             changes(&create).unwrap(),
             vec![Change::Create {

@@ -61,7 +61,9 @@ impl std::str::FromStr for RenameRule {
         let (from, to) = (side(from)?, side(to)?);
         if (to.0 == Part::Any && from.0 != Part::Any) || (to.1 == Part::Any && from.1 != Part::Any)
         {
-            return Err(bad("a '*' on the right needs a '*' in the same place on the left"));
+            return Err(bad(
+                "a '*' on the right needs a '*' in the same place on the left",
+            ));
         }
         Ok(RenameRule { from, to })
     }
@@ -113,7 +115,13 @@ mod tests {
 
     #[test]
     fn bad_rules_say_what_is_expected() {
-        for bad in ["app", "app.*", "app.users=app_restored.*", "=x.y", "a b.c=d.e"] {
+        for bad in [
+            "app",
+            "app.*",
+            "app.users=app_restored.*",
+            "=x.y",
+            "a b.c=d.e",
+        ] {
             let err = bad.parse::<RenameRule>().unwrap_err();
             assert!(err.contains("expected SRC=DST"), "{bad}: {err}");
         }

@@ -59,7 +59,9 @@ impl crate::source::Source for MongoJob {
                 "{} is a sharded cluster (mongos); Lifeboat does not back up sharded clusters yet",
                 self.url
             ))
-            .with_hint("back up each shard's replica set as its own job, with the balancer stopped"));
+            .with_hint(
+                "back up each shard's replica set as its own job, with the balancer stopped",
+            ));
         }
         let plan = plan_dump(&mongo, &self.databases).await?;
         let oplog_start = match &mongo.topology {
@@ -175,7 +177,11 @@ async fn plan_dump(mongo: &Mongo, only: &[String]) -> Result<DumpPlan> {
             {
                 plan.size_estimate += stats
                     .get("size")
-                    .and_then(|s| s.as_i64().or(s.as_i32().map(i64::from)).or(s.as_f64().map(|f| f as i64)))
+                    .and_then(|s| {
+                        s.as_i64()
+                            .or(s.as_i32().map(i64::from))
+                            .or(s.as_f64().map(|f| f as i64))
+                    })
                     .unwrap_or(0)
                     .max(0) as u64;
             }
@@ -188,12 +194,17 @@ async fn plan_dump(mongo: &Mongo, only: &[String]) -> Result<DumpPlan> {
 /// A database's collections and views; `system.*` collections other than `system.js` are the
 /// server's own. Read with the command itself, so every option comes back as the server gave it.
 async fn list_collections(mongo: &Mongo, db: &str) -> Result<Vec<CollectionMeta>> {
-    let mut out: Vec<CollectionMeta> = command_cursor(mongo, db, doc! { "listCollections": 1 }, "$cmd.listCollections")
-        .await?
-        .iter()
-        .map(CollectionMeta::from_listing)
-        .filter(|meta| !meta.name.starts_with("system.") || meta.name == "system.js")
-        .collect();
+    let mut out: Vec<CollectionMeta> = command_cursor(
+        mongo,
+        db,
+        doc! { "listCollections": 1 },
+        "$cmd.listCollections",
+    )
+    .await?
+    .iter()
+    .map(CollectionMeta::from_listing)
+    .filter(|meta| !meta.name.starts_with("system.") || meta.name == "system.js")
+    .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }
@@ -247,7 +258,10 @@ enum Message {
         ends: Vec<usize>,
     },
     /// The namespace has no more documents: this many were read.
-    Done { namespace: Namespace, documents: u64 },
+    Done {
+        namespace: Namespace,
+        documents: u64,
+    },
 }
 
 /// What the dump produced besides its bytes.
@@ -460,9 +474,7 @@ async fn read_collection(
     loop {
         let more = crate::net::within_idle_timeout(cursor.advance())
             .await
-            .map_err(|e| {
-                Error::source_failed(format!("{}: reading {namespace}: {e}", mongo.url))
-            })?
+            .map_err(|e| Error::source_failed(format!("{}: reading {namespace}: {e}", mongo.url)))?
             .map_err(reading)?;
         if more {
             bytes.extend_from_slice(cursor.current().as_bytes());

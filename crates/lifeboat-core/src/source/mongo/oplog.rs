@@ -31,10 +31,12 @@ pub async fn newest(mongo: &Mongo) -> Result<Option<Timestamp>> {
     .await
     .map_err(|e| Error::source_failed(format!("{}: reading the oplog: {e}", mongo.url)))?;
     match found {
-        Ok(Some(entry)) => entry
-            .get_timestamp("ts")
-            .map(Some)
-            .map_err(|e| Error::source_failed(format!("{}: the newest oplog entry has no ts: {e}", mongo.url))),
+        Ok(Some(entry)) => entry.get_timestamp("ts").map(Some).map_err(|e| {
+            Error::source_failed(format!(
+                "{}: the newest oplog entry has no ts: {e}",
+                mongo.url
+            ))
+        }),
         Ok(None) => Err(Error::source_failed(format!(
             "{}: the replica set's oplog (local.oplog.rs) is empty",
             mongo.url
