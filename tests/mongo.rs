@@ -409,3 +409,25 @@ fn mode_file_writes_the_checked_archive_for_mongorestore() {
     .assert_code(2)
     .assert_contains("--rename");
 }
+
+#[test]
+fn a_collection_dropped_during_the_dump_is_reported_and_nothing_is_committed() {
+    let source = source_url();
+    let db = fresh_db("dropdump");
+    tool_run(&["fill", &source, &db, "40", "50"]);
+    let proxy = ThrottleProxy::start(&host_port(&source), 2500);
+    let slow = via(&source, proxy.endpoint.trim_start_matches("http://"));
+    let s = setup("mongo-dropdump", &slow, &db, "parallel-collections = 1");
+    let config = s.config.clone();
+    let backup = std::thread::spawn(move || run("lifeboat-backup", &["--config", &config]));
+    // `orders` sorts after c000..c039, so the dump has not reached it yet.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    tool_run(&["drop", &source, &db, "orders"]);
+    backup
+        .join()
+        .unwrap()
+        .assert_code(1)
+        .assert_contains(&format!("{db}.orders was dropped or renamed"))
+        .assert_contains("nothing was committed");
+    assert!(manifests(&s.repo_path(), "mongo").is_empty());
+}

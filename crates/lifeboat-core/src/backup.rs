@@ -185,7 +185,7 @@ async fn capture_and_commit<S: Store>(
     // stored size, so the parts err on the large side).
     let size_hint = context.size_hint.or(info.size_estimate);
     // The progress line's total: the source's estimate of the dump (PostgreSQL's database
-    // size, Redis's memory), in raw bytes.
+    // size, Redis's dataset memory, MongoDB's collection sizes), in raw bytes.
     let meter = crate::pipeline::meter::meter();
     meter.reset();
     if let Some(estimate) = info.size_estimate {

@@ -144,6 +144,18 @@ impl Connection {
         }
     }
 
+    /// About how many bytes the server's data takes (`INFO memory`: `used_memory_dataset`, else
+    /// `used_memory`), for a capture's progress total; `None` when the server does not say.
+    pub async fn dataset_bytes(&mut self) -> Option<u64> {
+        let info = self.command(&[b"INFO", b"memory"]).await.ok()?.ok()?;
+        let info = String::from_utf8_lossy(&info);
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse().ok())
+        };
+        field("used_memory_dataset").or_else(|| field("used_memory"))
+    }
+
     /// Connects to `redis://[user:password@]host[:port]`, authenticates, reads the version.
     pub async fn open(url: &SecretUrl, kind: ErrorKind) -> Result<Connection> {
         let tls = match url.scheme() {

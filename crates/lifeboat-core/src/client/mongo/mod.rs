@@ -87,10 +87,21 @@ impl Mongo {
     /// Runs a command on a database within the idle timeout.
     pub async fn command(&self, db: &str, command: Document) -> Result<Document> {
         let name = command.keys().next().cloned().unwrap_or_default();
+        self.try_command(db, command)
+            .await?
+            .map_err(|e| self.error(&format!("{name} on {db}"), e))
+    }
+
+    /// Runs a command within the idle timeout, leaving the server's answer to the caller (to
+    /// tell one error code from another).
+    pub async fn try_command(
+        &self,
+        db: &str,
+        command: Document,
+    ) -> Result<mongodb::error::Result<Document>> {
         crate::net::within_idle_timeout(self.client.database(db).run_command(command))
             .await
-            .map_err(|e| Error::new(self.kind, format!("{}: {e}", self.url)))?
-            .map_err(|e| self.error(&format!("{name} on {db}"), e))
+            .map_err(|e| Error::new(self.kind, format!("{}: {e}", self.url)))
     }
 
     /// The driver's error, with what Lifeboat was doing and what to do about it.

@@ -216,7 +216,15 @@ async fn command_cursor(
     command: Document,
     collection: &str,
 ) -> Result<Vec<Document>> {
-    let reply = mongo.command(db, command).await?;
+    let name = command.keys().next().cloned().unwrap_or_default();
+    let reply = match mongo.try_command(db, command).await? {
+        Ok(reply) => reply,
+        // NamespaceNotFound: listed a moment ago, gone now.
+        Err(e) if Mongo::code(&e) == Some(26) => {
+            return Err(dropped(mongo, &format!("{db}.{collection}")))
+        }
+        Err(e) => return Err(mongo.error(&format!("{name} on {db}"), e)),
+    };
     let cursor = reply.get_document("cursor").cloned().unwrap_or_default();
     let batch = |c: &Document, key: &str| -> Vec<Document> {
         c.get_array(key)
@@ -238,6 +246,15 @@ async fn command_cursor(
 
 async fn list_indexes(mongo: &Mongo, db: &str, collection: &str) -> Result<Vec<Document>> {
     command_cursor(mongo, db, doc! { "listIndexes": collection }, collection).await
+}
+
+/// A collection that went away while the dump ran.
+fn dropped(mongo: &Mongo, namespace: &str) -> Error {
+    Error::source_failed(format!(
+        "{}: {namespace} was dropped or renamed while the dump ran",
+        mongo.url
+    ))
+    .with_hint("nothing was committed; run the backup again (or leave the collection out with databases = [...])")
 }
 
 /// A run of the dump: readers, the writer, then the oplog.
@@ -532,11 +549,7 @@ async fn check_still_there(mongo: &Mongo, plan: &DumpPlan) -> Result<()> {
             .map(|m| m.name)
             .collect();
         if let Some(gone) = names.iter().find(|n| !now.iter().any(|m| m == *n)) {
-            return Err(Error::source_failed(format!(
-                "{}: {db}.{gone} was dropped or renamed while the dump ran",
-                mongo.url
-            ))
-            .with_hint("nothing was committed; run the backup again (or leave the collection out with databases = [...])"));
+            return Err(dropped(mongo, &format!("{db}.{gone}")));
         }
     }
     Ok(())

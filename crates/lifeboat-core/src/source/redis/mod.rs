@@ -30,6 +30,8 @@ pub struct RedisCapture {
     pub server_version: String,
     /// How it was taken.
     pub kind: CaptureKind,
+    /// About how large the data set is (`INFO memory`), for the progress line's total.
+    pub size_estimate: Option<u64>,
 }
 
 /// How the snapshot was taken.
@@ -106,6 +108,7 @@ enum Sync {
 
 async fn start_sync(url: &SecretUrl) -> Result<Sync> {
     let mut conn = Connection::open(url, ErrorKind::Source).await?;
+    let size_estimate = conn.dataset_bytes().await;
     // Older servers do not know rdb-only; they then stream commands after the snapshot,
     // which the capture never reads.
     let _ = conn.command(&[b"REPLCONF", b"rdb-only", b"1"]).await?;
@@ -143,6 +146,7 @@ async fn start_sync(url: &SecretUrl) -> Result<Sync> {
     // comes first.
     let buffered = conn.io.buffer().to_vec();
     Ok(Sync::Started(RedisCapture {
+        size_estimate,
         server_version: conn.server_version.clone(),
         kind: if diskless {
             CaptureKind::SyncDiskless
@@ -297,7 +301,7 @@ impl crate::source::Source for crate::config::RedisJob {
                     self.url,
                     capture.kind.describe()
                 ),
-                size_estimate: None,
+                size_estimate: capture.size_estimate,
             },
             end: Box::new(RedisEnd {
                 summary,

@@ -27,7 +27,8 @@ const EMPTY_RDB_VERSION: u16 = 9;
 
 /// Captures every key with SCAN, DUMP and PTTL and writes them as an RDB stream.
 pub async fn start(url: &SecretUrl) -> Result<RedisCapture> {
-    let conn = Connection::open(url, ErrorKind::Source).await?;
+    let mut conn = Connection::open(url, ErrorKind::Source).await?;
+    let size_estimate = conn.dataset_bytes().await;
     let server_version = conn.server_version.clone();
     let (writer, reader) = tokio::io::duplex(1024 * 1024);
     let task = tokio::spawn(produce(conn, writer));
@@ -38,6 +39,7 @@ pub async fn start(url: &SecretUrl) -> Result<RedisCapture> {
         }),
         server_version,
         kind: CaptureKind::Scan,
+        size_estimate,
     })
 }
 
