@@ -431,3 +431,63 @@ fn a_collection_dropped_during_the_dump_is_reported_and_nothing_is_committed() {
         .assert_contains("nothing was committed");
     assert!(manifests(&s.repo_path(), "mongo").is_empty());
 }
+
+#[test]
+fn one_verify_run_drills_jobs_of_several_engines_each_on_its_own_scratch_server() {
+    use lifeboat_tests::{admin_url, sql, TestDb};
+    let source = source_url();
+    let db = fresh_db("multidrill");
+    tool_run(&["fill", &source, &db, "2", "20"]);
+    let pg = TestDb::create("multidrill");
+    sql(
+        &pg.url(),
+        "CREATE TABLE t (id int primary key); INSERT INTO t SELECT generate_series(1, 50);",
+    );
+    let dir = TempDir::new("mongo-multidrill");
+    let config = dir.join("lifeboat.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\nurl = \"file://{}/repo\"\n\n[[job]]\nname = \"app-db\"\nengine = \"postgres\"\nurl = \"{}\"\n\n[[job]]\nname = \"mongo\"\nengine = \"mongodb\"\nurl = \"{source}\"\ndatabases = [\"{db}\"]\n",
+            dir.as_str(),
+            pg.url()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    run("lifeboat-backup", &["--config", config]).assert_code(0);
+    let drill = run(
+        "lifeboat-verify",
+        &[
+            "--config",
+            config,
+            "--level",
+            "drill",
+            "--scratch-url",
+            &admin_url(),
+            "--scratch-url",
+            &target_url(),
+        ],
+    );
+    drill.assert_code(0);
+    assert_eq!(
+        drill.output().matches("level drill").count(),
+        2,
+        "{}",
+        drill.output()
+    );
+    // With only the PostgreSQL scratch server, the MongoDB drill says what it needs.
+    run(
+        "lifeboat-verify",
+        &[
+            "--config",
+            config,
+            "--level",
+            "drill",
+            "--scratch-url",
+            &admin_url(),
+        ],
+    )
+    .assert_code(2)
+    .assert_contains("needs a mongodb:// scratch server");
+}

@@ -24,6 +24,12 @@ Examples:
   lifeboat-verify --job cache --latest --level drill \\
       --scratch-url redis://127.0.0.1:6380
 
+  # Every job's drill in one run: each snapshot takes the scratch URL of its
+  # engine (PostgreSQL, Redis, MongoDB)
+  lifeboat-verify --latest --level drill \\
+      --scratch-url-env SCRATCH_PG_URL --scratch-url redis://127.0.0.1:6380 \\
+      --scratch-url mongodb://127.0.0.1:27018
+
   # A files drill: extract the tree under /mnt/scratch, compare every entry's
   # digest, remove it
   lifeboat-verify --job uploads --latest --level drill \\
@@ -68,14 +74,17 @@ pub struct VerifyArgs {
     pub level: Level,
 
     /// Where a drill restores: a PostgreSQL server URL (a scratch database is created and
-    /// dropped there), or a throwaway Redis whose databases are empty
+    /// dropped there), a throwaway Redis whose databases are empty, or a MongoDB server
+    /// (scratch databases are created and dropped). Repeatable: each snapshot's drill takes the
+    /// first URL of its engine's scheme, so one run drills every job
     /// (visible to `ps`: prefer --scratch-url-env for URLs with a password)
-    #[arg(long, value_name = "URL", conflicts_with = "scratch_url_env")]
-    pub scratch_url: Option<String>,
+    #[arg(long, value_name = "URL")]
+    pub scratch_url: Vec<String>,
 
-    /// The environment variable that holds the scratch URL, e.g. SCRATCH_DATABASE_URL
+    /// The environment variable that holds a scratch URL, e.g. SCRATCH_DATABASE_URL
+    /// (repeatable)
     #[arg(long, value_name = "VAR")]
-    pub scratch_url_env: Option<String>,
+    pub scratch_url_env: Vec<String>,
 
     /// Where a drill of a files snapshot extracts the tree (a folder is created there and
     /// removed) [default: the system's temporary directory]

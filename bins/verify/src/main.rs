@@ -52,15 +52,14 @@ async fn run(args: &VerifyArgs) -> Result<i32> {
         (None, true) => Which::All,
         (None, false) => Which::Latest,
     };
-    let scratch_url = lifeboat_cli::url_flag(
-        args.scratch_url.as_deref(),
-        args.scratch_url_env.as_deref(),
-        "scratch-url",
-    )?;
-    let scratch_url = scratch_url
-        .as_deref()
-        .map(SecretUrl::parse)
-        .transpose()
+    let mut scratch_urls = args.scratch_url.clone();
+    for var in &args.scratch_url_env {
+        scratch_urls.extend(lifeboat_cli::url_flag(None, Some(var), "scratch-url")?);
+    }
+    let scratch_urls = scratch_urls
+        .iter()
+        .map(|u| SecretUrl::parse(u))
+        .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| usage(format!("--scratch-url: {e}")))?;
     let flag_max_age = args
         .max_age
@@ -84,12 +83,16 @@ async fn run(args: &VerifyArgs) -> Result<i32> {
             level: args.level,
             which: which.clone(),
             scratch: Scratch {
-                url: scratch_url.clone().or_else(|| {
+                urls: if scratch_urls.is_empty() {
                     config
                         .as_ref()
                         .and_then(|c| c.drill_runs.as_ref())
                         .and_then(|d| d.scratch_url.clone())
-                }),
+                        .into_iter()
+                        .collect()
+                } else {
+                    scratch_urls.clone()
+                },
                 dir: args.scratch_dir.clone(),
                 pg_bin_dir: args
                     .pg_bin_dir

@@ -180,8 +180,9 @@ pub struct Applied {
 /// Where drills may restore to (`--scratch-url`, `--scratch-dir`).
 #[derive(Debug, Clone, Default)]
 pub struct Scratch {
-    /// A server drills may create scratch databases on (`--scratch-url`).
-    pub url: Option<SecretUrl>,
+    /// Servers drills may create scratch databases on (`--scratch-url`, repeatable: each
+    /// engine's drill takes the first of its own scheme).
+    pub urls: Vec<SecretUrl>,
     /// A directory drills may extract into (`--scratch-dir`; default a temporary directory).
     pub dir: Option<PathBuf>,
     /// PostgreSQL: the directory of `pg_restore` and `psql`.
@@ -270,11 +271,27 @@ pub(crate) fn described(snapshot: &Manifest) -> String {
     }
 }
 
-/// A Redis or PostgreSQL scratch URL, or the error that says how to give one.
-pub fn scratch_url<'a>(scratch: &'a Scratch, example: &str) -> Result<&'a SecretUrl> {
-    scratch.url.as_ref().ok_or_else(|| {
-        Error::config("--level drill needs --scratch-url-env VAR or --scratch-url URL").with_hint(
-            format!("pass a scratch server's URL, e.g. --scratch-url {example}"),
-        )
-    })
+/// The first scratch URL with one of `schemes` (the engine's), or the error that says how to
+/// give one.
+pub fn scratch_url<'a>(
+    scratch: &'a Scratch,
+    schemes: &[&str],
+    example: &str,
+) -> Result<&'a SecretUrl> {
+    if let Some(url) = scratch.urls.iter().find(|u| schemes.contains(&u.scheme())) {
+        return Ok(url);
+    }
+    let given: Vec<String> = scratch.urls.iter().map(|u| u.to_string()).collect();
+    Err(if given.is_empty() {
+        Error::config("--level drill needs --scratch-url-env VAR or --scratch-url URL")
+    } else {
+        Error::config(format!(
+            "--level drill of this snapshot needs a {}:// scratch server; the scratch URLs given are {}",
+            schemes[0],
+            given.join(", ")
+        ))
+    }
+    .with_hint(format!(
+        "pass a scratch server's URL, e.g. --scratch-url {example} (repeat --scratch-url for jobs of several engines)"
+    )))
 }

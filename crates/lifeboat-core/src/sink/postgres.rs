@@ -928,6 +928,7 @@ impl Sink for PgSink {
     fn check_scratch(&self, scratch: &Scratch) -> Result<()> {
         super::scratch_url(
             scratch,
+            &["postgres", "postgresql"],
             "postgres://admin@db:5432/postgres (its user needs CREATEDB)",
         )
         .map(|_| ())
@@ -942,7 +943,11 @@ impl Sink for PgSink {
         snapshot: &Manifest,
         scratch: &Scratch,
     ) -> Result<Drilled> {
-        let scratch_url = super::scratch_url(scratch, "postgres://admin@db:5432/postgres")?;
+        let scratch_url = super::scratch_url(
+            scratch,
+            &["postgres", "postgresql"],
+            "postgres://admin@db:5432/postgres",
+        )?;
         let Fingerprint::Postgres(recorded) = &snapshot.fingerprint else {
             return Err(Error::integrity(format!(
                 "snapshot {} is a PostgreSQL backup without a PostgreSQL fingerprint",

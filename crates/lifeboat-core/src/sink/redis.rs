@@ -767,7 +767,12 @@ impl Sink for RedisSink {
     }
 
     fn check_scratch(&self, scratch: &Scratch) -> Result<()> {
-        super::scratch_url(scratch, "redis://127.0.0.1:6390 (a throwaway server)").map(|_| ())
+        super::scratch_url(
+            scratch,
+            &["redis", "rediss"],
+            "redis://127.0.0.1:6390 (a throwaway server)",
+        )
+        .map(|_| ())
     }
 
     /// Loads the snapshot into empty databases of a scratch server, counts keys per database
@@ -781,7 +786,7 @@ impl Sink for RedisSink {
         snapshot: &Manifest,
         scratch: &Scratch,
     ) -> Result<Drilled> {
-        let scratch = super::scratch_url(scratch, "redis://127.0.0.1:6390")?;
+        let scratch = super::scratch_url(scratch, &["redis", "rediss"], "redis://127.0.0.1:6390")?;
         let recorded = redis_fingerprint(snapshot)?;
         let dbs = target_dbs(recorded, &Default::default());
         let state = inspect_target(scratch, &dbs).await?;

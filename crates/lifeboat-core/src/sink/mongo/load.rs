@@ -546,12 +546,23 @@ impl Staging {
             }
             Change::CreateIndexes { indexes, .. } => {
                 if let Some(staged) = self.staged.get_mut(&ns) {
-                    for index in indexes {
+                    for mut index in indexes {
+                        // The dump's metadata has the index as the server listed it, if the
+                        // build finished before the collection was read.
                         let name = index.get_str("name").unwrap_or_default().to_string();
-                        staged
+                        if staged
                             .meta
                             .indexes
-                            .retain(|i| i.get_str("name") != Ok(&name));
+                            .iter()
+                            .any(|i| i.get_str("name") == Ok(&name))
+                        {
+                            continue;
+                        }
+                        // Servers log their own bookkeeping beside the spec; createIndexes
+                        // refuses it.
+                        for internal in ["entryFormat", "ns"] {
+                            index.remove(internal);
+                        }
                         staged.meta.indexes.push(index);
                     }
                 }

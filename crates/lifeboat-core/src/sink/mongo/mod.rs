@@ -440,7 +440,12 @@ impl Sink for MongoSink {
     }
 
     fn check_scratch(&self, scratch: &Scratch) -> Result<()> {
-        super::scratch_url(scratch, "mongodb://127.0.0.1:27018 (a throwaway server)").map(|_| ())
+        super::scratch_url(
+            scratch,
+            &["mongodb", "mongodb+srv"],
+            "mongodb://127.0.0.1:27018 (a throwaway server)",
+        )
+        .map(|_| ())
     }
 
     /// Restores into scratch databases (`lbdrill_<tag>_<db>`) of a scratch server, compares
@@ -453,8 +458,12 @@ impl Sink for MongoSink {
         snapshot: &Manifest,
         scratch: &Scratch,
     ) -> Result<Drilled> {
-        let url = super::scratch_url(scratch, "mongodb://127.0.0.1:27018")?;
-        let url = target_url(snapshot, &url.to_string()).map(|_| url.clone())?;
+        let url = super::scratch_url(
+            scratch,
+            &["mongodb", "mongodb+srv"],
+            "mongodb://127.0.0.1:27018",
+        )?;
+        let url = url.clone();
         let recorded = mongo_fingerprint(snapshot)?;
         let mongo = connect_target(&url).await?;
         let tag = staging_tag(snapshot);

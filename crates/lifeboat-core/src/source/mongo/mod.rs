@@ -37,6 +37,9 @@ const SYSTEM_DATABASES: [&str; 3] = ["admin", "local", "config"];
 /// A segment is written once a reader has this many bytes of documents.
 const BATCH_BYTES: usize = 1024 * 1024;
 
+/// Documents the server sends per batch.
+const BATCH_DOCUMENTS: u32 = 1000;
+
 /// Batches queued between the readers and the writer.
 const QUEUED_BATCHES: usize = 4;
 
@@ -481,10 +484,13 @@ async fn read_collection(
         .client
         .database(&namespace.db)
         .collection::<RawDocumentBuf>(&namespace.collection);
-    let mut cursor = crate::net::within_idle_timeout(collection.find(doc! {}))
-        .await
-        .map_err(|e| Error::source_failed(format!("{}: reading {namespace}: {e}", mongo.url)))?
-        .map_err(reading)?;
+    // Batches of a bounded number of documents, so the driver holds a few MiB per reader
+    // rather than the server's 16 MiB maximum.
+    let mut cursor =
+        crate::net::within_idle_timeout(collection.find(doc! {}).batch_size(BATCH_DOCUMENTS))
+            .await
+            .map_err(|e| Error::source_failed(format!("{}: reading {namespace}: {e}", mongo.url)))?
+            .map_err(reading)?;
     let mut documents = 0u64;
     let mut bytes = Vec::with_capacity(BATCH_BYTES + 64 * 1024);
     let mut ends = Vec::new();
