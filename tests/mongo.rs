@@ -32,6 +32,22 @@ fn setup(label: &str, url: &str, db: &str, extra: &str) -> Setup {
     }
 }
 
+/// A database of 40 small collections (and `orders`) behind a slow link: the dump reads one
+/// collection at a time and takes seconds, so a test can act while it runs. The proxy must
+/// live as long as the setup.
+fn slow_setup(label: &str, url: &str, db: &str, extra: &str) -> (ThrottleProxy, Setup) {
+    tool_run(&["fill", url, db, "40", "50"]);
+    let proxy = ThrottleProxy::start(&host_port(url), 2500);
+    let slow = via(url, proxy.endpoint.trim_start_matches("http://"));
+    let s = setup(
+        label,
+        &slow,
+        db,
+        &format!("parallel-collections = 1\n{extra}"),
+    );
+    (proxy, s)
+}
+
 impl Setup {
     fn repo_path(&self) -> std::path::PathBuf {
         self.repo.join("repo")
@@ -138,12 +154,9 @@ fn writes_during_a_replica_set_dump_are_replayed_to_one_instant() {
     let source = source_url();
     let target = target_url();
     let db = fresh_db("live");
-    tool_run(&["fill", &source, &db, "40", "50"]);
     // A slow link between Lifeboat and the server, so the dump takes seconds while the writer
     // (connected directly) keeps changing `orders`.
-    let proxy = ThrottleProxy::start(&host_port(&source), 2500);
-    let slow = via(&source, proxy.endpoint.trim_start_matches("http://"));
-    let s = setup("mongo-live", &slow, &db, "parallel-collections = 1");
+    let (_proxy, s) = slow_setup("mongo-live", &source, &db, "");
     let writer = Writer::start(&source, &db);
     std::thread::sleep(std::time::Duration::from_millis(300));
     let b = s.backup(&[]);
@@ -182,10 +195,7 @@ fn writes_during_a_replica_set_dump_are_replayed_to_one_instant() {
 fn an_oplog_that_rolls_over_during_the_dump_fails_the_backup() {
     let url = small_oplog_url();
     let db = fresh_db("rollover");
-    tool_run(&["fill", &url, &db, "40", "50"]);
-    let proxy = ThrottleProxy::start(&host_port(&url), 2500);
-    let slow = via(&url, proxy.endpoint.trim_start_matches("http://"));
-    let s = setup("mongo-rollover", &slow, &db, "parallel-collections = 1");
+    let (_proxy, s) = slow_setup("mongo-rollover", &url, &db, "");
     let writer = Writer::start_mode(&url, &db, "burst");
     std::thread::sleep(std::time::Duration::from_millis(300));
     let b = s.backup(&[]);
@@ -306,15 +316,7 @@ fn a_dropped_connection_or_a_silent_server_commits_nothing() {
     // The server dies in the middle of the dump.
     let mut own = OwnMongo::start();
     let db = fresh_db("dropped");
-    tool_run(&["fill", &own.url, &db, "40", "50"]);
-    let proxy = ThrottleProxy::start(&host_port(&own.url), 2500);
-    let slow = via(&own.url, proxy.endpoint.trim_start_matches("http://"));
-    let s = setup(
-        "mongo-dropped",
-        &slow,
-        &db,
-        "parallel-collections = 1\nidle-timeout = \"5s\"",
-    );
+    let (_proxy, s) = slow_setup("mongo-dropped", &own.url, &db, "idle-timeout = \"5s\"");
     let config = s.config.clone();
     let backup = std::thread::spawn(move || run("lifeboat-backup", &["--config", &config]));
     std::thread::sleep(std::time::Duration::from_millis(1500));
@@ -414,10 +416,7 @@ fn mode_file_writes_the_checked_archive_for_mongorestore() {
 fn a_collection_dropped_during_the_dump_is_reported_and_nothing_is_committed() {
     let source = source_url();
     let db = fresh_db("dropdump");
-    tool_run(&["fill", &source, &db, "40", "50"]);
-    let proxy = ThrottleProxy::start(&host_port(&source), 2500);
-    let slow = via(&source, proxy.endpoint.trim_start_matches("http://"));
-    let s = setup("mongo-dropdump", &slow, &db, "parallel-collections = 1");
+    let (_proxy, s) = slow_setup("mongo-dropdump", &source, &db, "");
     let config = s.config.clone();
     let backup = std::thread::spawn(move || run("lifeboat-backup", &["--config", &config]));
     // `orders` sorts after c000..c039, so the dump has not reached it yet.
@@ -490,4 +489,17 @@ fn one_verify_run_drills_jobs_of_several_engines_each_on_its_own_scratch_server(
     )
     .assert_code(2)
     .assert_contains("needs a mongodb:// scratch server");
+}
+
+#[test]
+fn a_time_series_collection_is_refused_by_name_not_dumped_wrongly() {
+    let source = source_url();
+    let db = fresh_db("timeseries");
+    tool_run(&["fill", &source, &db, "1", "5"]);
+    tool_run(&["timeseries", &source, &db, "weather"]);
+    let s = setup("mongo-timeseries", &source, &db, "");
+    s.backup(&[])
+        .assert_code(1)
+        .assert_contains(&format!("{db}.weather is a time-series collection"));
+    assert!(manifests(&s.repo_path(), "mongo").is_empty());
 }

@@ -135,7 +135,10 @@ fn the_writer_writes_the_specifications_bytes() {
     assert_eq!(out, expected);
 }
 
-fn read_all(bytes: &[u8], chunk: usize) -> Result<(Summary, Vec<(Namespace, Vec<u8>)>), String> {
+/// What a whole read gave: the summary and every document with its namespace.
+type ReadBack = (Summary, Vec<(Namespace, Vec<u8>)>);
+
+fn read_all(bytes: &[u8], chunk: usize) -> Result<ReadBack, String> {
     let mut reader = ArchiveReader::new();
     let mut docs = Vec::new();
     for piece in bytes.chunks(chunk.max(1)) {

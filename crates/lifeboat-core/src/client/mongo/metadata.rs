@@ -31,10 +31,17 @@ impl CollectionMeta {
                 Some(Bson::Binary(b)) => Some(hex::encode(&b.bytes)),
                 _ => None,
             });
+        let options = listed.get_document("options").cloned().unwrap_or_default();
+        // Some compatible servers list a time-series collection as a plain one with the
+        // option; it is one all the same (MongoDB refuses to rename it, for one).
+        let kind = match listed.get_str("type").unwrap_or("collection") {
+            "collection" if options.contains_key("timeseries") => "timeseries",
+            kind => kind,
+        };
         CollectionMeta {
             name: listed.get_str("name").unwrap_or_default().to_string(),
-            kind: listed.get_str("type").unwrap_or("collection").to_string(),
-            options: listed.get_document("options").cloned().unwrap_or_default(),
+            kind: kind.to_string(),
+            options,
             indexes: Vec::new(),
             uuid,
         }

@@ -228,6 +228,17 @@ impl ArchiveLoad {
     }
 }
 
+/// A prelude entry's metadata; metadata that cannot be read is damage.
+pub fn read_metadata(collection: &CollectionMetadata) -> Result<CollectionMeta> {
+    let namespace = &collection.namespace;
+    CollectionMeta::from_json(
+        &collection.metadata,
+        &namespace.collection,
+        &collection.kind,
+    )
+    .map_err(|e| Error::integrity(format!("the metadata of {namespace} cannot be read: {e}")))
+}
+
 /// A damaged archive: exit 3, and nothing was put in place.
 fn damaged(what: &str, e: &ArchiveError) -> Error {
     Error::integrity(format!("{what}: {e}"))
@@ -311,14 +322,7 @@ impl Staging {
         if !Staging::restores(namespace) {
             return Ok(());
         }
-        let meta = CollectionMeta::from_json(
-            &collection.metadata,
-            &namespace.collection,
-            &collection.kind,
-        )
-        .map_err(|e| {
-            Error::integrity(format!("the metadata of {namespace} cannot be read: {e}"))
-        })?;
+        let meta = read_metadata(collection)?;
         self.databases.insert(namespace.db.clone());
         match meta.kind.as_str() {
             "view" => {
@@ -629,10 +633,13 @@ impl Staging {
                 return Err(e
                     .within(format!("putting {namespace} in place"))
                     .with_hint(format!(
-                        "already in place: {}; the rest is still in staging collections named lifeboat.staging.{}.*",
-                        if done.is_empty() { "nothing".to_string() } else { done.join(", ") },
-                        self.tag
-                    )));
+                    "already in place: {}; the other collections of the target were not touched",
+                    if done.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        done.join(", ")
+                    },
+                )));
             }
             placed.push(staged.target.clone());
         }

@@ -20,7 +20,7 @@ pub use load::{ArchiveLoad, Staging};
 pub use rename::RenameRule;
 
 use crate::catalog::{Fingerprint, Manifest, MongoCollectionPrint, MongoFingerprint, OplogPrint};
-use crate::client::mongo::metadata::{index_fingerprints, CollectionMeta};
+use crate::client::mongo::metadata::index_fingerprints;
 use crate::client::mongo::{Mongo, Topology};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pipeline::read::read_snapshot;
@@ -142,14 +142,7 @@ fn archive_fingerprint(summary: &Summary, oplog: Option<OplogPrint>) -> Result<M
         if namespace.is_oplog() {
             continue;
         }
-        let meta = CollectionMeta::from_json(
-            &collection.metadata,
-            &namespace.collection,
-            &collection.kind,
-        )
-        .map_err(|e| {
-            Error::integrity(format!("the metadata of {namespace} cannot be read: {e}"))
-        })?;
+        let meta = load::read_metadata(collection)?;
         if meta.kind == "view" {
             fingerprint.views.push(namespace.to_string());
             continue;
@@ -200,6 +193,18 @@ fn archive_findings(recorded: &MongoFingerprint, found: &MongoFingerprint) -> Ve
     out
 }
 
+/// A snapshot whose archive differs from its manifest: exit 3, and what was left alone.
+fn mismatch(snapshot: &Manifest, findings: &[String], untouched: &str) -> Error {
+    Error::integrity(format!(
+        "{} does not match its manifest: {}",
+        super::described(snapshot),
+        findings.join("; ")
+    ))
+    .with_hint(format!(
+        "{untouched}; restore an older snapshot (lifeboat-restore list)"
+    ))
+}
+
 /// Streams the snapshot into staging collections and checks it whole; on success the staging
 /// is ready to be put in place, on failure it is dropped.
 async fn stage<S: Store>(
@@ -222,14 +227,7 @@ async fn stage<S: Store>(
         let found = archive_fingerprint(&summary, oplog.clone())?;
         let findings = archive_findings(mongo_fingerprint(snapshot)?, &found);
         if !findings.is_empty() {
-            return Err(Error::integrity(format!(
-                "{} does not match its manifest: {}",
-                super::described(snapshot),
-                findings.join("; ")
-            ))
-            .with_hint(
-                "nothing was put in place; restore an older snapshot (lifeboat-restore list)",
-            ));
+            return Err(mismatch(snapshot, &findings, "nothing was put in place"));
         }
         Ok((summary, oplog))
     }
@@ -275,11 +273,21 @@ impl Sink for MongoSink {
         super::refuse_flags(snapshot, options, &["--rename"])?;
         let url = target_url(snapshot, to)?;
         let fingerprint = mongo_fingerprint(snapshot)?;
-        let mongo = connect_target(&url).await?;
-        let targets: Vec<Namespace> = restored_namespaces(fingerprint)
+        let sources = restored_namespaces(fingerprint);
+        let targets: Vec<Namespace> = sources
             .iter()
             .map(|n| rename::rename(&options.rename, n))
             .collect();
+        let mut seen = BTreeMap::new();
+        for (source, target) in sources.iter().zip(&targets) {
+            if let Some(first) = seen.insert(target.clone(), source.clone()) {
+                return Err(Error::config(format!(
+                    "--rename puts both {first} and {source} at {target}"
+                ))
+                .with_hint("give each namespace its own target, e.g. 'app.*=app_restored.*'"));
+            }
+        }
+        let mongo = connect_target(&url).await?;
         let (clashes, present) = existing(&mongo, &targets).await?;
         if !clashes.is_empty() && !options.clean {
             let names: Vec<String> = clashes.iter().map(Namespace::to_string).collect();
@@ -362,14 +370,7 @@ impl Sink for MongoSink {
             Target::Path(path) => {
                 let findings = self.check(store, keys, snapshot).await?;
                 if !findings.is_empty() {
-                    return Err(Error::integrity(format!(
-                        "{} does not match its manifest: {}",
-                        super::described(snapshot),
-                        findings.join("; ")
-                    ))
-                    .with_hint(
-                        "nothing was written; restore an older snapshot (lifeboat-restore list)",
-                    ));
+                    return Err(mismatch(snapshot, &findings, "nothing was written"));
                 }
                 return super::to_file::write_verified(store, keys, snapshot, path, options.clean)
                     .await;
