@@ -503,3 +503,49 @@ fn a_time_series_collection_is_refused_by_name_not_dumped_wrongly() {
         .assert_contains(&format!("{db}.weather is a time-series collection"));
     assert!(manifests(&s.repo_path(), "mongo").is_empty());
 }
+
+#[test]
+fn a_user_without_a_role_is_told_which_role_it_lacks() {
+    // A server with users: seeded without auth, then restarted with --auth on the same data.
+    let dir = TempDir::new("mongo-auth");
+    let data = dir.join("data");
+    let mut open = OwnMongo::start_in(&data, false);
+    tool_run(&["fill", &open.url, "app", "2", "10"]);
+    tool_run(&["fill", &open.url, "billing", "1", "10"]);
+    tool_run(&["reader", &open.url, "app"]);
+    open.kill();
+    let server = OwnMongo::start_in(&data, true);
+    let url = server.url_as("reader", "reader-secret-pw");
+
+    // `read` on app: its own database backs up, without the oplog (it may not read local),
+    // so the snapshot says it is not of one instant.
+    let s = setup("mongo-auth-ok", &url, "app", "");
+    let b = s.backup(&[]);
+    b.assert_code(0)
+        .assert_contains("cannot read local.oplog.rs")
+        .assert_contains("not point in time");
+    assert!(!b.output().contains("reader-secret-pw"), "{}", b.output());
+    assert_eq!(
+        manifests(&s.repo_path(), "mongo")[0]["fingerprint"]["point_in_time"],
+        false
+    );
+
+    // A database it may not read: the role is named.
+    let s = setup("mongo-auth-db", &url, "billing", "");
+    s.backup(&[])
+        .assert_code(1)
+        .assert_contains("grant the user `read` on billing");
+    // No databases listed and no right to list them: the fix is named.
+    let s = setup("mongo-auth-list", &url, "app", "");
+    std::fs::write(
+        &s.config,
+        std::fs::read_to_string(&s.config)
+            .unwrap()
+            .replace("databases = [\"app\"]\n", ""),
+    )
+    .unwrap();
+    s.backup(&[])
+        .assert_code(1)
+        .assert_contains("may not list the databases")
+        .assert_contains("databases = [");
+}

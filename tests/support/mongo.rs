@@ -140,10 +140,11 @@ impl Writer {
     }
 }
 
-/// A SecantusDB server of a test's own (to kill in the middle of a dump).
+/// A SecantusDB server of a test's own (to kill in the middle of a dump, or with users).
 pub struct OwnMongo {
     child: Child,
     pub url: String,
+    port: u16,
 }
 
 impl OwnMongo {
@@ -153,10 +154,28 @@ impl OwnMongo {
             .local_addr()
             .unwrap()
             .port();
+        OwnMongo::spawn(port, ":memory:", false)
+    }
+
+    /// A server keeping its data in `dir`, started with `--auth` when `auth`.
+    pub fn start_in(dir: &std::path::Path, auth: bool) -> OwnMongo {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        OwnMongo::spawn(port, dir.to_str().unwrap(), auth)
+    }
+
+    fn spawn(port: u16, storage: &str, auth: bool) -> OwnMongo {
         let secantus = python().replace("/bin/python", "/bin/secantusd-py");
-        let child = Command::new(secantus)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--storage-path", ":memory:", "--log-level", "WARNING"])
+        let mut cmd = Command::new(secantus);
+        cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--storage-path", storage, "--log-level", "WARNING"]);
+        if auth {
+            cmd.arg("--auth");
+        }
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -170,7 +189,16 @@ impl OwnMongo {
         OwnMongo {
             child,
             url: format!("mongodb://127.0.0.1:{port}/?directConnection=true"),
+            port,
         }
+    }
+
+    /// The URL for a user (authenticated against admin).
+    pub fn url_as(&self, user: &str, password: &str) -> String {
+        format!(
+            "mongodb://{user}:{password}@127.0.0.1:{}/?directConnection=true&authSource=admin",
+            self.port
+        )
     }
 
     pub fn kill(&mut self) {

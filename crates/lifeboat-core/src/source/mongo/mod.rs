@@ -121,37 +121,50 @@ impl crate::source::Source for MongoJob {
 
 /// Lists what will be dumped; a missing permission names the role.
 async fn plan_dump(mongo: &Mongo, only: &[String]) -> Result<DumpPlan> {
-    let listed = mongo
-        .command(
-            "admin",
-            doc! { "listDatabases": 1, "nameOnly": true, "authorizedDatabases": true },
-        )
-        .await?;
-    let present: Vec<String> = listed
-        .get_array("databases")
-        .map(|dbs| {
-            dbs.iter()
-                .filter_map(|d| d.as_document()?.get_str("name").ok().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    let databases: Vec<String> = if only.is_empty() {
-        present
-            .into_iter()
-            .filter(|db| !SYSTEM_DATABASES.contains(&db.as_str()))
-            .collect()
-    } else {
-        if let Some(missing) = only.iter().find(|db| !present.contains(db)) {
+    let listing = doc! { "listDatabases": 1, "nameOnly": true, "authorizedDatabases": true };
+    let present: Option<Vec<String>> = match mongo.try_command("admin", listing).await? {
+        Ok(listed) => Some(
+            listed
+                .get_array("databases")
+                .map(|dbs| {
+                    dbs.iter()
+                        .filter_map(|d| d.as_document()?.get_str("name").ok().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        ),
+        // A user with `read` on some databases only may not list them; the job's own list
+        // is then checked collection by collection.
+        Err(e) if Mongo::code(&e) == Some(13) && !only.is_empty() => None,
+        Err(e) if Mongo::code(&e) == Some(13) => {
             return Err(Error::source_failed(format!(
-                "{}: database {missing:?} (in the job's databases) does not exist or the user cannot list it",
+                "{}: the user may not list the databases (listDatabases: not authorized)",
                 mongo.url
             ))
-            .with_hint(format!(
-                "the server has {}; fix the job's databases, or grant the user `read` on {missing}",
-                if present.is_empty() { "no databases".to_string() } else { present.join(", ") }
-            )));
+            .with_hint("grant the user the `backup` role (or `readAnyDatabase`), or name the databases to dump in the job: databases = [\"app\"]"))
         }
-        only.to_vec()
+        Err(e) => return Err(mongo.error("listDatabases on admin", e)),
+    };
+    let databases: Vec<String> = match (&present, only.is_empty()) {
+        (Some(present), true) => present
+            .iter()
+            .filter(|db| !SYSTEM_DATABASES.contains(&db.as_str()))
+            .cloned()
+            .collect(),
+        (Some(present), false) => {
+            if let Some(missing) = only.iter().find(|db| !present.contains(db)) {
+                return Err(Error::source_failed(format!(
+                    "{}: database {missing:?} (in the job's databases) does not exist or the user cannot list it",
+                    mongo.url
+                ))
+                .with_hint(format!(
+                    "the server has {}; fix the job's databases, or grant the user `read` on {missing}",
+                    if present.is_empty() { "no databases".to_string() } else { present.join(", ") }
+                )));
+            }
+            only.to_vec()
+        }
+        (None, _) => only.to_vec(),
     };
     let mut plan = DumpPlan {
         collections: Vec::new(),
@@ -226,6 +239,7 @@ async fn command_cursor(
         Err(e) if Mongo::code(&e) == Some(26) => {
             return Err(dropped(mongo, &format!("{db}.{collection}")))
         }
+        Err(e) if Mongo::code(&e) == Some(13) => return Err(may_not_read(mongo, db, e)),
         Err(e) => return Err(mongo.error(&format!("{name} on {db}"), e)),
     };
     let cursor = reply.get_document("cursor").cloned().unwrap_or_default();
@@ -249,6 +263,15 @@ async fn command_cursor(
 
 async fn list_indexes(mongo: &Mongo, db: &str, collection: &str) -> Result<Vec<Document>> {
     command_cursor(mongo, db, doc! { "listIndexes": collection }, collection).await
+}
+
+/// The user lacks a role on `db`: say which.
+fn may_not_read(mongo: &Mongo, db: &str, e: mongodb::error::Error) -> Error {
+    mongo
+        .error(&format!("reading database {db}"), e)
+        .with_hint(format!(
+            "grant the user `read` on {db} (or the `backup` role), or leave {db} out of the job's databases"
+        ))
 }
 
 /// A collection that went away while the dump ran.
@@ -529,6 +552,9 @@ async fn read_collection(
 
 /// A read that failed, saying so plainly when the collection went away under the dump.
 fn collection_error(mongo: &Mongo, namespace: &Namespace, e: mongodb::error::Error) -> Error {
+    if Mongo::code(&e) == Some(13) {
+        return may_not_read(mongo, &namespace.db, e);
+    }
     // NamespaceNotFound, QueryPlanKilled, CursorKilled, CursorNotFound.
     let gone = matches!(Mongo::code(&e), Some(26 | 175 | 237 | 43));
     let error = mongo.error(&format!("reading {namespace}"), e);
