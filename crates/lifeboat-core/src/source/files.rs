@@ -70,6 +70,11 @@ impl Source for FilesJob {
                     .with_hint("this user needs read and execute permission on it")
             })?;
         }
+        let estimating = self.clone();
+        let size_estimate = tokio::task::spawn_blocking(move || estimate_size(&estimating))
+            .await
+            .ok()
+            .flatten();
         let (writer, reader) = tokio::io::duplex(PIPE_BYTES);
         let stop = Arc::new(AtomicBool::new(false));
         let job = self.clone();
@@ -89,7 +94,7 @@ impl Source for FilesJob {
                 dump_format: "tar",
                 extension: "tar",
                 description: format!("files under {}", self.describe()),
-                size_estimate: None,
+                size_estimate,
             },
             end: Box::new(FilesEnd {
                 task,
@@ -158,6 +163,52 @@ struct Written {
     warnings: Vec<String>,
 }
 
+/// The entries under `root` in archive order, without the excluded ones. Depth 0 is the root
+/// itself: `./` with one path (its mode and time, restored onto the target), the folder `name/`
+/// with several.
+fn walk<'a>(
+    root: &Path,
+    excluded: &'a Gitignore,
+) -> impl Iterator<Item = walkdir::Result<walkdir::DirEntry>> + 'a {
+    walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .min_depth(0)
+        .sort_by(tree::sibling_order)
+        .into_iter()
+        .filter_entry(move |e| {
+            e.depth() == 0
+                || !excluded
+                    .matched(e.path(), e.file_type().is_dir())
+                    .is_ignore()
+        })
+}
+
+/// About how long the tar of the job's trees will be (per entry a header and a PAX header with
+/// its block, contents in 512-byte blocks), for the progress line's total: a walk of the metadata only, given up after
+/// [`ESTIMATE_WALK_LIMIT`] (a tree that large shows its progress without a total).
+fn estimate_size(job: &FilesJob) -> Option<u64> {
+    let started = std::time::Instant::now();
+    let mut total = 1024u64;
+    for root in &job.paths {
+        let excluded = matcher(root, &job.exclude).ok()?;
+        for entry in walk(root, &excluded) {
+            if started.elapsed() > ESTIMATE_WALK_LIMIT {
+                return None;
+            }
+            let Ok(entry) = entry else { continue };
+            total += 3 * 512;
+            if entry.file_type().is_file() {
+                let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                total += len.div_ceil(512) * 512;
+            }
+        }
+    }
+    Some(total)
+}
+
+/// How long [`estimate_size`] may walk.
+const ESTIMATE_WALK_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// One archive over every path of the job.
 fn write_archive(job: &FilesJob, out: &mut dyn Write, stop: &AtomicBool) -> Result<Written> {
     let mut builder = tar::Builder::new(out);
@@ -186,20 +237,7 @@ fn write_archive(job: &FilesJob, out: &mut dyn Write, stop: &AtomicBool) -> Resu
     });
     for (root, prefix) in roots {
         let excluded = matcher(root, &job.exclude).map_err(Error::config)?;
-        let walk = walkdir::WalkDir::new(root)
-            .follow_links(false)
-            // Depth 0 is the root itself: `./` with one path (its mode and time, restored onto
-            // the target), the folder `name/` with several.
-            .min_depth(0)
-            .sort_by(tree::sibling_order)
-            .into_iter()
-            .filter_entry(|e| {
-                e.depth() == 0
-                    || !excluded
-                        .matched(e.path(), e.file_type().is_dir())
-                        .is_ignore()
-            });
-        for entry in walk {
+        for entry in walk(root, &excluded) {
             if stop.load(Ordering::Relaxed) {
                 return Err(Error::new(ErrorKind::Cancelled, "the archive was stopped"));
             }
@@ -485,5 +523,38 @@ impl Read for FileContent {
         self.sha.update(&out[..n]);
         self.left -= n as u64;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn the_size_estimate_is_close_to_the_archive_written() {
+        let root = std::env::temp_dir().join(format!("lifeboat-estimate-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        for (i, len) in [0usize, 1, 511, 512, 513, 70_000].into_iter().enumerate() {
+            std::fs::write(root.join(format!("a/f{i}")), vec![7u8; len]).unwrap();
+        }
+        std::fs::write(root.join("a/b/skip.tmp"), vec![1u8; 100_000]).unwrap();
+        let job = FilesJob {
+            paths: vec![root.clone()],
+            exclude: vec!["*.tmp".into()],
+            strict: false,
+        };
+        let estimate = estimate_size(&job).unwrap();
+        let mut archive = Vec::new();
+        write_archive(&job, &mut archive, &AtomicBool::new(false)).unwrap();
+        let written = archive.len() as u64;
+        std::fs::remove_dir_all(&root).unwrap();
+        // Headers, contents in blocks, the end marker; excluded files are not counted.
+        assert!(
+            estimate.abs_diff(written) * 10 <= written,
+            "estimate {estimate}, archive {written}"
+        );
     }
 }
