@@ -111,6 +111,61 @@ impl CollectionMetadata {
     }
 }
 
+/// Documents of one namespace back to back, as a reader collects them for one segment or one
+/// insert: one allocation for many documents.
+#[derive(Debug, Clone, Default)]
+pub struct DocumentBatch {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl DocumentBatch {
+    /// An empty batch with room for `bytes`.
+    pub fn with_capacity(bytes: usize) -> DocumentBatch {
+        DocumentBatch {
+            bytes: Vec::with_capacity(bytes),
+            ends: Vec::new(),
+        }
+    }
+
+    /// Appends one document's bytes.
+    pub fn push(&mut self, document: &[u8]) {
+        self.bytes.extend_from_slice(document);
+        self.ends.push(self.bytes.len());
+    }
+
+    /// The documents, in order.
+    pub fn documents(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let document = &self.bytes[start..end];
+            start = end;
+            document
+        })
+    }
+
+    /// How many documents it holds.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The bytes of all its documents.
+    pub fn byte_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Empties it, keeping its room.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
+}
+
 /// Why an archive cannot be read, and where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("mongodump archive byte {offset}: {message}")]
@@ -181,6 +236,22 @@ mod tests {
         running.update(b"56789");
         assert_eq!(running.value(), crc64(b"123456789"));
         assert_eq!(NamespaceCrc::default().value(), 0);
+    }
+
+    #[test]
+    fn a_batch_gives_back_its_documents_in_order() {
+        let mut batch = DocumentBatch::default();
+        assert!(batch.is_empty());
+        batch.push(b"abc");
+        batch.push(b"");
+        batch.push(b"de");
+        assert_eq!(
+            batch.documents().collect::<Vec<_>>(),
+            [&b"abc"[..], b"", b"de"]
+        );
+        assert_eq!((batch.len(), batch.byte_len()), (3, 5));
+        batch.clear();
+        assert_eq!(batch.documents().count(), 0);
     }
 
     #[test]

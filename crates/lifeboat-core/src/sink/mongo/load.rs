@@ -7,7 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use lifeboat_mongo_archive::{
-    ArchiveError, ArchiveReader, CollectionMetadata, Item, Namespace, NamespaceEnd, Summary,
+    ArchiveError, ArchiveReader, CollectionMetadata, DocumentBatch, Item, Namespace, NamespaceEnd,
+    Summary,
 };
 use mongodb::bson::{doc, Document, RawDocument, RawDocumentBuf};
 
@@ -43,29 +44,21 @@ const SKIPPED_DATABASES: [&str; 2] = ["local", "config"];
 
 /// Documents of one namespace waiting to be inserted.
 #[derive(Default)]
-struct Batch {
-    bytes: Vec<u8>,
-    ends: Vec<usize>,
-}
+struct Batch(DocumentBatch);
 
 impl Batch {
     fn full(&self) -> bool {
-        self.bytes.len() >= BATCH_BYTES || self.ends.len() >= BATCH_DOCUMENTS
+        self.0.byte_len() >= BATCH_BYTES || self.0.len() >= BATCH_DOCUMENTS
     }
 
+    /// The documents as the driver inserts them; the batch is left empty.
     fn take(&mut self) -> Vec<RawDocumentBuf> {
-        let mut start = 0;
         let docs = self
-            .ends
-            .iter()
-            .filter_map(|&end| {
-                let doc = RawDocumentBuf::from_bytes(self.bytes[start..end].to_vec()).ok();
-                start = end;
-                doc
-            })
+            .0
+            .documents()
+            .filter_map(|doc| RawDocumentBuf::from_bytes(doc.to_vec()).ok())
             .collect();
-        self.bytes.clear();
-        self.ends.clear();
+        self.0.clear();
         docs
     }
 }
@@ -196,8 +189,7 @@ impl ArchiveLoad {
                             Some(b) => b,
                             None => batches.entry(namespace.clone()).or_default(),
                         };
-                        batch.bytes.extend_from_slice(bytes);
-                        batch.ends.push(batch.bytes.len());
+                        batch.0.push(bytes);
                     }
                 }
                 Item::End(end) => ends.push(end),
@@ -795,10 +787,9 @@ impl Staging {
                     .map_err(idle)?
                     .map_err(failed)?;
                 if more {
-                    batch.bytes.extend_from_slice(cursor.current().as_bytes());
-                    batch.ends.push(batch.bytes.len());
+                    batch.0.push(cursor.current().as_bytes());
                 }
-                if !batch.ends.is_empty() && (!more || batch.full()) {
+                if !batch.0.is_empty() && (!more || batch.full()) {
                     crate::net::within_idle_timeout(
                         to.insert_many(batch.take())
                             .ordered(true)

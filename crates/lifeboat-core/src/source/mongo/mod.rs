@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
-use lifeboat_mongo_archive::{ArchiveWriter, CollectionMetadata, Header, Namespace};
+use lifeboat_mongo_archive::{ArchiveWriter, CollectionMetadata, DocumentBatch, Header, Namespace};
 use mongodb::bson::{doc, Document, RawDocumentBuf};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
@@ -294,11 +294,10 @@ struct Dump {
 
 /// What the readers send the writer.
 enum Message {
-    /// Documents of one namespace, back to back, and where each ends.
+    /// Documents of one namespace.
     Batch {
         namespace: Namespace,
-        bytes: Vec<u8>,
-        ends: Vec<usize>,
+        documents: DocumentBatch,
     },
     /// The namespace has no more documents: this many were read.
     Done {
@@ -381,16 +380,9 @@ impl Dump {
                 }
                 Ok(Message::Batch {
                     namespace,
-                    bytes,
-                    ends,
+                    documents,
                 }) => {
-                    let mut start = 0;
-                    let documents = ends.iter().map(|&end| {
-                        let doc = &bytes[start..end];
-                        start = end;
-                        doc
-                    });
-                    writer.segment(&mut segment, &namespace, documents);
+                    writer.segment(&mut segment, &namespace, documents.documents());
                     write_out(out, &mut segment).await?;
                 }
                 Ok(Message::Done {
@@ -515,25 +507,26 @@ async fn read_collection(
             .map_err(|e| Error::source_failed(format!("{}: reading {namespace}: {e}", mongo.url)))?
             .map_err(reading)?;
     let mut documents = 0u64;
-    let mut bytes = Vec::with_capacity(BATCH_BYTES + 64 * 1024);
-    let mut ends = Vec::new();
+    let mut batch = DocumentBatch::with_capacity(BATCH_BYTES + 64 * 1024);
     loop {
         let more = crate::net::within_idle_timeout(cursor.advance())
             .await
             .map_err(|e| Error::source_failed(format!("{}: reading {namespace}: {e}", mongo.url)))?
             .map_err(reading)?;
         if more {
-            bytes.extend_from_slice(cursor.current().as_bytes());
-            ends.push(bytes.len());
+            batch.push(cursor.current().as_bytes());
             documents += 1;
         }
-        if (!more && !ends.is_empty()) || bytes.len() >= BATCH_BYTES {
-            let batch = Message::Batch {
+        if (!more && !batch.is_empty()) || batch.byte_len() >= BATCH_BYTES {
+            let full = std::mem::replace(
+                &mut batch,
+                DocumentBatch::with_capacity(BATCH_BYTES + 64 * 1024),
+            );
+            let message = Message::Batch {
                 namespace: namespace.clone(),
-                bytes: std::mem::replace(&mut bytes, Vec::with_capacity(BATCH_BYTES + 64 * 1024)),
-                ends: std::mem::take(&mut ends),
+                documents: full,
             };
-            if tx.send(Ok(batch)).await.is_err() {
+            if tx.send(Ok(message)).await.is_err() {
                 return Ok(());
             }
         }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use lifeboat_mongo_archive::{ArchiveWriter, Namespace};
+use lifeboat_mongo_archive::{ArchiveWriter, DocumentBatch, Namespace};
 use mongodb::bson::{doc, RawDocumentBuf, Timestamp};
 
 use super::{write_out, BATCH_BYTES};
@@ -81,8 +81,7 @@ pub async fn capture(
     };
     let mut inserts: BTreeMap<String, u64> = BTreeMap::new();
     let mut deletes: BTreeMap<String, u64> = BTreeMap::new();
-    let mut bytes = Vec::new();
-    let mut ends = Vec::new();
+    let mut batch = DocumentBatch::default();
     let mut segment = Vec::new();
     let mut last = None;
     loop {
@@ -107,21 +106,13 @@ pub async fn capture(
                 }
             }
             last = Some(ts);
-            bytes.extend_from_slice(entry.as_bytes());
-            ends.push(bytes.len());
+            batch.push(entry.as_bytes());
             print.entries += 1;
         }
-        if (!more && !ends.is_empty()) || bytes.len() >= BATCH_BYTES {
-            let mut from = 0;
-            let documents = ends.iter().map(|&end| {
-                let doc = &bytes[from..end];
-                from = end;
-                doc
-            });
-            writer.segment(&mut segment, &namespace, documents);
+        if (!more && !batch.is_empty()) || batch.byte_len() >= BATCH_BYTES {
+            writer.segment(&mut segment, &namespace, batch.documents());
             write_out(out, &mut segment).await?;
-            bytes.clear();
-            ends.clear();
+            batch.clear();
         }
         if !more {
             break;
