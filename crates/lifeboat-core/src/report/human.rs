@@ -377,9 +377,17 @@ pub fn job_status(status: &JobStatus) -> String {
             rfc3339(due)
         );
     }
+    // As wide as the longest format named (`mongodump_archive`), at least 10.
+    let format_width = status
+        .snapshots
+        .iter()
+        .map(|s| s.summary.dump_format.len())
+        .max()
+        .unwrap_or(0)
+        .max(10);
     let _ = writeln!(
         out,
-        "  {:<24} {:<21} {:<10} {:>10} {:>10} {:<6} {:<22} POLICY",
+        "  {:<24} {:<21} {:<format_width$} {:>10} {:>10} {:<6} {:<22} POLICY",
         "ID", "CONSISTENT AT", "FORMAT", "STORED", "RAW", "COMP", "VERIFIED"
     );
     for s in &status.snapshots {
@@ -411,7 +419,7 @@ pub fn job_status(status: &JobStatus) -> String {
         );
         let _ = writeln!(
             out,
-            "  {:<24} {:<21} {:<10} {:>10} {:>10} {:<6} {:<22} {policy}",
+            "  {:<24} {:<21} {:<format_width$} {:>10} {:>10} {:<6} {:<22} {policy}",
             m.id.as_str(),
             m.consistent_at.format("%Y-%m-%d %H:%M:%SZ").to_string(),
             m.dump_format,
