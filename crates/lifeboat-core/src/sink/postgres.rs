@@ -681,24 +681,17 @@ impl Sink for PgSink {
         options: &RestoreOptions,
     ) -> Result<SinkPlan> {
         if options.mode == RestoreMode::File {
-            super::refuse_flags(snapshot, options, &["--mode file"])?;
-            let path = std::path::PathBuf::from(to);
-            super::to_file::check_target(&path, options.clean)?;
             let (what, then) = match snapshot.dump_format.as_str() {
                 "pg_plain" => ("a plain SQL dump", "psql -f"),
                 _ => ("a pg_dump custom archive", "pg_restore"),
             };
-            return Ok(SinkPlan {
-                target: Target::Path(path),
-                target_state: TargetState {
-                    server_version: what.into(),
-                    objects: 0,
-                },
-                notes: vec![(
-                    "safety",
-                    format!("written beside the path, synced and renamed into place only after both SHA-256 digests match; load it by hand with {then}"),
-                )],
-            });
+            return super::to_file::plan(
+                snapshot,
+                options,
+                to,
+                what,
+                format!("written beside the path, synced and renamed into place only after both SHA-256 digests match; load it by hand with {then}"),
+            );
         }
         super::refuse_flags(
             snapshot,

@@ -647,20 +647,13 @@ impl Sink for RedisSink {
         options: &RestoreOptions,
     ) -> Result<SinkPlan> {
         if options.mode == RestoreMode::File {
-            super::refuse_flags(snapshot, options, &["--mode file"])?;
-            let path = std::path::PathBuf::from(to);
-            super::to_file::check_target(&path, options.clean)?;
-            return Ok(SinkPlan {
-                target: Target::Path(path),
-                target_state: TargetState {
-                    server_version: "an RDB file".into(),
-                    objects: 0,
-                },
-                notes: vec![(
-                    "safety",
-                    "the whole snapshot is checked (digests, RDB CRC64) first; the file is written beside the path, synced and renamed into place".to_string(),
-                )],
-            });
+            return super::to_file::plan(
+                snapshot,
+                options,
+                to,
+                "an RDB file",
+                "the whole snapshot is checked (digests, RDB CRC64) first; the file is written beside the path, synced and renamed into place".to_string(),
+            );
         }
         super::refuse_flags(snapshot, options, &["--db-map", "--replace", "--mode swap"])?;
         let wrong = |got: &str| {

@@ -1,4 +1,5 @@
-//! `--mode file`: the verified dump written as a file (for a stopped Redis to load at start).
+//! `--mode file`: the verified dump written as a file (for a stopped Redis to load at start, a
+//! manual pg_restore, mongorestore --archive).
 //! It appears under its name only when complete: written beside it, synced, checked for size,
 //! renamed, and the folder synced.
 
@@ -6,11 +7,33 @@ use std::path::Path;
 
 use tokio::io::AsyncWriteExt;
 
-use super::Applied;
+use super::{Applied, RestoreOptions, SinkPlan, Target, TargetState};
 use crate::catalog::Manifest;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pipeline::{read_snapshot, Keys, RawSink};
 use crate::store::Store;
+
+/// The plan of every engine's `--mode file`: no other flag, a path that may be written; `what`
+/// the file is, `safety` how it is written and used.
+pub fn plan(
+    snapshot: &Manifest,
+    options: &RestoreOptions,
+    to: &str,
+    what: &str,
+    safety: String,
+) -> Result<SinkPlan> {
+    super::refuse_flags(snapshot, options, &["--mode file"])?;
+    let path = std::path::PathBuf::from(to);
+    check_target(&path, options.clean)?;
+    Ok(SinkPlan {
+        target: Target::Path(path),
+        target_state: TargetState {
+            server_version: what.into(),
+            objects: 0,
+        },
+        notes: vec![("safety", safety)],
+    })
+}
 
 /// Refuses a path that exists (unless `overwrite`) or whose folder does not.
 pub fn check_target(path: &Path, overwrite: bool) -> Result<()> {

@@ -255,20 +255,13 @@ impl Sink for MongoSink {
         options: &RestoreOptions,
     ) -> Result<SinkPlan> {
         if options.mode == RestoreMode::File {
-            super::refuse_flags(snapshot, options, &["--mode file"])?;
-            let path = std::path::PathBuf::from(to);
-            super::to_file::check_target(&path, options.clean)?;
-            return Ok(SinkPlan {
-                target: Target::Path(path),
-                target_state: TargetState {
-                    server_version: "a mongodump archive file".into(),
-                    objects: 0,
-                },
-                notes: vec![(
-                    "safety",
-                    "the whole snapshot is checked (digests, every namespace's CRC, counts) first; the file is written beside the path, synced and renamed into place; restore it with mongorestore --archive=FILE --oplogReplay".to_string(),
-                )],
-            });
+            return super::to_file::plan(
+                snapshot,
+                options,
+                to,
+                "a mongodump archive file",
+                "the whole snapshot is checked (digests, every namespace's CRC, counts) first; the file is written beside the path, synced and renamed into place; restore it with mongorestore --archive=FILE --oplogReplay".to_string(),
+            );
         }
         super::refuse_flags(snapshot, options, &["--rename"])?;
         let url = target_url(snapshot, to)?;
