@@ -128,7 +128,7 @@ async fn run_restore(common: &CommonArgs, flags: &RestoreFlags) -> Result<()> {
             if options.pg_bin_dir.is_none() {
                 options.pg_bin_dir = config
                     .as_ref()
-                    .and_then(|c| c.jobs.iter().find(|j| j.name == job))
+                    .and_then(|c| c.job(&job).ok())
                     .and_then(|j| j.engine.pg_bin_dir());
             }
             let keys = flags.keys.keys(config.as_ref(), Some(&job))?;
