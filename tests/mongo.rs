@@ -495,18 +495,100 @@ fn one_verify_run_drills_jobs_of_several_engines_each_on_its_own_scratch_server(
 }
 
 #[test]
-fn a_time_series_collection_is_refused_by_name_not_dumped_wrongly() {
+fn a_time_series_collection_comes_back_with_its_options_created_in_place() {
+    // SecantusDB lists a time-series collection as a plain one with the option and hands out
+    // its measurements; the restore stages them in a plain collection and, once everything is
+    // checked, creates the time-series collection in place and copies them in (MongoDB
+    // refuses to rename a time-series collection, so the rename path is never taken).
     let source = source_url();
+    let target = target_url();
     let db = fresh_db("timeseries");
     tool_run(&["fill", &source, &db, "1", "5"]);
     tool_run(&["timeseries", &source, &db, "weather"]);
     let s = setup("mongo-timeseries", &source, &db, "");
-    s.backup(&[])
-        .assert_code(1)
-        .assert_contains(&format!("{db}.weather is a time-series collection"));
-    assert!(manifests(&s.repo_path(), "mongo").is_empty());
-    // Whole-server dumps (a job without databases) would meet it too.
+    s.backup(&[]).assert_code(0);
+    let manifest = &manifests(&s.repo_path(), "mongo")[0];
+    assert_eq!(
+        manifest["fingerprint"]["collections"][format!("{db}.weather")]["documents"],
+        50
+    );
+    s.verify(&["--level", "content"]).assert_code(0);
+    s.verify(&["--level", "drill", "--scratch-url", &target])
+        .assert_code(0);
+
+    let restored = format!("{db}_restored");
+    let rename = format!("{db}.*={restored}.*");
+    s.restore(&target, &["--rename", &rename]).assert_code(0);
+    let want = tool_json(&["digest", &source, &db]);
+    let got = tool_json(&["digest", &target, &restored]);
+    let weather = &got["collections"]["weather"];
+    assert!(
+        weather["options"]
+            .as_str()
+            .unwrap()
+            .contains("\"timeseries\""),
+        "{weather}"
+    );
+    assert_eq!(want, got, "the restored database differs from the source");
+    assert!(!got.to_string().contains("lifeboat."), "{got}");
+    // Replaced whole with --clean, through the same copy.
+    s.restore(&target, &["--rename", &rename, "--clean"])
+        .assert_code(0);
+    assert_eq!(tool_json(&["digest", &target, &restored]), want);
     tool_run(&["dropdb", &source, &db]);
+    tool_run(&["dropdb", &target, &restored]);
+}
+
+#[test]
+fn mongodbs_time_series_buckets_are_refused_by_a_server_without_time_series() {
+    // mongodump dumps a MongoDB time-series collection as its buckets. SecantusDB accepts the
+    // option but keeps a plain collection, where buckets would read back as documents: the
+    // restore must say so before anything is put in place.
+    let target = target_url();
+    let db = fresh_db("buckets");
+    let dir = TempDir::new("mongo-buckets");
+    let path = dir.join("metrics.archive");
+    tool_run(&["buckets-archive", &db, path.to_str().unwrap()]);
+    let restored = format!("{db}_restored");
+    run(
+        "lifeboat-restore",
+        &[
+            "--from-file",
+            path.to_str().unwrap(),
+            "--to",
+            &target,
+            "--rename",
+            &format!("{db}.*={restored}.*"),
+            "--yes",
+        ],
+    )
+    .assert_code(2)
+    .assert_contains(&format!(
+        "{db}.weather is a time-series collection dumped as MongoDB's buckets"
+    ))
+    .assert_contains("nothing was put in place");
+    // Nothing at all: no users, no staging collection, no probe.
+    let left = tool_json(&["digest", &target, &restored]);
+    assert!(
+        left["collections"].as_object().unwrap().is_empty(),
+        "{left}"
+    );
+    // Read and checked without a server, it is a good archive.
+    let out = dir.join("checked.archive");
+    run(
+        "lifeboat-restore",
+        &[
+            "--from-file",
+            path.to_str().unwrap(),
+            "--mode",
+            "file",
+            "--to",
+            out.to_str().unwrap(),
+            "--yes",
+        ],
+    )
+    .assert_code(0);
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&path).unwrap());
 }
 
 #[test]

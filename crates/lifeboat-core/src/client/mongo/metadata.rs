@@ -31,19 +31,37 @@ impl CollectionMeta {
                 Some(Bson::Binary(b)) => Some(hex::encode(&b.bytes)),
                 _ => None,
             });
-        let options = listed.get_document("options").cloned().unwrap_or_default();
-        // Some compatible servers list a time-series collection as a plain one with the
-        // option; it is one all the same (MongoDB refuses to rename it, for one).
-        let kind = match listed.get_str("type").unwrap_or("collection") {
-            "collection" if options.contains_key("timeseries") => "timeseries",
-            kind => kind,
-        };
+        // The type as listed, as mongodump records it: it says what the data is (a
+        // `timeseries` collection's documents are its buckets).
         CollectionMeta {
             name: listed.get_str("name").unwrap_or_default().to_string(),
-            kind: kind.to_string(),
-            options,
+            kind: listed.get_str("type").unwrap_or("collection").to_string(),
+            options: listed.get_document("options").cloned().unwrap_or_default(),
             indexes: Vec::new(),
             uuid,
+        }
+    }
+
+    /// A time-series collection: MongoDB lists one as type `timeseries`, some compatible
+    /// servers as a plain collection with the option. Either way it is created with its
+    /// options where it belongs and never renamed (MongoDB refuses to rename one).
+    pub fn is_time_series(&self) -> bool {
+        self.kind == "timeseries" || self.options.contains_key("timeseries")
+    }
+
+    /// Whether the documents dumped are MongoDB's buckets (`system.buckets.<name>`), as
+    /// mongodump dumps a collection listed as `timeseries`, rather than the measurements a
+    /// server that lists it as a plain collection hands out.
+    pub fn holds_buckets(&self) -> bool {
+        self.kind == "timeseries"
+    }
+
+    /// The collection the documents are read from and written to.
+    pub fn data_collection(&self, name: &str) -> String {
+        if self.holds_buckets() {
+            format!("system.buckets.{name}")
+        } else {
+            name.to_string()
         }
     }
 
@@ -191,6 +209,23 @@ mod tests {
         assert_eq!(meta.indexes.len(), 1);
         assert!(meta.secondary_indexes().is_empty());
         assert!(CollectionMeta::from_json("{not json", "u", "").is_err());
+    }
+
+    #[test]
+    fn time_series_are_told_by_type_or_option_and_only_mongodbs_hold_buckets() {
+        let listed = |kind: &str| {
+            doc! { "name": "weather", "type": kind, "options": { "timeseries": { "timeField": "t" } } }
+        };
+        let mongodb = CollectionMeta::from_listing(&listed("timeseries"));
+        assert!(mongodb.is_time_series() && mongodb.holds_buckets());
+        assert_eq!(mongodb.data_collection("w"), "system.buckets.w");
+        // A server that lists it as a plain collection hands out the measurements.
+        let compatible = CollectionMeta::from_listing(&listed("collection"));
+        assert_eq!(compatible.kind, "collection");
+        assert!(compatible.is_time_series() && !compatible.holds_buckets());
+        assert_eq!(compatible.data_collection("w"), "w");
+        let plain = CollectionMeta::from_listing(&doc! { "name": "users", "type": "collection" });
+        assert!(!plain.is_time_series());
     }
 
     #[test]

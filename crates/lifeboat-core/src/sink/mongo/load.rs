@@ -39,6 +39,27 @@ fn has_any(options: &Document, keys: &[&str]) -> bool {
     keys.iter().any(|k| options.contains_key(*k))
 }
 
+/// How a checked staging collection is put in place.
+#[derive(Debug, PartialEq)]
+enum Placement {
+    /// `renameCollection`, options put back where the server drops them.
+    Rename,
+    /// Created in place with its options and the documents copied into it.
+    Copy,
+}
+
+/// A time-series collection is always copied: MongoDB refuses to rename one, whatever a test
+/// server allows. So is a collection with options only creation sets, where a rename loses them.
+fn placement(meta: &CollectionMeta, rename_keeps_options: bool) -> Placement {
+    if meta.is_time_series() {
+        Placement::Copy
+    } else if rename_keeps_options || !has_any(&meta.options, &CREATION_ONLY) {
+        Placement::Rename
+    } else {
+        Placement::Copy
+    }
+}
+
 /// Databases a restore never writes into.
 const SKIPPED_DATABASES: [&str; 2] = ["local", "config"];
 
@@ -279,6 +300,10 @@ pub struct Staging {
     pub replayed: u64,
     /// Oplog entries left out because they are about other databases.
     pub skipped: u64,
+    /// Whether each target database's server has time-series collections, once asked.
+    time_series: BTreeMap<String, bool>,
+    /// Whether the server has `applyOps`, once asked.
+    apply_ops: Option<bool>,
 }
 
 impl Staging {
@@ -294,6 +319,8 @@ impl Staging {
             databases: BTreeSet::new(),
             replayed: 0,
             skipped: 0,
+            time_series: BTreeMap::new(),
+            apply_ops: None,
         }
     }
 
@@ -321,21 +348,30 @@ impl Staging {
                 self.views.push((namespace.clone(), meta));
                 Ok(())
             }
-            "timeseries" => Err(Error::new(
-                ErrorKind::Refused,
-                format!("{namespace} is a time-series collection, which Lifeboat does not restore yet"),
-            )
-            .with_hint("restore it with mongorestore from `lifeboat-restore --mode file`'s archive; nothing was put in place")),
             _ => self.create(namespace, meta).await,
         }
     }
 
     async fn create(&mut self, namespace: &Namespace, meta: CollectionMeta) -> Result<()> {
         let target = rename(&self.rules, namespace);
+        if meta.holds_buckets() && !self.supports_time_series(&target.db).await? {
+            return Err(Error::new(
+                ErrorKind::Refused,
+                format!(
+                    "{namespace} is a time-series collection dumped as MongoDB's buckets, and {} has no time-series collections (it lists one as a plain collection)",
+                    self.mongo.url
+                ),
+            )
+            .with_hint("restore it into MongoDB 5.0 or later; nothing was put in place"));
+        }
         let staging = self.staging_name(&target);
         let mut command = doc! { "create": staging.as_str() };
-        for (key, value) in &meta.options {
-            command.insert(key.clone(), value.clone());
+        // A time-series collection is staged as a plain one (MongoDB cannot rename a
+        // time-series collection) and created with its options only when put in place.
+        if !meta.is_time_series() {
+            for (key, value) in &meta.options {
+                command.insert(key.clone(), value.clone());
+            }
         }
         // A staging collection left by an earlier run of this same restore is ours to drop.
         let _ = self
@@ -425,7 +461,7 @@ impl Staging {
     }
 
     async fn apply(&mut self, change: Change) -> Result<()> {
-        let ns = match &change {
+        let mut ns = match &change {
             Change::Upsert { ns, .. }
             | Change::Update { ns, .. }
             | Change::Replace { ns, .. }
@@ -436,6 +472,18 @@ impl Staging {
             | Change::DropIndex { ns, .. }
             | Change::Modify { ns, .. } => ns.clone(),
         };
+        // MongoDB logs a time-series collection's writes on its buckets, which are what the
+        // archive holds for it.
+        if let Some(name) = ns.collection.strip_prefix("system.buckets.") {
+            let logical = Namespace::new(ns.db.as_str(), name);
+            if self
+                .staged
+                .get(&logical)
+                .is_some_and(|s| s.meta.holds_buckets())
+            {
+                ns = logical;
+            }
+        }
         if !self.databases.contains(&ns.db) || !Staging::restores(&ns) {
             self.skipped += 1;
             return Ok(());
@@ -477,6 +525,21 @@ impl Staging {
         let Some(collection) = self.collection(&ns) else {
             return Ok(());
         };
+        if let Some(staging) = self.staged.get(&ns).map(|s| s.staging.clone()) {
+            if let Some((entry, upsert)) = change.as_entry(&staging) {
+                if self.has_apply_ops().await {
+                    return self
+                        .mongo
+                        .command(
+                            "admin",
+                            doc! { "applyOps": [entry], "alwaysUpsert": upsert },
+                        )
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.within(format!("applyOps onto the staging of {ns}")));
+                }
+            }
+        }
         let doc_collection = collection.clone_with_type::<Document>();
         let failed =
             |e: mongodb::error::Error| self.mongo.error(&format!("replaying onto {ns}"), e);
@@ -592,7 +655,9 @@ impl Staging {
     pub async fn put_in_place(&mut self, clean: bool) -> Result<(Vec<Namespace>, Vec<Namespace>)> {
         for (namespace, staged) in self.staged.iter().filter(|(_, s)| !s.dropped) {
             let indexes = staged.meta.secondary_indexes();
-            if indexes.is_empty() {
+            // A time-series collection's indexes are built once it is in place: they are
+            // on its measurements' fields, not its buckets'.
+            if indexes.is_empty() || staged.meta.is_time_series() {
                 continue;
             }
             self.mongo
@@ -615,10 +680,9 @@ impl Staging {
                     k
                 }
             };
-            let moved = if keeps || !has_any(&staged.meta.options, &CREATION_ONLY) {
-                self.rename_into_place(staged, clean, keeps).await
-            } else {
-                self.copy_into_place(staged, clean).await
+            let moved = match placement(&staged.meta, keeps) {
+                Placement::Rename => self.rename_into_place(staged, clean, keeps).await,
+                Placement::Copy => self.copy_into_place(staged, clean).await,
             };
             if let Err(e) = moved {
                 let done: Vec<String> = placed.iter().map(Namespace::to_string).collect();
@@ -746,11 +810,97 @@ impl Staging {
         Ok(())
     }
 
+    /// Whether the server applies oplog entries itself (`applyOps`, as mongorestore
+    /// `--oplogReplay` uses it): then document changes are the server's to apply, update
+    /// diffs included. Servers without it (or a user without the privilege) get Lifeboat's
+    /// own translation of each entry.
+    async fn has_apply_ops(&mut self) -> bool {
+        if let Some(known) = self.apply_ops {
+            return known;
+        }
+        let has = self
+            .mongo
+            .command("admin", doc! { "applyOps": [] })
+            .await
+            .is_ok();
+        if !has {
+            tracing::info!(
+                "{}: no applyOps here (or not for this user); Lifeboat applies the oplog's entries itself.",
+                self.mongo.url
+            );
+        }
+        self.apply_ops = Some(has);
+        has
+    }
+
+    /// Whether the server has MongoDB's time-series collections (with buckets), tried on a
+    /// probe collection: some compatible servers accept the option but list a plain
+    /// collection, where buckets would be restored as plain documents.
+    async fn supports_time_series(&mut self, db: &str) -> Result<bool> {
+        if let Some(known) = self.time_series.get(db) {
+            return Ok(*known);
+        }
+        let probe = format!("lifeboat.probe.{}.timeseries", self.tag);
+        let _ = self
+            .mongo
+            .command(db, doc! { "drop": probe.as_str() })
+            .await;
+        let created = self
+            .mongo
+            .command(
+                db,
+                doc! { "create": probe.as_str(), "timeseries": { "timeField": "t" } },
+            )
+            .await;
+        let supported = match created {
+            Ok(_) => {
+                let listed = self
+                    .mongo
+                    .command(
+                        db,
+                        doc! { "listCollections": 1, "filter": { "name": probe.as_str() } },
+                    )
+                    .await?;
+                listed
+                    .get_document("cursor")
+                    .and_then(|c| c.get_array("firstBatch"))
+                    .ok()
+                    .and_then(|b| {
+                        b.first()?
+                            .as_document()?
+                            .get_str("type")
+                            .ok()
+                            .map(str::to_string)
+                    })
+                    .is_some_and(|kind| kind == "timeseries")
+            }
+            Err(_) => false,
+        };
+        let _ = self
+            .mongo
+            .command(db, doc! { "drop": probe.as_str() })
+            .await;
+        self.time_series.insert(db.to_string(), supported);
+        Ok(supported)
+    }
+
+    /// Where a restored collection's documents are: its buckets for a time-series collection
+    /// dumped as MongoDB's buckets, else the collection itself.
+    pub fn documents_in(&self, source: &Namespace) -> Option<Namespace> {
+        let staged = self.staged.get(source)?;
+        Some(Namespace::new(
+            staged.target.db.as_str(),
+            staged.meta.data_collection(&staged.target.collection),
+        ))
+    }
+
     /// Creates the collection in place with its options and copies the checked staging
-    /// collection's documents into it, then its indexes; a failure drops the new collection.
+    /// collection's documents into it (into its buckets, for a time-series collection dumped
+    /// as buckets, as mongorestore does), then its indexes; a failure drops the new collection.
     async fn copy_into_place(&self, staged: &Staged, clean: bool) -> Result<()> {
         let db = &staged.target.db;
         let name = staged.target.collection.as_str();
+        let data = staged.meta.data_collection(name);
         if clean {
             self.mongo.command(db, doc! { "drop": name }).await.ok();
         }
@@ -769,7 +919,7 @@ impl Staging {
                 .mongo
                 .client
                 .database(db)
-                .collection::<RawDocumentBuf>(name);
+                .collection::<RawDocumentBuf>(&data);
             let failed = |e: mongodb::error::Error| {
                 self.mongo
                     .error(&format!("copying into {}", staged.target), e)
@@ -844,5 +994,39 @@ impl Staging {
                     .map(|(n, _)| (n.clone(), rename(&self.rules, n))),
             )
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(kind: &str, options: Document) -> CollectionMeta {
+        let mut meta = CollectionMeta::from_json("", "c", kind).unwrap();
+        meta.options = options;
+        meta
+    }
+
+    #[test]
+    fn time_series_are_copied_into_place_even_where_a_rename_would_keep_their_options() {
+        let ts = doc! { "timeseries": { "timeField": "t" }, "expireAfterSeconds": 60 };
+        for kind in ["timeseries", "collection"] {
+            assert_eq!(placement(&meta(kind, ts.clone()), true), Placement::Copy);
+            assert_eq!(placement(&meta(kind, ts.clone()), false), Placement::Copy);
+        }
+        let capped = doc! { "capped": true, "size": 4096 };
+        assert_eq!(
+            placement(&meta("collection", capped.clone()), true),
+            Placement::Rename
+        );
+        assert_eq!(
+            placement(&meta("collection", capped), false),
+            Placement::Copy
+        );
+        let validated = doc! { "validator": { "a": { "$exists": true } } };
+        assert_eq!(
+            placement(&meta("collection", validated), false),
+            Placement::Rename
+        );
     }
 }

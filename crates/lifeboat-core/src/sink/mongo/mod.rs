@@ -3,8 +3,9 @@
 //! (`lifeboat.staging.<tag>.<name>`), the captured oplog replayed onto them, and their indexes
 //! built. Only once both digests, every namespace's CRC and the document counts match is each
 //! renamed into place (`renameCollection`, with `dropTarget` only under `--clean`); views, which
-//! cannot be renamed, are created after. Any failure before that drops the staging collections:
-//! the target is as it was.
+//! cannot be renamed, are created after, and time-series collections, which cannot be renamed
+//! either, are created in place and filled from their staging copies. Any failure before that
+//! drops the staging collections: the target is as it was.
 
 mod load;
 mod oplog;
@@ -497,15 +498,18 @@ impl Sink for MongoSink {
                 if !recorded.collections.contains_key(&name) {
                     continue;
                 }
+                // Counted where the archive's documents went (a time-series collection's
+                // buckets, when it was dumped as buckets).
+                let counted = staging.documents_in(&source).unwrap_or(target.clone());
                 let collection = mongo
                     .client
-                    .database(&target.db)
-                    .collection::<mongodb::bson::Document>(&target.collection);
+                    .database(&counted.db)
+                    .collection::<mongodb::bson::Document>(&counted.collection);
                 let documents =
                     crate::net::within_idle_timeout(collection.count_documents(doc! {}))
                         .await
                         .map_err(|e| Error::sink_failed(format!("{url}: {e}")))?
-                        .map_err(|e| mongo.error(&format!("counting {target}"), e))?;
+                        .map_err(|e| mongo.error(&format!("counting {counted}"), e))?;
                 let reply = mongo
                     .command(
                         &target.db,

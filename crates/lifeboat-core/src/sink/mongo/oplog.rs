@@ -5,7 +5,8 @@
 //! entry by entry. Every change is idempotent, because the dump read each collection at some
 //! point after the oplog's first entry. An entry Lifeboat cannot apply is an error naming it.
 //!
-//! Pure: [`changes`] only translates; the loader runs the changes.
+//! Pure: [`changes`] only translates; the loader runs the changes, the document changes through
+//! the server's own `applyOps` where it has one ([`Change::as_entry`]).
 
 use lifeboat_mongo_archive::Namespace;
 use mongodb::bson::{doc, Bson, Document};
@@ -20,6 +21,8 @@ pub enum Change {
         ns: Namespace,
         filter: Document,
         updates: Vec<Document>,
+        /// The entry's own `o`, for a server that applies it itself (`applyOps`).
+        logged: Document,
     },
     /// Replace the document `filter` matches.
     Replace {
@@ -42,6 +45,44 @@ pub enum Change {
     DropIndex { ns: Namespace, name: String },
     /// Options changed during the dump (`collMod`'s fields but the collection's name).
     Modify { ns: Namespace, fields: Document },
+}
+
+impl Change {
+    /// A document change as an oplog entry on `staging` (the collection's staging name, in
+    /// its database), for a server's own `applyOps`, with whether that entry must upsert
+    /// (`alwaysUpsert`); `None` for the collection and index commands, which Lifeboat always
+    /// runs itself. The entry's `ui` (the source collection's UUID) is left out, so the server
+    /// applies it by name to the staging collection, as mongorestore does without
+    /// `--preserveUUID`. An insert goes as a replacement that upserts, since the dump may hold
+    /// the document already; an update of a document that is not there is left alone, as here.
+    pub fn as_entry(&self, staging: &str) -> Option<(Document, bool)> {
+        let ns = |ns: &Namespace| format!("{}.{staging}", ns.db);
+        let entry = match self {
+            Change::Upsert { ns: n, document } => {
+                let id = document.get("_id").cloned().unwrap_or(Bson::Null);
+                return Some((
+                    doc! { "op": "u", "ns": ns(n), "o2": { "_id": id }, "o": document.clone() },
+                    true,
+                ));
+            }
+            Change::Delete { ns: n, filter } => {
+                doc! { "op": "d", "ns": ns(n), "o": filter.clone() }
+            }
+            Change::Replace {
+                ns: n,
+                filter,
+                document,
+            } => doc! { "op": "u", "ns": ns(n), "o2": filter.clone(), "o": document.clone() },
+            Change::Update {
+                ns: n,
+                filter,
+                logged,
+                ..
+            } => doc! { "op": "u", "ns": ns(n), "o2": filter.clone(), "o": logged.clone() },
+            _ => return None,
+        };
+        Some((entry, false))
+    }
 }
 
 /// The changes of one oplog entry (several for `applyOps`); `Err` names what cannot be applied.
@@ -89,6 +130,7 @@ fn collect(entry: &Document, out: &mut Vec<Change>) -> Result<(), String> {
                     ns,
                     filter,
                     updates: diff_updates(diff)?,
+                    logged: o.clone(),
                 });
             } else if o.keys().any(|k| k.starts_with('$') && k != "$v") {
                 let mut update = o.clone();
@@ -97,6 +139,7 @@ fn collect(entry: &Document, out: &mut Vec<Change>) -> Result<(), String> {
                     ns,
                     filter,
                     updates: vec![update],
+                    logged: o.clone(),
                 });
             } else {
                 out.push(Change::Replace {
@@ -351,8 +394,30 @@ mod tests {
             vec![Change::Update {
                 ns: ns.clone(),
                 filter: doc! { "_id": 1 },
-                updates: vec![doc! { "$set": { "x": 2 } }]
+                updates: vec![doc! { "$set": { "x": 2 } }],
+                logged: doc! { "$v": 1, "$set": { "x": 2 } },
             }]
+        );
+        // For a server's applyOps: the staging namespace, the update as logged, no UUID.
+        let diff = doc! { "op": "u", "ns": "app.t", "ui": 7, "o2": { "_id": 1 }, "o": { "$v": 2, "diff": { "u": { "x": 3 } } } };
+        assert_eq!(
+            changes(&diff).unwrap()[0].as_entry("lifeboat.staging.a1.t"),
+            Some((
+                doc! { "op": "u", "ns": "app.lifeboat.staging.a1.t", "o2": { "_id": 1 }, "o": { "$v": 2, "diff": { "u": { "x": 3 } } } },
+                false
+            ))
+        );
+        assert_eq!(
+            changes(&insert).unwrap()[0].as_entry("s"),
+            Some((
+                doc! { "op": "u", "ns": "app.s", "o2": { "_id": 1 }, "o": { "_id": 1, "x": 1 } },
+                true
+            ))
+        );
+        assert_eq!(
+            changes(&doc! { "op": "c", "ns": "app.$cmd", "o": { "drop": "t" } }).unwrap()[0]
+                .as_entry("s"),
+            None
         );
         let replace =
             doc! { "op": "u", "ns": "app.t", "o2": { "_id": 1 }, "o": { "_id": 1, "y": 3 } };

@@ -178,17 +178,10 @@ async fn plan_dump(mongo: &Mongo, only: &[String]) -> Result<DumpPlan> {
                 plan.views.push((db.clone(), meta));
                 continue;
             }
-            if meta.kind == "timeseries" {
-                return Err(Error::source_failed(format!(
-                    "{}: {db}.{} is a time-series collection, which Lifeboat does not dump yet",
-                    mongo.url, meta.name
-                ))
-                .with_hint("list the other databases in the job's databases, or dump this one with mongodump"));
-            }
             let mut meta = meta;
             meta.indexes = list_indexes(mongo, db, &meta.name).await?;
             if let Ok(stats) = mongo
-                .command(db, doc! { "collStats": meta.name.as_str() })
+                .command(db, doc! { "collStats": meta.data_collection(&meta.name) })
                 .await
             {
                 plan.size_estimate += stats
@@ -358,10 +351,13 @@ impl Dump {
         write_out(out, &mut prelude).await?;
 
         // Readers take collections from one queue; the writer serialises their batches.
-        let queue: Arc<Mutex<VecDeque<Namespace>>> = Arc::new(Mutex::new(
+        let queue: Arc<Mutex<VecDeque<Reading>>> = Arc::new(Mutex::new(
             plan.collections
                 .iter()
-                .map(|(db, meta)| Namespace::new(db.as_str(), meta.name.as_str()))
+                .map(|(db, meta)| Reading {
+                    namespace: Namespace::new(db.as_str(), meta.name.as_str()),
+                    from: meta.data_collection(&meta.name),
+                })
                 .collect(),
         ));
         let (tx, mut rx) = mpsc::channel::<Result<Message>>(QUEUED_BATCHES);
@@ -473,16 +469,23 @@ async fn write_out(out: &mut tokio::io::DuplexStream, bytes: &mut Vec<u8>) -> Re
     Ok(())
 }
 
+/// One collection to read: its namespace in the archive, and the collection its documents
+/// are read from (a time-series collection's buckets on MongoDB, as mongodump reads them).
+struct Reading {
+    namespace: Namespace,
+    from: String,
+}
+
 /// One reader: collections from the queue, each read to its end in batches.
 async fn read_collections(
     mongo: Mongo,
-    queue: Arc<Mutex<VecDeque<Namespace>>>,
+    queue: Arc<Mutex<VecDeque<Reading>>>,
     tx: mpsc::Sender<Result<Message>>,
 ) {
     loop {
         let next = queue.lock().ok().and_then(|mut q| q.pop_front());
-        let Some(namespace) = next else { return };
-        if let Err(e) = read_collection(&mongo, &namespace, &tx).await {
+        let Some(reading) = next else { return };
+        if let Err(e) = read_collection(&mongo, &reading, &tx).await {
             let _ = tx.send(Err(e)).await;
             return;
         }
@@ -491,14 +494,14 @@ async fn read_collections(
 
 async fn read_collection(
     mongo: &Mongo,
-    namespace: &Namespace,
+    Reading { namespace, from }: &Reading,
     tx: &mpsc::Sender<Result<Message>>,
 ) -> Result<()> {
     let reading = |e: mongodb::error::Error| collection_error(mongo, namespace, e);
     let collection = mongo
         .client
         .database(&namespace.db)
-        .collection::<RawDocumentBuf>(&namespace.collection);
+        .collection::<RawDocumentBuf>(from);
     // Batches of a bounded number of documents, so the driver holds a few MiB per reader
     // rather than the server's 16 MiB maximum.
     let mut cursor =
