@@ -200,7 +200,7 @@ REPORT="$(cat <<MD
 
 - adaptive backup vs the floor under load: **$(ratio "${WALL[lb_load]}" "${WALL[floor_load]}")x** (target <= 1.25x); fixed level 3: $(ratio "${WALL[lb_fixed]}" "${WALL[floor_load]}")x
 
-#### S3 (s3s-fs 0.14.1 on loopback, objects on local disk; 8 MiB parts, 4 in flight)
+#### S3 (s3s-fs 0.14.1 on loopback, objects on local disk; 6 MiB parts, 4 in flight)
 
 | what | wall (s) | peak RSS (MiB) |
 | --- | ---: | ---: |

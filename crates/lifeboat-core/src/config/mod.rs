@@ -94,7 +94,7 @@ pub struct StoreSpec {
     pub profile: Option<String>,
     /// Path-style addressing (MinIO and most self-hosted servers).
     pub path_style: Option<bool>,
-    /// Multipart part size (default 8 MiB, at least 5).
+    /// Multipart part size (default 6 MiB, at least 5).
     pub part_size_mib: Option<usize>,
     /// Parts uploaded at once (default 4); memory is about part size x (this + 2).
     pub parts_in_flight: Option<usize>,
