@@ -174,9 +174,12 @@ fn writes_during_a_replica_set_dump_are_replayed_to_one_instant() {
     let end = oplog["end"].as_str().unwrap();
 
     let restored = format!("{db}_restored");
+    // SecantusDB has no applyOps: the probe says so and Lifeboat applies the entries itself
+    // (a server with it would get the document changes through it).
     s.restore(&target, &["--rename", &format!("{db}.*={restored}.*")])
         .assert_code(0)
-        .assert_contains("Replayed");
+        .assert_contains("Replayed")
+        .assert_contains("Lifeboat applies the oplog's entries itself");
     // What `orders` held at the snapshot's instant, from the source's oplog alone.
     let want = tool_run(&["state-at", &source, &db, "orders", end]);
     let got = tool_run(&["state", &target, &restored, "orders"]);
@@ -191,6 +194,11 @@ fn writes_during_a_replica_set_dump_are_replayed_to_one_instant() {
     assert_eq!(
         source_digest["collections"]["c007"],
         target_digest["collections"]["c007"]
+    );
+    // Neither staging nor probe collections are left behind.
+    assert!(
+        !target_digest.to_string().contains("lifeboat."),
+        "{target_digest}"
     );
 }
 

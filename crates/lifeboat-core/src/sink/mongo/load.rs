@@ -302,8 +302,9 @@ pub struct Staging {
     pub skipped: u64,
     /// Whether each target database's server has time-series collections, once asked.
     time_series: BTreeMap<String, bool>,
-    /// Whether the server has `applyOps`, once asked.
-    apply_ops: Option<bool>,
+    /// Whether the server takes Lifeboat's entries through `applyOps`, per target database,
+    /// once asked.
+    apply_ops: BTreeMap<String, bool>,
 }
 
 impl Staging {
@@ -320,7 +321,7 @@ impl Staging {
             replayed: 0,
             skipped: 0,
             time_series: BTreeMap::new(),
-            apply_ops: None,
+            apply_ops: BTreeMap::new(),
         }
     }
 
@@ -525,9 +526,13 @@ impl Staging {
         let Some(collection) = self.collection(&ns) else {
             return Ok(());
         };
-        if let Some(staging) = self.staged.get(&ns).map(|s| s.staging.clone()) {
-            if let Some((entry, upsert)) = change.as_entry(&staging) {
-                if self.has_apply_ops().await {
+        if let Some((db, staging)) = self
+            .staged
+            .get(&ns)
+            .map(|s| (s.target.db.clone(), s.staging.clone()))
+        {
+            if let Some((entry, upsert)) = change.as_entry(&format!("{db}.{staging}")) {
+                if self.has_apply_ops(&db).await {
                     return self
                         .mongo
                         .command(
@@ -812,24 +817,57 @@ impl Staging {
 
     /// Whether the server applies oplog entries itself (`applyOps`, as mongorestore
     /// `--oplogReplay` uses it): then document changes are the server's to apply, update
-    /// diffs included. Servers without it (or a user without the privilege) get Lifeboat's
-    /// own translation of each entry.
-    async fn has_apply_ops(&mut self) -> bool {
-        if let Some(known) = self.apply_ops {
-            return known;
+    /// diffs included. Tried once per database with an entry of the form Lifeboat sends, on a
+    /// probe collection, and the result read back; servers without it (or a user without the
+    /// privilege, or a server that takes it differently) get Lifeboat's own translation.
+    async fn has_apply_ops(&mut self, db: &str) -> bool {
+        if let Some(known) = self.apply_ops.get(db) {
+            return *known;
         }
-        let has = self
+        let probe = format!("lifeboat.probe.{}.applyops", self.tag);
+        let _ = self
             .mongo
-            .command("admin", doc! { "applyOps": [] })
+            .command(db, doc! { "drop": probe.as_str() })
+            .await;
+        let entry = doc! { "op": "u", "ns": format!("{db}.{probe}"), "o2": { "_id": 1 }, "o": { "_id": 1, "probe": true } };
+        let has = match self
+            .mongo
+            .command(db, doc! { "create": probe.as_str() })
             .await
-            .is_ok();
+        {
+            Ok(_) => {
+                let applied = self
+                    .mongo
+                    .command("admin", doc! { "applyOps": [entry], "alwaysUpsert": true })
+                    .await
+                    .is_ok();
+                let found = self
+                    .mongo
+                    .command(
+                        db,
+                        doc! { "count": probe.as_str(), "query": { "_id": 1, "probe": true } },
+                    )
+                    .await
+                    .ok()
+                    .and_then(|r| {
+                        r.get("n")
+                            .and_then(|n| n.as_i32().map(i64::from).or(n.as_i64()))
+                    });
+                applied && found == Some(1)
+            }
+            Err(_) => false,
+        };
+        let _ = self
+            .mongo
+            .command(db, doc! { "drop": probe.as_str() })
+            .await;
         if !has {
             tracing::info!(
                 "{}: no applyOps here (or not for this user); Lifeboat applies the oplog's entries itself.",
                 self.mongo.url
             );
         }
-        self.apply_ops = Some(has);
+        self.apply_ops.insert(db.to_string(), has);
         has
     }
 

@@ -48,37 +48,29 @@ pub enum Change {
 }
 
 impl Change {
-    /// A document change as an oplog entry on `staging` (the collection's staging name, in
-    /// its database), for a server's own `applyOps`, with whether that entry must upsert
+    /// A document change as an oplog entry on `staging` (the staging collection's namespace,
+    /// `DB.COLLECTION` in the target database), for a server's own `applyOps`, with whether that entry must upsert
     /// (`alwaysUpsert`); `None` for the collection and index commands, which Lifeboat always
     /// runs itself. The entry's `ui` (the source collection's UUID) is left out, so the server
     /// applies it by name to the staging collection, as mongorestore does without
     /// `--preserveUUID`. An insert goes as a replacement that upserts, since the dump may hold
     /// the document already; an update of a document that is not there is left alone, as here.
     pub fn as_entry(&self, staging: &str) -> Option<(Document, bool)> {
-        let ns = |ns: &Namespace| format!("{}.{staging}", ns.db);
         let entry = match self {
-            Change::Upsert { ns: n, document } => {
+            Change::Upsert { document, .. } => {
                 let id = document.get("_id").cloned().unwrap_or(Bson::Null);
                 return Some((
-                    doc! { "op": "u", "ns": ns(n), "o2": { "_id": id }, "o": document.clone() },
+                    doc! { "op": "u", "ns": staging, "o2": { "_id": id }, "o": document.clone() },
                     true,
                 ));
             }
-            Change::Delete { ns: n, filter } => {
-                doc! { "op": "d", "ns": ns(n), "o": filter.clone() }
-            }
+            Change::Delete { filter, .. } => doc! { "op": "d", "ns": staging, "o": filter.clone() },
             Change::Replace {
-                ns: n,
-                filter,
-                document,
-            } => doc! { "op": "u", "ns": ns(n), "o2": filter.clone(), "o": document.clone() },
-            Change::Update {
-                ns: n,
-                filter,
-                logged,
-                ..
-            } => doc! { "op": "u", "ns": ns(n), "o2": filter.clone(), "o": logged.clone() },
+                filter, document, ..
+            } => doc! { "op": "u", "ns": staging, "o2": filter.clone(), "o": document.clone() },
+            Change::Update { filter, logged, .. } => {
+                doc! { "op": "u", "ns": staging, "o2": filter.clone(), "o": logged.clone() }
+            }
             _ => return None,
         };
         Some((entry, false))
@@ -401,14 +393,14 @@ mod tests {
         // For a server's applyOps: the staging namespace, the update as logged, no UUID.
         let diff = doc! { "op": "u", "ns": "app.t", "ui": 7, "o2": { "_id": 1 }, "o": { "$v": 2, "diff": { "u": { "x": 3 } } } };
         assert_eq!(
-            changes(&diff).unwrap()[0].as_entry("lifeboat.staging.a1.t"),
+            changes(&diff).unwrap()[0].as_entry("app_restored.lifeboat.staging.a1.t"),
             Some((
-                doc! { "op": "u", "ns": "app.lifeboat.staging.a1.t", "o2": { "_id": 1 }, "o": { "$v": 2, "diff": { "u": { "x": 3 } } } },
+                doc! { "op": "u", "ns": "app_restored.lifeboat.staging.a1.t", "o2": { "_id": 1 }, "o": { "$v": 2, "diff": { "u": { "x": 3 } } } },
                 false
             ))
         );
         assert_eq!(
-            changes(&insert).unwrap()[0].as_entry("s"),
+            changes(&insert).unwrap()[0].as_entry("app.s"),
             Some((
                 doc! { "op": "u", "ns": "app.s", "o2": { "_id": 1 }, "o": { "_id": 1, "x": 1 } },
                 true
@@ -416,7 +408,7 @@ mod tests {
         );
         assert_eq!(
             changes(&doc! { "op": "c", "ns": "app.$cmd", "o": { "drop": "t" } }).unwrap()[0]
-                .as_entry("s"),
+                .as_entry("app.s"),
             None
         );
         let replace =
