@@ -757,27 +757,11 @@ impl Staging {
             )
             .await;
         let kept = match renamed_ok {
-            Ok(_) => {
-                let listed = self
-                    .mongo
-                    .command(
-                        db,
-                        doc! { "listCollections": 1, "filter": { "name": renamed.as_str() } },
-                    )
-                    .await?;
-                listed
-                    .get_document("cursor")
-                    .and_then(|c| c.get_array("firstBatch"))
-                    .ok()
-                    .and_then(|b| {
-                        b.first()?
-                            .as_document()?
-                            .get_document("options")
-                            .ok()
-                            .cloned()
-                    })
-                    .is_some_and(|o| o.get_bool("capped") == Ok(true))
-            }
+            Ok(_) => self
+                .listed(db, &renamed)
+                .await?
+                .and_then(|c| c.get_document("options").ok().cloned())
+                .is_some_and(|o| o.get_bool("capped") == Ok(true)),
             Err(_) => false,
         };
         for name in [&probe, &renamed] {
@@ -871,6 +855,22 @@ impl Staging {
         has
     }
 
+    /// The `listCollections` entry of one collection, if it exists.
+    async fn listed(&self, db: &str, name: &str) -> Result<Option<Document>> {
+        let listed = self
+            .mongo
+            .command(
+                db,
+                doc! { "listCollections": 1, "filter": { "name": name } },
+            )
+            .await?;
+        Ok(listed
+            .get_document("cursor")
+            .and_then(|c| c.get_array("firstBatch"))
+            .ok()
+            .and_then(|b| b.first()?.as_document().cloned()))
+    }
+
     /// Whether the server has MongoDB's time-series collections (with buckets), tried on a
     /// probe collection: some compatible servers accept the option but list a plain
     /// collection, where buckets would be restored as plain documents.
@@ -891,27 +891,10 @@ impl Staging {
             )
             .await;
         let supported = match created {
-            Ok(_) => {
-                let listed = self
-                    .mongo
-                    .command(
-                        db,
-                        doc! { "listCollections": 1, "filter": { "name": probe.as_str() } },
-                    )
-                    .await?;
-                listed
-                    .get_document("cursor")
-                    .and_then(|c| c.get_array("firstBatch"))
-                    .ok()
-                    .and_then(|b| {
-                        b.first()?
-                            .as_document()?
-                            .get_str("type")
-                            .ok()
-                            .map(str::to_string)
-                    })
-                    .is_some_and(|kind| kind == "timeseries")
-            }
+            Ok(_) => self
+                .listed(db, &probe)
+                .await?
+                .is_some_and(|c| c.get_str("type") == Ok("timeseries")),
             Err(_) => false,
         };
         let _ = self
