@@ -90,6 +90,30 @@ impl Setup {
         run("lifeboat-restore", &args)
     }
 
+    /// Restores the latest snapshot of `db` as `<db>_restored` on `target` (with `extra`
+    /// flags), and checks the result equals the source, every namespace's CRC was checked and
+    /// nothing of Lifeboat's (staging or probe collections) is left. Returns its digest.
+    fn restore_as_source(
+        &self,
+        source: &str,
+        target: &str,
+        db: &str,
+        extra: &[&str],
+    ) -> serde_json::Value {
+        let restored = format!("{db}_restored");
+        let rename = format!("{db}.*={restored}.*");
+        let mut args = vec!["--rename", rename.as_str()];
+        args.extend_from_slice(extra);
+        self.restore(target, &args)
+            .assert_code(0)
+            .assert_contains("every namespace's CRC checked");
+        let want = tool_json(&["digest", source, db]);
+        let got = tool_json(&["digest", target, &restored]);
+        assert_eq!(want, got, "the restored database differs from the source");
+        assert!(!got.to_string().contains("lifeboat."), "{got}");
+        got
+    }
+
     fn verify(&self, extra: &[&str]) -> Run {
         let mut args = vec!["--config", &self.config, "--job", "mongo"];
         args.extend_from_slice(extra);
@@ -147,22 +171,13 @@ fn every_type_option_index_and_view_comes_back_byte_for_byte() {
         .as_object()
         .unwrap()
         .is_empty());
-    s.restore(&target, &["--rename", &rename])
-        .assert_code(0)
-        .assert_contains("every namespace's CRC checked");
-    let want = tool_json(&["digest", &source, &db]);
-    let got = tool_json(&["digest", &target, &restored]);
-    assert_eq!(want, got, "the restored database differs from the source");
-    // No staging collection is left behind.
-    assert!(!got.to_string().contains("lifeboat.staging"), "{got}");
+    s.restore_as_source(&source, &target, &db, &[]);
 
     // The same restore again: the collections exist, so it is refused without --clean.
     s.restore(&target, &["--rename", &rename])
         .assert_code(2)
         .assert_contains("--clean");
-    s.restore(&target, &["--rename", &rename, "--clean"])
-        .assert_code(0);
-    assert_eq!(tool_json(&["digest", &target, &restored]), want);
+    s.restore_as_source(&source, &target, &db, &["--clean"]);
     // The servers outlive the tests: the 32 MiB of big documents go.
     tool_run(&["dropdb", &source, &db]);
     tool_run(&["dropdb", &target, &restored]);
@@ -528,11 +543,7 @@ fn a_time_series_collection_comes_back_with_its_options_created_in_place() {
     s.verify(&["--level", "drill", "--scratch-url", &target])
         .assert_code(0);
 
-    let restored = format!("{db}_restored");
-    let rename = format!("{db}.*={restored}.*");
-    s.restore(&target, &["--rename", &rename]).assert_code(0);
-    let want = tool_json(&["digest", &source, &db]);
-    let got = tool_json(&["digest", &target, &restored]);
+    let got = s.restore_as_source(&source, &target, &db, &[]);
     let weather = &got["collections"]["weather"];
     assert!(
         weather["options"]
@@ -541,12 +552,9 @@ fn a_time_series_collection_comes_back_with_its_options_created_in_place() {
             .contains("\"timeseries\""),
         "{weather}"
     );
-    assert_eq!(want, got, "the restored database differs from the source");
-    assert!(!got.to_string().contains("lifeboat."), "{got}");
     // Replaced whole with --clean, through the same copy.
-    s.restore(&target, &["--rename", &rename, "--clean"])
-        .assert_code(0);
-    assert_eq!(tool_json(&["digest", &target, &restored]), want);
+    s.restore_as_source(&source, &target, &db, &["--clean"]);
+    let restored = format!("{db}_restored");
     tool_run(&["dropdb", &source, &db]);
     tool_run(&["dropdb", &target, &restored]);
 }

@@ -375,10 +375,7 @@ impl Staging {
             }
         }
         // A staging collection left by an earlier run of this same restore is ours to drop.
-        let _ = self
-            .mongo
-            .command(&target.db, doc! { "drop": staging.as_str() })
-            .await;
+        self.drop_quietly(&target.db, staging.as_str()).await;
         self.mongo
             .command(&target.db, command)
             .await
@@ -709,9 +706,7 @@ impl Staging {
         for (namespace, meta) in &self.views {
             let target = rename(&self.rules, namespace);
             if clean {
-                let _ = self
-                    .mongo
-                    .command(&target.db, doc! { "drop": target.collection.as_str() })
+                self.drop_quietly(&target.db, target.collection.as_str())
                     .await;
             }
             let mut command = doc! { "create": target.collection.as_str() };
@@ -741,7 +736,7 @@ impl Staging {
         let probe = format!("lifeboat.probe.{}", self.tag);
         let renamed = format!("{probe}.renamed");
         for name in [&probe, &renamed] {
-            let _ = self.mongo.command(db, doc! { "drop": name.as_str() }).await;
+            self.drop_quietly(db, name.as_str()).await;
         }
         self.mongo
             .command(
@@ -765,7 +760,7 @@ impl Staging {
             Err(_) => false,
         };
         for name in [&probe, &renamed] {
-            let _ = self.mongo.command(db, doc! { "drop": name.as_str() }).await;
+            self.drop_quietly(db, name.as_str()).await;
         }
         if !kept {
             tracing::info!(
@@ -809,10 +804,7 @@ impl Staging {
             return *known;
         }
         let probe = format!("lifeboat.probe.{}.applyops", self.tag);
-        let _ = self
-            .mongo
-            .command(db, doc! { "drop": probe.as_str() })
-            .await;
+        self.drop_quietly(db, probe.as_str()).await;
         let entry = doc! { "op": "u", "ns": format!("{db}.{probe}"), "o2": { "_id": 1 }, "o": { "_id": 1, "probe": true } };
         let has = match self
             .mongo
@@ -841,10 +833,7 @@ impl Staging {
             }
             Err(_) => false,
         };
-        let _ = self
-            .mongo
-            .command(db, doc! { "drop": probe.as_str() })
-            .await;
+        self.drop_quietly(db, probe.as_str()).await;
         if !has {
             tracing::info!(
                 "{}: no applyOps here (or not for this user); Lifeboat applies the oplog's entries itself.",
@@ -853,6 +842,12 @@ impl Staging {
         }
         self.apply_ops.insert(db.to_string(), has);
         has
+    }
+
+    /// Drops a collection of Lifeboat's own (a staging or probe collection, or one a failed
+    /// copy created), or one `--clean` replaces; one that is not there is not an error.
+    async fn drop_quietly(&self, db: &str, name: &str) {
+        let _ = self.mongo.command(db, doc! { "drop": name }).await;
     }
 
     /// The `listCollections` entry of one collection, if it exists.
@@ -879,10 +874,7 @@ impl Staging {
             return Ok(*known);
         }
         let probe = format!("lifeboat.probe.{}.timeseries", self.tag);
-        let _ = self
-            .mongo
-            .command(db, doc! { "drop": probe.as_str() })
-            .await;
+        self.drop_quietly(db, probe.as_str()).await;
         let created = self
             .mongo
             .command(
@@ -897,10 +889,7 @@ impl Staging {
                 .is_some_and(|c| c.get_str("type") == Ok("timeseries")),
             Err(_) => false,
         };
-        let _ = self
-            .mongo
-            .command(db, doc! { "drop": probe.as_str() })
-            .await;
+        self.drop_quietly(db, probe.as_str()).await;
         self.time_series.insert(db.to_string(), supported);
         Ok(supported)
     }
@@ -923,7 +912,7 @@ impl Staging {
         let name = staged.target.collection.as_str();
         let data = staged.meta.data_collection(name);
         if clean {
-            self.mongo.command(db, doc! { "drop": name }).await.ok();
+            self.drop_quietly(db, name).await;
         }
         let mut create = doc! { "create": name };
         for (key, value) in &staged.meta.options {
@@ -984,7 +973,7 @@ impl Staging {
         }
         .await;
         if let Err(e) = copied {
-            let _ = self.mongo.command(db, doc! { "drop": name }).await;
+            self.drop_quietly(db, name).await;
             return Err(e);
         }
         self.mongo
@@ -996,9 +985,7 @@ impl Staging {
     /// Drops every staging collection (after a failure); the target is as it was.
     pub async fn discard(&self) {
         for staged in self.staged.values() {
-            let _ = self
-                .mongo
-                .command(&staged.target.db, doc! { "drop": staged.staging.as_str() })
+            self.drop_quietly(&staged.target.db, staged.staging.as_str())
                 .await;
         }
     }
