@@ -13,7 +13,7 @@ use lifeboat_core::pipeline::Keys;
 use lifeboat_core::report::{self, human};
 use lifeboat_core::restore::{self, RestoreOptions};
 use lifeboat_core::store::AnyStore;
-use lifeboat_core::{Error, ErrorKind, Result};
+use lifeboat_core::{Error, Result};
 
 fn main() -> ExitCode {
     let args = RestoreArgs::parse();
@@ -110,9 +110,9 @@ async fn run_restore(common: &CommonArgs, flags: &RestoreFlags) -> Result<()> {
     if flags.hold_back_mib == 0 {
         return Err(usage("--hold-back-mib must be at least 1"));
     }
-    let mut options = options_of(flags);
+    let options = options_of(flags);
     let now = chrono::Utc::now();
-    let (store, plan, keys) = match &flags.from_file {
+    let (store, plan, keys, options) = match &flags.from_file {
         Some(file) => {
             if common.repo.is_some() || common.config.is_some() {
                 return Err(usage(
@@ -121,38 +121,25 @@ async fn run_restore(common: &CommonArgs, flags: &RestoreFlags) -> Result<()> {
             }
             let (store, plan) =
                 restore::plan_from_file(file, &to, flags.engine, &options, now).await?;
-            (AnyStore::Local(store), plan, Keys::none())
+            (AnyStore::Local(store), plan, Keys::none(), options)
         }
         None => {
             let (store, config, job, selector) = repository_and_selection(common, flags).await?;
-            if options.pg_bin_dir.is_none() {
-                options.pg_bin_dir = config
-                    .as_ref()
-                    .and_then(|c| c.job(&job).ok())
-                    .and_then(|j| j.engine.pg_bin_dir());
-            }
+            let options = options.with_job_settings(config.as_ref(), &job);
             let keys = flags.keys.keys(config.as_ref(), Some(&job))?;
             let plan = restore::plan(&store, &job, &selector, &to, &options, &keys, now).await?;
-            (store, plan, keys)
+            (store, plan, keys, options)
         }
     };
-    if flags.dry_run {
-        if common.json {
-            print_json(&serde_json::json!({"ok": true, "dry_run": true, "plan": plan}));
-        } else {
-            print!("{}", human::restore_plan(&plan));
-            println!("Dry run: nothing was changed.");
-        }
+    if !lifeboat_cli::show_plan_and_confirm(
+        common,
+        &plan,
+        &human::restore_plan(&plan),
+        flags.dry_run,
+        flags.yes,
+        "Restore into the target now?",
+    )? {
         return Ok(());
-    }
-    if !common.json {
-        print!("{}", human::restore_plan(&plan));
-    }
-    if !flags.yes && !lifeboat_cli::confirm_on_terminal("Restore into the target now?")? {
-        return Err(Error::new(
-            ErrorKind::Refused,
-            "restore cancelled at the prompt; nothing was changed",
-        ));
     }
     let progress = lifeboat_cli::progress::Progress::start(common, "restore", &plan.job);
     let report = restore::apply(&store, &plan, &options, &keys).await;
@@ -244,28 +231,15 @@ async fn run_system(common: &CommonArgs, flags: &RestoreFlags) -> Result<i32> {
     })?;
     let now = chrono::Utc::now();
     let plan = system::plan(&store, requests, &selector, flags.allow_missing, now).await?;
-    if flags.dry_run {
-        if common.json {
-            print_json(&serde_json::json!({"ok": true, "dry_run": true, "plan": plan}));
-        } else {
-            print!("{}", human::system_plan(&plan));
-            println!("Dry run: nothing was changed.");
-        }
+    if !lifeboat_cli::show_plan_and_confirm(
+        common,
+        &plan,
+        &human::system_plan(&plan),
+        flags.dry_run,
+        flags.yes,
+        &format!("Restore these {} jobs now?", plan.steps.len()),
+    )? {
         return Ok(0);
-    }
-    if !common.json {
-        print!("{}", human::system_plan(&plan));
-    }
-    if !flags.yes
-        && !lifeboat_cli::confirm_on_terminal(&format!(
-            "Restore these {} jobs now?",
-            plan.steps.len()
-        ))?
-    {
-        return Err(Error::new(
-            ErrorKind::Refused,
-            "restore cancelled at the prompt; nothing was changed",
-        ));
     }
     let jobs: Vec<&str> = plan.steps.iter().map(|s| s.plan.job.as_str()).collect();
     let progress = lifeboat_cli::progress::Progress::start(common, "restore", &jobs.join(", "));

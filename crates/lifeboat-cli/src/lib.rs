@@ -465,6 +465,39 @@ pub fn confirm_on_terminal(question: &str) -> Result<bool> {
     Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES"))
 }
 
+/// Shows a restore's plan and whether to carry it out. A dry run prints the plan (as JSON
+/// with `--json`) and returns `false`: nothing is changed. Otherwise the plan is printed (the
+/// JSON report comes at the end instead) and, without `--yes`, a user on a terminal is asked
+/// `question`; a no is a refusal that changed nothing.
+pub fn show_plan_and_confirm(
+    common: &CommonArgs,
+    plan: &impl serde::Serialize,
+    text: &str,
+    dry_run: bool,
+    yes: bool,
+    question: &str,
+) -> Result<bool> {
+    if dry_run {
+        if common.json {
+            print_json(&serde_json::json!({"ok": true, "dry_run": true, "plan": plan}));
+        } else {
+            print!("{text}");
+            println!("Dry run: nothing was changed.");
+        }
+        return Ok(false);
+    }
+    if !common.json {
+        print!("{text}");
+    }
+    if !yes && !confirm_on_terminal(question)? {
+        return Err(Error::new(
+            ErrorKind::Refused,
+            "restore cancelled at the prompt; nothing was changed",
+        ));
+    }
+    Ok(true)
+}
+
 /// Exit code for a usage error found after parsing.
 pub fn usage(message: impl Into<String>) -> Error {
     Error::new(ErrorKind::Config, message)

@@ -122,10 +122,7 @@ pub fn requests(
                         "pass --to {job}=URL, or set restore-to in its [[job]] table (and the variable it names, if it names one)"
                     ))
                 })?;
-            let mut options = options.clone();
-            if options.pg_bin_dir.is_none() {
-                options.pg_bin_dir = configured.and_then(|j| j.engine.pg_bin_dir());
-            }
+            let options = options.clone().with_job_settings(config, job);
             Ok(JobRequest {
                 job: job.clone(),
                 to,
