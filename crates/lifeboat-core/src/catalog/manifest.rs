@@ -158,6 +158,24 @@ pub struct OplogPrint {
     pub deletes: BTreeMap<String, u64>,
 }
 
+impl OplogPrint {
+    /// Counts one entry after the first (`op` on `ns`) among the inserts and deletes.
+    /// MongoDB logs a time-series collection's writes on its buckets
+    /// (`DB.system.buckets.NAME`), which are what a dump of it holds: they count for `DB.NAME`.
+    pub fn count(&mut self, op: &str, ns: &str) {
+        let counts = match op {
+            "i" => &mut self.inserts,
+            "d" => &mut self.deletes,
+            _ => return,
+        };
+        let ns = match ns.split_once(".system.buckets.") {
+            Some((db, name)) => format!("{db}.{name}"),
+            None => ns.to_string(),
+        };
+        *counts.entry(ns).or_default() += 1;
+    }
+}
+
 impl MongoFingerprint {
     /// Differences from what a restore found (`db.collection` -> documents and index specs),
     /// in words. Without an oplog counts must be equal; with one, a count may move by the
@@ -520,5 +538,30 @@ impl Manifest {
     /// Parses a stored manifest (fields it does not know are ignored).
     pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
         serde_json::from_slice(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oplog_counts_inserts_and_deletes_and_a_time_series_writes_on_its_buckets() {
+        let mut print = OplogPrint::default();
+        for (op, ns) in [
+            ("i", "app.users"),
+            ("i", "app.users"),
+            ("d", "app.users"),
+            ("u", "app.users"),
+            ("i", "app.system.buckets.weather"),
+            ("c", "app.$cmd"),
+        ] {
+            print.count(op, ns);
+        }
+        assert_eq!(print.inserts["app.users"], 2);
+        assert_eq!(print.deletes["app.users"], 1);
+        assert_eq!(print.inserts["app.weather"], 1);
+        assert_eq!(print.inserts.len(), 2);
+        assert_eq!(print.deletes.len(), 1);
     }
 }

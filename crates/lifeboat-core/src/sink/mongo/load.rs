@@ -104,12 +104,10 @@ impl OplogTally {
             self.first = true;
             self.print.start = ts.clone();
         } else {
-            let ns = raw.get_str("ns").unwrap_or_default().to_string();
-            match raw.get_str("op").unwrap_or_default() {
-                "i" => *self.print.inserts.entry(ns).or_default() += 1,
-                "d" => *self.print.deletes.entry(ns).or_default() += 1,
-                _ => {}
-            }
+            self.print.count(
+                raw.get_str("op").unwrap_or_default(),
+                raw.get_str("ns").unwrap_or_default(),
+            );
         }
         self.print.end = ts;
         self.print.entries += 1;

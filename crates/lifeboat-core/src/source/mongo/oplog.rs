@@ -1,7 +1,5 @@
 //! The oplog of a dump's duration, as `mongodump --oplog` captures it.
 
-use std::collections::BTreeMap;
-
 use lifeboat_mongo_archive::{ArchiveWriter, DocumentBatch, Namespace};
 use mongodb::bson::{doc, RawDocumentBuf, Timestamp};
 
@@ -79,8 +77,6 @@ pub async fn capture(
         start: show(start),
         ..Default::default()
     };
-    let mut inserts: BTreeMap<String, u64> = BTreeMap::new();
-    let mut deletes: BTreeMap<String, u64> = BTreeMap::new();
     let mut batch = DocumentBatch::default();
     let mut segment = Vec::new();
     let mut last = None;
@@ -98,12 +94,10 @@ pub async fn capture(
                 return Err(rolled_over(mongo, start));
             }
             if last.is_some() {
-                let ns = entry.get_str("ns").unwrap_or_default().to_string();
-                match entry.get_str("op").unwrap_or_default() {
-                    "i" => *inserts.entry(ns).or_default() += 1,
-                    "d" => *deletes.entry(ns).or_default() += 1,
-                    _ => {}
-                }
+                print.count(
+                    entry.get_str("op").unwrap_or_default(),
+                    entry.get_str("ns").unwrap_or_default(),
+                );
             }
             last = Some(ts);
             batch.push(entry.as_bytes());
@@ -124,8 +118,6 @@ pub async fn capture(
     writer.end(&mut segment, &namespace);
     write_out(out, &mut segment).await?;
     print.end = show(end);
-    print.inserts = inserts;
-    print.deletes = deletes;
     Ok(print)
 }
 
