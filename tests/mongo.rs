@@ -48,20 +48,27 @@ fn slow_setup(label: &str, url: &str, db: &str, extra: &str) -> (ThrottleProxy, 
     (proxy, s)
 }
 
-/// `lifeboat-restore --from-file PATH --to TARGET`, database `db` restored as `restored`.
-fn restore_file(path: &std::path::Path, target: &str, db: &str, restored: &str) -> Run {
-    run(
-        "lifeboat-restore",
-        &[
-            "--from-file",
-            path.to_str().unwrap(),
-            "--to",
-            target,
-            "--rename",
-            &format!("{db}.*={restored}.*"),
-            "--yes",
-        ],
-    )
+/// `lifeboat-restore --from-file PATH --to TARGET --yes` (and `extra`), database `db`
+/// restored as `restored`.
+fn restore_file(
+    path: &std::path::Path,
+    target: &str,
+    db: &str,
+    restored: &str,
+    extra: &[&str],
+) -> Run {
+    let rename = format!("{db}.*={restored}.*");
+    let mut args = vec![
+        "--from-file",
+        path.to_str().unwrap(),
+        "--to",
+        target,
+        "--rename",
+        rename.as_str(),
+        "--yes",
+    ];
+    args.extend_from_slice(extra);
+    run("lifeboat-restore", &args)
 }
 
 impl Setup {
@@ -336,7 +343,7 @@ fn an_old_scripts_mongodump_archive_restores_gzip_or_not() {
         }
         tool_run(&args);
         let restored = format!("{db}_{}", if compress.is_empty() { "plain" } else { "gz" });
-        restore_file(&path, &target, &db, &restored).assert_code(0);
+        restore_file(&path, &target, &db, &restored, &[]).assert_code(0);
         assert_eq!(tool_json(&["digest", &target, &restored]), want, "{name}");
     }
 }
@@ -570,11 +577,14 @@ fn mongodbs_time_series_buckets_are_refused_by_a_server_without_time_series() {
     let path = dir.join("metrics.archive");
     tool_run(&["buckets-archive", &db, path.to_str().unwrap()]);
     let restored = format!("{db}_restored");
-    restore_file(&path, &target, &db, &restored)
+    let refusal = format!("{db}.weather is a time-series collection dumped as MongoDB's buckets");
+    // The dry run refuses what the restore refuses (it asks the server the same way).
+    restore_file(&path, &target, &db, &restored, &["--dry-run"])
         .assert_code(2)
-        .assert_contains(&format!(
-            "{db}.weather is a time-series collection dumped as MongoDB's buckets"
-        ))
+        .assert_contains(&refusal);
+    restore_file(&path, &target, &db, &restored, &[])
+        .assert_code(2)
+        .assert_contains(&refusal)
         .assert_contains("nothing was put in place");
     // Nothing at all: no users, no staging collection, no probe.
     let left = tool_json(&["digest", &target, &restored]);

@@ -117,6 +117,10 @@ pub struct MongoFingerprint {
     /// `db.view` of every view (recreated from its pipeline, no documents).
     #[serde(default)]
     pub views: Vec<String>,
+    /// `db.collection` of each time-series collection dumped as MongoDB's buckets: a restore
+    /// needs a server with time-series collections.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub buckets: Vec<String>,
     /// The oplog captured with the dump (replica sets).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oplog: Option<OplogPrint>,

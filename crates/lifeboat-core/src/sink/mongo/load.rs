@@ -60,6 +60,61 @@ fn placement(meta: &CollectionMeta, rename_keeps_options: bool) -> Placement {
     }
 }
 
+/// Whether the server has MongoDB's time-series collections (with buckets), tried on a probe
+/// collection (`lifeboat.probe.<tag>.timeseries`, created and dropped): some compatible servers
+/// accept the option but list a plain collection, where buckets would read back as documents.
+pub async fn has_time_series(mongo: &Mongo, db: &str, tag: &str) -> Result<bool> {
+    let probe = format!("lifeboat.probe.{tag}.timeseries");
+    drop_quietly(mongo, db, &probe).await;
+    let created = mongo
+        .command(
+            db,
+            doc! { "create": probe.as_str(), "timeseries": { "timeField": "t" } },
+        )
+        .await;
+    let supported = match created {
+        Ok(_) => listed(mongo, db, &probe)
+            .await?
+            .is_some_and(|c| c.get_str("type") == Ok("timeseries")),
+        Err(_) => false,
+    };
+    drop_quietly(mongo, db, &probe).await;
+    Ok(supported)
+}
+
+/// The refusal of a time-series collection's buckets by a server without time-series.
+pub fn no_time_series(namespace: &Namespace, mongo: &Mongo) -> Error {
+    Error::new(
+        ErrorKind::Refused,
+        format!(
+            "{namespace} is a time-series collection dumped as MongoDB's buckets, and {} has no time-series collections (it lists one as a plain collection)",
+            mongo.url
+        ),
+    )
+    .with_hint("restore it into MongoDB 5.0 or later; nothing was put in place")
+}
+
+/// Drops a collection of Lifeboat's own (a staging or probe collection, or one a failed copy
+/// created), or one `--clean` replaces; one that is not there is not an error.
+async fn drop_quietly(mongo: &Mongo, db: &str, name: &str) {
+    let _ = mongo.command(db, doc! { "drop": name }).await;
+}
+
+/// The `listCollections` entry of one collection, if it exists.
+async fn listed(mongo: &Mongo, db: &str, name: &str) -> Result<Option<Document>> {
+    let listed = mongo
+        .command(
+            db,
+            doc! { "listCollections": 1, "filter": { "name": name } },
+        )
+        .await?;
+    Ok(listed
+        .get_document("cursor")
+        .and_then(|c| c.get_array("firstBatch"))
+        .ok()
+        .and_then(|b| b.first()?.as_document().cloned()))
+}
+
 /// Databases a restore never writes into.
 const SKIPPED_DATABASES: [&str; 2] = ["local", "config"];
 
@@ -354,14 +409,7 @@ impl Staging {
     async fn create(&mut self, namespace: &Namespace, meta: CollectionMeta) -> Result<()> {
         let target = rename(&self.rules, namespace);
         if meta.holds_buckets() && !self.supports_time_series(&target.db).await? {
-            return Err(Error::new(
-                ErrorKind::Refused,
-                format!(
-                    "{namespace} is a time-series collection dumped as MongoDB's buckets, and {} has no time-series collections (it lists one as a plain collection)",
-                    self.mongo.url
-                ),
-            )
-            .with_hint("restore it into MongoDB 5.0 or later; nothing was put in place"));
+            return Err(no_time_series(namespace, &self.mongo));
         }
         let staging = self.staging_name(&target);
         let mut command = doc! { "create": staging.as_str() };
@@ -373,7 +421,7 @@ impl Staging {
             }
         }
         // A staging collection left by an earlier run of this same restore is ours to drop.
-        self.drop_quietly(&target.db, staging.as_str()).await;
+        drop_quietly(&self.mongo, &target.db, staging.as_str()).await;
         self.mongo
             .command(&target.db, command)
             .await
@@ -704,8 +752,7 @@ impl Staging {
         for (namespace, meta) in &self.views {
             let target = rename(&self.rules, namespace);
             if clean {
-                self.drop_quietly(&target.db, target.collection.as_str())
-                    .await;
+                drop_quietly(&self.mongo, &target.db, target.collection.as_str()).await;
             }
             let mut command = doc! { "create": target.collection.as_str() };
             for (key, value) in &meta.options {
@@ -734,7 +781,7 @@ impl Staging {
         let probe = format!("lifeboat.probe.{}", self.tag);
         let renamed = format!("{probe}.renamed");
         for name in [&probe, &renamed] {
-            self.drop_quietly(db, name.as_str()).await;
+            drop_quietly(&self.mongo, db, name.as_str()).await;
         }
         self.mongo
             .command(
@@ -750,15 +797,14 @@ impl Staging {
             )
             .await;
         let kept = match renamed_ok {
-            Ok(_) => self
-                .listed(db, &renamed)
+            Ok(_) => listed(&self.mongo, db, &renamed)
                 .await?
                 .and_then(|c| c.get_document("options").ok().cloned())
                 .is_some_and(|o| o.get_bool("capped") == Ok(true)),
             Err(_) => false,
         };
         for name in [&probe, &renamed] {
-            self.drop_quietly(db, name.as_str()).await;
+            drop_quietly(&self.mongo, db, name.as_str()).await;
         }
         if !kept {
             tracing::info!(
@@ -802,7 +848,7 @@ impl Staging {
             return *known;
         }
         let probe = format!("lifeboat.probe.{}.applyops", self.tag);
-        self.drop_quietly(db, probe.as_str()).await;
+        drop_quietly(&self.mongo, db, probe.as_str()).await;
         let entry = doc! { "op": "u", "ns": format!("{db}.{probe}"), "o2": { "_id": 1 }, "o": { "_id": 1, "probe": true } };
         let has = match self
             .mongo
@@ -831,7 +877,7 @@ impl Staging {
             }
             Err(_) => false,
         };
-        self.drop_quietly(db, probe.as_str()).await;
+        drop_quietly(&self.mongo, db, probe.as_str()).await;
         if !has {
             tracing::info!(
                 "{}: no applyOps here (or not for this user); Lifeboat applies the oplog's entries itself.",
@@ -842,52 +888,12 @@ impl Staging {
         has
     }
 
-    /// Drops a collection of Lifeboat's own (a staging or probe collection, or one a failed
-    /// copy created), or one `--clean` replaces; one that is not there is not an error.
-    async fn drop_quietly(&self, db: &str, name: &str) {
-        let _ = self.mongo.command(db, doc! { "drop": name }).await;
-    }
-
-    /// The `listCollections` entry of one collection, if it exists.
-    async fn listed(&self, db: &str, name: &str) -> Result<Option<Document>> {
-        let listed = self
-            .mongo
-            .command(
-                db,
-                doc! { "listCollections": 1, "filter": { "name": name } },
-            )
-            .await?;
-        Ok(listed
-            .get_document("cursor")
-            .and_then(|c| c.get_array("firstBatch"))
-            .ok()
-            .and_then(|b| b.first()?.as_document().cloned()))
-    }
-
-    /// Whether the server has MongoDB's time-series collections (with buckets), tried on a
-    /// probe collection: some compatible servers accept the option but list a plain
-    /// collection, where buckets would be restored as plain documents.
+    /// Whether the target database's server has time-series collections, once per database.
     async fn supports_time_series(&mut self, db: &str) -> Result<bool> {
         if let Some(known) = self.time_series.get(db) {
             return Ok(*known);
         }
-        let probe = format!("lifeboat.probe.{}.timeseries", self.tag);
-        self.drop_quietly(db, probe.as_str()).await;
-        let created = self
-            .mongo
-            .command(
-                db,
-                doc! { "create": probe.as_str(), "timeseries": { "timeField": "t" } },
-            )
-            .await;
-        let supported = match created {
-            Ok(_) => self
-                .listed(db, &probe)
-                .await?
-                .is_some_and(|c| c.get_str("type") == Ok("timeseries")),
-            Err(_) => false,
-        };
-        self.drop_quietly(db, probe.as_str()).await;
+        let supported = has_time_series(&self.mongo, db, &self.tag).await?;
         self.time_series.insert(db.to_string(), supported);
         Ok(supported)
     }
@@ -910,7 +916,7 @@ impl Staging {
         let name = staged.target.collection.as_str();
         let data = staged.meta.data_collection(name);
         if clean {
-            self.drop_quietly(db, name).await;
+            drop_quietly(&self.mongo, db, name).await;
         }
         let mut create = doc! { "create": name };
         for (key, value) in &staged.meta.options {
@@ -971,7 +977,7 @@ impl Staging {
         }
         .await;
         if let Err(e) = copied {
-            self.drop_quietly(db, name).await;
+            drop_quietly(&self.mongo, db, name).await;
             return Err(e);
         }
         self.mongo
@@ -983,8 +989,7 @@ impl Staging {
     /// Drops every staging collection (after a failure); the target is as it was.
     pub async fn discard(&self) {
         for staged in self.staged.values() {
-            self.drop_quietly(&staged.target.db, staged.staging.as_str())
-                .await;
+            drop_quietly(&self.mongo, &staged.target.db, staged.staging.as_str()).await;
         }
     }
 

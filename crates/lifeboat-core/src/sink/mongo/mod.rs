@@ -148,6 +148,9 @@ fn archive_fingerprint(summary: &Summary, oplog: Option<OplogPrint>) -> Result<M
             fingerprint.views.push(namespace.to_string());
             continue;
         }
+        if meta.holds_buckets() {
+            fingerprint.buckets.push(namespace.to_string());
+        }
         fingerprint.collections.insert(
             namespace.to_string(),
             MongoCollectionPrint {
@@ -294,6 +297,16 @@ impl Sink for MongoSink {
                 ),
             )
             .with_hint("restore under other names (--rename 'app.*=app_restored.*'), or add --clean to replace them"));
+        }
+        // Buckets need a server with time-series collections: asked here, so a dry run refuses
+        // what the restore would (a probe collection is created and dropped).
+        let tag = staging_tag(snapshot);
+        for (source, target) in sources.iter().zip(&targets) {
+            if fingerprint.buckets.contains(&source.to_string())
+                && !load::has_time_series(&mongo, &target.db, &tag).await?
+            {
+                return Err(load::no_time_series(source, &mongo));
+            }
         }
         let databases: BTreeSet<&str> = targets.iter().map(|t| t.db.as_str()).collect();
         let mut notes = vec![

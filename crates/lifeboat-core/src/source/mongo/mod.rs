@@ -429,6 +429,12 @@ impl Dump {
                 .iter()
                 .map(|(db, meta)| format!("{db}.{}", meta.name))
                 .collect(),
+            buckets: plan
+                .collections
+                .iter()
+                .filter(|(_, meta)| meta.holds_buckets())
+                .map(|(db, meta)| format!("{db}.{}", meta.name))
+                .collect(),
             oplog,
             dump_started_at: Some(started_at),
             dump_finished_at: Some(dump_finished_at),
