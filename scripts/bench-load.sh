@@ -27,7 +27,7 @@ BIN="$CARGO_TARGET_DIR/release"
 SERVER="${LIFEBOAT_TEST_PG_URL%/*}"
 SRC="$SERVER/$DB"
 if [ "$(psql -X -A -t "$SERVER/postgres" -c "SELECT count(*) FROM pg_database WHERE datname = '$DB'")" != 1 ]; then
-  echo "bench-load: database $DB does not exist; run scripts/bench.sh once first (it creates it)" >&2
+  echo "bench-load: database $DB does not exist; run LIFEBOAT_BENCH_ROWS=$ROWS scripts/bench.sh once first (it creates it)" >&2
   exit 1
 fi
 OUT="$(mktemp -d /tmp/lifeboat-bench-load.XXXXXX)"
