@@ -91,6 +91,10 @@ impl WritePipeline {
         let (compression, threads, idle_timeout) =
             (self.compression, self.threads, self.idle_timeout);
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(CHANNEL_DEPTH);
+        // Chunks go back to the reader once compressed: the same few buffers carry the whole
+        // dump, where a new one per chunk, allocated on one thread and freed on another, left the
+        // allocator holding megabytes more at the peak.
+        let (spare_tx, mut spare_rx) = mpsc::channel::<Vec<u8>>(CHANNEL_DEPTH);
         let reader = tokio::spawn(async move {
             // A source that sends nothing for the idle timeout has stopped (a silent server, a
             // hung dump): the read fails with TimedOut and the run ends.
@@ -102,7 +106,9 @@ impl WritePipeline {
                 // Fill whole chunks: pipes deliver 64 KiB at a time, and fewer, larger messages
                 // keep the per-chunk overhead low. Reads go into the spare capacity, so the buffer
                 // is not zeroed first.
-                let mut chunk = Vec::with_capacity(CHUNK_SIZE);
+                let mut chunk = spare_rx
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(CHUNK_SIZE));
                 while chunk.len() < CHUNK_SIZE {
                     if source.read_buf(&mut chunk).await? == 0 {
                         break;
@@ -141,8 +147,12 @@ impl WritePipeline {
                 if let Some(p) = &pressure {
                     p.record(rx.len(), CHANNEL_DEPTH);
                 }
-                let Some(chunk) = rx.recv().await else { break };
+                let Some(mut chunk) = rx.recv().await else {
+                    break;
+                };
                 encoder.write_all(&chunk).await?;
+                chunk.clear();
+                let _ = spare_tx.try_send(chunk);
             }
             encoder.shutdown().await?;
             Ok(())
