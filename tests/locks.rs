@@ -106,3 +106,93 @@ fn twenty_concurrent_runs_of_one_job_never_overlap_and_every_snapshot_verifies()
         }
     }
 }
+
+/// A run killed with SIGKILL (the OOM killer, a `kill -9`, a restarted container) cannot release
+/// its lock. On the same machine the next run sees that the holder's process has ended and
+/// takes the lock over at once, instead of failing every run until the 10-minute lease runs
+/// out (a 3 a.m. rerun by hand would hit exactly that). The killed run here is really killed:
+/// it waits for a table lock, holding the job's lock, when it gets SIGKILL.
+#[test]
+fn a_run_killed_on_this_machine_leaves_a_lock_the_next_run_takes_over_at_once() {
+    let db = TestDb::create("killed_run");
+    sql(
+        &db.url(),
+        "CREATE TABLE t (id int); INSERT INTO t VALUES (1)",
+    );
+    let dir = TempDir::new("killed-run");
+    for (repo, flags) in lock_repos("killed", &dir) {
+        // Another session holds the table, so the run blocks inside the dump.
+        let mut blocker = std::process::Command::new(format!("{}/psql", pg_bin()))
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", &db.url()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut session = blocker.stdin.take().unwrap();
+        std::io::Write::write_all(
+            &mut session,
+            b"BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE;\n",
+        )
+        .unwrap();
+        wait_for("the blocking session's table lock", || {
+            sql(
+                &db.url(),
+                "SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' AND relation = 't'::regclass",
+            )[0][0]
+                .as_deref()
+                == Some("1")
+        });
+
+        let mut killed = backup_cmd(&repo, &flags, &db.url())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for("the run's job lock", || {
+            current_lock(&repo, &flags).is_some_and(|l| l.pid == killed.id())
+        });
+        killed.kill().unwrap();
+        killed.wait().unwrap();
+        assert!(
+            current_lock(&repo, &flags).is_some(),
+            "the killed run left no lock: the test tests nothing"
+        );
+        std::io::Write::write_all(&mut session, b"COMMIT;\n").unwrap();
+        drop(session);
+        assert!(blocker.wait().unwrap().success());
+
+        let r = finish(backup_cmd(&repo, &flags, &db.url()).output().unwrap());
+        r.assert_code(0)
+            .assert_contains("that process has ended on this machine")
+            .assert_contains(&format!("(pid {})", killed.id()));
+        assert!(current_lock(&repo, &flags).is_none(), "{repo}: lock left");
+
+        // A live holder on this machine is still respected, however its lease looks.
+        let live = lifeboat_core::lock::ProcessStamp::of_this_process().unwrap();
+        let mut held: serde_json::Value = serde_json::from_str(&lock_json("here", 3600)).unwrap();
+        held["pid"] = std::process::id().into();
+        held["process"] = serde_json::to_value(&live).unwrap();
+        plant_lock(&repo, &flags, &held.to_string());
+        finish(backup_cmd(&repo, &flags, &db.url()).output().unwrap())
+            .assert_code(4)
+            .assert_contains("is locked by");
+        // The same pid, started at another time, is another process: the holder has ended.
+        held["process"]["started"] = (live.started + 1).into();
+        plant_lock(&repo, &flags, &held.to_string());
+        finish(backup_cmd(&repo, &flags, &db.url()).output().unwrap())
+            .assert_code(0)
+            .assert_contains("that process has ended on this machine");
+    }
+}
+
+/// Polls `done` for up to 30 s; fails the test naming `what` if it never holds.
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

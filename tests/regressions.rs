@@ -228,6 +228,7 @@ fn concurrent_takeovers_of_an_expired_lock_have_exactly_one_winner() {
                             owner: "test".into(),
                             host: "here".into(),
                             pid,
+                            process: None,
                         };
                         lifeboat_core::lock::acquire(
                             &store,

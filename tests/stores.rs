@@ -286,6 +286,7 @@ async fn conditional_writes_and_lock_leases() {
             owner: "test".into(),
             host: "here".into(),
             pid,
+            process: None,
         };
         let lease = Duration::from_millis(600);
         let first = lock::acquire(store, "b", &holder(1), lease, chrono::Utc::now())

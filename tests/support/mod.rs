@@ -603,8 +603,12 @@ pub fn lock_json(host: &str, expires_in_secs: i64) -> String {
     .to_string()
 }
 
-/// Writes a lock object as another run would have.
-pub fn plant_lock(repo: &str, flags: &[String], body: &str) {
+/// Runs `work` on the store of `repo` (a directory, or S3 with `lock_repos`' flags).
+fn with_store<T>(
+    repo: &str,
+    flags: &[String],
+    work: impl AsyncFnOnce(lifeboat_core::store::AnyStore) -> T,
+) -> T {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -616,12 +620,25 @@ pub fn plant_lock(repo: &str, flags: &[String], body: &str) {
             path_style: true,
             ..Default::default()
         };
-        let store = lifeboat_core::store::open(repo, &options).await.unwrap();
+        work(lifeboat_core::store::open(repo, &options).await.unwrap()).await
+    })
+}
+
+/// Writes a lock object as another run would have.
+pub fn plant_lock(repo: &str, flags: &[String], body: &str) {
+    with_store(repo, flags, async |store| {
         let key = lifeboat_core::lock::lock_key("app").unwrap();
         lifeboat_core::store::Store::put(&store, &key, body.as_bytes())
             .await
             .unwrap();
     });
+}
+
+/// The lock of job `app`, if any.
+pub fn current_lock(repo: &str, flags: &[String]) -> Option<lifeboat_core::lock::LockInfo> {
+    with_store(repo, flags, async |store| {
+        lifeboat_core::lock::current(&store, "app").await.unwrap()
+    })
 }
 
 /// A small file system mounted for one test (full-disk cases), unmounted when dropped. CI runs

@@ -430,6 +430,7 @@ pub fn holder(owner: &str) -> lifeboat_core::lock::Holder {
         owner: owner.to_string(),
         host,
         pid: std::process::id(),
+        process: lifeboat_core::lock::ProcessStamp::of_this_process(),
     }
 }
 

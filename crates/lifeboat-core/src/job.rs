@@ -319,6 +319,7 @@ mod tests {
                 owner: "test".into(),
                 host: "test".into(),
                 pid: 1,
+                process: None,
             },
             leftover_grace: Duration::from_secs(3600),
             orphan_grace: Duration::from_secs(3600),

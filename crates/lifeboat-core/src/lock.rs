@@ -4,6 +4,9 @@
 //! A running holder renews it (a lease, conditional on the ETag of the version it last wrote,
 //! so a run that lost its lock never overwrites another's) so a long backup keeps it; a crashed holder stops
 //! renewing, and once `expires_at` has passed the next run takes the lock over with a warning.
+//! A run on the same machine need not wait for the lease: the lock names the holder's process
+//! precisely enough ([`ProcessStamp`]) to tell that it has ended (killed, out of memory, the
+//! container restarted), and then it is taken over at once, with the same warning.
 //! Stores that silently ignore conditional create (some S3-compatible servers accept
 //! `If-None-Match` and overwrite anyway) are detected before the first use and refused.
 //!
@@ -40,6 +43,66 @@ pub struct LockInfo {
     pub started_at: DateTime<Utc>,
     /// When the lease runs out unless renewed; after that another run may take it over.
     pub expires_at: DateTime<Utc>,
+    /// The holder's process, where the system can name it (absent in locks of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessStamp>,
+}
+
+/// Where a pid names one process, and which one: this boot of this kernel and this PID
+/// namespace (`scope`), and when the process started (`started`, clock ticks after boot), so a
+/// pid that was reused by another process is not taken for the holder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessStamp {
+    /// The kernel's boot id and the PID namespace.
+    pub scope: String,
+    /// The process's start time (field 22 of `/proc/PID/stat`).
+    pub started: u64,
+}
+
+impl ProcessStamp {
+    /// This process's stamp, where the system gives one (Linux's procfs); `None` elsewhere.
+    pub fn of_this_process() -> Option<ProcessStamp> {
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        let namespace = std::fs::read_link("/proc/self/ns/pid").ok()?;
+        Some(ProcessStamp {
+            scope: format!("{}/{}", boot.trim(), namespace.display()),
+            started: start_time("self")?,
+        })
+    }
+
+    /// Whether process `pid` with this stamp has certainly ended, as seen from `here` (the
+    /// asking process's stamp): same scope, and no process has the pid, or the one that has it
+    /// started at another time. Anything uncertain (another machine or namespace, a process
+    /// this user may not look at) counts as still running.
+    fn has_ended(&self, pid: u32, here: &ProcessStamp) -> bool {
+        if self.scope != here.scope {
+            return false;
+        }
+        let Some(raw) = i32::try_from(pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        else {
+            return false;
+        };
+        // Signal 0 checks existence without sending anything; unlike procfs it sees every
+        // process (`hidepid` does not hide them from it).
+        match rustix::process::test_kill_process(raw) {
+            Err(rustix::io::Errno::SRCH) => true,
+            _ => start_time(&pid.to_string()).is_some_and(|s| s != self.started),
+        }
+    }
+}
+
+/// A process's start time: field 22 of `/proc/PID/stat`, in clock ticks after boot.
+fn start_time(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 2, the command, is in parentheses and may hold spaces: count from its end.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
 }
 
 impl LockInfo {
@@ -67,6 +130,18 @@ pub struct Holder {
     pub host: String,
     /// This process's id.
     pub pid: u32,
+    /// This process, precisely (see [`ProcessStamp::of_this_process`]).
+    pub process: Option<ProcessStamp>,
+}
+
+impl Holder {
+    /// Whether the run that holds `lock` has certainly ended, as far as this holder can see.
+    fn sees_ended(&self, lock: &LockInfo) -> bool {
+        match (&lock.process, &self.process) {
+            (Some(theirs), Some(ours)) => theirs.has_ended(lock.pid, ours),
+            _ => false,
+        }
+    }
 }
 
 pub use crate::catalog::lock_key;
@@ -172,6 +247,7 @@ pub async fn acquire<S: Store + Clone + 'static>(
         token: random_token(),
         started_at: now,
         expires_at: now + lease_chrono,
+        process: holder.process.clone(),
     };
     let bytes = serde_json::to_vec_pretty(&info).unwrap_or_default();
     let locked_by = |other: Option<LockInfo>| {
@@ -199,7 +275,9 @@ pub async fn acquire<S: Store + Clone + 'static>(
             Some((current, current_tag)) => {
                 let stale = match parse_lock(&current) {
                     Ok(held) if held.token == info.token => None, // our own create, retried
-                    Ok(held) if held.expires_at > now => return Err(locked_by(Some(held))),
+                    Ok(held) if held.expires_at > now && !holder.sees_ended(&held) => {
+                        return Err(locked_by(Some(held)))
+                    }
                     Ok(held) => Some(held),
                     Err(e) => {
                         // An unreadable lock (a crash or a full disk while it was written) is
@@ -220,10 +298,17 @@ pub async fn acquire<S: Store + Clone + 'static>(
                     }
                 };
                 if let Some(s) = &stale {
-                    tracing::warn!(
-                        "Taking over the expired lock of job {job:?} held by {}.",
-                        s.describe()
-                    );
+                    if s.expires_at > now {
+                        tracing::warn!(
+                            "Taking over the lock of job {job:?} held by {}: that process has ended on this machine without releasing it.",
+                            s.describe()
+                        );
+                    } else {
+                        tracing::warn!(
+                            "Taking over the expired lock of job {job:?} held by {}.",
+                            s.describe()
+                        );
+                    }
                 }
                 // Replace exactly the version that was read: of several runs taking over the
                 // same expired lock, one wins and the others see the winner's fresh lock.
@@ -375,6 +460,7 @@ mod tests {
             owner: "test".into(),
             host: "here".into(),
             pid,
+            process: None,
         };
         let lease = Duration::from_secs(600);
         let first = acquire(&store, "app", &holder(1), lease, Utc::now())
