@@ -61,7 +61,9 @@ const COMPRESSIBLE: f64 = 0.90;
 const SAMPLE: usize = 32 * 1024;
 /// The lowest level an adaptive stream goes down to. zstd's fast levels below 1 were tried (down
 /// to -5): under a competing CPU-bound process a PostgreSQL backup was no faster (1.34x the
-/// floor against 1.38x at 1, within the noise) and its object up to 1.6 times larger.
+/// floor against 1.38x at 1, within the noise) and its object up to 1.6 times larger; tried again
+/// once a step up had to be earned (down to -7), it was slower than a fixed level 1 in each of 4
+/// rounds and its object up to 1.8 times larger (benches/README.md).
 const LOWEST_ADAPTIVE_LEVEL: i32 = 1;
 /// The largest block a zstd frame may hold (RFC 8878: Block_Maximum_Size).
 const MAX_BLOCK: usize = 128 * 1024;
