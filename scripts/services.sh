@@ -432,6 +432,8 @@ install_tools() {
     || apt_install python3-yaml
   # tmux runs a backup on a terminal to see its progress line.
   command -v tmux >/dev/null 2>&1 || apt_install tmux
+  # faketime runs a backup whose clock is wrong (the lock tests).
+  command -v faketime >/dev/null 2>&1 || apt_install faketime
   # Headless Chromium renders the HTML DR report as a person would see it.
   command -v chromium >/dev/null 2>&1 || apt_install chromium
   # promtool checks deploy/'s example alert rules.

@@ -196,3 +196,38 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// A host whose clock runs 20 minutes ahead read a live lock, whose lease still had 5 minutes
+/// to run, as expired, took it over and ran beside its holder. Lease times are now judged by the
+/// store's clock, which every run measures.
+#[test]
+fn a_host_whose_clock_runs_ahead_does_not_take_over_a_live_lock() {
+    let db = TestDb::create("clock_ahead");
+    sql(&db.url(), "CREATE TABLE t (id int)");
+    let dir = TempDir::new("clock-ahead");
+    let libfaketime = ["x86_64-linux-gnu", "aarch64-linux-gnu"]
+        .iter()
+        .map(|arch| format!("/usr/lib/{arch}/faketime/libfaketime.so.1"))
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("libfaketime is missing: run scripts/services.sh start (it installs faketime)");
+    let skewed = |repo: &str, flags: &[String]| {
+        let mut cmd = backup_cmd(repo, flags, &db.url());
+        cmd.env("LD_PRELOAD", &libfaketime)
+            .env("FAKETIME", "+20m")
+            // Timers and timeouts keep the real monotonic clock.
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        finish(cmd.output().unwrap())
+    };
+    for (repo, flags) in lock_repos("clock-ahead", &dir) {
+        plant_lock(&repo, &flags, &lock_json("db-host-7", 300));
+        skewed(&repo, &flags)
+            .assert_code(4)
+            .assert_contains("is locked by lifeboat-backup on db-host-7")
+            .assert_contains("This host's clock is 20m ahead of the clock of");
+        // A lease that has run out by the store's clock is still taken over.
+        plant_lock(&repo, &flags, &lock_json("crashed-host", -60));
+        skewed(&repo, &flags)
+            .assert_code(0)
+            .assert_contains("Taking over the expired lock");
+    }
+}

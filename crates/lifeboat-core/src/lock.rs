@@ -10,6 +10,11 @@
 //! Stores that silently ignore conditional create (some S3-compatible servers accept
 //! `If-None-Match` and overwrite anyway) are detected before the first use and refused.
 //!
+//! Lease times are in the store's clock, not this host's: every run measures how far its clock
+//! is from the store's (the modification time of the probe object it writes anyway) and
+//! corrects by it. Otherwise a host whose clock runs ten minutes ahead would read every live
+//! lock as expired and take it over, and two runs of a job would overlap.
+//!
 //! Takeover of an expired lock replaces exactly the version that was read (S3 `If-Match` on its
 //! ETag, a compare-and-swap under a file lock in a directory), never delete-then-create: of
 //! several runs taking over the same expired lock at once, exactly one wins.
@@ -186,12 +191,51 @@ fn unreadable<S: Store>(store: &S, key: &ObjectKey, e: &serde_json::Error) -> Er
 
 /// Refuses stores whose conditional create does not work (they would let two runs in).
 pub async fn check_conditional_create<S: Store>(store: &S, job: &str) -> Result<()> {
+    store_clock_offset(store, job).await.map(|_| ())
+}
+
+/// Differences between this host's clock and the store's below this are the measurement's own
+/// (S3 times are whole seconds) and are not corrected.
+const CLOCK_TOLERANCE: chrono::Duration = chrono::Duration::seconds(2);
+
+/// Checks conditional create with a probe object (see [`check_conditional_create`]) and, from
+/// the probe's modification time, how far the store's clock is ahead of this host's (zero
+/// within [`CLOCK_TOLERANCE`], or when the store gives no time).
+async fn store_clock_offset<S: Store>(store: &S, job: &str) -> Result<chrono::Duration> {
     let probe = crate::catalog::lock_probe_key(job, &random_token())?;
+    let before = Utc::now();
     let first = store.create_exclusive(&probe, b"probe").await?;
+    let after = Utc::now();
+    let written = if first {
+        store.head(&probe).await.ok().flatten().map(|m| m.modified)
+    } else {
+        None
+    };
     let second = store.create_exclusive(&probe, b"probe").await;
     let _ = store.delete(&probe).await;
     match (first, second?) {
-        (true, false) => Ok(()),
+        (true, false) => {
+            let offset = written.map_or(chrono::Duration::zero(), |w| {
+                let w = DateTime::<Utc>::from(w);
+                // The store stamped the probe between `before` and `after` by its clock.
+                if w < before - CLOCK_TOLERANCE {
+                    w - before
+                } else if w > after + CLOCK_TOLERANCE {
+                    w - after
+                } else {
+                    chrono::Duration::zero()
+                }
+            });
+            if offset.abs() > chrono::Duration::minutes(1) {
+                tracing::warn!(
+                    "This host's clock is {} {} the clock of {}; the job's lock is timed by the store's clock. Fix this host's clock (NTP): snapshot times and retention use it.",
+                    crate::retention::format_duration(offset.abs().to_std().unwrap_or_default()),
+                    if offset > chrono::Duration::zero() { "behind" } else { "ahead of" },
+                    store.describe()
+                );
+            }
+            Ok(offset)
+        }
         _ => Err(Error::new(
             ErrorKind::Lock,
             format!(
@@ -237,7 +281,9 @@ pub async fn acquire<S: Store + Clone + 'static>(
     lease: Duration,
     now: DateTime<Utc>,
 ) -> Result<LockGuard<S>> {
-    check_conditional_create(store, job).await?;
+    // From here on `now` is the store's time.
+    let offset = store_clock_offset(store, job).await?;
+    let now = now + offset;
     let key = lock_key(job)?;
     let lease_chrono = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(10));
     let info = LockInfo {
@@ -330,6 +376,7 @@ pub async fn acquire<S: Store + Clone + 'static>(
         info.clone(),
         tag,
         lease,
+        offset,
         stop.clone(),
     ));
     Ok(LockGuard {
@@ -344,13 +391,14 @@ pub async fn acquire<S: Store + Clone + 'static>(
 
 /// Renews the lease every third of its length, each time only if the lock is still the version
 /// this run wrote (conditional on its ETag), so a run that lost its lock never overwrites the
-/// lock of the run that took it over.
+/// lock of the run that took it over. `clock_offset` turns this host's time into the store's.
 async fn renew<S: Store + Clone + 'static>(
     store: S,
     key: ObjectKey,
     mut info: LockInfo,
     mut tag: String,
     lease: Duration,
+    clock_offset: chrono::Duration,
     stop: Arc<Notify>,
 ) {
     let every = lease / 3;
@@ -359,8 +407,9 @@ async fn renew<S: Store + Clone + 'static>(
             _ = stop.notified() => return,
             _ = tokio::time::sleep(every) => {}
         }
-        info.expires_at =
-            Utc::now() + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(10));
+        info.expires_at = Utc::now()
+            + clock_offset
+            + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(10));
         let bytes = serde_json::to_vec_pretty(&info).unwrap_or_default();
         match store.replace_if(&key, &bytes, &tag).await {
             Ok(Some(new_tag)) => tag = new_tag,
