@@ -10,12 +10,9 @@ use args::{BackupArgs, BackupCommand};
 use clap::Parser;
 use lifeboat_cli::{print_json, report_error, usage};
 use lifeboat_core::config::{self, Config, Job, OneLiner, Overrides};
-use lifeboat_core::copy;
 use lifeboat_core::job::{self, JobOptions};
-use lifeboat_core::report::human;
-use lifeboat_core::report::news::{self, JobEnd, News};
-use lifeboat_core::store::Store;
-use lifeboat_core::{Error, ErrorKind, Result};
+use lifeboat_core::report::news::News;
+use lifeboat_core::{Error, Result};
 
 fn main() -> ExitCode {
     let args = BackupArgs::parse();
@@ -85,77 +82,40 @@ async fn run_jobs(args: &BackupArgs, cancel: &job::Cancel) -> Result<i32> {
             .map_or_else(Default::default, |c| c.defaults.clone())
             .report_keep(),
     };
-    let (mut exit, mut reports) = (0, Vec::new());
     let mut news = News::new("lifeboat-backup", config.as_ref());
     let copies = config.as_ref().map_or(&[][..], |c| &c.copies[..]);
-    let mut interrupted = false;
-    for job in &jobs {
-        news.started(&job.name).await;
-        let started = std::time::Instant::now();
-        let progress = lifeboat_cli::progress::Progress::start(&args.common, "backup", &job.name);
-        let ran = job::run(&store, job, &options, &chrono::Utc::now, cancel).await;
-        drop(progress);
-        let (job_exit, text, report, committed) = match ran {
-            Ok(run) => {
-                let mut text = human::backup(&run.report, &store.describe());
-                run.prune
-                    .iter()
-                    .for_each(|p| text.push_str(&human::prune(p)));
-                let (copied, copy_error) =
-                    copy::after_backup(copies, &store, &job.name, &options.holder).await;
-                copied.iter().for_each(|c| text.push_str(&human::copy(c)));
-                if !json {
-                    print!("{text}");
-                }
-                let mut job_exit = 0;
-                for e in run.prune_error.iter().chain(&copy_error) {
-                    job_exit = job_exit.max(report_error(e, false));
-                    text.push_str(&news::error_text(e));
-                }
-                let report = serde_json::json!({
-                    "ok": job_exit == 0,
-                    "report": run.report,
-                    "prune": run.prune,
-                    "copies": copied,
-                    "copy_error": copy_error.as_ref().map(news::error_json),
-                });
-                (job_exit, text, report, true)
-            }
-            Err(e) => {
-                let code = report_error(&e, false);
-                interrupted = e.kind() == ErrorKind::Cancelled;
-                let report = serde_json::json!({"ok": false, "job": job.name, "error": news::error_json(&e)});
-                (code, news::error_text(&e), report, false)
-            }
-        };
-        // A failed backup's code stands if it came first; after a commit, a failed prune or
-        // copy raises the run's code.
-        exit = match (committed, exit) {
-            (true, _) => exit.max(job_exit),
-            (false, 0) => job_exit,
-            (false, earlier) => earlier,
-        };
-        reports.push(report.clone());
-        news.finished(
-            &store,
-            JobEnd {
-                job: &job.name,
-                exit_code: job_exit,
-                report,
-                text,
-                backup_secs: Some(started.elapsed().as_secs_f64()),
-            },
-        )
-        .await;
-        if interrupted {
-            break;
+    let view = Terminal { args };
+    let run = job::run_jobs(&store, &jobs, &options, copies, &mut news, cancel, &view).await;
+    if json {
+        print_json(&serde_json::json!({"ok": run.exit_code == 0, "jobs": run.reports}));
+    }
+    Ok(run.exit_code)
+}
+
+/// The run as this terminal shows it: a progress line per job, the reports (not with --json,
+/// whose report comes at the end), the errors on stderr.
+struct Terminal<'a> {
+    args: &'a BackupArgs,
+}
+
+impl job::JobsView for Terminal<'_> {
+    fn job_started(&self, job: &str) -> Box<dyn std::any::Any> {
+        Box::new(lifeboat_cli::progress::Progress::start(
+            &self.args.common,
+            "backup",
+            job,
+        ))
+    }
+
+    fn show(&self, text: &str) {
+        if !self.args.common.json {
+            print!("{text}");
         }
     }
-    news.deliver().await;
-    if json {
-        print_json(&serde_json::json!({"ok": exit == 0, "jobs": reports}));
+
+    fn show_error(&self, error: &Error) {
+        report_error(error, false);
     }
-    Ok(exit)
 }
 
 /// Jobs from the one-liner flags, or from the file (all, or those named).

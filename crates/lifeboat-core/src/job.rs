@@ -248,6 +248,109 @@ async fn clean_up_cancelled<S: Store + Clone + 'static>(
     }
 }
 
+/// How a run of several jobs is shown as it goes. The library decides what runs, in which
+/// order, and what the outcome means; the binary only shows it (a progress line, the reports,
+/// the errors on its terminal).
+pub trait JobsView {
+    /// `job` starts; what this returns is dropped when the job's run ends (a progress line).
+    fn job_started(&self, job: &str) -> Box<dyn std::any::Any>;
+    /// A job's report as text (the backup, its prune and its copies).
+    fn show(&self, text: &str);
+    /// An error of a job's run, its prune or one of its copies.
+    fn show_error(&self, error: &Error);
+}
+
+/// The outcome of [`run_jobs`].
+pub struct JobsRun {
+    /// The exit code of the whole run (see [`run_jobs`]).
+    pub exit_code: i32,
+    /// One JSON report per job that ran, in order.
+    pub reports: Vec<serde_json::Value>,
+}
+
+/// Runs `jobs` in order: each backup, then its copies to `copies`, with news (notifications,
+/// metrics) of each. A cancelled run stops after the job it interrupted.
+///
+/// The exit code: a failed backup's code stands if it came first; after a commit, a failed
+/// prune or copy raises the run's code.
+pub async fn run_jobs(
+    store: &crate::store::AnyStore,
+    jobs: &[Job],
+    options: &JobOptions,
+    copies: &[crate::config::CopySpec],
+    news: &mut crate::report::news::News,
+    cancel: &Cancel,
+    view: &dyn JobsView,
+) -> JobsRun {
+    use crate::report::{human, news};
+    let mut outcome = JobsRun {
+        exit_code: 0,
+        reports: Vec::new(),
+    };
+    for job in jobs {
+        news.started(&job.name).await;
+        let started = std::time::Instant::now();
+        let shown = view.job_started(&job.name);
+        let ran = run(store, job, options, &Utc::now, cancel).await;
+        drop(shown);
+        let mut interrupted = false;
+        let (job_exit, text, report, committed) = match ran {
+            Ok(run) => {
+                let mut text = human::backup(&run.report, &store.describe());
+                run.prune
+                    .iter()
+                    .for_each(|p| text.push_str(&human::prune(p)));
+                let (copied, copy_error) =
+                    crate::copy::after_backup(copies, store, &job.name, &options.holder).await;
+                copied.iter().for_each(|c| text.push_str(&human::copy(c)));
+                view.show(&text);
+                let mut job_exit = 0;
+                for e in run.prune_error.iter().chain(&copy_error) {
+                    view.show_error(e);
+                    job_exit = job_exit.max(e.exit_code());
+                    text.push_str(&news::error_text(e));
+                }
+                let report = serde_json::json!({
+                    "ok": job_exit == 0,
+                    "report": run.report,
+                    "prune": run.prune,
+                    "copies": copied,
+                    "copy_error": copy_error.as_ref().map(news::error_json),
+                });
+                (job_exit, text, report, true)
+            }
+            Err(e) => {
+                view.show_error(&e);
+                interrupted = e.kind() == ErrorKind::Cancelled;
+                let report = serde_json::json!({"ok": false, "job": job.name, "error": news::error_json(&e)});
+                (e.exit_code(), news::error_text(&e), report, false)
+            }
+        };
+        outcome.exit_code = match (committed, outcome.exit_code) {
+            (true, earlier) => earlier.max(job_exit),
+            (false, 0) => job_exit,
+            (false, earlier) => earlier,
+        };
+        outcome.reports.push(report.clone());
+        news.finished(
+            store,
+            news::JobEnd {
+                job: &job.name,
+                exit_code: job_exit,
+                report,
+                text,
+                backup_secs: Some(started.elapsed().as_secs_f64()),
+            },
+        )
+        .await;
+        if interrupted {
+            break;
+        }
+    }
+    news.deliver().await;
+    outcome
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
