@@ -1070,6 +1070,159 @@ fn table_and_schema_restore_exactly_the_part_named() {
     assert!(tables(&other.url()).is_empty());
 }
 
+/// `--table` used to restore what `pg_restore --table` restores: the definition and the rows,
+/// without the primary key, the indexes, the constraints, the triggers or the sequence behind
+/// a serial column. A table restored at 3 a.m. then took duplicate ids on the next insert.
+#[test]
+fn a_table_restored_alone_comes_back_with_its_keys_indexes_sequence_and_triggers() {
+    let touch = "CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql \
+                 AS 'BEGIN NEW.note := coalesce(NEW.note, ''touched''); RETURN NEW; END'";
+    let db = TestDb::create("table_whole");
+    sql(&db.url(), touch);
+    sql(
+        &db.url(),
+        "CREATE TABLE customers (id serial PRIMARY KEY, email text UNIQUE NOT NULL, \
+                                 CHECK (email LIKE '%@%')); \
+         CREATE INDEX customers_lower_email ON customers (lower(email)); \
+         CREATE TABLE orders (id bigserial PRIMARY KEY, \
+                              customer_id int NOT NULL REFERENCES customers (id), \
+                              total numeric DEFAULT 0, note text); \
+         CREATE INDEX orders_customer ON orders (customer_id); \
+         CREATE TRIGGER orders_touch BEFORE INSERT ON orders \
+             FOR EACH ROW EXECUTE FUNCTION touch(); \
+         COMMENT ON TABLE orders IS 'what was sold'; \
+         INSERT INTO customers (email) SELECT 'c' || g || '@x.io' FROM generate_series(1, 20) g; \
+         INSERT INTO orders (customer_id, total) SELECT 1 + g % 20, g FROM generate_series(1, 100) g",
+    );
+    let repo = TempDir::new("table-whole-repo");
+    backup_pg(&db.url(), repo.as_str(), "app", &[]).assert_code(0);
+    let restore = |target: &str, tables: &[&str]| {
+        let mut args = vec![
+            "--repo",
+            repo.as_str(),
+            "--job",
+            "app",
+            "--latest",
+            "--to",
+            target,
+            "--yes",
+        ];
+        for t in tables {
+            args.extend(["--table", t]);
+        }
+        run("lifeboat-restore", &args)
+    };
+    // What a table is besides its rows, as the catalogs say it.
+    let shape = |url: &str, table: &str| {
+        sql(
+            url,
+            &format!(
+                "SELECT 'index ' || indexname || ': ' || indexdef FROM pg_indexes WHERE tablename = '{table}' \
+                 UNION ALL SELECT 'constraint ' || conname || ': ' || pg_get_constraintdef(oid) \
+                   FROM pg_constraint WHERE conrelid = 'public.{table}'::regclass \
+                 UNION ALL SELECT 'trigger ' || tgname FROM pg_trigger \
+                   WHERE tgrelid = 'public.{table}'::regclass AND NOT tgisinternal \
+                 UNION ALL SELECT 'default ' || column_name || ': ' || column_default \
+                   FROM information_schema.columns \
+                   WHERE table_name = '{table}' AND column_default IS NOT NULL \
+                 UNION ALL SELECT 'comment ' || coalesce(obj_description('public.{table}'::regclass), '-') \
+                 ORDER BY 1"
+            ),
+        )
+    };
+    let rows = |url: &str, table: &str| sql(url, &format!("SELECT * FROM {table} ORDER BY id"));
+
+    // One table: everything that is its own, and its sequence where the source had it.
+    let alone = TestDb::create("table_whole_alone");
+    restore(&alone.url(), &["public.customers"])
+        .assert_code(0)
+        .assert_contains("customers_pkey");
+    assert_eq!(
+        shape(&alone.url(), "customers"),
+        shape(&db.url(), "customers")
+    );
+    assert_eq!(
+        rows(&alone.url(), "customers"),
+        rows(&db.url(), "customers")
+    );
+    // The next insert takes the next id, as it would have in the source.
+    assert_eq!(
+        sql_one(
+            &alone.url(),
+            "INSERT INTO customers (email) VALUES ('new@x.io') RETURNING id"
+        ),
+        "21"
+    );
+    assert!(
+        run_sql_fails(
+            &alone.url(),
+            "INSERT INTO customers (email) VALUES ('c1@x.io')"
+        ),
+        "the unique constraint was not restored"
+    );
+
+    // A table whose foreign key references a table not restored: the key is left out and
+    // named; the rest comes, the trigger included (its function is in the target).
+    let without = TestDb::create("table_whole_without");
+    sql(&without.url(), touch);
+    restore(&without.url(), &["public.orders"])
+        .assert_code(0)
+        .assert_contains("left out")
+        .assert_contains("orders_customer_id_fkey");
+    let expected: Vec<_> = shape(&db.url(), "orders")
+        .into_iter()
+        .filter(|r| {
+            !r[0]
+                .as_deref()
+                .unwrap_or_default()
+                .contains("orders_customer_id_fkey")
+        })
+        .collect();
+    assert_eq!(shape(&without.url(), "orders"), expected);
+    assert_eq!(rows(&without.url(), "orders"), rows(&db.url(), "orders"));
+    assert_eq!(
+        sql_one(
+            &without.url(),
+            "INSERT INTO orders (customer_id) VALUES (1) RETURNING id || ' ' || note"
+        ),
+        "101 touched"
+    );
+
+    // Both tables: the foreign key comes too.
+    let both = TestDb::create("table_whole_both");
+    sql(&both.url(), touch);
+    restore(&both.url(), &["public.customers", "public.orders"]).assert_code(0);
+    assert_eq!(shape(&both.url(), "orders"), shape(&db.url(), "orders"));
+    assert_eq!(
+        shape(&both.url(), "customers"),
+        shape(&db.url(), "customers")
+    );
+
+    // A table the snapshot does not have is refused, naming it; nothing is restored.
+    let none = TestDb::create("table_whole_none");
+    restore(&none.url(), &["public.refunds"])
+        .assert_code(2)
+        .assert_contains("has no table public.refunds");
+    assert_eq!(
+        sql_one(
+            &none.url(),
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+        ),
+        "0"
+    );
+}
+
+/// Whether `query` fails on `url`.
+fn run_sql_fails(url: &str, query: &str) -> bool {
+    !std::process::Command::new(format!("{}/psql", pg_bin()))
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", query, url])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
 #[test]
 fn globals_bring_the_roles_to_another_cluster_and_objects_keep_their_owners() {
     use lifeboat_tests::pg_tls::{socket_url, verify_full, TlsDb};

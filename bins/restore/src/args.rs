@@ -226,8 +226,9 @@ pub struct RestoreFlags {
     #[arg(long)]
     pub no_owner: bool,
 
-    /// PostgreSQL, custom format: restore only this table, with its data (repeatable; one
-    /// schema per run). Its indexes and constraints are not restored (pg_restore --table)
+    /// PostgreSQL, custom format: restore only this table, with its data, keys, indexes,
+    /// constraints, triggers, defaults and owned sequences (repeatable; one schema per run). A
+    /// foreign key to a table not restored is left out and named
     #[arg(long, value_name = "SCHEMA.NAME")]
     pub table: Vec<String>,
 

@@ -26,6 +26,8 @@ use crate::secret::SecretUrl;
 use crate::source::postgres::GLOBALS;
 use crate::store::Store;
 
+mod toc;
+
 /// The client programs to use for restores and checks.
 #[derive(Debug, Clone, Default)]
 pub struct PgTools {
@@ -77,12 +79,46 @@ pub struct PgRestoreOptions {
     pub no_owner: bool,
     /// Only part of the archive (custom format only).
     pub part: Option<Part>,
+    /// The part as a list of the archive's entries (`pg_restore --use-list`), which takes the
+    /// place of `part`'s flags: tables with what belongs to them (see `toc`).
+    pub use_list: Option<PathBuf>,
+}
+
+/// A `pg_restore --use-list` file, removed when dropped.
+struct UseList {
+    path: PathBuf,
+}
+
+impl UseList {
+    fn write(list: &str) -> Result<UseList> {
+        let mut token = [0u8; 8];
+        let _ = getrandom::fill(&mut token);
+        let path = std::env::temp_dir().join(format!(
+            "lifeboat-restore-{}-{}.list",
+            std::process::id(),
+            hex::encode(token)
+        ));
+        std::fs::write(&path, list).map_err(|e| {
+            Error::new(
+                ErrorKind::Sink,
+                format!("cannot write pg_restore's list {}: {e}", path.display()),
+            )
+            .with_hint("check free space and permissions of the temporary directory (TMPDIR)")
+        })?;
+        Ok(UseList { path })
+    }
+}
+
+impl Drop for UseList {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// Part of a custom-format archive: `pg_restore --schema S [--table T ...]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Part {
-    /// These tables (with their data; pg_restore leaves out their indexes and constraints), all
+    /// These tables, with their data and what belongs to them (see `toc`), all
     /// in one schema.
     Tables {
         /// Their schema.
@@ -229,7 +265,9 @@ pub fn start_restore(
             if options.no_owner {
                 cmd.arg("--no-owner");
             }
-            if let Some(part) = &options.part {
+            if let Some(list) = &options.use_list {
+                cmd.arg(format!("--use-list={}", list.display()));
+            } else if let Some(part) = &options.part {
                 cmd.args(part.args());
             }
             cmd.arg(format!("--dbname={}", target.without_password()));
@@ -280,10 +318,12 @@ pub fn start_restore(
 pub enum PgStructureCheck {
     /// `pg_restore --list` reads the custom format's table of contents from its stdin.
     Custom {
-        /// `pg_restore --list`, until it has exited.
+        /// `pg_restore --list --verbose`, until it has exited.
         child: Option<Box<ChildProcess>>,
         /// Its stdin, until the stream ends.
         stdin: Option<ChildStdin>,
+        /// What it lists: every entry with its dependencies (see `toc`).
+        listing: Option<tokio::task::JoinHandle<Vec<u8>>>,
         /// The first 16 bytes, to check the `PGDMP` header.
         first: Vec<u8>,
     },
@@ -303,15 +343,23 @@ impl PgStructureCheck {
             "pg_custom" => {
                 let program = tools.program("pg_restore");
                 let mut cmd = Command::new(&program);
-                cmd.arg("--list")
+                cmd.args(["--list", "--verbose"])
                     .stdin(Stdio::piped())
-                    .stdout(Stdio::null());
+                    .stdout(Stdio::piped());
                 let mut child =
                     ChildProcess::spawn(cmd, &program, ErrorKind::Sink, CLIENT_INSTALL_HINT)?;
                 let stdin = child.take_stdin();
+                let listing = child.take_stdout().map(|mut out| {
+                    tokio::spawn(async move {
+                        let mut text = Vec::new();
+                        let _ = tokio::io::AsyncReadExt::read_to_end(&mut out, &mut text).await;
+                        text
+                    })
+                });
                 Ok(PgStructureCheck::Custom {
                     child: Some(Box::new(child)),
                     stdin,
+                    listing,
                     first: Vec::new(),
                 })
             }
@@ -319,12 +367,14 @@ impl PgStructureCheck {
         }
     }
 
-    /// The problems found, if any, once the whole stream went through.
-    pub async fn finish(self) -> Vec<String> {
+    /// The problems found, if any, once the whole stream went through; and for the custom
+    /// format, the listing of its table of contents.
+    pub async fn finish(self) -> (Vec<String>, Option<String>) {
         match self {
             PgStructureCheck::Custom {
                 child,
                 stdin,
+                listing,
                 first,
             } => {
                 drop(stdin);
@@ -340,7 +390,14 @@ impl PgStructureCheck {
                         ));
                     }
                 }
-                findings
+                let listing = match listing {
+                    Some(task) => task.await.ok(),
+                    None => None,
+                };
+                (
+                    findings,
+                    listing.map(|l| String::from_utf8_lossy(&l).into_owned()),
+                )
             }
             PgStructureCheck::Plain { tail } => {
                 let text_end = tail
@@ -352,9 +409,9 @@ impl PgStructureCheck {
                     .windows(PLAIN_END_MARK.len())
                     .any(|w| w == PLAIN_END_MARK)
                 {
-                    Vec::new()
+                    (Vec::new(), None)
                 } else {
-                    vec!["the SQL dump does not end with pg_dump's \"dump complete\" line: it is truncated".to_string()]
+                    (vec!["the SQL dump does not end with pg_dump's \"dump complete\" line: it is truncated".to_string()], None)
                 }
             }
         }
@@ -660,12 +717,12 @@ impl PgSink {
         store: &S,
         keys: &Keys,
         manifest: &Manifest,
-    ) -> Result<Vec<String>> {
+    ) -> Result<(Vec<String>, Option<String>)> {
         let mut structure = PgStructureCheck::start(&self.tools, manifest)?;
         let read = read_snapshot(store, manifest, keys, &mut structure).await;
-        let findings = structure.finish().await;
+        let checked = structure.finish().await;
         read?;
-        Ok(findings)
+        Ok(checked)
     }
 }
 
@@ -762,7 +819,7 @@ impl Sink for PgSink {
                 "part",
                 match part {
                     Part::Tables { .. } => format!(
-                        "only {} (definition and data; pg_restore --table leaves out their indexes, constraints and triggers)",
+                        "only {} (definition, data, and what belongs to them: keys, indexes, constraints, triggers, defaults, owned sequences, comments, privileges; a foreign key to a table not restored is left out and named)",
                         part.describe()
                     ),
                     Part::Schemas(_) => format!("only the objects of {}", part.describe()),
@@ -850,10 +907,12 @@ impl Sink for PgSink {
         };
         debug_assert_eq!(options.mode, RestoreMode::Load);
         let part = Part::from_flags(&options.tables, &options.schemas)?;
+        let mut notes = Vec::new();
+        let mut use_list = None;
         if part.is_some() {
             // pg_restore stops reading once it has the part, possibly before the hold-back
             // could keep COMMIT behind the digests: check the whole snapshot first.
-            let findings = self.structure(store, keys, snapshot).await?;
+            let (findings, listing) = self.structure(store, keys, snapshot).await?;
             if !findings.is_empty() {
                 return Err(Error::integrity(format!(
                     "{} is damaged: {}",
@@ -861,6 +920,34 @@ impl Sink for PgSink {
                     findings.join("; ")
                 ))
                 .with_hint("the target was not touched"));
+            }
+            if let (Some(Part::Tables { schema, names }), Some(listing)) = (&part, listing) {
+                let selection = toc::select(&listing, schema, names);
+                if !selection.missing.is_empty() {
+                    return Err(Error::new(
+                        ErrorKind::Refused,
+                        format!(
+                            "{} has no table {}; nothing was restored",
+                            super::described(snapshot),
+                            selection.missing.join(", ")
+                        ),
+                    )
+                    .with_hint("name tables as SCHEMA.NAME, as the database spells them (pg_restore --list shows a dump's tables)"));
+                }
+                if !selection.added.is_empty() {
+                    notes.push(format!(
+                        "with what belongs to the table{}: {}",
+                        if names.len() == 1 { "" } else { "s" },
+                        selection.added.join("; ")
+                    ));
+                }
+                if !selection.left_out.is_empty() {
+                    notes.push(format!(
+                        "left out, as it needs a relation this restore does not include: {}",
+                        selection.left_out.join("; ")
+                    ));
+                }
+                use_list = Some(UseList::write(&selection.list)?);
             }
         }
         // pg_restore --schema restores what is in a schema, not the schema: create the missing
@@ -880,7 +967,6 @@ impl Sink for PgSink {
             )
             .await?;
         }
-        let mut notes = Vec::new();
         if options.globals {
             notes.extend(self.apply_globals(store, keys, snapshot, target).await?);
         }
@@ -888,6 +974,7 @@ impl Sink for PgSink {
             clean: options.clean,
             no_owner: options.no_owner,
             part,
+            use_list: use_list.as_ref().map(|l| l.path.clone()),
         };
         let restored = self
             .restore_into(store, keys, snapshot, target, &pg, options.hold_back)
@@ -915,7 +1002,7 @@ impl Sink for PgSink {
         keys: &Keys,
         snapshot: &Manifest,
     ) -> Result<Vec<String>> {
-        self.structure(store, keys, snapshot).await
+        Ok(self.structure(store, keys, snapshot).await?.0)
     }
 
     fn check_scratch(&self, scratch: &Scratch) -> Result<()> {
@@ -959,6 +1046,7 @@ impl Sink for PgSink {
                 // `ALTER ... OWNER TO` would fail the drill ("must be member of role"). Plain
                 // SQL has the owners written in and cannot skip them.
                 no_owner: snapshot.dump_format == "pg_custom",
+                use_list: None,
             };
             self.restore_into(
                 store,
@@ -991,7 +1079,7 @@ impl Sink for PgSink {
     async fn survey<S: Store>(&self, store: &S, snapshot: &Manifest) -> Result<Surveyed> {
         // A dump made elsewhere (`--from-file`) is never encrypted.
         let keys = &Keys::none();
-        let findings = self.structure(store, keys, snapshot).await?;
+        let (findings, _) = self.structure(store, keys, snapshot).await?;
         if !findings.is_empty() {
             return Err(Error::integrity(format!(
                 "{} is not a sound pg_dump archive: {}",
