@@ -982,20 +982,7 @@ fn table_and_schema_restore_exactly_the_part_named() {
     );
     let repo = TempDir::new("part-repo");
     backup_pg(&db.url(), repo.as_str(), "app", &[]).assert_code(0);
-    let restore = |target: &str, extra: &[&str]| {
-        let mut args = vec![
-            "--repo",
-            repo.as_str(),
-            "--job",
-            "app",
-            "--latest",
-            "--to",
-            target,
-            "--yes",
-        ];
-        args.extend_from_slice(extra);
-        run("lifeboat-restore", &args)
-    };
+    let restore = |target: &str, extra: &[&str]| restore_latest(&repo, target, extra);
     let tables = |url: &str| {
         sql(
             url,
@@ -1097,20 +1084,8 @@ fn a_table_restored_alone_comes_back_with_its_keys_indexes_sequence_and_triggers
     let repo = TempDir::new("table-whole-repo");
     backup_pg(&db.url(), repo.as_str(), "app", &[]).assert_code(0);
     let restore = |target: &str, tables: &[&str]| {
-        let mut args = vec![
-            "--repo",
-            repo.as_str(),
-            "--job",
-            "app",
-            "--latest",
-            "--to",
-            target,
-            "--yes",
-        ];
-        for t in tables {
-            args.extend(["--table", t]);
-        }
-        run("lifeboat-restore", &args)
+        let flags: Vec<&str> = tables.iter().flat_map(|t| ["--table", t]).collect();
+        restore_latest(&repo, target, &flags)
     };
     // What a table is besides its rows, as the catalogs say it.
     let shape = |url: &str, table: &str| {
@@ -1198,11 +1173,19 @@ fn a_table_restored_alone_comes_back_with_its_keys_indexes_sequence_and_triggers
         shape(&db.url(), "customers")
     );
 
-    // A table the snapshot does not have is refused, naming it; nothing is restored.
+    // A table the snapshot does not have is refused, naming it and the ones it has, by the
+    // dry run as by the real run; nothing is restored.
     let none = TestDb::create("table_whole_none");
-    restore(&none.url(), &["public.refunds"])
-        .assert_code(2)
-        .assert_contains("has no table public.refunds");
+    for dry_run in [true, false] {
+        let mut flags = vec!["--table", "public.refunds"];
+        if dry_run {
+            flags.push("--dry-run");
+        }
+        restore_latest(&repo, &none.url(), &flags)
+            .assert_code(2)
+            .assert_contains("has no table public.refunds")
+            .assert_contains("tables of public in this snapshot: customers, orders");
+    }
     assert_eq!(
         sql_one(
             &none.url(),
@@ -1210,6 +1193,22 @@ fn a_table_restored_alone_comes_back_with_its_keys_indexes_sequence_and_triggers
         ),
         "0"
     );
+}
+
+/// `lifeboat-restore` of job `app`'s latest snapshot in `repo` into `target`, without asking.
+fn restore_latest(repo: &TempDir, target: &str, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "--repo",
+        repo.as_str(),
+        "--job",
+        "app",
+        "--latest",
+        "--to",
+        target,
+        "--yes",
+    ];
+    args.extend_from_slice(extra);
+    run("lifeboat-restore", &args)
 }
 
 /// Whether `query` fails on `url`.

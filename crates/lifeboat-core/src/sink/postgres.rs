@@ -206,6 +206,55 @@ async fn missing_schemas(url: &SecretUrl, schemas: &[String]) -> Result<Vec<Stri
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
+/// The refusal of a `--table` the snapshot does not have.
+fn no_such_tables(snapshot: &Manifest, missing: &[String]) -> Error {
+    Error::new(
+        ErrorKind::Refused,
+        format!(
+            "{} has no table {}; nothing was restored",
+            super::described(snapshot),
+            missing.join(", ")
+        ),
+    )
+    .with_hint("name tables as SCHEMA.NAME, as the database spells them (pg_restore --list shows a dump's tables)")
+}
+
+/// `schema.table` as the fingerprint records it, each part quoted as PostgreSQL quotes
+/// identifiers (`public.orders`, `"Sales"."Q1 ""final"""`), unquoted.
+fn split_qualified(name: &str) -> Option<(String, String)> {
+    let mut parts = Vec::new();
+    let mut chars = name.chars().peekable();
+    loop {
+        let mut part = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next()? {
+                    '"' if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        part.push('"');
+                    }
+                    '"' => break,
+                    c => part.push(c),
+                }
+            }
+        } else {
+            while let Some(c) = chars.peek().copied().filter(|c| *c != '.') {
+                part.push(c);
+                chars.next();
+            }
+        }
+        parts.push(part);
+        match chars.next() {
+            Some('.') => continue,
+            None => break,
+            Some(_) => return None,
+        }
+    }
+    let [schema, table]: [String; 2] = parts.try_into().ok()?;
+    Some((schema, table))
+}
+
 /// `"name"`, quoted as an SQL identifier.
 fn quoted(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -798,6 +847,38 @@ impl Sink for PgSink {
         }
         let mut target_state = inspect_target(&target).await?;
         if let Some(part) = &part {
+            // Tables the snapshot does not have are refused here already, so a dry run says
+            // what the real run would; a dump made elsewhere records no tables, and its
+            // restore finds out from the archive's listing.
+            if let (Part::Tables { schema, names }, Fingerprint::Postgres(recorded)) =
+                (part, &snapshot.fingerprint)
+            {
+                let recorded: Vec<(String, String)> = recorded
+                    .tables
+                    .keys()
+                    .filter_map(|k| split_qualified(k))
+                    .collect();
+                let missing: Vec<String> = names
+                    .iter()
+                    .filter(|n| !recorded.iter().any(|(s, t)| s == schema && t == *n))
+                    .map(|n| format!("{schema}.{n}"))
+                    .collect();
+                if !recorded.is_empty() && !missing.is_empty() {
+                    let in_schema: Vec<&str> = recorded
+                        .iter()
+                        .filter(|(s, _)| s == schema)
+                        .map(|(_, t)| t.as_str())
+                        .take(12)
+                        .collect();
+                    return Err(no_such_tables(snapshot, &missing).with_hint(
+                        if in_schema.is_empty() {
+                            format!("the snapshot has no tables in schema {schema}; name tables as SCHEMA.NAME")
+                        } else {
+                            format!("tables of {schema} in this snapshot: {}", in_schema.join(", "))
+                        },
+                    ));
+                }
+            }
             // A part goes into a database that may hold anything else; only the part's own
             // objects must not be there yet.
             target_state.objects = existing_in_target(&target, part).await?;
@@ -924,15 +1005,7 @@ impl Sink for PgSink {
             if let (Some(Part::Tables { schema, names }), Some(listing)) = (&part, listing) {
                 let selection = toc::select(&listing, schema, names);
                 if !selection.missing.is_empty() {
-                    return Err(Error::new(
-                        ErrorKind::Refused,
-                        format!(
-                            "{} has no table {}; nothing was restored",
-                            super::described(snapshot),
-                            selection.missing.join(", ")
-                        ),
-                    )
-                    .with_hint("name tables as SCHEMA.NAME, as the database spells them (pg_restore --list shows a dump's tables)"));
+                    return Err(no_such_tables(snapshot, &selection.missing));
                 }
                 if !selection.added.is_empty() {
                     notes.push(format!(
@@ -1109,5 +1182,26 @@ mod globals_tests {
         assert!(!text.contains("ROLE lifeboat"), "{text}");
         assert!(text.contains("GRANT app TO lifeboat;"), "{text}");
         assert!(text.contains("CREATE ROLE \"Odd \"\"Name\";"), "{text}");
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::split_qualified;
+
+    #[test]
+    fn qualified_names_are_split_and_unquoted_as_the_fingerprint_writes_them() {
+        let split = |n: &str| split_qualified(n);
+        assert_eq!(
+            split("public.orders"),
+            Some(("public".into(), "orders".into()))
+        );
+        assert_eq!(
+            split(r#""Sales"."Q1 ""final"".v2""#),
+            Some(("Sales".into(), r#"Q1 "final".v2"#.into()))
+        );
+        assert_eq!(split("orders"), None);
+        assert_eq!(split("a.b.c"), None);
+        assert_eq!(split(r#""unterminated.x"#), None);
     }
 }
