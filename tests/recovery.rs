@@ -1163,6 +1163,20 @@ fn a_table_restored_alone_comes_back_with_its_keys_indexes_sequence_and_triggers
         "101 touched"
     );
 
+    // Into a bare database without the trigger's function: the trigger is left out and
+    // named too, and the rest comes.
+    let bare = TestDb::create("table_whole_bare");
+    restore(&bare.url(), &["public.orders"])
+        .assert_code(0)
+        .assert_contains("TRIGGER public orders orders_touch")
+        .assert_contains("FK CONSTRAINT public orders orders_customer_id_fkey");
+    let expected: Vec<_> = expected
+        .into_iter()
+        .filter(|r| !r[0].as_deref().unwrap_or_default().contains("orders_touch"))
+        .collect();
+    assert_eq!(shape(&bare.url(), "orders"), expected);
+    assert_eq!(rows(&bare.url(), "orders"), rows(&db.url(), "orders"));
+
     // Both tables: the foreign key comes too.
     let both = TestDb::create("table_whole_both");
     sql(&both.url(), touch);

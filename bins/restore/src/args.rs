@@ -228,7 +228,8 @@ pub struct RestoreFlags {
 
     /// PostgreSQL, custom format: restore only this table, with its data, keys, indexes,
     /// constraints, triggers, defaults and owned sequences (repeatable; one schema per run). A
-    /// foreign key to a table not restored is left out and named
+    /// foreign key to a table not restored, or a trigger whose function the target lacks, is
+    /// left out and named
     #[arg(long, value_name = "SCHEMA.NAME")]
     pub table: Vec<String>,
 

@@ -206,6 +206,40 @@ async fn missing_schemas(url: &SecretUrl, schemas: &[String]) -> Result<Vec<Stri
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
+/// Which of `functions` (entry id, signature) the target lacks.
+async fn functions_absent(
+    target: &SecretUrl,
+    functions: &[(u32, String)],
+) -> Result<std::collections::BTreeSet<u32>> {
+    if functions.is_empty() {
+        return Ok(Default::default());
+    }
+    let conn = connect(target, ErrorKind::Sink).await?;
+    let signatures: Vec<&str> = functions.iter().map(|(_, s)| s.as_str()).collect();
+    let rows = conn
+        .client
+        .query(
+            // A signature that does not even parse (a type the target lacks) is absent too.
+            "SELECT s FROM unnest($1::text[]) s WHERE to_regprocedure(s) IS NULL",
+            &[&signatures],
+        )
+        .await
+        .map_err(|e| {
+            query_error(
+                ErrorKind::Sink,
+                target,
+                "look up functions in the target",
+                &e,
+            )
+        })?;
+    let lacking: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    Ok(functions
+        .iter()
+        .filter(|(_, s)| lacking.contains(s))
+        .map(|(id, _)| *id)
+        .collect())
+}
+
 /// The refusal of a `--table` the snapshot does not have.
 fn no_such_tables(snapshot: &Manifest, missing: &[String]) -> Error {
     Error::new(
@@ -900,7 +934,7 @@ impl Sink for PgSink {
                 "part",
                 match part {
                     Part::Tables { .. } => format!(
-                        "only {} (definition, data, and what belongs to them: keys, indexes, constraints, triggers, defaults, owned sequences, comments, privileges; a foreign key to a table not restored is left out and named)",
+                        "only {} (definition, data, and what belongs to them: keys, indexes, constraints, triggers, defaults, owned sequences, comments, privileges; a foreign key to a table not restored, or a trigger whose function the target lacks, is left out and named)",
                         part.describe()
                     ),
                     Part::Schemas(_) => format!("only the objects of {}", part.describe()),
@@ -1003,7 +1037,8 @@ impl Sink for PgSink {
                 .with_hint("the target was not touched"));
             }
             if let (Some(Part::Tables { schema, names }), Some(listing)) = (&part, listing) {
-                let selection = toc::select(&listing, schema, names);
+                let absent = functions_absent(target, &toc::functions(&listing)).await?;
+                let selection = toc::select(&listing, schema, names, &absent);
                 if !selection.missing.is_empty() {
                     return Err(no_such_tables(snapshot, &selection.missing));
                 }
@@ -1016,7 +1051,7 @@ impl Sink for PgSink {
                 }
                 if !selection.left_out.is_empty() {
                     notes.push(format!(
-                        "left out, as it needs a relation this restore does not include: {}",
+                        "left out, as it needs a relation this restore does not include or a function the target lacks: {}",
                         selection.left_out.join("; ")
                     ));
                 }

@@ -11,8 +11,9 @@
 //! still reads the archive front to back from a pipe.
 //!
 //! An entry that also depends on a relation that is not restored (a foreign key to another
-//! table, a default that calls a sequence of another table) is left out, and named in the
-//! restore's notes: created without that relation, it would fail the whole restore.
+//! table, a default that calls a sequence of another table), or on a function the target does
+//! not have (a trigger's), is left out, and named in the restore's notes: created without it,
+//! it would fail the whole restore.
 
 use std::collections::BTreeSet;
 
@@ -163,8 +164,29 @@ fn parse(listing: &str) -> Vec<Entry> {
     entries
 }
 
-/// The tables `names` of `schema`, and every entry that belongs to them.
-pub fn select(listing: &str, schema: &str, names: &[String]) -> Selection {
+/// The functions in the listing, as `to_regprocedure` reads them (`"public"."f"(integer)`),
+/// by entry id: the caller asks the target which of them it lacks.
+pub fn functions(listing: &str) -> Vec<(u32, String)> {
+    parse(listing)
+        .into_iter()
+        .filter(|e| e.kind == "FUNCTION")
+        .filter_map(|e| {
+            // "public f(integer, text) owner"
+            let (schema, rest) = e.about.split_once(' ')?;
+            let (signature, _owner) = rest.rsplit_once(' ')?;
+            let (name, args) = signature.split_at(signature.find('(')?);
+            Some((e.id, format!("{}.{}{args}", quoted(schema), quoted(name))))
+        })
+        .collect()
+}
+
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The tables `names` of `schema`, and every entry that belongs to them and needs nothing of
+/// `absent` (entries, e.g. functions, the target lacks).
+pub fn select(listing: &str, schema: &str, names: &[String], absent: &BTreeSet<u32>) -> Selection {
     let entries = parse(listing);
     let mut selected: BTreeSet<u32> = BTreeSet::new();
     let mut tables = BTreeSet::new();
@@ -192,7 +214,8 @@ pub fn select(listing: &str, schema: &str, names: &[String]) -> Selection {
         BELONGING.contains(&e.kind.as_str())
             && e.deps.iter().any(|d| selected.contains(d))
             && e.deps.iter().all(|d| {
-                selected.contains(d) || !kind_of(*d).is_some_and(|k| RELATIONS.contains(&k))
+                selected.contains(d)
+                    || !(absent.contains(d) || kind_of(*d).is_some_and(|k| RELATIONS.contains(&k)))
             })
     };
     loop {
@@ -303,7 +326,7 @@ mod tests {
 
     #[test]
     fn a_table_comes_with_everything_that_belongs_to_it_in_the_archives_order() {
-        let s = select(LISTING, "public", &["a".to_string()]);
+        let s = select(LISTING, "public", &["a".to_string()], &BTreeSet::new());
         assert_eq!(
             ids(&s.list),
             [
@@ -321,20 +344,40 @@ mod tests {
 
     #[test]
     fn a_foreign_key_to_a_table_not_restored_is_left_out_and_named() {
-        let s = select(LISTING, "public", &["b".to_string()]);
+        let s = select(LISTING, "public", &["b".to_string()], &BTreeSet::new());
         assert_eq!(ids(&s.list), ["215", "3357", "3208", "3206", "3353"]);
         assert_eq!(s.left_out, ["FK CONSTRAINT public b b_a_id_fkey"]);
         // With the table it references, it comes along.
-        let both = select(LISTING, "public", &["a".to_string(), "b".to_string()]);
+        let both = select(
+            LISTING,
+            "public",
+            &["a".to_string(), "b".to_string()],
+            &BTreeSet::new(),
+        );
         assert!(ids(&both.list).contains(&"3209"));
         assert!(both.left_out.is_empty());
     }
 
     #[test]
+    fn a_trigger_whose_function_the_target_lacks_is_left_out_and_named() {
+        assert_eq!(functions(LISTING), [(217, r#""public"."f"()"#.to_string())]);
+        let s = select(
+            LISTING,
+            "public",
+            &["a".to_string()],
+            &BTreeSet::from([217]),
+        );
+        assert!(!ids(&s.list).contains(&"3210"));
+        assert_eq!(s.left_out, ["TRIGGER public a t"]);
+    }
+
+    #[test]
     fn tables_the_archive_lacks_are_named() {
-        let s = select(LISTING, "public", &["nope".to_string()]);
+        let s = select(LISTING, "public", &["nope".to_string()], &BTreeSet::new());
         assert_eq!(s.missing, ["public.nope"]);
         assert!(s.list.is_empty());
-        assert!(select(LISTING, "other", &["a".to_string()]).missing == ["other.a"]);
+        assert!(
+            select(LISTING, "other", &["a".to_string()], &BTreeSet::new()).missing == ["other.a"]
+        );
     }
 }
