@@ -563,20 +563,8 @@ fn mode_file_writes_a_verified_pg_dump_that_pg_restore_accepts() {
     let file = out.join("app.dump");
     let to = file.to_str().unwrap();
     let restore = |extra: &[&str]| {
-        let mut args = vec![
-            "--repo",
-            repo.as_str(),
-            "--job",
-            "app",
-            "--latest",
-            "--mode",
-            "file",
-            "--to",
-            to,
-            "--yes",
-        ];
-        args.extend_from_slice(extra);
-        run("lifeboat-restore", &args)
+        let args: Vec<&str> = ["--mode", "file"].iter().chain(extra).copied().collect();
+        restore_latest(&repo, to, &args)
     };
     restore(&["--dry-run"])
         .assert_code(0)
