@@ -1037,8 +1037,9 @@ impl Sink for PgSink {
                 .with_hint("the target was not touched"));
             }
             if let (Some(Part::Tables { schema, names }), Some(listing)) = (&part, listing) {
-                let absent = functions_absent(target, &toc::functions(&listing)).await?;
-                let selection = toc::select(&listing, schema, names, &absent);
+                let toc = toc::Toc::parse(&listing);
+                let absent = functions_absent(target, &toc.functions()).await?;
+                let selection = toc.select(schema, names, &absent);
                 if !selection.missing.is_empty() {
                     return Err(no_such_tables(snapshot, &selection.missing));
                 }

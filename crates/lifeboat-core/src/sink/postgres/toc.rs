@@ -17,6 +17,8 @@
 
 use std::collections::BTreeSet;
 
+use super::quoted;
+
 /// Entry kinds that `pg_restore --list` prints as more than one word, longest first.
 const MULTI_WORD: &[&str] = &[
     "PUBLICATION TABLES IN SCHEMA",
@@ -119,6 +121,11 @@ pub struct Selection {
     pub missing: Vec<String>,
 }
 
+/// The listing of `pg_restore --list --verbose`, parsed once.
+pub struct Toc {
+    entries: Vec<Entry>,
+}
+
 /// Parses the listing of `pg_restore --list --verbose`.
 fn parse(listing: &str) -> Vec<Entry> {
     let mut entries: Vec<Entry> = Vec::new();
@@ -164,30 +171,38 @@ fn parse(listing: &str) -> Vec<Entry> {
     entries
 }
 
-/// The functions in the listing, as `to_regprocedure` reads them (`"public"."f"(integer)`),
-/// by entry id: the caller asks the target which of them it lacks.
-pub fn functions(listing: &str) -> Vec<(u32, String)> {
-    parse(listing)
-        .into_iter()
-        .filter(|e| e.kind == "FUNCTION")
-        .filter_map(|e| {
-            // "public f(integer, text) owner"
-            let (schema, rest) = e.about.split_once(' ')?;
-            let (signature, _owner) = rest.rsplit_once(' ')?;
-            let (name, args) = signature.split_at(signature.find('(')?);
-            Some((e.id, format!("{}.{}{args}", quoted(schema), quoted(name))))
-        })
-        .collect()
+impl Toc {
+    /// Parses the listing of `pg_restore --list --verbose`.
+    pub fn parse(listing: &str) -> Toc {
+        Toc {
+            entries: parse(listing),
+        }
+    }
+
+    /// The functions in the listing, as `to_regprocedure` reads them (`"public"."f"(integer)`),
+    /// by entry id: the caller asks the target which of them it lacks.
+    pub fn functions(&self) -> Vec<(u32, String)> {
+        self.entries
+            .iter()
+            .filter(|e| e.kind == "FUNCTION")
+            .filter_map(|e| {
+                // "public f(integer, text) owner"
+                let (schema, rest) = e.about.split_once(' ')?;
+                let (signature, _owner) = rest.rsplit_once(' ')?;
+                let (name, args) = signature.split_at(signature.find('(')?);
+                Some((e.id, format!("{}.{}{args}", quoted(schema), quoted(name))))
+            })
+            .collect()
+    }
+
+    /// The tables `names` of `schema`, and every entry that belongs to them and needs nothing
+    /// of `absent` (entries, e.g. functions, the target lacks).
+    pub fn select(&self, schema: &str, names: &[String], absent: &BTreeSet<u32>) -> Selection {
+        select(&self.entries, schema, names, absent)
+    }
 }
 
-fn quoted(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// The tables `names` of `schema`, and every entry that belongs to them and needs nothing of
-/// `absent` (entries, e.g. functions, the target lacks).
-pub fn select(listing: &str, schema: &str, names: &[String], absent: &BTreeSet<u32>) -> Selection {
-    let entries = parse(listing);
+fn select(entries: &[Entry], schema: &str, names: &[String], absent: &BTreeSet<u32>) -> Selection {
     let mut selected: BTreeSet<u32> = BTreeSet::new();
     let mut tables = BTreeSet::new();
     let mut missing = Vec::new();
@@ -326,7 +341,7 @@ mod tests {
 
     #[test]
     fn a_table_comes_with_everything_that_belongs_to_it_in_the_archives_order() {
-        let s = select(LISTING, "public", &["a".to_string()], &BTreeSet::new());
+        let s = Toc::parse(LISTING).select("public", &["a".to_string()], &BTreeSet::new());
         assert_eq!(
             ids(&s.list),
             [
@@ -344,12 +359,11 @@ mod tests {
 
     #[test]
     fn a_foreign_key_to_a_table_not_restored_is_left_out_and_named() {
-        let s = select(LISTING, "public", &["b".to_string()], &BTreeSet::new());
+        let s = Toc::parse(LISTING).select("public", &["b".to_string()], &BTreeSet::new());
         assert_eq!(ids(&s.list), ["215", "3357", "3208", "3206", "3353"]);
         assert_eq!(s.left_out, ["FK CONSTRAINT public b b_a_id_fkey"]);
         // With the table it references, it comes along.
-        let both = select(
-            LISTING,
+        let both = Toc::parse(LISTING).select(
             "public",
             &["a".to_string(), "b".to_string()],
             &BTreeSet::new(),
@@ -360,24 +374,25 @@ mod tests {
 
     #[test]
     fn a_trigger_whose_function_the_target_lacks_is_left_out_and_named() {
-        assert_eq!(functions(LISTING), [(217, r#""public"."f"()"#.to_string())]);
-        let s = select(
-            LISTING,
-            "public",
-            &["a".to_string()],
-            &BTreeSet::from([217]),
+        assert_eq!(
+            Toc::parse(LISTING).functions(),
+            [(217, r#""public"."f"()"#.to_string())]
         );
+        let s = Toc::parse(LISTING).select("public", &["a".to_string()], &BTreeSet::from([217]));
         assert!(!ids(&s.list).contains(&"3210"));
         assert_eq!(s.left_out, ["TRIGGER public a t"]);
     }
 
     #[test]
     fn tables_the_archive_lacks_are_named() {
-        let s = select(LISTING, "public", &["nope".to_string()], &BTreeSet::new());
+        let s = Toc::parse(LISTING).select("public", &["nope".to_string()], &BTreeSet::new());
         assert_eq!(s.missing, ["public.nope"]);
         assert!(s.list.is_empty());
         assert!(
-            select(LISTING, "other", &["a".to_string()], &BTreeSet::new()).missing == ["other.a"]
+            Toc::parse(LISTING)
+                .select("other", &["a".to_string()], &BTreeSet::new())
+                .missing
+                == ["other.a"]
         );
     }
 }
