@@ -2,12 +2,13 @@
 
 mod args;
 
+use std::future::Future;
 use std::process::ExitCode;
 
 use args::{Command, ListArgs, RestoreArgs, RestoreFlags, RestoreMode};
 use clap::Parser;
 use lifeboat_cli::{print_json, report_error, usage, CommonArgs};
-use lifeboat_core::catalog::{self, Selector};
+use lifeboat_core::catalog::Selector;
 use lifeboat_core::config::Config;
 use lifeboat_core::pipeline::Keys;
 use lifeboat_core::report::{self, human};
@@ -57,29 +58,17 @@ async fn open_repository(common: &CommonArgs) -> Result<(AnyStore, Option<Config
 
 async fn run_list(common: &CommonArgs, list: &ListArgs) -> Result<()> {
     let (store, config) = open_repository(common).await?;
-    let jobs = if list.job.is_empty() {
-        catalog::list_jobs(&store).await?
-    } else {
-        for job in &list.job {
-            lifeboat_cli::known_job(&store, config.as_ref(), job).await?;
-        }
-        list.job.clone()
-    };
-    let mut statuses = Vec::new();
-    for job in &jobs {
-        let configured = config
-            .as_ref()
-            .and_then(|c| c.jobs.iter().find(|j| &j.name == job));
-        let policy = configured.and_then(|j| j.retention.as_ref());
-        let schedule = configured.and_then(|j| j.schedule.as_ref());
-        let status = report::job_status(&store, job, policy, schedule, chrono::Utc::now()).await?;
-        if !common.json {
-            print!("{}", human::job_status(&status));
-        }
-        statuses.push(status);
+    for job in &list.job {
+        lifeboat_cli::known_job(&store, config.as_ref(), job).await?;
     }
+    let statuses =
+        report::job_statuses(&store, config.as_ref(), &list.job, chrono::Utc::now()).await?;
     if common.json {
         print_json(&serde_json::json!({"ok": true, "jobs": statuses}));
+    } else {
+        statuses
+            .iter()
+            .for_each(|s| print!("{}", human::job_status(s)));
     }
     Ok(())
 }
@@ -107,10 +96,7 @@ async fn run_restore(common: &CommonArgs, flags: &RestoreFlags) -> Result<()> {
                     "e.g. --to postgres://user@host:5432/new_db (create it first with createdb)",
                 )
         })?;
-    if flags.hold_back_mib == 0 {
-        return Err(usage("--hold-back-mib must be at least 1"));
-    }
-    let options = options_of(flags);
+    let options = options_of(flags)?;
     let now = chrono::Utc::now();
     let (store, plan, keys, options) = match &flags.from_file {
         Some(file) => {
@@ -141,10 +127,12 @@ async fn run_restore(common: &CommonArgs, flags: &RestoreFlags) -> Result<()> {
     )? {
         return Ok(());
     }
-    let progress = lifeboat_cli::progress::Progress::start(common, "restore", &plan.job);
-    let report = restore::apply(&store, &plan, &options, &keys).await;
-    drop(progress);
-    let report = report?;
+    let report = with_progress(
+        common,
+        &plan.job,
+        restore::apply(&store, &plan, &options, &keys),
+    )
+    .await?;
     if common.json {
         print_json(&serde_json::json!({"ok": true, "report": report}));
     } else {
@@ -170,9 +158,18 @@ async fn repository_and_selection(
     Ok((store, config, job, selector))
 }
 
+/// Runs `work` with a progress line for `what` on a terminal.
+async fn with_progress<T>(common: &CommonArgs, what: &str, work: impl Future<Output = T>) -> T {
+    let _progress = lifeboat_cli::progress::Progress::start(common, "restore", what);
+    work.await
+}
+
 /// The restore options the flags give, before any job's own settings.
-fn options_of(flags: &RestoreFlags) -> RestoreOptions {
-    RestoreOptions {
+fn options_of(flags: &RestoreFlags) -> Result<RestoreOptions> {
+    if flags.hold_back_mib == 0 {
+        return Err(usage("--hold-back-mib must be at least 1"));
+    }
+    Ok(RestoreOptions {
         mode: match flags.mode {
             RestoreMode::Live => restore::RestoreMode::Load,
             RestoreMode::Swap => restore::RestoreMode::Swap,
@@ -188,7 +185,7 @@ fn options_of(flags: &RestoreFlags) -> RestoreOptions {
         rename: flags.rename.clone(),
         pg_bin_dir: flags.pg_bin_dir.clone(),
         hold_back: flags.hold_back_mib * 1024 * 1024,
-    }
+    })
 }
 
 /// `--all-jobs` or several `--job`: every job as of one instant, one plan, one confirmation.
@@ -200,7 +197,7 @@ async fn run_system(common: &CommonArgs, flags: &RestoreFlags) -> Result<i32> {
             "--to-env names one target; a whole-system restore takes --to JOB=URL for each job",
         ));
     }
-    let options = options_of(flags);
+    let options = options_of(flags)?;
     system::refuse_single_job_flags(&options)?;
     if flags.snapshot.is_some() || (!flags.latest && flags.at.is_none()) {
         return Err(usage(
@@ -210,16 +207,10 @@ async fn run_system(common: &CommonArgs, flags: &RestoreFlags) -> Result<i32> {
             "`lifeboat-restore list` shows each job's snapshots and their consistent-at times",
         ));
     }
-    if flags.hold_back_mib == 0 {
-        return Err(usage("--hold-back-mib must be at least 1"));
-    }
     let selector = Selector::from_flags(None, flags.latest, flags.at.as_deref())?;
     let (store, config) = open_repository(common).await?;
     let jobs = if flags.all_jobs {
-        match &config {
-            Some(c) if !c.jobs.is_empty() => c.jobs.iter().map(|j| j.name.clone()).collect(),
-            _ => catalog::list_jobs(&store).await?,
-        }
+        system::every_job(&store, config.as_ref()).await?
     } else {
         for job in &flags.job {
             lifeboat_cli::known_job(&store, config.as_ref(), job).await?;
@@ -242,9 +233,7 @@ async fn run_system(common: &CommonArgs, flags: &RestoreFlags) -> Result<i32> {
         return Ok(0);
     }
     let jobs: Vec<&str> = plan.steps.iter().map(|s| s.plan.job.as_str()).collect();
-    let progress = lifeboat_cli::progress::Progress::start(common, "restore", &jobs.join(", "));
-    let report = system::apply(&store, &plan).await;
-    drop(progress);
+    let report = with_progress(common, &jobs.join(", "), system::apply(&store, &plan)).await;
     if common.json {
         print_json(&serde_json::json!({
             "ok": report.error.is_none(),

@@ -166,6 +166,29 @@ pub struct Verified {
     pub keyless: bool,
 }
 
+/// The status of each of `jobs` (every job in the repository when empty), with the retention
+/// policy and schedule `config` gives it: what `lifeboat-restore list` shows.
+pub async fn job_statuses<S: Store>(
+    store: &S,
+    config: Option<&crate::config::Config>,
+    jobs: &[String],
+    now: DateTime<Utc>,
+) -> Result<Vec<JobStatus>> {
+    let jobs = if jobs.is_empty() {
+        catalog::list_jobs(store).await?
+    } else {
+        jobs.to_vec()
+    };
+    let mut statuses = Vec::with_capacity(jobs.len());
+    for job in &jobs {
+        let configured = config.and_then(|c| c.jobs.iter().find(|j| &j.name == job));
+        let policy = configured.and_then(|j| j.retention.as_ref());
+        let schedule = configured.and_then(|j| j.schedule.as_ref());
+        statuses.push(job_status(store, job, policy, schedule, now).await?);
+    }
+    Ok(statuses)
+}
+
 /// The status of one job in the repository.
 pub async fn job_status<S: Store>(
     store: &S,

@@ -83,6 +83,18 @@ impl Serialize for SystemPlan {
     }
 }
 
+/// The jobs `--all-jobs` restores: the configured ones, or, without a configuration (or one
+/// with no jobs), every job in the repository.
+pub async fn every_job<S: Store>(
+    store: &S,
+    config: Option<&crate::config::Config>,
+) -> Result<Vec<String>> {
+    match config {
+        Some(c) if !c.jobs.is_empty() => Ok(c.jobs.iter().map(|j| j.name.clone()).collect()),
+        _ => catalog::list_jobs(store).await,
+    }
+}
+
 /// Refuses the flags of one engine's restore (`--db-map`, `--mode`, `--table`...): they belong
 /// to a single job.
 pub fn refuse_single_job_flags(options: &RestoreOptions) -> Result<()> {
