@@ -573,10 +573,14 @@ fn mode_file_writes_a_verified_pg_dump_that_pg_restore_accepts() {
     restore(&[]).assert_code(0);
     let manifest = &manifests(repo.path(), "app")[0];
     let bytes = std::fs::read(&file).unwrap();
-    use sha2::Digest as _;
+    // The file is the raw dump: the digest the manifest records (BLAKE3, since it was stored
+    // compressed) is the file's.
+    use lifeboat_core::pipeline::{Algorithm, RawDigest};
     assert_eq!(
-        hex::encode(sha2::Sha256::digest(&bytes)),
-        manifest["object"]["raw_sha256"].as_str().unwrap()
+        RawDigest::of(Algorithm::Blake3, &bytes)
+            .digest()
+            .to_string(),
+        manifest["object"]["raw_blake3"].as_str().unwrap()
     );
     let list = std::process::Command::new(format!("{}/pg_restore", pg_bin()))
         .args(["--list", to])

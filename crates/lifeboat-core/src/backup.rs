@@ -13,7 +13,9 @@ use serde::Serialize;
 use crate::catalog::{self, Contents, Manifest, ObjectInfo, SnapshotId, MANIFEST_FORMAT};
 use crate::config::Job;
 use crate::error::{Error, ErrorKind, Result};
-use crate::pipeline::{Compression, Digest, EncryptionInfo, Sealing, Streamed, WritePipeline};
+use crate::pipeline::{
+    Compression, Digest, EncryptionInfo, RawDigest, Sealing, Streamed, WritePipeline,
+};
 use crate::secret::SecretUrl;
 use crate::source::Capture;
 use crate::source::Finished;
@@ -52,8 +54,10 @@ pub struct BackupReport {
     pub raw_size: u64,
     /// Bytes stored (after compression).
     pub stored_size: u64,
-    /// SHA-256 of the raw stream.
-    pub raw_sha256: Digest,
+    /// The digest of the raw stream (`raw_blake3`, or `raw_sha256` for an object stored as
+    /// dumped).
+    #[serde(flatten)]
+    pub raw_digest: RawDigest,
     /// SHA-256 of the stored object.
     pub stored_sha256: Digest,
     /// What the snapshot holds, in words and counts (e.g. "12 tables, 3400 rows").
@@ -257,7 +261,7 @@ async fn store_companion<S: Store>(
                 stored_size: streamed.stored_size,
                 stored_sha256: streamed.stored_sha256,
                 raw_size: streamed.raw_size,
-                raw_sha256: streamed.raw_sha256,
+                raw_digest: streamed.raw_digest,
             })
         }
         Err(e) => Err(abandon(writer, e).await),
@@ -330,7 +334,7 @@ async fn commit_snapshot<S: Store>(
         ..
     } = context;
     let Streamed {
-        raw_sha256,
+        raw_digest,
         raw_size,
         stored_sha256,
         stored_size,
@@ -356,7 +360,7 @@ async fn commit_snapshot<S: Store>(
             stored_size,
             stored_sha256,
             raw_size,
-            raw_sha256,
+            raw_digest,
         },
         fingerprint: captured.finished.fingerprint,
         warnings: captured.finished.warnings,
@@ -373,7 +377,7 @@ async fn commit_snapshot<S: Store>(
         duration_secs: started.elapsed().as_secs_f64(),
         raw_size,
         stored_size,
-        raw_sha256,
+        raw_digest,
         stored_sha256,
         contents,
         warnings: manifest.warnings.clone(),
@@ -509,7 +513,11 @@ mod tests {
         let (capture, _) = capture(Box::new(bytes), Ok(()));
         let (result, store, root) = run(capture).await;
         let report = result.unwrap();
-        assert_eq!(report.raw_sha256, Digest::of(bytes));
+        // Compressed, so the raw digest is BLAKE3's.
+        assert_eq!(
+            report.raw_digest,
+            RawDigest::of(crate::pipeline::Algorithm::Blake3, bytes)
+        );
         let keys = objects(&store).await;
         assert_eq!(keys.len(), 2, "{keys:?}");
         assert!(keys.iter().any(|k| k.ends_with("/manifest.json")));

@@ -6,11 +6,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::SnapshotId;
-use crate::pipeline::{Compression, Digest};
+use crate::pipeline::{Compression, Digest, RawDigest};
 
 /// Version of the manifest layout. Readers ignore fields they do not know, and refuse a
-/// manifest of a newer format (written by a newer Lifeboat).
-pub const MANIFEST_FORMAT: u32 = 1;
+/// manifest of a newer format (written by a newer Lifeboat). Format 2 may digest the raw bytes
+/// with BLAKE3 (`raw_blake3`) where format 1 always used SHA-256 (`raw_sha256`); a format 1
+/// manifest reads unchanged.
+pub const MANIFEST_FORMAT: u32 = 2;
 
 /// What a committed snapshot is: written last, so a snapshot without one does not exist.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,8 +89,10 @@ pub struct ObjectInfo {
     pub stored_sha256: Digest,
     /// Its size after decompression: what the engine produced.
     pub raw_size: u64,
-    /// SHA-256 of the decompressed bytes (checked on every read).
-    pub raw_sha256: Digest,
+    /// The digest of the decompressed bytes (checked on every read): the field `raw_blake3`, or
+    /// `raw_sha256` in format 1 and for objects stored as dumped.
+    #[serde(flatten)]
+    pub raw_digest: RawDigest,
 }
 
 /// What a drill compares after restoring.
@@ -548,6 +552,32 @@ impl Manifest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::Algorithm;
+
+    #[test]
+    fn a_data_object_names_its_raw_digests_function_and_format_1_reads_unchanged() {
+        let hex = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        // As Lifeboat 0.1 (manifest format 1) wrote it.
+        let old: ObjectInfo = serde_json::from_value(serde_json::json!({
+            "key": "jobs/app/snapshots/x/data.pgdump.zst",
+            "stored_size": 10, "stored_sha256": hex, "raw_size": 3, "raw_sha256": hex
+        }))
+        .unwrap();
+        assert_eq!(old.raw_digest, RawDigest::Sha256(hex.parse().unwrap()));
+        assert_eq!(serde_json::to_value(&old).unwrap()["raw_sha256"], hex);
+        let new = ObjectInfo {
+            raw_digest: RawDigest::of(Algorithm::Blake3, b"abc"),
+            ..old
+        };
+        let json = serde_json::to_value(&new).unwrap();
+        assert!(json.get("raw_sha256").is_none(), "{json}");
+        assert_eq!(serde_json::from_value::<ObjectInfo>(json).unwrap(), new);
+        // Neither field: not a manifest this or any Lifeboat wrote.
+        assert!(serde_json::from_value::<ObjectInfo>(serde_json::json!({
+            "key": "k", "stored_size": 10, "stored_sha256": hex, "raw_size": 3
+        }))
+        .is_err());
+    }
 
     #[test]
     fn oplog_counts_inserts_and_deletes_and_a_time_series_writes_on_its_buckets() {

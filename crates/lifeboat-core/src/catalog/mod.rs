@@ -360,7 +360,7 @@ pub(crate) mod tests {
                 stored_size: 1,
                 stored_sha256: Digest::of(b""),
                 raw_size: 1,
-                raw_sha256: Digest::of(b""),
+                raw_digest: crate::pipeline::RawDigest::Sha256(Digest::of(b"")),
             },
             fingerprint: Fingerprint::Postgres(PgFingerprint::default()),
             warnings: Vec::new(),

@@ -18,7 +18,7 @@ pub mod write;
 
 pub use compress::Compression;
 pub use encrypt::{Encryption, EncryptionInfo, Keys, Passphrase, Sealing};
-pub use hash::{Digest, HashingReader, HashingWriter};
+pub use hash::{Algorithm, Digest, HashingReader, HashingWriter, RawDigest};
 pub use holdback::HoldBackWriter;
 pub use read::{
     check_ciphertext, read_snapshot, survey_object, Discard, RawSink, ReadReport, Survey,

@@ -1,6 +1,6 @@
 //! The restore read path, shared by restore, verify and drills: store reader -> SHA-256 of the
-//! stored bytes -> decrypt (when the manifest says so) -> decompress -> SHA-256 of the raw dump
-//! -> a [`RawSink`].
+//! stored bytes -> decrypt (when the manifest says so) -> decompress -> digest of the raw dump
+//! (BLAKE3, or SHA-256 as the manifest says) -> a [`RawSink`].
 //!
 //! Both digests are compared with the manifest at the end. If the sink or the decompressor gives
 //! up early, the rest of the stored object is still read and digested, so the caller can tell a
@@ -11,7 +11,7 @@ use std::future::Future;
 use tokio::io::{AsyncReadExt, BufReader};
 
 use super::encrypt::{Keys, Unsealed};
-use super::hash::{Digest, HashingReader};
+use super::hash::{Algorithm, Digest, HashingReader, RawDigest};
 use super::CHUNK_SIZE;
 use crate::catalog::Manifest;
 use crate::error::{Error, ErrorKind, Result};
@@ -73,7 +73,7 @@ pub async fn read_snapshot<S: Store, K: RawSink>(
     super::meter::meter().reset();
     super::meter::meter().expect(manifest.object.stored_size, true);
     let mut stored = HashingReader::new(object);
-    let mut raw_hasher = super::hash::Hasher::default();
+    let mut raw_hasher = manifest.object.raw_digest.hasher();
     let mut decode_error = None;
     let mut sink_error = None;
     let mut store_error = None;
@@ -134,9 +134,9 @@ pub async fn read_snapshot<S: Store, K: RawSink>(
         return Err(mismatch(
             manifest,
             "stored",
-            &object.stored_sha256,
+            &RawDigest::Sha256(object.stored_sha256),
             object.stored_size,
-            &stored_digest,
+            &RawDigest::Sha256(stored_digest),
             stored_bytes,
         ));
     }
@@ -152,12 +152,12 @@ pub async fn read_snapshot<S: Store, K: RawSink>(
         .with_hint("do not restore this snapshot; pick an older one with --snapshot or --at"));
     }
     if sink_error.is_none() {
-        let (raw_digest, raw_bytes) = raw_hasher.finish();
-        if raw_digest != object.raw_sha256 || raw_bytes != object.raw_size {
+        let (raw_digest, raw_bytes) = raw_hasher.finish_raw();
+        if raw_digest != object.raw_digest || raw_bytes != object.raw_size {
             return Err(mismatch(
                 manifest,
                 "raw",
-                &object.raw_sha256,
+                &object.raw_digest,
                 object.raw_size,
                 &raw_digest,
                 raw_bytes,
@@ -185,8 +185,8 @@ pub struct Survey {
     pub stored_sha256: Digest,
     /// Bytes after decompression.
     pub raw_size: u64,
-    /// SHA-256 after decompression.
-    pub raw_sha256: Digest,
+    /// The digest after decompression (BLAKE3, as a new snapshot's).
+    pub raw_digest: RawDigest,
     /// The first bytes of the raw data (up to 512), to tell what it holds.
     pub head: Vec<u8>,
 }
@@ -200,7 +200,7 @@ pub async fn survey_object<S: Store>(
 ) -> Result<Survey> {
     let object = store.open(key, 0).await?;
     let mut stored = HashingReader::new(object);
-    let mut raw = super::hash::Hasher::default();
+    let mut raw = super::hash::Hasher::new(Algorithm::Blake3);
     let mut head = Vec::new();
     {
         let buffered = BufReader::with_capacity(CHUNK_SIZE, &mut stored);
@@ -230,12 +230,12 @@ pub async fn survey_object<S: Store>(
         > 0
     {}
     let (stored_sha256, stored_size) = stored.finish();
-    let (raw_sha256, raw_size) = raw.finish();
+    let (raw_digest, raw_size) = raw.finish_raw();
     Ok(Survey {
         stored_size,
         stored_sha256,
         raw_size,
-        raw_sha256,
+        raw_digest,
         head,
     })
 }
@@ -286,9 +286,9 @@ pub async fn check_ciphertext<S: Store>(store: &S, manifest: &Manifest) -> Resul
             mismatch(
                 manifest,
                 "stored",
-                &object.stored_sha256,
+                &RawDigest::Sha256(object.stored_sha256),
                 object.stored_size,
-                &digest,
+                &RawDigest::Sha256(digest),
                 size,
             )
             .to_string(),
@@ -318,13 +318,13 @@ pub async fn check_ciphertext<S: Store>(store: &S, manifest: &Manifest) -> Resul
 fn mismatch(
     manifest: &Manifest,
     which: &str,
-    want: &Digest,
+    want: &RawDigest,
     want_len: u64,
-    got: &Digest,
+    got: &RawDigest,
     got_len: u64,
 ) -> Error {
     Error::integrity(format!(
-        "snapshot {} of job {:?} is damaged: the {which} data has SHA-256 {got} ({got_len} bytes) \
+        "snapshot {} of job {:?} is damaged: the {which} data has {got} ({got_len} bytes) \
          but the manifest records {want} ({want_len} bytes)",
         manifest.id, manifest.job
     ))
@@ -376,7 +376,7 @@ mod tests {
                 stored_size: data.len() as u64,
                 stored_sha256: Digest::of(&data),
                 raw_size: data.len() as u64,
-                raw_sha256: Digest::of(&data),
+                raw_digest: RawDigest::Sha256(Digest::of(&data)),
             },
             fingerprint: Fingerprint::Files(Default::default()),
             warnings: vec![],
@@ -388,10 +388,21 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(sink.release().await.unwrap(), data);
-        // One flipped bit in the recorded digest stands for a damaged object.
+        // The raw digest is checked with the function the manifest names: BLAKE3 here.
+        manifest.object.raw_digest = RawDigest::of(Algorithm::Blake3, &data);
+        read_snapshot(&store, &manifest, &Keys::none(), &mut Discard)
+            .await
+            .unwrap();
         let mut wrong = data.clone();
         wrong[0] ^= 1;
-        manifest.object.raw_sha256 = Digest::of(&wrong);
+        manifest.object.raw_digest = RawDigest::of(Algorithm::Blake3, &wrong);
+        let e = read_snapshot(&store, &manifest, &Keys::none(), &mut Discard)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Integrity);
+        assert!(e.to_string().contains("the raw data has BLAKE3 "), "{e}");
+        // One flipped bit in the recorded digest stands for a damaged object.
+        manifest.object.raw_digest = RawDigest::Sha256(Digest::of(&wrong));
         manifest.object.stored_sha256 = Digest::of(&wrong);
         let mut sink = HoldBackWriter::new(Vec::new(), 1 << 20);
         let e = read_snapshot(&store, &manifest, &Keys::none(), &mut sink)

@@ -1,4 +1,4 @@
-//! The write path of a backup, as one value: raw stream -> SHA-256 (raw) -> compression ->
+//! The write path of a backup, as one value: raw stream -> BLAKE3 (raw) -> compression ->
 //! encryption (optional) -> SHA-256 (stored) -> the store's writer. [`WritePipeline`] owns the
 //! stages, the data object's name suffix that follows from them, and both digests.
 
@@ -10,8 +10,8 @@ use tokio::sync::mpsc;
 
 use super::adaptive_zstd::Pressure;
 use super::encrypt::{EncryptionInfo, Sealing};
-use super::hash::Hasher;
-use super::{Compression, Digest, HashingWriter, CHUNK_SIZE};
+use super::hash::{Algorithm, Hasher};
+use super::{Compression, Digest, HashingWriter, RawDigest, CHUNK_SIZE};
 use crate::error::{Error, ErrorKind, Result};
 
 /// Chunks in flight between the reading and the compressing task.
@@ -19,8 +19,8 @@ const CHANNEL_DEPTH: usize = 8;
 
 /// The digests and sizes of a streamed dump: raw (as the source wrote it) and stored.
 pub struct Streamed {
-    /// SHA-256 of the stream as the source wrote it.
-    pub raw_sha256: Digest,
+    /// The digest of the stream as the source wrote it.
+    pub raw_digest: RawDigest,
     /// Bytes the source wrote.
     pub raw_size: u64,
     /// SHA-256 of the stored (compressed) object.
@@ -90,6 +90,15 @@ impl WritePipeline {
     {
         let (compression, threads, idle_timeout) =
             (self.compression, self.threads, self.idle_timeout);
+        let encryption = self.encryption.as_ref().map(|s| s.info().clone());
+        // Uncompressed and unencrypted, the stored bytes are the raw bytes: one digest (SHA-256,
+        // the stored bytes' function) serves both.
+        let stored_as_dumped = matches!(compression, Compression::None) && encryption.is_none();
+        let raw_algorithm = if stored_as_dumped {
+            Algorithm::Sha256
+        } else {
+            Algorithm::Blake3
+        };
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(CHANNEL_DEPTH);
         // Chunks go back to the reader once compressed: the same few buffers carry the whole
         // dump, where a new one per chunk, allocated on one thread and freed on another, left the
@@ -101,7 +110,7 @@ impl WritePipeline {
             let mut source = tokio_io_timeout::TimeoutReader::new(source);
             source.set_timeout(Some(idle_timeout));
             let mut source = Box::pin(source);
-            let mut hasher = Hasher::default();
+            let mut hasher = Hasher::new(raw_algorithm);
             loop {
                 // Fill whole chunks: pipes deliver 64 KiB at a time, and fewer, larger messages
                 // keep the per-chunk overhead low. Reads go into the spare capacity, so the buffer
@@ -124,10 +133,7 @@ impl WritePipeline {
                 }
             }
         });
-        let encryption = self.encryption.as_ref().map(|s| s.info().clone());
-        // Uncompressed and unencrypted, the stored bytes are the raw bytes: one digest serves
-        // both.
-        let mut hashing = if matches!(compression, Compression::None) && encryption.is_none() {
+        let mut hashing = if stored_as_dumped {
             HashingWriter::length_only(&mut *writer)
         } else {
             HashingWriter::new(&mut *writer)
@@ -181,10 +187,10 @@ impl WritePipeline {
             Error::store(format!("writing the snapshot failed: {e}"))
                 .with_hint("check free space and permissions of the store")
         })?;
-        let (raw_digest, raw_len) = hasher.finish();
-        let stored_digest = stored_digest.unwrap_or(raw_digest);
+        let (raw_digest, raw_len) = hasher.finish_raw();
+        let stored_digest = stored_digest.unwrap_or(raw_digest.digest());
         Ok(Streamed {
-            raw_sha256: raw_digest,
+            raw_digest,
             raw_size: raw_len,
             stored_sha256: stored_digest,
             stored_size: stored_len,

@@ -94,7 +94,7 @@ pub fn compression(c: &Compression) -> String {
 /// The lines after a committed backup.
 pub fn backup(r: &BackupReport, store: &str) -> String {
     let mut out = format!(
-        "Snapshot {} of job {:?} committed to {store}: {}; raw {} -> stored {} ({}) in {:.1}s; consistent at {}.\n  raw sha256    {}\n  stored sha256 {}\n",
+        "Snapshot {} of job {:?} committed to {store}: {}; raw {} -> stored {} ({}) in {:.1}s; consistent at {}.\n  raw {:<9} {}\n  stored sha256 {}\n",
         r.snapshot,
         r.job,
         r.contents,
@@ -103,7 +103,8 @@ pub fn backup(r: &BackupReport, store: &str) -> String {
         compression(&r.compression),
         r.duration_secs,
         rfc3339(&r.consistent_at),
-        r.raw_sha256,
+        r.raw_digest.algorithm().field_name(),
+        r.raw_digest.digest(),
         r.stored_sha256
     );
     if let Some(encryption) = &r.encryption {

@@ -213,7 +213,7 @@ pub async fn plan_from_file(
         stored_size: survey.stored_size,
         stored_sha256: survey.stored_sha256,
         raw_size: survey.raw_size,
-        raw_sha256: survey.raw_sha256,
+        raw_digest: survey.raw_digest,
     };
     let mut snapshot = Manifest::of_file(
         &path.display().to_string(),
