@@ -63,7 +63,10 @@ const SAMPLE: usize = 32 * 1024;
 /// to -5): under a competing CPU-bound process a PostgreSQL backup was no faster (1.34x the
 /// floor against 1.38x at 1, within the noise) and its object up to 1.6 times larger; tried again
 /// once a step up had to be earned (down to -7), it was slower than a fixed level 1 in each of 4
-/// rounds and its object up to 1.8 times larger (benches/README.md).
+/// rounds and its object up to 1.8 times larger (benches/README.md). Those trials stepped through
+/// level 0, which zstd reads as its default (3); tried once more skipping it (down to -2 and -4),
+/// no gain showed through this machine's spread either. Should negative levels come back, step
+/// from 1 to -1.
 const LOWEST_ADAPTIVE_LEVEL: i32 = 1;
 /// The largest block a zstd frame may hold (RFC 8878: Block_Maximum_Size).
 const MAX_BLOCK: usize = 128 * 1024;
