@@ -227,9 +227,12 @@ async fn store_clock_offset<S: Store>(store: &S, job: &str) -> Result<chrono::Du
                 }
             });
             if offset.abs() > chrono::Duration::minutes(1) {
+                // Stores stamp objects to the second, so the offset is known to a second or two:
+                // said in whole minutes ("20m", not "1199s").
+                let minutes = (offset.abs().num_seconds() as u64 + 30) / 60;
                 tracing::warn!(
-                    "This host's clock is {} {} the clock of {}; the job's lock is timed by the store's clock. Fix this host's clock (NTP): snapshot times and retention use it.",
-                    crate::retention::format_duration(offset.abs().to_std().unwrap_or_default()),
+                    "This host's clock is about {} {} the clock of {}; the job's lock is timed by the store's clock. Fix this host's clock (NTP): snapshot times and retention use it.",
+                    crate::retention::format_duration(std::time::Duration::from_secs(minutes * 60)),
                     if offset > chrono::Duration::zero() { "behind" } else { "ahead of" },
                     store.describe()
                 );
