@@ -564,7 +564,7 @@ fn mode_file_writes_a_verified_pg_dump_that_pg_restore_accepts() {
     let to = file.to_str().unwrap();
     let restore = |extra: &[&str]| {
         let args: Vec<&str> = ["--mode", "file"].iter().chain(extra).copied().collect();
-        restore_latest(&repo, to, &args)
+        restore_latest(&repo, "app", to, &args)
     };
     restore(&["--dry-run"])
         .assert_code(0)
@@ -974,7 +974,7 @@ fn table_and_schema_restore_exactly_the_part_named() {
     );
     let repo = TempDir::new("part-repo");
     backup_pg(&db.url(), repo.as_str(), "app", &[]).assert_code(0);
-    let restore = |target: &str, extra: &[&str]| restore_latest(&repo, target, extra);
+    let restore = |target: &str, extra: &[&str]| restore_latest(&repo, "app", target, extra);
     let tables = |url: &str| {
         sql(
             url,
@@ -1077,7 +1077,7 @@ fn a_table_restored_alone_comes_back_with_its_keys_indexes_sequence_and_triggers
     backup_pg(&db.url(), repo.as_str(), "app", &[]).assert_code(0);
     let restore = |target: &str, tables: &[&str]| {
         let flags: Vec<&str> = tables.iter().flat_map(|t| ["--table", t]).collect();
-        restore_latest(&repo, target, &flags)
+        restore_latest(&repo, "app", target, &flags)
     };
     // What a table is besides its rows, as the catalogs say it.
     let shape = |url: &str, table: &str| {
@@ -1187,7 +1187,7 @@ fn a_table_restored_alone_comes_back_with_its_keys_indexes_sequence_and_triggers
         if dry_run {
             flags.push("--dry-run");
         }
-        restore_latest(&repo, &none.url(), &flags)
+        restore_latest(&repo, "app", &none.url(), &flags)
             .assert_code(2)
             .assert_contains("has no table public.refunds")
             .assert_contains("tables of public in this snapshot: customers, orders");
@@ -1199,22 +1199,6 @@ fn a_table_restored_alone_comes_back_with_its_keys_indexes_sequence_and_triggers
         ),
         "0"
     );
-}
-
-/// `lifeboat-restore` of job `app`'s latest snapshot in `repo` into `target`, without asking.
-fn restore_latest(repo: &TempDir, target: &str, extra: &[&str]) -> Run {
-    let mut args = vec![
-        "--repo",
-        repo.as_str(),
-        "--job",
-        "app",
-        "--latest",
-        "--to",
-        target,
-        "--yes",
-    ];
-    args.extend_from_slice(extra);
-    run("lifeboat-restore", &args)
 }
 
 /// Whether `query` fails on `url`.

@@ -63,20 +63,7 @@ fn a_future_dated_snapshot_makes_the_next_backup_delete_itself() {
         verify.stdout
     );
     let target = TestDb::create("future_to");
-    let plan = run(
-        "lifeboat-restore",
-        &[
-            "--repo",
-            repo.as_str(),
-            "--job",
-            "app",
-            "--latest",
-            "--to",
-            &target.url(),
-            "--dry-run",
-            "--json",
-        ],
-    );
+    let plan = restore_latest(&repo, "app", &target.url(), &["--dry-run", "--json"]);
     plan.assert_code(0);
     assert_eq!(
         plan.json()["plan"]["snapshot"],
@@ -323,21 +310,7 @@ fn a_redis_file_restore_on_a_nearly_full_disk_exits_0_with_a_truncated_file() {
         },
     ] {
         let file = mount.join("dump.rdb");
-        let r = run(
-            "lifeboat-restore",
-            &[
-                "--repo",
-                repo.as_str(),
-                "--job",
-                "cache",
-                "--latest",
-                "--mode",
-                "file",
-                "--to",
-                file.to_str().unwrap(),
-                "--yes",
-            ],
-        );
+        let r = restore_latest(&repo, "cache", file.to_str().unwrap(), &["--mode", "file"]);
         r.assert_code(1).assert_contains("No space left on device");
         assert!(!r.output().contains("verified"), "{}", r.output());
         assert!(!file.exists(), "a truncated {} was left", file.display());

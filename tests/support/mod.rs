@@ -375,6 +375,23 @@ pub fn run(name: &str, args: &[&str]) -> Run {
     finish(command(name).args(args).output().unwrap())
 }
 
+/// `lifeboat-restore` of `job`'s latest snapshot in `repo` into `target`, without asking, with
+/// `extra` flags.
+pub fn restore_latest(repo: &TempDir, job: &str, target: &str, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "--repo",
+        repo.as_str(),
+        "--job",
+        job,
+        "--latest",
+        "--to",
+        target,
+        "--yes",
+    ];
+    args.extend_from_slice(extra);
+    run("lifeboat-restore", &args)
+}
+
 pub fn finish(out: Output) -> Run {
     let run = Run {
         code: out.status.code().unwrap_or(-1),
