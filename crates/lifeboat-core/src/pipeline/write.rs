@@ -112,17 +112,19 @@ impl WritePipeline {
             let mut source = Box::pin(source);
             let mut hasher = Hasher::new(raw_algorithm);
             loop {
-                // Fill whole chunks: pipes deliver 64 KiB at a time, and fewer, larger messages
-                // keep the per-chunk overhead low. Reads go into the spare capacity, so the buffer
-                // is not zeroed first.
-                let mut chunk = spare_rx
-                    .try_recv()
-                    .unwrap_or_else(|_| Vec::with_capacity(CHUNK_SIZE));
-                while chunk.len() < CHUNK_SIZE {
-                    if source.read_buf(&mut chunk).await? == 0 {
-                        break;
+                // Fill whole chunks: fewer, larger messages keep the per-chunk overhead low.
+                // Chunks come back from the compressor with their bytes still initialized, so
+                // reading into them zeroes nothing (only a new buffer is zeroed, once).
+                let mut chunk = spare_rx.try_recv().unwrap_or_default();
+                chunk.resize(CHUNK_SIZE, 0);
+                let mut filled = 0;
+                while filled < CHUNK_SIZE {
+                    match source.read(&mut chunk[filled..]).await? {
+                        0 => break,
+                        n => filled += n,
                     }
                 }
+                chunk.truncate(filled);
                 if chunk.is_empty() {
                     return Ok::<_, std::io::Error>(hasher);
                 }
@@ -153,11 +155,10 @@ impl WritePipeline {
                 if let Some(p) = &pressure {
                     p.record(rx.len(), CHANNEL_DEPTH);
                 }
-                let Some(mut chunk) = rx.recv().await else {
+                let Some(chunk) = rx.recv().await else {
                     break;
                 };
                 encoder.write_all(&chunk).await?;
-                chunk.clear();
                 let _ = spare_tx.try_send(chunk);
             }
             encoder.shutdown().await?;

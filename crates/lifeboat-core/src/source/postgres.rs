@@ -13,7 +13,7 @@ use tokio::process::Command;
 use tokio_postgres::Client;
 
 use crate::catalog::{Fingerprint, PgFingerprint, SourceInfo};
-use crate::child::ChildProcess;
+use crate::child::{ChildProcess, DumpPipe};
 use crate::client::postgres::{
     check_client_version, client_version, connect, fingerprint, set_password_env, timed, where_,
     CLIENT_INSTALL_HINT, LOCK_TIMEOUT_MS,
@@ -25,6 +25,8 @@ use crate::secret::SecretUrl;
 /// A dump in progress: pg_dump's stream, plus the open snapshot transaction.
 struct PgDump {
     pub child: ChildProcess,
+    /// pg_dump's stdout, until the capture takes it.
+    stdout: Option<DumpPipe>,
     pub consistent_at: DateTime<Utc>,
     /// The server's clock at `consistent_at`, when it differs from this host's.
     pub server_clock_at: Option<DateTime<Utc>>,
@@ -127,12 +129,13 @@ async fn start_dump(job: &PgJob) -> Result<PgDump> {
         PgFormat::Plain => cmd.arg("--format=plain"),
     };
     cmd.arg(format!("--dbname={}", job.url.without_password()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped());
+        .stdin(Stdio::null());
     set_password_env(&mut cmd, &job.url);
-    let child = ChildProcess::spawn(cmd, &pg_dump, ErrorKind::Source, CLIENT_INSTALL_HINT)?;
+    let (child, stdout) =
+        ChildProcess::spawn_dumping(cmd, &pg_dump, ErrorKind::Source, CLIENT_INSTALL_HINT)?;
     Ok(PgDump {
         child,
+        stdout: Some(stdout),
         consistent_at,
         server_clock_at,
         database_size,
@@ -185,8 +188,8 @@ impl crate::source::Source for PgJob {
     async fn start(&self) -> Result<crate::source::Capture> {
         let mut dump = start_dump(self).await?;
         let stdout = dump
-            .child
-            .take_stdout()
+            .stdout
+            .take()
             .ok_or_else(|| Error::source_failed("pg_dump has no stdout"))?;
         let (client, url) = (dump.client.clone(), dump.url.clone());
         // The row counts run while pg_dump streams, inside the same exported snapshot.
