@@ -166,10 +166,10 @@ const LONGEST_NAP: Duration = Duration::from_millis(8);
 
 /// The read end of the pipe a child writes its dump into.
 ///
-/// pg_dump writes in 4 KiB pieces. Read as soon as it is readable, the pipe wakes the reader for
-/// nearly every piece, and every wake-up costs CPU on both sides (about half a CPU-second per GB
-/// on a 2-core host, measured in benches/README.md); on a busy host that CPU comes out of the
-/// dump's own time. So a pipe that could be grown to [`DUMP_PIPE_SIZE`] is never polled: once it
+/// pg_dump writes in 4 KiB pieces. Polled (epoll), a pipe wakes its reader on every write, and
+/// every wake-up costs CPU on both sides: about one CPU-second per backup of the bench
+/// database's 731 MiB dump on a 2-core host (benches/README.md). On a busy host that CPU comes
+/// out of the dump's own time. So a pipe that could be grown to [`DUMP_PIPE_SIZE`] is never polled: once it
 /// is found empty, the reader naps ([`NAP`]) while the dump fills it, and takes hundreds of KiB
 /// per read. A pipe that could not be grown would fill during a nap and hold the dump up; it is
 /// read as it becomes readable instead.
