@@ -830,7 +830,7 @@ impl Sink for PgSink {
                 options,
                 to,
                 what,
-                format!("written beside the path, synced and renamed into place only after both SHA-256 digests match; load it by hand with {then}"),
+                format!("written beside the path, synced and renamed into place only after both digests match (stored and raw); load it by hand with {then}"),
             );
         }
         super::refuse_flags(
@@ -965,7 +965,7 @@ impl Sink for PgSink {
             }
             notes.push((
                 "safety",
-                "the whole snapshot is read and both SHA-256 digests checked first; then one transaction restores the part".to_string(),
+                "the whole snapshot is read and both digests (stored and raw) checked first; then one transaction restores the part".to_string(),
             ));
             return Ok(SinkPlan {
                 target: Target::Url(target),
@@ -996,7 +996,7 @@ impl Sink for PgSink {
         }
         notes.push((
             "safety",
-            "one transaction; committed only after both SHA-256 digests match".to_string(),
+            "one transaction; committed only after both digests (stored and raw) match".to_string(),
         ));
         Ok(SinkPlan {
             target: Target::Url(target),
