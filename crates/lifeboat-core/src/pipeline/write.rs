@@ -16,6 +16,9 @@ use crate::error::{Error, ErrorKind, Result};
 
 /// Chunks in flight between the reading and the compressing task.
 const CHANNEL_DEPTH: usize = 8;
+/// The most chunks a stream uses: the queue's, the one being compressed and the one being
+/// filled. They are made as needed and then passed round.
+const CHUNKS: usize = CHANNEL_DEPTH + 2;
 
 /// The digests and sizes of a streamed dump: raw (as the source wrote it) and stored.
 pub struct Streamed {
@@ -103,7 +106,7 @@ impl WritePipeline {
         // Chunks go back to the reader once compressed: the same few buffers carry the whole
         // dump, where a new one per chunk, allocated on one thread and freed on another, left the
         // allocator holding megabytes more at the peak.
-        let (spare_tx, mut spare_rx) = mpsc::channel::<Vec<u8>>(CHANNEL_DEPTH);
+        let (spare_tx, mut spare_rx) = mpsc::channel::<Vec<u8>>(CHUNKS);
         let reader = tokio::spawn(async move {
             // A source that sends nothing for the idle timeout has stopped (a silent server, a
             // hung dump): the read fails with TimedOut and the run ends.
@@ -111,11 +114,22 @@ impl WritePipeline {
             source.set_timeout(Some(idle_timeout));
             let mut source = Box::pin(source);
             let mut hasher = Hasher::new(raw_algorithm);
+            let mut made = 0;
             loop {
                 // Fill whole chunks: fewer, larger messages keep the per-chunk overhead low.
                 // Chunks come back from the compressor with their bytes still initialized, so
-                // reading into them zeroes nothing (only a new buffer is zeroed, once).
-                let mut chunk = spare_rx.try_recv().unwrap_or_default();
+                // reading into them zeroes nothing.
+                let mut chunk = match spare_rx.try_recv() {
+                    Ok(chunk) => chunk,
+                    Err(_) if made < CHUNKS => {
+                        made += 1;
+                        vec![0; CHUNK_SIZE]
+                    }
+                    Err(_) => match spare_rx.recv().await {
+                        Some(chunk) => chunk,
+                        None => return Ok(hasher), // the writer failed; its error is reported
+                    },
+                };
                 chunk.resize(CHUNK_SIZE, 0);
                 let mut filled = 0;
                 while filled < CHUNK_SIZE {
@@ -165,7 +179,8 @@ impl WritePipeline {
             Ok(())
         }
         .await;
-        drop(rx);
+        // A reader waiting to send a chunk, or for one to come back, stops here.
+        drop((rx, spare_tx));
         let (_, stored_digest, stored_len) = hashing.into_parts();
         let read_result = reader
             .await
@@ -198,5 +213,90 @@ impl WritePipeline {
             compression: compression.with_levels_used(pressure.and_then(|p| p.levels_used())),
             encryption,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    /// A store that takes `room` bytes, then stalls for a while and fails every write, as a
+    /// store that stops answering does (the stall timeout ends its upload).
+    struct FailsAfter {
+        room: usize,
+        stall: Option<Pin<Box<tokio::time::Sleep>>>,
+    }
+
+    impl AsyncWrite for FailsAfter {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            if self.room == 0 {
+                let stall = self.stall.get_or_insert_with(|| {
+                    Box::pin(tokio::time::sleep(Duration::from_millis(300)))
+                });
+                std::task::ready!(stall.as_mut().poll(cx));
+                return Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the store stopped answering",
+                )));
+            }
+            let n = buf.len().min(self.room);
+            self.room -= n;
+            Poll::Ready(Ok(n))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_that_fails_ends_the_run_while_the_source_still_sends() {
+        // While the store stalls, the source gets far ahead: every chunk is queued, held by
+        // the stalled write or being filled. When the store fails, the waiting reader must
+        // stop and the run end with the store's error, not wait for ever.
+        // (A constant stream compresses to nearly nothing: with zstd the store takes nothing.)
+        for (compression, room) in [
+            (Compression::None, 3 * CHUNK_SIZE),
+            (Compression::default(), 0),
+        ] {
+            let source = tokio::io::repeat(0x5a).take(1 << 30);
+            let mut store = FailsAfter { room, stall: None };
+            let pipeline = WritePipeline::new(compression, 1, Duration::from_secs(60));
+            let run = pipeline.run(source, &mut store);
+            let result = tokio::time::timeout(Duration::from_secs(20), run)
+                .await
+                .expect("the run hung after the store failed");
+            let err = result.err().expect("a failing store must fail the run");
+            assert!(
+                err.message().contains("the store stopped answering"),
+                "{}",
+                err.message()
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn every_byte_of_the_source_is_digested_once_in_order() {
+        // More chunks than the pool holds, and a short last one.
+        let data: Vec<u8> = (0..(CHUNKS * 3 + 1) * CHUNK_SIZE + 12345)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let mut stored = Vec::new();
+        let streamed = WritePipeline::new(Compression::None, 1, Duration::from_secs(60))
+            .run(std::io::Cursor::new(data.clone()), &mut stored)
+            .await
+            .unwrap();
+        assert_eq!(stored, data);
+        assert_eq!(streamed.raw_size, data.len() as u64);
+        assert_eq!(streamed.raw_digest, RawDigest::of(Algorithm::Sha256, &data));
     }
 }
