@@ -27,7 +27,7 @@ OUT="$(mktemp -d /tmp/lifeboat-bench-mongo.XXXXXX)"
 # A private replica-set server, so the test servers keep their data. Its oplog keeps 10,000
 # entries: this server reads its oplog by scanning it (0.5 s per query for 30,000 entries),
 # which a MongoDB server does not, so the load's million inserts must not stay in it.
-PORT=54398
+PORT=24398
 "$SECANTUS" --host 127.0.0.1 --port "$PORT" --storage-path "$OUT/data" --log-level WARNING \
   --cache-size 4G --oplog-max-entries 10000 >"$OUT/server.log" 2>&1 &
 SERVER=$!

@@ -24,7 +24,7 @@ OUT="$(mktemp -d /tmp/lifeboat-bench-redis.XXXXXX)"
 trap 'rm -rf "$OUT"' EXIT
 
 # A private server, so the test servers keep their data and settings.
-PORT=54399
+PORT=24399
 redis-server --bind 127.0.0.1 --port "$PORT" --daemonize yes --dir "$OUT" --save "" \
   --appendonly no --pidfile "$OUT/redis.pid" --logfile "$OUT/redis.log" \
   --repl-diskless-sync yes --repl-diskless-sync-delay 0 --enable-debug-command local

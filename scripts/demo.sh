@@ -10,7 +10,12 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lifeboat/target}"
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 say "Starting the demo PostgreSQL (scripts/services.sh; nothing else is installed)"
-eval "$(scripts/services.sh start postgres)"
+# `eval "$(...)"` alone would hide services.sh's exit status and go on without servers.
+if ! service_env="$(scripts/services.sh start postgres)"; then
+  echo "demo.sh: the test servers did not start (services.sh's message is above); nothing was run" >&2
+  exit 1
+fi
+eval "$service_env"
 export PATH="$LIFEBOAT_TEST_PG_BIN:$PATH"
 
 say "Building Lifeboat"

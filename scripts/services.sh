@@ -9,56 +9,56 @@
 # SERVICE is postgres, pg-tls, s3 (moto), s3s (s3s-fs), redis, mongo or pushgateway: the demo
 # starts only postgres.
 #
-# PostgreSQL: superuser "lifeboat", password "lifeboat-test-password", 127.0.0.1:${LIFEBOAT_PG_PORT:-54329}.
-# PostgreSQL over TLS only (service pg-tls): a second cluster on localhost:${LIFEBOAT_PG_TLS_PORT:-54332}
+# PostgreSQL: superuser "lifeboat", password "lifeboat-test-password", 127.0.0.1:${LIFEBOAT_PG_PORT:-24329}.
+# PostgreSQL over TLS only (service pg-tls): a second cluster on localhost:${LIFEBOAT_PG_TLS_PORT:-24332}
 #     with ssl = on and only hostssl lines (scram, and `cert` for the user lbt_cert), a private
 #     CA and certificates made with openssl in $LIFEBOAT_SERVICES_DIR/pg-tls/certs (the server's
 #     is for the name localhost only; a second CA signs nothing the server uses).
 # S3: moto server 5.1.22 (pinned: 5.2.x fails to complete multipart uploads from the Rust SDK) in
-#     its own Python venv, http://127.0.0.1:${LIFEBOAT_S3_PORT:-54390}, any access key.
+#     its own Python venv, http://127.0.0.1:${LIFEBOAT_S3_PORT:-24390}, any access key.
 # Redis: redis-server from Debian packages, two instances (a source and a restore target) on
-#     127.0.0.1:${LIFEBOAT_REDIS_PORT:-54379} and :${LIFEBOAT_REDIS_TARGET_PORT:-54380}, with
+#     127.0.0.1:${LIFEBOAT_REDIS_PORT:-24379} and :${LIFEBOAT_REDIS_TARGET_PORT:-24380}, with
 #     DEBUG enabled (DEBUG DIGEST compares data sets) and no persistence of their own.
 # S3 on disk: s3s-fs 0.14.1 (pinned: newer versions need a newer Rust), built with cargo into
-#     ~/.cache/lifeboat, http://127.0.0.1:${LIFEBOAT_S3S_PORT:-54391}, for large streams (moto
+#     ~/.cache/lifeboat, http://127.0.0.1:${LIFEBOAT_S3S_PORT:-24391}, for large streams (moto
 #     keeps objects in memory). It lists no multipart uploads and has no versioning or object
 #     lock: the tests use moto for those.
-# Prometheus Pushgateway: Debian's prometheus-pushgateway on 127.0.0.1:${LIFEBOAT_PUSHGATEWAY_PORT:-54393},
+# Prometheus Pushgateway: Debian's prometheus-pushgateway on 127.0.0.1:${LIFEBOAT_PUSHGATEWAY_PORT:-24393},
 #     started by this script (not the package's service), keeping nothing on disk.
 # MongoDB: SecantusDB $SECANTUS_VERSION (a MongoDB-wire-compatible server on WiredTiger, GPL-2.0,
 #     used only as a test server: nothing links it) in its own Python venv with pymongo, three
 #     in-memory servers: a source that reports itself as a single-node replica set with an oplog
-#     on 127.0.0.1:${LIFEBOAT_MONGO_PORT:-54317}, a standalone restore target on
-#     :${LIFEBOAT_MONGO_TARGET_PORT:-54318}, and a replica set whose oplog keeps only 200 entries
-#     on :${LIFEBOAT_MONGO_SMALL_OPLOG_PORT:-54319}, where an oplog rolls over during a dump.
+#     on 127.0.0.1:${LIFEBOAT_MONGO_PORT:-24317}, a standalone restore target on
+#     :${LIFEBOAT_MONGO_TARGET_PORT:-24318}, and a replica set whose oplog keeps only 200 entries
+#     on :${LIFEBOAT_MONGO_SMALL_OPLOG_PORT:-24319}, where an oplog rolls over during a dump.
 set -euo pipefail
 
 SERVICES_DIR="${LIFEBOAT_SERVICES_DIR:-/tmp/lifeboat-services}"
-PG_PORT="${LIFEBOAT_PG_PORT:-54329}"
+PG_PORT="${LIFEBOAT_PG_PORT:-24329}"
 PG_USER=lifeboat
 PG_PASSWORD=lifeboat-test-password
 PG_DATA="$SERVICES_DIR/pg/data"
 PG_LOG="$SERVICES_DIR/pg/server.log"
-PG_TLS_PORT="${LIFEBOAT_PG_TLS_PORT:-54332}"
+PG_TLS_PORT="${LIFEBOAT_PG_TLS_PORT:-24332}"
 PG_TLS_DIR="$SERVICES_DIR/pg-tls"
 PG_TLS_DATA="$PG_TLS_DIR/data"
 PG_TLS_CERTS="$PG_TLS_DIR/certs"
 # The server refuses to run as root; it runs as this system user.
 PG_OS_USER=postgres
-S3_PORT="${LIFEBOAT_S3_PORT:-54390}"
+S3_PORT="${LIFEBOAT_S3_PORT:-24390}"
 MOTO_VERSION=5.1.22
 MOTO_VENV="${LIFEBOAT_MOTO_VENV:-$HOME/.cache/lifeboat/moto-$MOTO_VERSION}"
 S3_LOG="$SERVICES_DIR/s3/moto.log"
-REDIS_PORT="${LIFEBOAT_REDIS_PORT:-54379}"
-REDIS_TARGET_PORT="${LIFEBOAT_REDIS_TARGET_PORT:-54380}"
-S3S_PORT="${LIFEBOAT_S3S_PORT:-54391}"
+REDIS_PORT="${LIFEBOAT_REDIS_PORT:-24379}"
+REDIS_TARGET_PORT="${LIFEBOAT_REDIS_TARGET_PORT:-24380}"
+S3S_PORT="${LIFEBOAT_S3S_PORT:-24391}"
 S3S_VERSION=0.14.1
 S3S_ROOT="${LIFEBOAT_S3S_ROOT:-$HOME/.cache/lifeboat/s3s-fs-$S3S_VERSION}"
 S3S_DATA="$SERVICES_DIR/s3s-fs/data"
-PUSHGATEWAY_PORT="${LIFEBOAT_PUSHGATEWAY_PORT:-54393}"
-MONGO_PORT="${LIFEBOAT_MONGO_PORT:-54317}"
-MONGO_TARGET_PORT="${LIFEBOAT_MONGO_TARGET_PORT:-54318}"
-MONGO_SMALL_OPLOG_PORT="${LIFEBOAT_MONGO_SMALL_OPLOG_PORT:-54319}"
+PUSHGATEWAY_PORT="${LIFEBOAT_PUSHGATEWAY_PORT:-24393}"
+MONGO_PORT="${LIFEBOAT_MONGO_PORT:-24317}"
+MONGO_TARGET_PORT="${LIFEBOAT_MONGO_TARGET_PORT:-24318}"
+MONGO_SMALL_OPLOG_PORT="${LIFEBOAT_MONGO_SMALL_OPLOG_PORT:-24319}"
 SECANTUS_VERSION=0.7.0b3
 SECANTUS_VENV="${LIFEBOAT_SECANTUS_VENV:-$HOME/.cache/lifeboat/secantusdb-$SECANTUS_VERSION}"
 # The same test credentials the tests give the AWS SDK.
@@ -72,6 +72,22 @@ log() { echo "services: $*" >&2; }
 # answered every request with InternalError once the CI clone it was started from was gone).
 mkdir -p "$SERVICES_DIR"
 cd "$SERVICES_DIR"
+
+# A port another program holds makes a server fail to start with "Address already in use", far
+# from here; say at once which port and who holds it. Ports are below 32768, outside the
+# kernel's range of ephemeral ports, so an outgoing connection never takes one.
+require_free_port() {
+  local port="$1" what="$2"
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    local holder=""
+    if command -v ss >/dev/null 2>&1; then
+      holder="$(ss -Hltnp "sport = :$port" 2>/dev/null | sed -n 's/.*users:((\("[^"]*"\),pid=\([0-9]*\).*/\1 (pid \2)/p' | head -n 1)"
+    fi
+    log "cannot start $what: port $port is already in use${holder:+ by $holder}, and not by a server this script started"
+    log "stop that program, or pick another port for $what (the LIFEBOAT_*_PORT variables at the top of this script)"
+    exit 1
+  fi
+}
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
@@ -132,6 +148,7 @@ start_postgres() {
       --auth-host=scram-sha-256 --auth-local=trust -E UTF8 --locale=C.UTF-8 >/dev/null
     as_root rm -f "$pwfile"
   fi
+  require_free_port "$PG_PORT" PostgreSQL
   log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
   run_as_pg "$bin/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t 60 start \
     -o "-h 127.0.0.1 -p $PG_PORT -k $SERVICES_DIR/pg -c max_connections=200 -c fsync=off -c full_page_writes=off -c synchronous_commit=off" >/dev/null
@@ -204,6 +221,7 @@ HBA
     as_root chown -R "$PG_OS_USER" "$PG_TLS_DIR"
     as_root chmod 600 "$PG_TLS_DATA/server.key"
   fi
+  require_free_port "$PG_TLS_PORT" "PostgreSQL (TLS only)"
   log "starting PostgreSQL (TLS only) on localhost:$PG_TLS_PORT"
   run_as_pg "$bin/pg_ctl" -D "$PG_TLS_DATA" -l "$PG_TLS_DIR/server.log" -w -t 60 start \
     -o "-h localhost -p $PG_TLS_PORT -k $PG_TLS_DIR -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key -c ssl_ca_file=ca.crt -c fsync=off" >/dev/null
@@ -243,6 +261,7 @@ start_s3() {
     return
   fi
   mkdir -p "$SERVICES_DIR/s3"
+  require_free_port "$S3_PORT" "S3 (moto)"
   log "starting S3 (moto $MOTO_VERSION) on 127.0.0.1:$S3_PORT"
   nohup "$MOTO_VENV/bin/moto_server" -H 127.0.0.1 -p "$S3_PORT" >"$S3_LOG" 2>&1 &
   echo $! >"$SERVICES_DIR/s3/pid"
@@ -275,6 +294,7 @@ start_s3s_fs() {
     return
   fi
   mkdir -p "$S3S_DATA"
+  require_free_port "$S3S_PORT" "S3 (s3s-fs)"
   log "starting S3 (s3s-fs $S3S_VERSION) on 127.0.0.1:$S3S_PORT, data in $S3S_DATA"
   nohup "$S3S_ROOT/bin/s3s-fs" --host 127.0.0.1 --port "$S3S_PORT" \
     --access-key "$S3_ACCESS_KEY" --secret-key "$S3_SECRET_KEY" "$S3S_DATA" \
@@ -291,8 +311,13 @@ stop_s3s_fs() {
   fi
 }
 
-redis_ready() {
+port_open() {
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+redis_ready() {
+  # A Redis that answers PING, not just any program listening on the port.
+  [ "$(timeout 3 redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null)" = "PONG" ]
 }
 
 start_redis() {
@@ -314,6 +339,7 @@ start_redis() {
       continue
     fi
     mkdir -p "$SERVICES_DIR/redis-$port"
+    require_free_port "$port" Redis
     log "starting Redis on 127.0.0.1:$port"
     redis-server --bind 127.0.0.1 --port "$port" --daemonize yes \
       --dir "$SERVICES_DIR/redis-$port" --pidfile "$SERVICES_DIR/redis-$port/pid" \
@@ -336,17 +362,18 @@ stop_redis() {
 start_pushgateway() {
   local bin=/usr/bin/prometheus-pushgateway
   [ -x "$bin" ] || apt_install prometheus-pushgateway
-  if redis_ready "$PUSHGATEWAY_PORT"; then
+  if port_open "$PUSHGATEWAY_PORT"; then
     log "Pushgateway already running on 127.0.0.1:$PUSHGATEWAY_PORT"
     return
   fi
   mkdir -p "$SERVICES_DIR/pushgateway"
+  require_free_port "$PUSHGATEWAY_PORT" Pushgateway
   log "starting the Pushgateway on 127.0.0.1:$PUSHGATEWAY_PORT"
   nohup "$bin" --web.listen-address="127.0.0.1:$PUSHGATEWAY_PORT" \
     >"$SERVICES_DIR/pushgateway/log" 2>&1 &
   echo $! >"$SERVICES_DIR/pushgateway/pid"
-  for _ in $(seq 1 40); do redis_ready "$PUSHGATEWAY_PORT" && break; sleep 0.25; done
-  redis_ready "$PUSHGATEWAY_PORT" || { log "the Pushgateway did not start; see $SERVICES_DIR/pushgateway/log"; exit 1; }
+  for _ in $(seq 1 40); do port_open "$PUSHGATEWAY_PORT" && break; sleep 0.25; done
+  port_open "$PUSHGATEWAY_PORT" || { log "the Pushgateway did not start; see $SERVICES_DIR/pushgateway/log"; exit 1; }
 }
 
 stop_pushgateway() {
@@ -369,11 +396,12 @@ install_secantus() {
 start_one_mongo() {
   local port="$1"
   shift
-  if redis_ready "$port"; then
+  if port_open "$port"; then
     log "MongoDB (SecantusDB) already running on 127.0.0.1:$port"
     return
   fi
   mkdir -p "$SERVICES_DIR/mongo-$port"
+  require_free_port "$port" "MongoDB (SecantusDB)"
   log "starting MongoDB (SecantusDB $SECANTUS_VERSION) on 127.0.0.1:$port $*"
   nohup "$SECANTUS_VENV/bin/secantusd-py" --host 127.0.0.1 --port "$port" --storage-path :memory: \
     --log-level WARNING "$@" >"$SERVICES_DIR/mongo-$port/log" 2>&1 &
@@ -387,8 +415,8 @@ start_mongo() {
   start_one_mongo "$MONGO_SMALL_OPLOG_PORT" --oplog-max-entries 200
   local port
   for port in "$MONGO_PORT" "$MONGO_TARGET_PORT" "$MONGO_SMALL_OPLOG_PORT"; do
-    for _ in $(seq 1 120); do redis_ready "$port" && break; sleep 0.25; done
-    redis_ready "$port" || { log "SecantusDB did not start on $port; see $SERVICES_DIR/mongo-$port/log"; tail -n 20 "$SERVICES_DIR/mongo-$port/log" >&2 || true; exit 1; }
+    for _ in $(seq 1 120); do port_open "$port" && break; sleep 0.25; done
+    port_open "$port" || { log "SecantusDB did not start on $port; see $SERVICES_DIR/mongo-$port/log"; tail -n 20 "$SERVICES_DIR/mongo-$port/log" >&2 || true; exit 1; }
   done
 }
 

@@ -7,7 +7,12 @@ cd "$(dirname "$0")/.."
 # One target directory outside the clone, so CI and later runs reuse the build.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lifeboat/target}"
 
-eval "$(scripts/services.sh start)"
+# `eval "$(...)"` alone would hide services.sh's exit status and go on without servers.
+if ! service_env="$(scripts/services.sh start)"; then
+  echo "test.sh: the test servers did not start (services.sh's message is above); nothing was run" >&2
+  exit 1
+fi
+eval "$service_env"
 
 cargo fmt --all --check
 # The end-to-end tests run the real binaries; build them first. One build serves both: with

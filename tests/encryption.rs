@@ -991,3 +991,76 @@ fn a_one_liner_encrypts_with_recipient_flags() {
     .assert_code(0);
     assert_eq!(read_tree(&target), files);
 }
+
+/// Trust III, 6: a flipped byte inside the recipient stanza of the age header made restore,
+/// its dry run and content verify with the right identity say "no matching identity" (exit 2),
+/// sending the operator after a key they never lost. An identity of a recorded recipient that
+/// cannot open the header means damage (exit 3); a key that is not a recipient stays exit 2.
+#[test]
+fn a_damaged_age_header_is_reported_as_a_wrong_key() {
+    let dir = TempDir::new("enc-header");
+    let (identity, public) = keygen(&dir, "identity.txt");
+    let (stranger, _) = keygen(&dir, "stranger.txt");
+    let data = dir.join("data");
+    make_tree(&data);
+    let repo = dir.join("repo");
+    let config = files_config(
+        &dir,
+        repo.to_str().unwrap(),
+        &data,
+        &format!("recipients = [\"{public}\"]"),
+    );
+    run_with("lifeboat-backup", &config, &[]).assert_code(0);
+    let target = dir.join("restored");
+    let restore = |identity: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "--job",
+            "docs",
+            "--latest",
+            "--to",
+            target.to_str().unwrap(),
+            "--yes",
+            "--identity",
+            identity.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        run_with("lifeboat-restore", &config, &args)
+    };
+    // Intact, with an identity that is not a recipient: a wrong key, exit 2.
+    restore(&stranger, &["--dry-run"])
+        .assert_code(2)
+        .assert_contains("no matching identity");
+    // A byte of the wrapped file key (the line after "-> X25519 ...") flipped.
+    let (object, original) = data_bytes(&repo).remove(0);
+    let mut damaged = original.clone();
+    let stanza = original
+        .windows(10)
+        .position(|w| w == b"-> X25519 ")
+        .expect("an X25519 stanza");
+    let body = stanza + original[stanza..].iter().position(|b| *b == b'\n').unwrap() + 3;
+    damaged[body] = if damaged[body] == b'A' { b'B' } else { b'A' };
+    std::fs::write(&object, &damaged).unwrap();
+    for extra in [&["--dry-run"][..], &[]] {
+        let r = restore(&identity, extra);
+        r.assert_code(3);
+        assert!(
+            !r.output().contains("no matching identity"),
+            "{extra:?}: damage reported as a wrong key:\n{}",
+            r.output()
+        );
+    }
+    assert!(!target.exists(), "the target was touched");
+    run_with(
+        "lifeboat-verify",
+        &config,
+        &[
+            "--job",
+            "docs",
+            "--level",
+            "content",
+            "--identity",
+            identity.to_str().unwrap(),
+        ],
+    )
+    .assert_code(3);
+}

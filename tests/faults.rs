@@ -57,6 +57,8 @@ async fn a_store_failing_mid_upload_commits_nothing_and_does_not_hang() {
         leftover_grace: Duration::from_secs(3600),
         compression_threads: 1,
         same_source_only: false,
+        lease: None,
+        clock_offset: chrono::Duration::zero(),
     };
     for store in [&local, &remote] {
         let result = tokio::time::timeout(Duration::from_secs(120), backup(store, &job, &options))

@@ -609,9 +609,17 @@ fn reports_have_their_own_retention() {
     assert_eq!(files_under(&reports), ["20261101T000000Z.md"]);
 }
 
+/// A tmux command on this test's own server (`-L`, a private socket named after the
+/// session): a tmux server the user already runs, with its own environment, is never used.
+fn tmux(session: &str) -> std::process::Command {
+    let mut command = std::process::Command::new("tmux");
+    command.args(["-L", session, "-f", "/dev/null"]);
+    command
+}
+
 /// The text of a tmux pane.
 fn pane(session: &str) -> String {
-    let out = std::process::Command::new("tmux")
+    let out = tmux(session)
         .args(["capture-pane", "-p", "-t", session])
         .output()
         .expect("tmux (scripts/services.sh installs it)");
@@ -641,14 +649,15 @@ fn a_backup_on_a_terminal_shows_a_progress_line_that_moves_and_a_pipe_gets_none(
     let repo = TempDir::new("progress-repo");
     let job = "progress";
     let session = format!("lbt-progress-{}", std::process::id());
-    // A session left by an earlier run of this test, if any (tmux says when there is none).
-    let _ = std::process::Command::new("tmux")
-        .args(["kill-session", "-t", &session])
+    // A server left by an earlier run of this test, if any (tmux says when there is none).
+    let _ = tmux(&session)
+        .arg("kill-server")
         .stderr(std::process::Stdio::null())
         .status();
-    let status = std::process::Command::new("tmux")
+    // The pane's shell gets the URL from the session's environment, given explicitly.
+    let status = tmux(&session)
         .args(["new-session", "-d", "-s", &session, "-x", "160", "-y", "20"])
-        .env("PGURL", db.url())
+        .args(["-e", &format!("PGURL={}", db.url())])
         .status()
         .expect("tmux (scripts/services.sh installs it)");
     assert!(status.success());
@@ -658,7 +667,7 @@ fn a_backup_on_a_terminal_shows_a_progress_line_that_moves_and_a_pipe_gets_none(
         bin("lifeboat-backup").display(),
         repo.as_str()
     );
-    std::process::Command::new("tmux")
+    tmux(&session)
         .args(["send-keys", "-t", &session, &line, "Enter"])
         .status()
         .unwrap();
@@ -674,7 +683,7 @@ fn a_backup_on_a_terminal_shows_a_progress_line_that_moves_and_a_pipe_gets_none(
     }
     let text = pane(&session);
     // Interrupted, the run ends at once and commits nothing.
-    let _ = std::process::Command::new("tmux")
+    let _ = tmux(&session)
         .args(["send-keys", "-t", &session, "C-c"])
         .status();
     let stopping = std::time::Instant::now();
@@ -683,9 +692,7 @@ fn a_backup_on_a_terminal_shows_a_progress_line_that_moves_and_a_pipe_gets_none(
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     let end = pane(&session);
-    let _ = std::process::Command::new("tmux")
-        .args(["kill-session", "-t", &session])
-        .status();
+    let _ = tmux(&session).arg("kill-server").status();
     assert!(
         end.lines().any(|l| l == "EXIT=1") && end.contains("interrupted by SIGINT"),
         "{end}"

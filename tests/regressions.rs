@@ -1423,3 +1423,532 @@ fn dry_run_of_an_rdb_file_checks_nothing() {
             .assert_contains("already holds 1 key in");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Trust III: each test below failed on the code before its fix.
+
+/// The path of libfaketime (services.sh installs faketime).
+fn libfaketime() -> String {
+    ["x86_64-linux-gnu", "aarch64-linux-gnu"]
+        .iter()
+        .map(|arch| format!("/usr/lib/{arch}/faketime/libfaketime.so.1"))
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("libfaketime is missing: run scripts/services.sh start (it installs faketime)")
+}
+
+/// A backup of the tree `src` as job `job` into `repo` (with the store's `flags`), with this
+/// host's clock moved by `faketime` (e.g. "+30d"), if given.
+fn files_backup(
+    repo: &str,
+    flags: &[String],
+    src: &std::path::Path,
+    job: &str,
+    extra: &[&str],
+    faketime: Option<&str>,
+) -> Run {
+    let mut cmd = command("lifeboat-backup");
+    cmd.args([
+        "--engine",
+        "files",
+        "--path",
+        src.to_str().unwrap(),
+        "--job",
+        job,
+        "--repo",
+        repo,
+    ])
+    .args(flags)
+    .args(extra);
+    if let Some(offset) = faketime {
+        cmd.env("LD_PRELOAD", libfaketime())
+            .env("FAKETIME", offset)
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    }
+    finish(cmd.output().unwrap())
+}
+
+/// The snapshots of `job` in `repo` as `list --json` shows them: (id, consistent_at).
+fn listed(repo: &str, flags: &[String], job: &str) -> Vec<(String, chrono::DateTime<Utc>)> {
+    let mut args = vec!["list", "--repo", repo, "--job", job, "--json"];
+    args.extend(flags.iter().map(String::as_str));
+    let r = run("lifeboat-restore", &args);
+    r.assert_code(0);
+    r.json()["jobs"][0]["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["id"].as_str().unwrap().to_string(),
+                s["consistent_at"].as_str().unwrap().parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Trust III, 1: with the host clock 8 or 30 days ahead and `keep-7-days`, the backup dated its
+/// snapshot in the future, then forgot every real snapshot. Now, on S3 (whose clock is
+/// measured), the snapshot is dated by the store's clock and nothing is pruned (exit 1); on a
+/// directory (whose clock is the host's), a snapshot dated further past the previous newest
+/// than the job's runs are apart prunes nothing. The clock behind, and prune run alone under
+/// a skewed clock, forget nothing either.
+#[test]
+fn a_clock_days_ahead_prunes_the_real_history_away() {
+    let dir = TempDir::new("trust3-clock");
+    let src = dir.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a.txt"), b"the data").unwrap();
+    let keep = ["--retention", "keep-7-days"];
+    for (repo, flags) in lock_repos("trust3-clock", &dir) {
+        let job = "skewed";
+        for _ in 0..2 {
+            files_backup(&repo, &flags, &src, job, &keep, None).assert_code(0);
+        }
+        for (offset, why) in [
+            ("+30d", "nothing was pruned"),
+            ("+8d", "nothing was pruned"),
+            ("-30d", "nothing was pruned"),
+        ] {
+            let before = listed(&repo, &flags, job);
+            let r = files_backup(&repo, &flags, &src, job, &keep, Some(offset));
+            let after = listed(&repo, &flags, job);
+            assert_eq!(
+                after.len(),
+                before.len() + 1,
+                "{repo} {offset}: snapshots were forgotten\n{}",
+                r.output()
+            );
+            r.assert_code(1).assert_contains(why);
+            if !flags.is_empty() {
+                // The store's clock dated it: the newest, and not in the future.
+                let (newest_id, newest_at) = after.first().unwrap();
+                assert!(!before.iter().any(|(id, _)| id == newest_id), "{after:?}");
+                assert!(
+                    (*newest_at - Utc::now()).num_minutes().abs() < 10,
+                    "{repo} {offset}: dated {newest_at}\n{}",
+                    r.output()
+                );
+            } else if offset.starts_with('+') {
+                r.assert_contains("in case this host's clock jumped ahead");
+            }
+        }
+        // Back at the right time, the latest is restorable and verify finds it.
+        let mut verify = vec!["--repo", repo.as_str(), "--job", job, "--latest"];
+        verify.extend(flags.iter().map(String::as_str));
+        run("lifeboat-verify", &verify).assert_code(0);
+        // prune alone under a clock 30 days ahead forgets nothing that keep-7-days keeps.
+        let before = listed(&repo, &flags, job);
+        let mut prune = command("lifeboat-backup");
+        prune
+            .args(["--repo", &repo])
+            .args(&flags)
+            .args(["prune", job, "--retention", "keep-7-days"])
+            .env("LD_PRELOAD", libfaketime())
+            .env("FAKETIME", "+30d")
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        let r = finish(prune.output().unwrap());
+        let after = listed(&repo, &flags, job);
+        let future: Vec<_> = before
+            .iter()
+            .filter(|(_, at)| *at > Utc::now() + ChronoDuration::minutes(5))
+            .collect();
+        assert!(
+            after.len() + future.len() >= before.len() && after.len() >= 3,
+            "{repo}: prune under a skewed clock forgot {} of {}\n{}",
+            before.len() - after.len(),
+            before.len(),
+            r.output()
+        );
+    }
+}
+
+/// Trust III, 3: a tree holding an absolute symlink, or one pointing above the tree, backed up
+/// with exit 0; the restore refused it ("a symlink that points outside the target"), and so did
+/// content verify and the drill. Symlinks are data: they come back as they were.
+#[test]
+fn a_files_snapshot_with_absolute_symlinks_is_committed_but_cannot_be_restored() {
+    let dir = TempDir::new("trust3-symlinks");
+    let src = dir.join("src");
+    std::fs::create_dir_all(src.join("releases/1")).unwrap();
+    std::fs::write(src.join("releases/1/app.txt"), b"release one").unwrap();
+    let links = [
+        ("current", "/srv/app/releases/1"),
+        ("hostname", "/etc/hostname"),
+        ("releases/up", "../../x"),
+        ("releases/latest", "1"),
+    ];
+    for (link, target) in links {
+        std::os::unix::fs::symlink(target, src.join(link)).unwrap();
+    }
+    let repo = TempDir::new("trust3-symlinks-repo");
+    files_backup(repo.as_str(), &[], &src, "uploads", &[], None).assert_code(0);
+    let scratch = dir.join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    for level in ["content", "drill"] {
+        run(
+            "lifeboat-verify",
+            &[
+                "--repo",
+                repo.as_str(),
+                "--level",
+                level,
+                "--scratch-dir",
+                scratch.to_str().unwrap(),
+            ],
+        )
+        .assert_code(0);
+    }
+    let out = dir.join("restored");
+    restore_latest(&repo, "uploads", out.to_str().unwrap(), &["--dry-run"]).assert_code(0);
+    restore_latest(&repo, "uploads", out.to_str().unwrap(), &[]).assert_code(0);
+    for (link, target) in links {
+        assert_eq!(
+            std::fs::read_link(out.join(link)).unwrap(),
+            std::path::PathBuf::from(target),
+            "{link}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(out.join("releases/latest/app.txt")).unwrap(),
+        b"release one"
+    );
+}
+
+/// Trust III, 4: with the newest manifest unreadable, `restore --latest` restored the snapshot
+/// before it with exit 0 and no word. Off a terminal it now refuses without --yes, naming the
+/// damaged snapshot; the dry run and the plan say it; with --yes the report carries it.
+#[test]
+fn the_newest_snapshot_damaged_and_restore_latest_silently_restores_an_older_one() {
+    let dir = TempDir::new("trust3-damaged-newest");
+    let src = dir.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a.txt"), b"older").unwrap();
+    let repo = TempDir::new("trust3-damaged-newest-repo");
+    files_backup(repo.as_str(), &[], &src, "uploads", &[], None).assert_code(0);
+    std::fs::write(src.join("a.txt"), b"newer").unwrap();
+    files_backup(repo.as_str(), &[], &src, "uploads", &[], None).assert_code(0);
+    let ids = ids(&repo, "uploads");
+    let (older, newest) = (&ids[0], &ids[1]);
+    std::fs::write(
+        repo.join(&format!("jobs/uploads/snapshots/{newest}/manifest.json")),
+        b"{ not json",
+    )
+    .unwrap();
+    let out = dir.join("restored");
+    let target = out.to_str().unwrap();
+    let restore = |extra: &[&str]| {
+        let mut args = vec!["--repo", repo.as_str(), "--job", "uploads", "--latest", "--to", target];
+        args.extend_from_slice(extra);
+        run("lifeboat-restore", &args)
+    };
+    restore(&["--dry-run"])
+        .assert_code(0)
+        .assert_contains(&format!("the newest snapshot {newest} of job \"uploads\" is damaged"))
+        .assert_contains(&format!("the newest good one is {older}"));
+    restore(&[])
+        .assert_code(2)
+        .assert_contains(newest)
+        .assert_contains("--yes");
+    assert!(!out.exists(), "restored without consent");
+    let r = restore(&["--yes", "--json"]);
+    r.assert_code(0);
+    let notes = r.json()["report"]["notes"].to_string();
+    assert!(notes.contains(newest) && notes.contains("damaged"), "{notes}");
+    assert_eq!(std::fs::read(out.join("a.txt")).unwrap(), b"older");
+}
+
+/// Trust III, 17: `--log-format json` error lines carried `"causes":"[]"` and
+/// `"context":"[(\"job\", ...)]"`, Rust debug strings inside JSON; `--json`'s per-job errors
+/// lacked `exit_code`, `causes` and `context`.
+#[test]
+fn json_error_lines_carry_rust_debug_strings() {
+    let repo = TempDir::new("trust3-json-errors");
+    let r = run(
+        "lifeboat-backup",
+        &[
+            "--engine",
+            "postgres",
+            "--url",
+            "postgres://u:pw@127.0.0.1:1/app",
+            "--repo",
+            repo.as_str(),
+            "--job",
+            "nc_shop",
+            "--log-format",
+            "json",
+            "--json",
+        ],
+    );
+    r.assert_code(1);
+    let error_line = r
+        .stderr
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["level"] == "ERROR")
+        .unwrap_or_else(|| panic!("no ERROR line:\n{}", r.stderr));
+    let fields = &error_line["fields"];
+    assert!(fields["causes"].is_array(), "{error_line}");
+    assert_eq!(fields["context"]["job"], "nc_shop", "{error_line}");
+    assert_eq!(fields["exit_code"], 1, "{error_line}");
+    let out = r.json();
+    let error = &out["jobs"][0]["error"];
+    let error = if error.is_null() { &out["error"] } else { error };
+    assert_eq!(error["exit_code"], 1, "{out}");
+    assert!(error["causes"].is_array(), "{out}");
+    assert_eq!(error["context"]["job"], "nc_shop", "{out}");
+}
+
+/// Trust III, 18: `--print-config | head` and `--print-man-page | head` panicked (exit 101) or
+/// failed with "Broken pipe" when the reader went away.
+#[test]
+fn a_closed_pipe_makes_print_config_panic() {
+    for args in [
+        vec!["--engine", "files", "--path", "/tmp", "--print-config"],
+        vec!["--print-man-page"],
+        vec!["completions", "bash"],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader); // the reader is gone before the first byte is written
+        let out = command("lifeboat-backup")
+            .args(&args)
+            .stdout(writer)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(stderr.trim().is_empty(), "{args:?}: {stderr}");
+    }
+}
+
+/// Trust III, 19 and 23: a duration too long for dates wrapped to a negative one; a --repo that
+/// names a file, a malformed --s3-endpoint and a --pg-bin-dir that does not exist were exit 1
+/// (a failure of the work) instead of 2 (a configuration error).
+#[test]
+fn configuration_mistakes_exit_1_instead_of_2() {
+    let dir = TempDir::new("trust3-config");
+    let file = dir.join("a-file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let src = dir.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let src = src.to_str().unwrap();
+    run(
+        "lifeboat-verify",
+        &["--repo", dir.as_str(), "--max-age", "9223372036854775808s"],
+    )
+    .assert_code(2)
+    .assert_contains("longer than Lifeboat takes");
+    let backup = |extra: &[&str]| {
+        let mut args = vec!["--engine", "files", "--path", src, "--job", "j"];
+        args.extend_from_slice(extra);
+        run("lifeboat-backup", &args)
+    };
+    backup(&["--repo", file.to_str().unwrap()])
+        .assert_code(2)
+        .assert_contains("a file of that name exists");
+    backup(&["--repo", &format!("{}/below", file.display())]).assert_code(2);
+    for endpoint in ["not a url", "ftp://127.0.0.1:9000", "http://"] {
+        backup(&["--repo", "s3://bucket/p", "--s3-endpoint", endpoint])
+            .assert_code(2)
+            .assert_contains("the S3 endpoint");
+    }
+    let db = TestDb::create("trust3_bindir");
+    let repo = dir.join("repo");
+    backup_pg(
+        &db.url(),
+        repo.to_str().unwrap(),
+        "app",
+        &["--pg-bin-dir", "/no/such/postgresql/bin"],
+    )
+    .assert_code(2)
+    .assert_contains("/no/such/postgresql/bin");
+}
+
+/// Trust III, 5: a store that went away mid-read (a reset, then refused connections) made an
+/// intact snapshot read as DAMAGED (exit 3): the failed resume of a ranged GET was taken for
+/// the end of the data. A transport failure is exit 1 with the store's error. An object
+/// deleted while it is read (404 on the resume) is "forgotten while it was read", exit 1,
+/// and no verification record is written for it.
+#[test]
+fn a_store_that_goes_away_mid_read_is_reported_as_damage() {
+    let dir = TempDir::new("trust3-outage");
+    let src = dir.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("big.bin"), incompressible(6 << 20, 7)).unwrap();
+    let bucket = s3_bucket("trust3-outage");
+    let repo = format!("s3://{bucket}/outage-{}", std::process::id());
+    files_backup(&repo, &s3_flags(), &src, "uploads", &[], None).assert_code(0);
+    let upstream = s3_endpoint().trim_start_matches("http://").to_string();
+    let through = |proxy: &proxy::FaultProxy, command: &str, args: &[&str]| {
+        let mut all = vec![
+            "--repo",
+            repo.as_str(),
+            "--s3-endpoint",
+            proxy.endpoint.as_str(),
+            "--s3-path-style",
+            "--job",
+            "uploads",
+            "--latest",
+        ];
+        all.extend_from_slice(args);
+        run(command, &all)
+    };
+    let cut = |proxy: &proxy::FaultProxy| {
+        proxy
+            .faults
+            .cut_after
+            .store(2 << 20, std::sync::atomic::Ordering::SeqCst);
+    };
+    let records = || {
+        s3_keys(&bucket, &format!("outage-{}/jobs/uploads/verifications/", std::process::id())).len()
+    };
+    // The store goes away mid-read: verify content and restore say so, exit 1.
+    for command in ["lifeboat-verify", "lifeboat-restore"] {
+        let proxy = proxy::FaultProxy::start(&upstream);
+        proxy
+            .faults
+            .refuse_after_cut
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        cut(&proxy);
+        let target = dir.join(&format!("restored-{command}"));
+        let r = if command == "lifeboat-verify" {
+            through(&proxy, command, &["--level", "content"])
+        } else {
+            through(&proxy, command, &["--to", target.to_str().unwrap(), "--yes"])
+        };
+        r.assert_code(1);
+        assert!(
+            !r.output().contains("DAMAGED") && !r.output().contains("does not match"),
+            "{command}: an outage reported as damage:\n{}",
+            r.output()
+        );
+        assert!(!target.exists(), "{command}: the target was written");
+    }
+    // The object is deleted while it is read.
+    let before = records();
+    let proxy = proxy::FaultProxy::start(&upstream);
+    proxy
+        .faults
+        .not_found_after_cut
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    cut(&proxy);
+    through(&proxy, "lifeboat-verify", &["--level", "content"])
+        .assert_code(1)
+        .assert_contains("forgotten");
+    assert_eq!(records(), before, "a verification record for a forgotten snapshot");
+    // And the snapshot is intact.
+    run(
+        "lifeboat-verify",
+        &[
+            "--repo",
+            &repo,
+            "--s3-endpoint",
+            &s3_endpoint(),
+            "--s3-path-style",
+            "--level",
+            "content",
+        ],
+    )
+    .assert_code(0);
+}
+
+/// Trust III, 22: a Redis server that accepts a connection and never answers held a run for
+/// the whole idle timeout (10 min by default), while PostgreSQL's handshake failed after the
+/// 30 s connect timeout. The Redis handshake counts as connecting now.
+#[test]
+fn a_silent_redis_holds_a_run_for_the_whole_idle_timeout() {
+    let (_listener, port) = silent_server();
+    let repo = TempDir::new("trust3-silent-redis");
+    let started = std::time::Instant::now();
+    run(
+        "lifeboat-backup",
+        &[
+            "--engine",
+            "redis",
+            "--url",
+            &format!("redis://:secret@127.0.0.1:{port}"),
+            "--repo",
+            repo.as_str(),
+            "--job",
+            "silent",
+            "--idle-timeout",
+            "10m",
+        ],
+    )
+    .assert_code(1)
+    .assert_contains("no answer to the handshake");
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(120),
+        "took {took:?}: the handshake waited for the idle timeout"
+    );
+    no_lock_left(&repo, "silent");
+}
+
+/// Trust III, 11: a copy stopped at the first damaged snapshot, so newer good snapshots were
+/// never copied. Every snapshot it can copy is copied, each damaged one is named, exit 3.
+#[test]
+fn a_copy_stops_at_the_first_damaged_snapshot() {
+    let dir = TempDir::new("trust3-copy");
+    let src = dir.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let repo = TempDir::new("trust3-copy-repo");
+    for i in 0..3 {
+        std::fs::write(src.join("a.txt"), format!("version {i}")).unwrap();
+        files_backup(repo.as_str(), &[], &src, "uploads", &[], None).assert_code(0);
+    }
+    let all = ids(&repo, "uploads");
+    // The oldest snapshot's data object is damaged.
+    let oldest = data_objects(repo.path())
+        .into_iter()
+        .find(|p| p.to_string_lossy().contains(&all[0]))
+        .unwrap();
+    let mut bytes = std::fs::read(&oldest).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x40;
+    std::fs::write(&oldest, bytes).unwrap();
+    let offsite = TempDir::new("trust3-copy-offsite");
+    run(
+        "lifeboat-backup",
+        &["--repo", repo.as_str(), "copy", "--to-repo", offsite.as_str()],
+    )
+    .assert_code(3)
+    .assert_contains(&all[0])
+    .assert_contains("Copied 2 snapshots");
+    assert_eq!(ids(&offsite, "uploads"), all[1..].to_vec());
+}
+
+/// Trust III, 7: with a data object replaced by another job's and the manifest's digests edited
+/// to match, `verify --level content` said ok (only the drill noticed). The dump's table of
+/// contents is compared with the tables the fingerprint recorded.
+#[test]
+fn content_verify_does_not_check_the_dump_against_the_manifest() {
+    let shop = TestDb::create("trust3_shop");
+    sql(&shop.url(), "CREATE TABLE orders (id int); INSERT INTO orders VALUES (1)");
+    let blog = TestDb::create("trust3_blog");
+    sql(&blog.url(), "CREATE TABLE posts (id int); INSERT INTO posts VALUES (1), (2)");
+    let repo = TempDir::new("trust3-mixup");
+    backup_pg(&shop.url(), repo.as_str(), "shop", &[]).assert_code(0);
+    backup_pg(&blog.url(), repo.as_str(), "blog", &[]).assert_code(0);
+    let verify = || {
+        run(
+            "lifeboat-verify",
+            &["--repo", repo.as_str(), "--job", "shop", "--level", "content"],
+        )
+    };
+    verify().assert_code(0);
+    let blog_manifest = manifests(repo.path(), "blog").remove(0);
+    let shop_manifest = manifests(repo.path(), "shop").remove(0);
+    let object = |m: &serde_json::Value| repo.join(m["object"]["key"].as_str().unwrap());
+    std::fs::copy(object(&blog_manifest), object(&shop_manifest)).unwrap();
+    edit_manifest(repo.path(), "shop", |m| {
+        for field in ["stored_sha256", "stored_size", "raw_size", "raw_blake3", "raw_sha256"] {
+            if let Some(v) = blog_manifest["object"].get(field) {
+                m["object"][field] = v.clone();
+            }
+        }
+    });
+    verify()
+        .assert_code(3)
+        .assert_contains("public.orders")
+        .assert_contains("posts");
+}

@@ -15,7 +15,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 pub const DEFAULT_PG_URL: &str =
-    "postgres://lifeboat:lifeboat-test-password@127.0.0.1:54329/postgres";
+    "postgres://lifeboat:lifeboat-test-password@127.0.0.1:24329/postgres";
 /// The test server's password: it must never appear in any output.
 pub const PG_PASSWORD: &str = "lifeboat-test-password";
 
@@ -203,14 +203,14 @@ impl Run {
 /// The test S3 server (moto, started by scripts/services.sh).
 pub fn s3_endpoint() -> String {
     std::env::var("LIFEBOAT_TEST_S3_ENDPOINT")
-        .unwrap_or_else(|_| "http://127.0.0.1:54390".to_string())
+        .unwrap_or_else(|_| "http://127.0.0.1:24390".to_string())
 }
 
 /// The on-disk test S3 server (s3s-fs, started by scripts/services.sh): large streams, no
 /// listing of multipart uploads, no versioning or object lock.
 pub fn s3s_endpoint() -> String {
     std::env::var("LIFEBOAT_TEST_S3S_ENDPOINT")
-        .unwrap_or_else(|_| "http://127.0.0.1:54391".to_string())
+        .unwrap_or_else(|_| "http://127.0.0.1:24391".to_string())
 }
 
 /// Creates a bucket on the s3s-fs test server and returns its name.

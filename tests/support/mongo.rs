@@ -10,7 +10,7 @@ use crate::TempDir;
 pub fn source_url() -> String {
     env_or(
         "LIFEBOAT_TEST_MONGO_URL",
-        "mongodb://127.0.0.1:54317/?directConnection=true",
+        "mongodb://127.0.0.1:24317/?directConnection=true",
     )
 }
 
@@ -18,7 +18,7 @@ pub fn source_url() -> String {
 pub fn target_url() -> String {
     env_or(
         "LIFEBOAT_TEST_MONGO_TARGET_URL",
-        "mongodb://127.0.0.1:54318/?directConnection=true",
+        "mongodb://127.0.0.1:24318/?directConnection=true",
     )
 }
 
@@ -26,7 +26,7 @@ pub fn target_url() -> String {
 pub fn small_oplog_url() -> String {
     env_or(
         "LIFEBOAT_TEST_MONGO_SMALL_OPLOG_URL",
-        "mongodb://127.0.0.1:54319/?directConnection=true",
+        "mongodb://127.0.0.1:24319/?directConnection=true",
     )
 }
 

@@ -22,6 +22,14 @@ pub struct Faults {
     pub connections: AtomicU32,
     /// Requests that carried a `Range` header.
     pub ranged: AtomicU32,
+    /// Once a response has been cut, every later connection is closed at once, unanswered:
+    /// the store went away mid-read (a reset, then nothing).
+    pub refuse_after_cut: AtomicBool,
+    /// Once a response has been cut, every later request is answered `404 NoSuchKey`: the
+    /// object was deleted (a concurrent prune) while it was read.
+    pub not_found_after_cut: AtomicBool,
+    refusing: AtomicBool,
+    not_found: AtomicBool,
 }
 
 /// Accepts connections on a loopback port of its own, in a runtime on its own thread, and hands
@@ -80,6 +88,10 @@ async fn handle(mut client: TcpStream, upstream: String, faults: Arc<Faults>) {
         }
         return;
     }
+    if faults.refusing.load(Ordering::SeqCst) {
+        drop(client);
+        return;
+    }
     let take = |counter: &AtomicU32| {
         counter
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -90,6 +102,12 @@ async fn handle(mut client: TcpStream, upstream: String, faults: Arc<Faults>) {
             "503 Slow Down",
             "SlowDown",
             "Please reduce your request rate.",
+        ))
+    } else if faults.not_found.load(Ordering::SeqCst) {
+        Some((
+            "404 Not Found",
+            "NoSuchKey",
+            "The specified key does not exist.",
         ))
     } else if take(&faults.internal_error) {
         Some((
@@ -156,6 +174,12 @@ async fn handle(mut client: TcpStream, upstream: String, faults: Arc<Faults>) {
         }
         sent += n as u64;
         if cut > 0 && sent >= cut {
+            if faults.refuse_after_cut.load(Ordering::SeqCst) {
+                faults.refusing.store(true, Ordering::SeqCst);
+            }
+            if faults.not_found_after_cut.load(Ordering::SeqCst) {
+                faults.not_found.store(true, Ordering::SeqCst);
+            }
             break; // drop the connection mid-response
         }
     }

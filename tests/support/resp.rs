@@ -118,8 +118,8 @@ impl Redis {
 pub fn redis_urls() -> (String, String) {
     (
         std::env::var("LIFEBOAT_TEST_REDIS_URL")
-            .unwrap_or_else(|_| "redis://127.0.0.1:54379".into()),
+            .unwrap_or_else(|_| "redis://127.0.0.1:24379".into()),
         std::env::var("LIFEBOAT_TEST_REDIS_TARGET_URL")
-            .unwrap_or_else(|_| "redis://127.0.0.1:54380".into()),
+            .unwrap_or_else(|_| "redis://127.0.0.1:24380".into()),
     )
 }

@@ -60,11 +60,9 @@ async fn run_jobs(args: &BackupArgs, cancel: &job::Cancel) -> Result<i32> {
         let jobs: Vec<_> = jobs.iter().map(Job::to_json).collect();
         let file = config.as_ref().and_then(|c| c.file.clone());
         let value = serde_json::json!({"file": file, "store": store, "jobs": jobs});
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&value).unwrap_or_default()
-        );
-        return Ok(0);
+        return Ok(lifeboat_cli::print_line(
+            &serde_json::to_string_pretty(&value).unwrap_or_default(),
+        ));
     }
     let store = lifeboat_cli::open_store(&args.common, config.as_ref()).await?;
     let options = JobOptions {
@@ -109,7 +107,7 @@ impl job::JobsView for Terminal<'_> {
 
     fn show(&self, text: &str) {
         if !self.args.common.json {
-            print!("{text}");
+            lifeboat_cli::out!("{text}");
         }
     }
 

@@ -74,11 +74,11 @@ pub fn schedule(args: &BackupArgs, schedule: &ScheduleArgs) -> Result<i32> {
             let several = generated.files.len() > 1;
             for file in &generated.files {
                 if several {
-                    println!("# ==> {} <==", file.name);
+                    lifeboat_cli::outln!("# ==> {} <==", file.name);
                 }
-                print!("{}", file.contents);
+                lifeboat_cli::out!("{}", file.contents);
                 if several {
-                    println!();
+                    lifeboat_cli::outln!();
                 }
             }
         }
@@ -97,7 +97,7 @@ pub fn keygen(args: &BackupArgs, keygen: &KeygenArgs) -> Result<i32> {
             "public_key": public,
         }));
     } else {
-        println!("{public}");
+        lifeboat_cli::outln!("{public}");
         eprintln!(
             "Wrote the identity to {} (readable by you only). Put the public key above in \
              [encryption] recipients; keep the identity where restores run, not on the backup host, \
@@ -132,7 +132,7 @@ pub async fn prune(args: &BackupArgs, prune_args: &PruneArgs) -> Result<i32> {
     if !json {
         without_policy
             .iter()
-            .for_each(|n| println!("Job {n:?} has no retention policy: nothing to prune."));
+            .for_each(|n| lifeboat_cli::outln!("Job {n:?} has no retention policy: nothing to prune."));
     }
     let store = lifeboat_cli::open_repository(&args.common, config.as_ref()).await?;
     for (job, _) in &targets {
@@ -153,7 +153,7 @@ pub async fn prune(args: &BackupArgs, prune_args: &PruneArgs) -> Result<i32> {
     for (job, policy) in &targets {
         let report = prune::prune_locked(&store, job, policy, &options, &holder).await?;
         if !json {
-            print!(
+            lifeboat_cli::out!(
                 "Job {job:?}:\n{}{}",
                 report.plan.render(),
                 human::prune(&report)
@@ -177,11 +177,11 @@ pub async fn unlock(args: &BackupArgs, unlock: &UnlockArgs) -> Result<i32> {
     lifeboat_cli::known_job(&store, config.as_ref(), &unlock.job).await?;
     match lock::inspect(&store, &unlock.job).await? {
         None => {
-            println!("Job {:?} is not locked.", unlock.job);
+            lifeboat_cli::outln!("Job {:?} is not locked.", unlock.job);
             return Ok(0);
         }
-        Some(Ok(held)) => println!("Job {:?} is locked by {}.", unlock.job, held.describe()),
-        Some(Err(unreadable)) => println!(
+        Some(Ok(held)) => lifeboat_cli::outln!("Job {:?} is locked by {}.", unlock.job, held.describe()),
+        Some(Err(unreadable)) => lifeboat_cli::outln!(
             "Job {:?} has a lock nobody can read: {unreadable}.",
             unlock.job
         ),
@@ -194,7 +194,7 @@ pub async fn unlock(args: &BackupArgs, unlock: &UnlockArgs) -> Result<i32> {
         return Err(Error::new(ErrorKind::Refused, "the lock was left in place"));
     }
     lock::force_unlock(&store, &unlock.job).await?;
-    println!("Removed the lock of job {:?}.", unlock.job);
+    lifeboat_cli::outln!("Removed the lock of job {:?}.", unlock.job);
     Ok(0)
 }
 
@@ -244,12 +244,12 @@ pub async fn forget(args: &BackupArgs, forget: &ForgetArgs) -> Result<i32> {
         format!(" (--force: {})", report.overridden.join("; "))
     };
     if report.dry_run {
-        println!(
+        lifeboat_cli::outln!(
             "Would forget snapshot {id} of job {:?}{overridden}. Dry run: nothing was changed.",
             forget.job
         );
     } else {
-        println!("Forgot snapshot {id} of job {:?}{overridden}.", forget.job);
+        lifeboat_cli::outln!("Forgot snapshot {id} of job {:?}{overridden}.", forget.job);
     }
     Ok(0)
 }
@@ -279,7 +279,7 @@ pub async fn pin(args: &BackupArgs, pin: &PinArgs) -> Result<i32> {
     if args.common.json {
         print_json(&serde_json::json!({"ok": true, "job": pin.job, "snapshot": id, "pin": record}));
     } else {
-        println!(
+        lifeboat_cli::outln!(
             "Pinned snapshot {id} of job {:?}: retention keeps it until `lifeboat-backup unpin {} {id}`.",
             pin.job, pin.job
         );
@@ -305,12 +305,12 @@ pub async fn unpin(args: &BackupArgs, unpin: &UnpinArgs) -> Result<i32> {
             &serde_json::json!({"ok": true, "job": unpin.job, "snapshot": id, "was_pinned": released}),
         );
     } else if released {
-        println!(
+        lifeboat_cli::outln!(
             "Unpinned snapshot {id} of job {:?}: its retention policy applies again.",
             unpin.job
         );
     } else {
-        println!("Snapshot {id} of job {:?} was not pinned.", unpin.job);
+        lifeboat_cli::outln!("Snapshot {id} of job {:?} was not pinned.", unpin.job);
     }
     Ok(0)
 }
@@ -365,13 +365,24 @@ pub async fn copy(args: &BackupArgs, copy: &CopyArgs) -> Result<i32> {
                 .await?
         {
             if !args.common.json {
-                print!("{}", human::copy(&report));
+                lifeboat_cli::out!("{}", human::copy(&report));
             }
             reports.push(report);
         }
     }
+    // Damaged snapshots were left out and every other one copied; the run still fails with 3.
+    let damage = reports.iter().find_map(lifeboat_core::copy::CopyReport::damage);
     if args.common.json {
-        print_json(&serde_json::json!({"ok": true, "dry_run": copy.dry_run, "copies": reports}));
+        print_json(&serde_json::json!({
+            "ok": damage.is_none(),
+            "dry_run": copy.dry_run,
+            "copies": reports,
+            "error": damage.as_ref().map(lifeboat_core::Error::to_json),
+        }));
+        return Ok(damage.map_or(0, |e| e.exit_code()));
     }
-    Ok(0)
+    match damage {
+        Some(e) => Err(e),
+        None => Ok(0),
+    }
 }

@@ -68,7 +68,7 @@ async fn run_list(common: &CommonArgs, list: &ListArgs) -> Result<()> {
     } else {
         statuses
             .iter()
-            .for_each(|s| print!("{}", human::job_status(s)));
+            .for_each(|s| lifeboat_cli::out!("{}", human::job_status(s)));
     }
     Ok(())
 }
@@ -117,26 +117,45 @@ async fn run_restore(common: &CommonArgs, flags: &RestoreFlags) -> Result<()> {
             (store, plan, keys, options)
         }
     };
+    // The newest snapshot is damaged and an older one was picked: on a terminal the prompt
+    // asks (the plan says why); off a terminal only --yes restores the older one.
+    let consent = plan.needs_consent();
+    if let Some(consent) = &consent {
+        use std::io::IsTerminal as _;
+        if !flags.dry_run && !flags.yes && !std::io::stdin().is_terminal() {
+            return Err(lifeboat_core::Error::new(
+                lifeboat_core::ErrorKind::Refused,
+                format!("{consent}; nothing was restored"),
+            )
+            .with_hint("to restore the older snapshot anyway, run again with --yes; or check the damaged one with `lifeboat-verify --snapshot ID`"));
+        }
+    }
+    let question = if consent.is_some() {
+        "Restore this older snapshot into the target now?"
+    } else {
+        "Restore into the target now?"
+    };
     if !lifeboat_cli::show_plan_and_confirm(
         common,
         &plan,
         &human::restore_plan(&plan),
         flags.dry_run,
         flags.yes,
-        "Restore into the target now?",
+        question,
     )? {
         return Ok(());
     }
-    let report = with_progress(
+    let mut report = with_progress(
         common,
         &plan.job,
         restore::apply(&store, &plan, &options, &keys),
     )
     .await?;
+    report.notes.extend(consent.map(|c| format!("warning: {c}")));
     if common.json {
         print_json(&serde_json::json!({"ok": true, "report": report}));
     } else {
-        println!("{}", human::restore_done(&report));
+        lifeboat_cli::outln!("{}", human::restore_done(&report));
     }
     Ok(())
 }
@@ -241,7 +260,7 @@ async fn run_system(common: &CommonArgs, flags: &RestoreFlags) -> Result<i32> {
             "missing": plan.missing,
         }));
     } else {
-        print!("{}", human::system_report(&report, &plan.missing));
+        lifeboat_cli::out!("{}", human::system_report(&report, &plan.missing));
     }
     Ok(match &report.error {
         None => 0,

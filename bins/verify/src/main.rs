@@ -130,7 +130,7 @@ async fn run(args: &VerifyArgs) -> Result<i32> {
             },
         };
         if !args.common.json && verified.is_ok() {
-            print!("{}", end.text);
+            lifeboat_cli::out!("{}", end.text);
         }
         news.finished(&store, end).await;
         let report = match verified {
@@ -153,7 +153,7 @@ async fn run(args: &VerifyArgs) -> Result<i32> {
         let kept =
             lifeboat_core::report::dr::write(&store, &reports, args.level, path, format).await?;
         if !args.common.json {
-            println!(
+            lifeboat_cli::outln!(
                 "Wrote the DR report {} (kept in the repository as {}).",
                 path.display(),
                 kept.join(", ")

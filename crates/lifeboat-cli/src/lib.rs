@@ -78,9 +78,10 @@ pub fn print_docs<A: clap::CommandFactory>(common: &CommonArgs) -> Option<i32> {
         return Some(0);
     }
     if common.print_man_page {
+        let mut page = Vec::new();
         let man = clap_mangen::Man::new(A::command());
-        return Some(match man.render(&mut std::io::stdout()) {
-            Ok(()) => 0,
+        return Some(match man.render(&mut page) {
+            Ok(()) => write_stdout(&page),
             Err(e) => {
                 eprintln!("error: cannot write the man page: {e}");
                 1
@@ -94,7 +95,49 @@ pub fn print_docs<A: clap::CommandFactory>(common: &CommonArgs) -> Option<i32> {
 pub fn print_completions<A: clap::CommandFactory>(shell: clap_complete::Shell) {
     let mut command = A::command();
     let name = command.get_name().to_string();
-    clap_complete::generate(shell, &mut command, name, &mut std::io::stdout());
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, name, &mut script);
+    write_stdout(&script);
+}
+
+/// Writes `bytes` to stdout; returns the exit code. A reader that went away (`| head`) ends
+/// the output quietly, as other command-line tools do, instead of a panic ("failed printing to
+/// stdout: Broken pipe") or an error.
+pub fn write_stdout(bytes: &[u8]) -> i32 {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => 0,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+        Err(e) => {
+            eprintln!("error: cannot write to stdout: {e}");
+            1
+        }
+    }
+}
+
+/// `println!` that ends quietly when stdout's reader went away (see [`write_stdout`]).
+#[macro_export]
+macro_rules! outln {
+    () => {{
+        let _ = $crate::print_line("");
+    }};
+    ($($arg:tt)*) => {{
+        let _ = $crate::print_line(&format!($($arg)*));
+    }};
+}
+
+/// `print!` that ends quietly when stdout's reader went away (see [`write_stdout`]).
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        let _ = $crate::write_stdout(format!($($arg)*).as_bytes());
+    }};
+}
+
+/// [`write_stdout`] for one line of text.
+pub fn print_line(line: &str) -> i32 {
+    write_stdout(format!("{line}\n").as_bytes())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -366,37 +409,22 @@ pub async fn until_signal<T>(work: impl std::future::Future<Output = Result<T>>)
 /// Prints an error (with its causes and hint) on stderr, or as JSON on stdout; returns the exit
 /// code. The error is logged here, once.
 pub fn report_error(err: &Error, json: bool) -> i32 {
-    let mut causes = Vec::new();
-    let mut source = std::error::Error::source(err);
-    while let Some(s) = source {
-        causes.push(s.to_string());
-        source = s.source();
-    }
+    let causes = err.causes();
     if json {
-        let value = serde_json::json!({
-            "ok": false,
-            "error": {
-                "kind": err.kind().as_str(),
-                "message": err.message(),
-                "causes": causes,
-                "context": err.context().iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
-                "hint": err.hint(),
-                "exit_code": err.exit_code(),
-            }
-        });
-        println!("{value}");
+        print_line(&serde_json::json!({"ok": false, "error": err.to_json()}).to_string());
     }
     if LOG_JSON.load(std::sync::atomic::Ordering::Relaxed) {
-        // One structured line, like every other log line of the run.
-        tracing::error!(
-            kind = err.kind().as_str(),
-            causes = ?causes,
-            context = ?err.context(),
-            hint = err.hint().unwrap_or_default(),
-            exit_code = err.exit_code(),
-            "{}",
-            err.message()
-        );
+        // One structured line in the shape of every other log line of the run (tracing's JSON
+        // format), written here because tracing's fields can only carry a list or a map as a
+        // debug string, and `causes` and `context` must be JSON a machine can read.
+        let mut fields = err.to_json();
+        fields["message"] = serde_json::Value::String(err.message().to_string());
+        let line = serde_json::json!({
+            "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "level": "ERROR",
+            "fields": fields,
+        });
+        progress::write_log_line(&format!("{line}\n"));
         return err.exit_code();
     }
     let mut text = format!("error: {}", err.message());
@@ -413,7 +441,9 @@ pub fn report_error(err: &Error, json: bool) -> i32 {
 /// Prints a value as one line of JSON.
 pub fn print_json(value: &impl serde::Serialize) {
     match serde_json::to_string(value) {
-        Ok(s) => println!("{s}"),
+        Ok(s) => {
+            print_line(&s);
+        }
         Err(e) => eprintln!("error: cannot encode the result as JSON: {e}"),
     }
 }
@@ -482,13 +512,13 @@ pub fn show_plan_and_confirm(
         if common.json {
             print_json(&serde_json::json!({"ok": true, "dry_run": true, "plan": plan}));
         } else {
-            print!("{text}");
-            println!("Dry run: nothing was changed.");
+            out!("{text}");
+            outln!("Dry run: nothing was changed.");
         }
         return Ok(false);
     }
     if !common.json {
-        print!("{text}");
+        out!("{text}");
     }
     if !yes && !confirm_on_terminal(question)? {
         return Err(Error::new(

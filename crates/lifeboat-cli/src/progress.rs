@@ -140,6 +140,13 @@ impl std::io::Write for LogLine {
     }
 }
 
+/// Writes one whole log line that does not come through tracing (the final error line).
+pub fn write_log_line(line: &str) {
+    use std::io::Write as _;
+    let mut out = LogLine(Vec::new());
+    let _ = out.write_all(line.as_bytes());
+}
+
 impl Drop for LogLine {
     fn drop(&mut self) {
         use std::io::Write as _;

@@ -33,6 +33,13 @@ pub struct BackupOptions {
     /// history whose snapshots came from another source (two servers' databases called `app`
     /// would otherwise share one history, and its retention, silently).
     pub same_source_only: bool,
+    /// The job's lock, proved still held right before the manifest is written: a run that
+    /// lost it commits nothing (`None`: a backup run without a lock, as in unit tests).
+    pub lease: Option<std::sync::Arc<dyn crate::lock::Lease>>,
+    /// Added to the times this host's clock gives (the source's `consistent_at`) so that a
+    /// snapshot is dated by the store's clock when this host's is known to be off (zero
+    /// otherwise; `now` is corrected by the caller).
+    pub clock_offset: chrono::Duration,
 }
 
 /// A committed snapshot, as `lifeboat-backup` reports it (human or `--json`).
@@ -219,7 +226,7 @@ async fn capture_and_commit<S: Store>(
     }
     let captured = Captured {
         engine: info.engine,
-        consistent_at: finished.consistent_at.unwrap_or(info.consistent_at),
+        consistent_at: finished.consistent_at.unwrap_or(info.consistent_at) + options.clock_offset,
         dump_format: info.dump_format,
         streamed,
         finished,
@@ -366,7 +373,7 @@ async fn commit_snapshot<S: Store>(
         warnings: captured.finished.warnings,
         companions: captured.companions,
     };
-    commit(store, key, reported_size, &manifest).await?;
+    commit(store, key, reported_size, &manifest, options.lease.as_deref()).await?;
     let contents = manifest.fingerprint.contents();
     Ok(BackupReport {
         job: job.name.clone(),
@@ -388,20 +395,36 @@ async fn commit_snapshot<S: Store>(
     })
 }
 
-/// Checks what the store kept, then writes the manifest: the commit, last and in one step.
-/// On failure the data object is removed again.
+/// Checks what the store kept and that the job's lock is still this run's, then writes the
+/// manifest: the commit, last and in one step. On failure the snapshot's objects are removed
+/// again.
 async fn commit<S: Store>(
     store: &S,
     key: &ObjectKey,
     stored_size: u64,
     manifest: &Manifest,
+    lease: Option<&dyn crate::lock::Lease>,
 ) -> Result<()> {
-    if stored_size != manifest.object.stored_size {
+    let uncommitted = async || {
         let _ = store.delete(key).await;
+        for companion in manifest.companions.values() {
+            if let Ok(k) = ObjectKey::new(companion.key.clone()) {
+                let _ = store.delete(&k).await;
+            }
+        }
+    };
+    if stored_size != manifest.object.stored_size {
+        uncommitted().await;
         return Err(Error::store(format!(
             "the store reports {stored_size} bytes for {key}, but {} were written",
             manifest.object.stored_size
         )));
+    }
+    if let Some(lease) = lease {
+        if let Err(e) = lease.confirm().await {
+            uncommitted().await;
+            return Err(e.with_context("snapshot", manifest.id.to_string()));
+        }
     }
     if let Err(e) = store
         .put(
@@ -410,7 +433,7 @@ async fn commit<S: Store>(
         )
         .await
     {
-        let _ = store.delete(key).await;
+        uncommitted().await;
         return Err(e);
     }
     Ok(())
@@ -426,13 +449,27 @@ mod tests {
     use crate::store::LocalStore;
     use tokio::io::AsyncRead;
 
-    async fn run(capture: Capture) -> (Result<BackupReport>, LocalStore, std::path::PathBuf) {
+    fn new_store() -> (LocalStore, std::path::PathBuf) {
         let root = std::env::temp_dir().join(format!(
             "lifeboat-unit-backup-{}-{}",
             std::process::id(),
             SnapshotId::generate(Utc::now())
         ));
-        let store = LocalStore::open(&root).unwrap();
+        (LocalStore::open(&root).unwrap(), root)
+    }
+
+    async fn run(capture: Capture) -> (Result<BackupReport>, LocalStore, std::path::PathBuf) {
+        let (store, root) = new_store();
+        run_in(store, root, capture, None).await
+    }
+
+    /// [`run`] into `store`, proving `lease` before the commit.
+    async fn run_in(
+        store: LocalStore,
+        root: std::path::PathBuf,
+        capture: Capture,
+        lease: Option<std::sync::Arc<dyn crate::lock::Lease>>,
+    ) -> (Result<BackupReport>, LocalStore, std::path::PathBuf) {
         let spec = crate::config::JobSpec {
             name: "app".into(),
             engine: crate::config::EngineName::Postgres,
@@ -445,6 +482,8 @@ mod tests {
             leftover_grace: std::time::Duration::from_secs(3600),
             compression_threads: 1,
             same_source_only: false,
+            lease,
+            clock_offset: chrono::Duration::zero(),
         };
         let context = Context {
             sealing: None,
@@ -504,6 +543,53 @@ mod tests {
             .contains("the connection broke"));
         assert!(aborted.load(Ordering::SeqCst), "the source was not stopped");
         assert_eq!(objects(&store).await, Vec::<String>::new());
+        let _ = std::fs::remove_dir_all(root);
+    }
+
+    /// Regression (Trust III, 2): a run whose lock another host replaced during the run still
+    /// committed its snapshot (and pruned). Before the manifest, the run proves it still holds
+    /// the lease; one that lost it commits nothing, removes its data object, says who holds
+    /// the lock now (exit 4) and leaves that lock alone.
+    #[tokio::test]
+    async fn a_run_that_lost_its_lock_still_commits() {
+        use crate::lock::{acquire, lock_key, Holder, LockInfo};
+        let bytes: &'static [u8] = b"PGDMP a whole dump";
+        let (capture, _) = capture(Box::new(bytes), Ok(()));
+        let other = LockInfo {
+            owner: "lifeboat-backup".into(),
+            host: "other-host".into(),
+            pid: 4242,
+            token: "theirs".into(),
+            started_at: Utc::now(),
+            expires_at: Utc::now() + chrono::Duration::minutes(10),
+            process: None,
+        };
+        let (store, root) = new_store();
+        let holder = Holder {
+            owner: "test".into(),
+            host: "here".into(),
+            pid: 1,
+            process: None,
+        };
+        let lease = std::time::Duration::from_secs(600);
+        let guard = acquire(&store, "app", &holder, lease, Utc::now())
+            .await
+            .unwrap();
+        // Another host takes the lock over while this run dumps.
+        store
+            .put(&lock_key("app").unwrap(), &serde_json::to_vec(&other).unwrap())
+            .await
+            .unwrap();
+        let (result, store, root) = run_in(store, root, capture, Some(guard.lease())).await;
+        let e = result.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Lock, "{e}");
+        assert!(e.message().contains("other-host"), "{}", e.message());
+        assert_eq!(e.exit_code(), 4);
+        // Only the other host's lock is left, untouched.
+        assert_eq!(objects(&store).await, vec!["jobs/app/lock".to_string()]);
+        let lock = crate::lock::current(&store, "app").await.unwrap().unwrap();
+        assert_eq!(lock.token, "theirs");
+        drop(guard);
         let _ = std::fs::remove_dir_all(root);
     }
 

@@ -48,14 +48,9 @@ impl ChildProcess {
             |n| n.to_string_lossy().into_owned(),
         );
         command.stderr(Stdio::piped()).kill_on_drop(true);
-        let mut child = command.spawn().map_err(|e| {
-            let err = Error::new(kind, format!("cannot run {}: {e}", program.display()));
-            if e.kind() == std::io::ErrorKind::NotFound {
-                err.with_hint(install_hint.to_string())
-            } else {
-                err
-            }
-        })?;
+        let mut child = command
+            .spawn()
+            .map_err(|e| cannot_run(program, &e, kind, install_hint))?;
         let stderr = child.stderr.take().map(|mut pipe| {
             tokio::spawn(async move {
                 let mut tail = Vec::new();
@@ -278,6 +273,38 @@ fn describe_status(status: ExitStatus) -> String {
     }
 }
 
+/// Why a program could not be started. A program named by a path (a configured `pg-bin-dir`)
+/// that is not there is a configuration mistake (exit 2, naming the directory); a program
+/// looked up on the `PATH` that is missing is the host's (`install_hint` says what to install).
+pub fn cannot_run(
+    program: &Path,
+    e: &std::io::Error,
+    kind: ErrorKind,
+    install_hint: &str,
+) -> Error {
+    let dir = program.parent().filter(|d| !d.as_os_str().is_empty());
+    match dir {
+        Some(dir) if e.kind() == std::io::ErrorKind::NotFound => {
+            let what = if dir.is_dir() {
+                format!("{} is not in {}", program.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()), dir.display())
+            } else {
+                format!("the directory {} does not exist", dir.display())
+            };
+            Error::config(format!("cannot run {}: {what}", program.display())).with_hint(
+                "check pg-bin-dir (or --pg-bin-dir): it names the directory of the PostgreSQL client programs, e.g. /usr/lib/postgresql/17/bin",
+            )
+        }
+        _ => {
+            let err = Error::new(kind, format!("cannot run {}: {e}", program.display()));
+            if e.kind() == std::io::ErrorKind::NotFound {
+                err.with_hint(install_hint.to_string())
+            } else {
+                err
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,15 +403,33 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_program_says_what_to_install() {
-        let cmd = Command::new("/nonexistent/pg_dump");
+        let program = Path::new("lifeboat-no-such-pg_dump");
         let err = ChildProcess::spawn(
-            cmd,
-            Path::new("/nonexistent/pg_dump"),
+            Command::new(program),
+            program,
             ErrorKind::Source,
             "apt-get install postgresql-client",
         )
         .err()
         .unwrap();
+        assert_eq!(err.kind(), ErrorKind::Source);
         assert_eq!(err.hint(), Some("apt-get install postgresql-client"));
+    }
+
+    /// Regression (Trust III, 23): a `pg-bin-dir` that does not exist was exit 1, a failure of
+    /// the work, instead of 2, a mistake in the configuration.
+    #[tokio::test]
+    async fn a_pg_bin_dir_that_does_not_exist_is_a_configuration_error() {
+        let program = Path::new("/nonexistent/bin/pg_dump");
+        let err = ChildProcess::spawn(
+            Command::new(program),
+            program,
+            ErrorKind::Source,
+            "apt-get install postgresql-client",
+        )
+        .err()
+        .unwrap();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.message().contains("/nonexistent/bin does not exist"), "{err}");
     }
 }

@@ -39,6 +39,40 @@ pub struct CopyReport {
     pub already_there: usize,
     /// Source manifests that could not be read: not copied, reported.
     pub damaged: Vec<catalog::DamagedSnapshot>,
+    /// Snapshots whose data turned out damaged on the way: not copied, reported, and the copy
+    /// went on with the next one (a damaged old snapshot must not keep newer good ones from
+    /// their second copy).
+    pub not_copied: Vec<NotCopied>,
+}
+
+/// A snapshot a copy found damaged.
+#[derive(Debug, Serialize)]
+pub struct NotCopied {
+    /// The snapshot.
+    pub id: SnapshotId,
+    /// What is wrong with it.
+    pub error: String,
+}
+
+impl CopyReport {
+    /// The copy's verdict on what it found damaged (exit 3), once everything else was copied.
+    pub fn damage(&self) -> Option<Error> {
+        let mut named: Vec<String> = self.not_copied.iter().map(|n| n.id.to_string()).collect();
+        named.extend(self.damaged.iter().map(|d| d.key.clone()));
+        if named.is_empty() {
+            return None;
+        }
+        Some(
+            Error::integrity(format!(
+                "job {:?}: {} damaged in the source and not copied to {}: {}",
+                self.job,
+                if named.len() == 1 { "1 snapshot is" } else { "snapshots are" },
+                self.to,
+                named.join(", ")
+            ))
+            .with_hint("every other snapshot was copied; run lifeboat-verify on the source to see what is wrong"),
+        )
+    }
 }
 
 /// Copies the committed snapshots of `job` that `to` lacks, under `to`'s lock of the job (a
@@ -93,6 +127,7 @@ async fn copy_unlocked<S: Store, D: Store>(
         bytes: 0,
         already_there: 0,
         damaged: source.damaged,
+        not_copied: Vec::new(),
     };
     for manifest in &source.snapshots {
         if present.contains(&manifest.id) {
@@ -100,12 +135,24 @@ async fn copy_unlocked<S: Store, D: Store>(
             continue;
         }
         if !dry_run {
-            copy_snapshot(from, to, manifest).await.map_err(|e| {
-                e.with_context("job", job)
-                    .with_context("snapshot", &manifest.id)
-                    .with_context("from", from.describe())
-                    .with_context("to", to.describe())
-            })?;
+            match copy_snapshot(from, to, manifest).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::Integrity => {
+                    tracing::error!("Snapshot {} of job {job:?} was not copied: {e}", manifest.id);
+                    report.not_copied.push(NotCopied {
+                        id: manifest.id.clone(),
+                        error: e.to_string(),
+                    });
+                    continue;
+                }
+                Err(e) => {
+                    return Err(e
+                        .with_context("job", job)
+                        .with_context("snapshot", &manifest.id)
+                        .with_context("from", from.describe())
+                        .with_context("to", to.describe()))
+                }
+            }
             tracing::info!(
                 "Copied snapshot {} of job {job:?} to {}.",
                 manifest.id,
@@ -265,7 +312,13 @@ pub async fn after_backup(
         }
         .await;
         match copied {
-            Ok(r) => reports.extend(r),
+            Ok(r) => {
+                let damage = r.iter().find_map(CopyReport::damage);
+                reports.extend(r);
+                if let Some(e) = damage {
+                    return (reports, Some(e));
+                }
+            }
             Err(e) => {
                 return (
                     reports,

@@ -26,6 +26,9 @@ pub enum ErrorKind {
     NotFound,
     /// Another run holds the job's lock.
     Lock,
+    /// A clock is known to be wrong (this host's against the store's, or a date that jumped),
+    /// so what depends on it (pruning) was not done.
+    Clock,
     /// The newest good snapshot is older than the allowed age (the RPO).
     Freshness,
     /// The run was interrupted (SIGINT/SIGTERM) and cleaned up after itself.
@@ -47,6 +50,7 @@ impl ErrorKind {
             | ErrorKind::Sink
             | ErrorKind::Store
             | ErrorKind::NotFound
+            | ErrorKind::Clock
             | ErrorKind::Cancelled => 1,
         }
     }
@@ -63,6 +67,7 @@ impl ErrorKind {
             ErrorKind::NotFound => "not_found",
             ErrorKind::Lock => "lock",
             ErrorKind::Freshness => "freshness",
+            ErrorKind::Clock => "clock",
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::Crypto => "crypto",
         }
@@ -140,6 +145,12 @@ impl Error {
         self
     }
 
+    /// Adds a sentence to the message (what else is true after this failure).
+    pub fn with_note(mut self, note: impl std::fmt::Display) -> Self {
+        self.message = format!("{}; {note}", self.message);
+        self
+    }
+
     /// Adds a hint only if the error has none.
     pub fn or_hint(mut self, hint: impl Into<String>) -> Self {
         if self.hint.is_none() {
@@ -186,6 +197,35 @@ impl Error {
     /// The process exit code for this error (DESIGN.md's table).
     pub fn exit_code(&self) -> i32 {
         self.kind.exit_code()
+    }
+
+    /// The messages of the underlying causes, outermost first.
+    pub fn causes(&self) -> Vec<String> {
+        let mut causes = Vec::new();
+        let mut source = std::error::Error::source(self);
+        while let Some(s) = source {
+            causes.push(s.to_string());
+            source = s.source();
+        }
+        causes
+    }
+
+    /// The error as `--json` output and JSON log lines carry it: `kind`, `message`, `causes`
+    /// (an array), `context` (an object), `hint` and `exit_code`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let context: serde_json::Map<String, serde_json::Value> = self
+            .context
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone())))
+            .collect();
+        serde_json::json!({
+            "kind": self.kind.as_str(),
+            "message": self.message,
+            "causes": self.causes(),
+            "context": context,
+            "hint": self.hint,
+            "exit_code": self.exit_code(),
+        })
     }
 }
 

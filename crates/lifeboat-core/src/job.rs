@@ -135,11 +135,25 @@ pub async fn run<S: Store + Clone + 'static>(
         .await?;
     let observers = &options.observers;
     observers.emit(Event::Started { job: &job.name });
+    // A host clock that is off the store's by more than the tolerance dates the snapshot by the
+    // store's clock instead (so it is neither the "newest" of a future nor a past it never
+    // was), and the run prunes nothing: retention must not act on a clock known to be wrong.
+    let offset = guard.clock_offset();
+    let skewed = offset.abs() > catalog::FUTURE_TOLERANCE;
+    // A lock taken over from a run that ended (killed, crashed) or whose lease ran out: its
+    // unfinished uploads are nobody's now, and no run is in progress to own them.
+    let leftover_grace = if guard.took_over.is_some() {
+        Duration::ZERO
+    } else {
+        options.leftover_grace
+    };
     let backup_options = BackupOptions {
-        now: clock(),
-        leftover_grace: options.leftover_grace,
+        now: clock() + offset,
+        leftover_grace,
         compression_threads: options.compression_threads,
         same_source_only: options.same_source_only,
+        lease: Some(guard.lease()),
+        clock_offset: if skewed { offset } else { chrono::Duration::zero() },
     };
     let report = match cancel.run(backup(store, job, &backup_options)).await {
         Ok(report) => report,
@@ -166,16 +180,25 @@ pub async fn run<S: Store + Clone + 'static>(
     let mut prune_error = None;
     if let (Some(policy), true) = (&job.retention, options.prune) {
         let prune_options = PruneOptions {
-            now: clock(),
+            now: clock() + offset,
             dry_run: false,
             orphan_grace: options.orphan_grace,
             committed: Some(report.snapshot.clone()),
             report_keep: options.report_keep,
         };
-        match cancel
-            .run(prune(store, &job.name, policy, &prune_options))
-            .await
-        {
+        let may_prune = async {
+            if skewed {
+                return Err(clock_skew_error(offset, store));
+            }
+            check_date_jump(store, job, &report).await?;
+            // A run that lost its lock prunes nothing (its snapshot is committed already).
+            guard.confirm().await
+        };
+        let pruning = async {
+            may_prune.await?;
+            prune(store, &job.name, policy, &prune_options).await
+        };
+        match cancel.run(pruning).await {
             Ok(p) => {
                 observers.emit(Event::Pruned { report: &p });
                 pruned = Some(p);
@@ -201,6 +224,63 @@ pub async fn run<S: Store + Clone + 'static>(
         prune: pruned,
         prune_error,
     })
+}
+
+/// Why a run whose clock is off the store's prunes nothing.
+fn clock_skew_error(offset: chrono::Duration, store: &impl Store) -> Error {
+    let minutes = (offset.abs().num_seconds().unsigned_abs() + 30) / 60;
+    Error::new(
+        ErrorKind::Clock,
+        format!(
+            "this host's clock is about {} {} the clock of {}; the snapshot was dated by the store's clock, and nothing was pruned",
+            crate::retention::format_duration(Duration::from_secs(minutes * 60)),
+            if offset > chrono::Duration::zero() { "behind" } else { "ahead of" },
+            store.describe()
+        ),
+    )
+    .with_hint("fix this host's clock (NTP); the next run with a right clock prunes as usual")
+}
+
+/// The guard that does not need the store's clock (a directory's clock is this host's own):
+/// a snapshot dated further past the previous newest than the job's runs are apart (twice the
+/// schedule's longest interval, or a day without a schedule) is taken for a clock that jumped
+/// ahead, and nothing is pruned because of it.
+async fn check_date_jump<S: Store>(store: &S, job: &Job, report: &BackupReport) -> Result<()> {
+    let listing = catalog::list_snapshots(store, &job.name).await?;
+    let this = report.consistent_at;
+    let Some(previous) = listing
+        .snapshots
+        .iter()
+        .filter(|m| m.id != report.snapshot)
+        .map(|m| m.consistent_at)
+        .max()
+    else {
+        return Ok(());
+    };
+    let allowed = job
+        .schedule
+        .as_ref()
+        .map_or(chrono::Duration::days(1), |s| {
+            (s.longest_interval(previous) * 2).max(chrono::Duration::days(1))
+        });
+    if this - previous <= allowed {
+        return Ok(());
+    }
+    let gap = (this - previous).to_std().unwrap_or_default();
+    Err(Error::new(
+        ErrorKind::Clock,
+        format!(
+            "the new snapshot {} is dated {} after the previous newest ({}), more than the {} this job's runs are apart at most; nothing was pruned, in case this host's clock jumped ahead",
+            report.snapshot,
+            crate::retention::format_duration(Duration::from_secs(gap.as_secs())),
+            previous.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            crate::retention::format_duration(allowed.to_std().unwrap_or_default()),
+        ),
+    )
+    .with_hint(format!(
+        "check this host's clock (`date -u`); if the gap is real (backups were paused), run `lifeboat-backup prune {} --dry-run`, then without --dry-run",
+        job.name
+    )))
 }
 
 async fn release<S: Store + Clone + 'static>(guard: LockGuard<S>, job: &Job) {

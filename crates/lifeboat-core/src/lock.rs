@@ -252,13 +252,96 @@ async fn store_clock_offset<S: Store>(store: &S, job: &str) -> Result<chrono::Du
 
 /// A held lock. Renewed in the background until [`LockGuard::release`].
 pub struct LockGuard<S: Store + Clone + 'static> {
-    store: S,
-    key: ObjectKey,
-    info: LockInfo,
+    lease: HeldLease<S>,
     stop: Arc<Notify>,
     renewer: Option<JoinHandle<()>>,
     /// An expired lock that was taken over, for the report.
     pub took_over: Option<LockInfo>,
+}
+
+/// What a run proves before it commits or prunes: that the job's lock is still its own.
+/// A run that lost its lock (another host took it over, or it was removed by hand) must commit
+/// nothing and prune nothing, however long or short it ran.
+pub trait Lease: Send + Sync {
+    /// Renews the lease conditionally on the version this run last wrote (S3 `If-Match`, a
+    /// compare-and-swap in a directory): `Ok` proves the lock is still this run's; an
+    /// [`ErrorKind::Lock`] error names whoever holds it now.
+    fn confirm(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + '_>>;
+}
+
+/// The lock as this run holds it: what it wrote, and the version tag every renewal is
+/// conditional on (shared by the background renewal and [`Lease::confirm`]).
+struct HeldLease<S: Store + Clone + 'static> {
+    store: S,
+    key: ObjectKey,
+    info: LockInfo,
+    lease: Duration,
+    /// Turns this host's time into the store's.
+    clock_offset: chrono::Duration,
+    tag: Arc<tokio::sync::Mutex<String>>,
+}
+
+impl<S: Store + Clone + 'static> Clone for HeldLease<S> {
+    fn clone(&self) -> Self {
+        HeldLease {
+            store: self.store.clone(),
+            key: self.key.clone(),
+            info: self.info.clone(),
+            lease: self.lease,
+            clock_offset: self.clock_offset,
+            tag: self.tag.clone(),
+        }
+    }
+}
+
+impl<S: Store + Clone + 'static> HeldLease<S> {
+    /// One conditional renewal: `Ok(true)` renewed, `Ok(false)` the lock is no longer this
+    /// run's, `Err` the store could not be asked.
+    async fn renew_once(&self) -> Result<bool> {
+        let mut tag = self.tag.lock().await;
+        let mut info = self.info.clone();
+        info.expires_at = Utc::now()
+            + self.clock_offset
+            + chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::minutes(10));
+        let bytes = serde_json::to_vec_pretty(&info).unwrap_or_default();
+        match self.store.replace_if(&self.key, &bytes, &tag).await? {
+            Some(new_tag) => {
+                *tag = new_tag;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn confirm_held(&self) -> Result<()> {
+        if self.renew_once().await? {
+            return Ok(());
+        }
+        let job = self.key.as_str().split('/').nth(1).unwrap_or("JOB").to_string();
+        let now_held = read_lock(&self.store, &self.key).await.ok().flatten();
+        Err(Error::new(
+            ErrorKind::Lock,
+            format!(
+                "job {job:?}: this run lost its lock {} in {}; it is now held by {}",
+                self.key,
+                self.store.describe(),
+                now_held.map_or_else(
+                    || "nobody (it was removed)".to_string(),
+                    |l| l.describe()
+                )
+            ),
+        )
+        .with_hint(
+            "this run committed and pruned nothing, and left the lock as it is; find out which run took it over \
+             (a host whose clock runs ahead, or `lifeboat-backup unlock` while a run was active)",
+        ))
+    }
+}
+
+impl<S: Store + Clone + 'static> Lease for HeldLease<S> {
+    fn confirm(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + '_>> {
+        Box::pin(self.confirm_held())
+    }
 }
 
 /// Runs `work` while holding the job's lock, and releases it whatever `work` returns: how
@@ -373,19 +456,17 @@ pub async fn acquire<S: Store + Clone + 'static>(
         other => return Err(locked_by(other.map(|(l, _)| l))),
     };
     let stop = Arc::new(Notify::new());
-    let renewer = tokio::spawn(renew(
-        store.clone(),
-        key.clone(),
-        info.clone(),
-        tag,
-        lease,
-        offset,
-        stop.clone(),
-    ));
-    Ok(LockGuard {
+    let held = HeldLease {
         store: store.clone(),
         key,
         info,
+        lease,
+        clock_offset: offset,
+        tag: Arc::new(tokio::sync::Mutex::new(tag)),
+    };
+    let renewer = tokio::spawn(renew(held.clone(), stop.clone()));
+    Ok(LockGuard {
+        lease: held,
         stop,
         renewer: Some(renewer),
         took_over,
@@ -394,37 +475,26 @@ pub async fn acquire<S: Store + Clone + 'static>(
 
 /// Renews the lease every third of its length, each time only if the lock is still the version
 /// this run wrote (conditional on its ETag), so a run that lost its lock never overwrites the
-/// lock of the run that took it over. `clock_offset` turns this host's time into the store's.
-async fn renew<S: Store + Clone + 'static>(
-    store: S,
-    key: ObjectKey,
-    mut info: LockInfo,
-    mut tag: String,
-    lease: Duration,
-    clock_offset: chrono::Duration,
-    stop: Arc<Notify>,
-) {
-    let every = lease / 3;
+/// lock of the run that took it over.
+async fn renew<S: Store + Clone + 'static>(held: HeldLease<S>, stop: Arc<Notify>) {
+    let every = held.lease / 3;
     loop {
         tokio::select! {
             _ = stop.notified() => return,
             _ = tokio::time::sleep(every) => {}
         }
-        info.expires_at = Utc::now()
-            + clock_offset
-            + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(10));
-        let bytes = serde_json::to_vec_pretty(&info).unwrap_or_default();
-        match store.replace_if(&key, &bytes, &tag).await {
-            Ok(Some(new_tag)) => tag = new_tag,
-            Ok(None) => {
+        match held.renew_once().await {
+            Ok(true) => {}
+            Ok(false) => {
                 tracing::error!(
-                    "The lock {key} is no longer held by this run (it was removed or taken over)."
+                    "The lock {} is no longer held by this run (it was removed or taken over); this run will commit and prune nothing.",
+                    held.key
                 );
                 return;
             }
             // A failed request (the store is unreachable): try again at the next interval;
             // the lease is long enough for a few misses.
-            Err(e) => tracing::warn!("Could not renew the lock {key}: {e}"),
+            Err(e) => tracing::warn!("Could not renew the lock {}: {e}", held.key),
         }
     }
 }
@@ -432,7 +502,24 @@ async fn renew<S: Store + Clone + 'static>(
 impl<S: Store + Clone + 'static> LockGuard<S> {
     /// What the lock object says (as written when it was taken).
     pub fn info(&self) -> &LockInfo {
-        &self.info
+        &self.lease.info
+    }
+
+    /// How far the store's clock is ahead of this host's, as measured when the lock was taken
+    /// (zero within the measurement's precision, and always zero on a directory: its clock is
+    /// this host's own).
+    pub fn clock_offset(&self) -> chrono::Duration {
+        self.lease.clock_offset
+    }
+
+    /// The proof a run gives before it commits or prunes (see [`Lease`]).
+    pub fn lease(&self) -> Arc<dyn Lease> {
+        Arc::new(self.lease.clone())
+    }
+
+    /// Proves the lock is still this run's (see [`Lease::confirm`]).
+    pub async fn confirm(&self) -> Result<()> {
+        self.lease.confirm_held().await
     }
 
     /// Stops renewing the lease (a cancelled run: it must not keep the lock alive while it
@@ -450,9 +537,10 @@ impl<S: Store + Clone + 'static> LockGuard<S> {
         if let Some(r) = self.renewer.take() {
             let _ = r.await;
         }
-        if let Some(current) = read_lock(&self.store, &self.key).await? {
-            if current.token == self.info.token {
-                self.store.delete(&self.key).await?;
+        let held = &self.lease;
+        if let Some(current) = read_lock(&held.store, &held.key).await? {
+            if current.token == held.info.token {
+                held.store.delete(&held.key).await?;
             }
         }
         Ok(())

@@ -143,6 +143,41 @@ pub struct DamagedSnapshot {
     pub error: String,
 }
 
+/// The snapshot id in a manifest's key (`jobs/<job>/snapshots/<id>/manifest.json`).
+pub fn snapshot_id_of_key(key: &str) -> Option<&str> {
+    let mut parts = key.rsplit('/');
+    parts.next()?; // manifest.json
+    parts.next()
+}
+
+/// The damaged manifests of snapshots that `selector` would have picked over `picked` had they
+/// been readable (started after it; for `--at T`, not after `T`; none for an id), oldest first.
+/// A snapshot id starts with its UTC start time, which is all a damaged manifest still tells.
+pub fn damaged_newer_than(
+    listing: &Catalog,
+    picked: &Manifest,
+    selector: &Selector,
+    now: DateTime<Utc>,
+) -> Vec<DamagedSnapshot> {
+    let limit = match selector {
+        Selector::Id(_) => return Vec::new(),
+        Selector::Latest => now + FUTURE_TOLERANCE,
+        Selector::At(t) => *t,
+    };
+    let mut newer: Vec<DamagedSnapshot> = listing
+        .damaged
+        .iter()
+        .filter(|d| {
+            snapshot_id_of_key(&d.key)
+                .and_then(|id| id.parse::<SnapshotId>().ok())
+                .is_some_and(|id| id > picked.id && id.started_at() <= limit)
+        })
+        .cloned()
+        .collect();
+    newer.sort_by(|a, b| a.key.cmp(&b.key));
+    newer
+}
+
 /// The committed snapshots of one job, oldest first, and any unreadable manifests.
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {

@@ -216,10 +216,7 @@ pub async fn client_version(program: &Path, kind: ErrorKind) -> Result<(String, 
         .arg("--version")
         .output()
         .await
-        .map_err(|e| {
-            Error::new(kind, format!("cannot run {}: {e}", program.display()))
-                .with_hint(CLIENT_INSTALL_HINT)
-        })?;
+        .map_err(|e| crate::child::cannot_run(program, &e, kind, CLIENT_INSTALL_HINT))?;
     let text = String::from_utf8_lossy(&output.stdout).trim().to_string();
     let major = parse_client_major(&text).ok_or_else(|| {
         Error::new(

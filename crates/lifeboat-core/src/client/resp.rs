@@ -206,6 +206,34 @@ impl Connection {
             kind,
             server_version: String::new(),
         };
+        // The handshake (AUTH, INFO) counts as connecting: a server that accepts connections
+        // and never answers fails within the connect timeout, as PostgreSQL's does, not after
+        // the idle timeout (ten minutes by default).
+        let limit = crate::net::connect_timeout();
+        let info = match tokio::time::timeout(limit, conn.handshake()).await {
+            Ok(info) => info?,
+            Err(_) => {
+                return Err(conn
+                    .error(format!(
+                        "no answer to the handshake (AUTH, INFO) within {} s: the server accepted the connection but said nothing",
+                        limit.as_secs()
+                    ))
+                    .with_hint("check that a Redis server (not another program) listens there, and its health and load"))
+            }
+        };
+        conn.server_version = info
+            .lines()
+            .find_map(|l| l.strip_prefix("redis_version:"))
+            .unwrap_or("unknown")
+            .trim()
+            .to_string();
+        Ok(conn)
+    }
+
+    /// AUTH (if the URL has a password) and `INFO server`: the server's INFO text.
+    async fn handshake(&mut self) -> Result<String> {
+        let conn = self;
+        let url = conn.url.clone();
         if let Some(password) = url.password() {
             let user = url.username();
             let reply = if user.is_empty() || user == "default" {
@@ -221,22 +249,13 @@ impl Connection {
                     .with_hint("check the user and password in the URL"));
             }
         }
-        let info = match conn.command(&[b"INFO", b"server"]).await? {
-            Ok(text) => String::from_utf8_lossy(&text).into_owned(),
-            Err(e) if e.starts_with("NOAUTH") => {
-                return Err(conn
-                    .error("authentication required: the server has a password and the URL gives none")
-                    .with_hint("put it in the URL: redis://:PASSWORD@host:port, or redis://USER:PASSWORD@host:port for an ACL user"))
-            }
-            Err(e) => return Err(conn.error(format!("INFO failed: {e}"))),
-        };
-        conn.server_version = info
-            .lines()
-            .find_map(|l| l.strip_prefix("redis_version:"))
-            .unwrap_or("unknown")
-            .trim()
-            .to_string();
-        Ok(conn)
+        match conn.command(&[b"INFO", b"server"]).await? {
+            Ok(text) => Ok(String::from_utf8_lossy(&text).into_owned()),
+            Err(e) if e.starts_with("NOAUTH") => Err(conn
+                .error("authentication required: the server has a password and the URL gives none")
+                .with_hint("put it in the URL: redis://:PASSWORD@host:port, or redis://USER:PASSWORD@host:port for an ACL user")),
+            Err(e) => Err(conn.error(format!("INFO failed: {e}"))),
+        }
     }
 
     /// An error about this server, without its password.

@@ -782,11 +782,15 @@ pub fn parse(text: &str, path: Option<&Path>, lookup: Lookup<'_>) -> Result<Conf
     let locate = |needle: &str| -> String { text.find(needle).map_or_else(|| file.clone(), at) };
 
     let mut jobs = Vec::new();
+    // Linear in the number of jobs: a job's place in the file is looked up (a scan of the
+    // text) only for a message, and names are checked against a set.
+    let mut names = std::collections::HashSet::new();
     for spec_job in &spec.jobs {
-        let place = locate(&format!("\"{}\"", spec_job.name));
-        if jobs.iter().any(|j: &Job| j.name == spec_job.name) {
+        let place = || locate(&format!("\"{}\"", spec_job.name));
+        if !names.insert(spec_job.name.as_str()) {
             return Err(Error::config(format!(
-                "{place}: job name {:?} is used twice",
+                "{}: job name {:?} is used twice",
+                place(),
                 spec_job.name
             ))
             .with_hint("give every [[job]] its own name"));
@@ -813,7 +817,8 @@ pub fn parse(text: &str, path: Option<&Path>, lookup: Lookup<'_>) -> Result<Conf
             .transpose()?;
         if spec_job.timezone.is_some() && schedule.is_none() {
             return Err(Error::config(format!(
-                "{place}: job {:?}: timezone is set but schedule is not",
+                "{}: job {:?}: timezone is set but schedule is not",
+                place(),
                 spec_job.name
             ))
             .with_hint("timezone says how schedule is read; add a schedule, or drop it (a retention policy has its own timezone)"));
@@ -824,11 +829,11 @@ pub fn parse(text: &str, path: Option<&Path>, lookup: Lookup<'_>) -> Result<Conf
             .paths
             .map(|p| p.iter().map(|s| expand(s)).collect());
         let mut job = validate_job(&spec_job, &spec.defaults, path.and_then(Path::parent))
-            .map_err(|e| e.within(&place))?;
+            .map_err(|e| e.within(place()))?;
         job.encryption = match (&spec_job.encryption, &spec.encryption) {
             (Some(own), _) => own
                 .resolve(path.and_then(Path::parent), lookup)
-                .map_err(|e| e.within(&place))?,
+                .map_err(|e| e.within(place()))?,
             (None, Some(shared)) => shared
                 .resolve(path.and_then(Path::parent), lookup)
                 .map_err(|e| e.within(locate("[encryption]")))?,
@@ -1145,8 +1150,18 @@ pub fn parse_duration(input: &str) -> std::result::Result<Duration, String> {
     if !number.is_empty() {
         return Err(bad());
     }
+    if total > MAX_DURATION_SECS {
+        return Err(format!(
+            "{input:?} is longer than Lifeboat takes ({}d, about 100 years): every duration is also compared with dates, which it must not overflow",
+            MAX_DURATION_SECS / 86_400
+        ));
+    }
     Ok(Duration::from_secs(total))
 }
+
+/// The longest duration any setting or flag takes (100 years of 365 days): far beyond any
+/// sensible lease, age or retention, and far inside what dates (`chrono`) can add.
+pub const MAX_DURATION_SECS: u64 = 36_500 * 86_400;
 
 #[cfg(test)]
 mod tests {
@@ -1154,6 +1169,18 @@ mod tests {
 
     fn env(name: &str) -> Option<String> {
         (name == "DATABASE_URL").then(|| "postgres://app:pw@db:5432/shop".to_string())
+    }
+
+    /// Regression (Trust III, 19): `--max-age 9223372036854775808s` wrapped to a negative
+    /// duration ("max -106751991167300d").
+    #[test]
+    fn a_duration_too_long_for_dates_is_refused() {
+        for too_long in ["9223372036854775808s", "9223372036854775807s", "36501d", "5300w"] {
+            let e = parse_duration(too_long).unwrap_err();
+            assert!(e.contains("longer than Lifeboat takes"), "{too_long}: {e}");
+        }
+        assert_eq!(parse_duration("36500d").unwrap().as_secs(), MAX_DURATION_SECS);
+        assert!(parse_duration("18446744073709551616s").is_err());
     }
 
     #[test]

@@ -319,6 +319,10 @@ impl Sealing {
 #[derive(Default)]
 pub struct Keys {
     identities: Vec<Box<dyn age::Identity + Send + Sync>>,
+    /// The public keys (`age1...`) of the age identities in `identities`: an identity that
+    /// belongs to a recipient the manifest records and still cannot open the header tells
+    /// damage from a wrong key.
+    publics: Vec<String>,
     files: Vec<PathBuf>,
     passphrase: Option<Passphrase>,
 }
@@ -339,8 +343,12 @@ impl std::fmt::Debug for Keys {
 pub(crate) enum Unsealed<'a> {
     /// The plaintext.
     Open(Box<dyn AsyncBufRead + Unpin + Send + 'a>),
-    /// The header is not an age header, or is damaged: judged with the stored digest.
+    /// The object's header is not age's, or is damaged (an identity of a recorded recipient
+    /// cannot open it): the caller reads on for the stored digest and reports damage.
     Damaged(String),
+    /// A wrong key or a damaged header, which the header alone cannot tell apart (a
+    /// passphrase): the stored digest decides; if it matches, this error (a wrong key) stands.
+    WrongKeyOrDamaged(Error),
 }
 
 impl Keys {
@@ -397,6 +405,11 @@ impl Keys {
                         "it holds no identity (no AGE-SECRET-KEY-1... line)".into()
                     ));
                 }
+                keys.publics.extend(
+                    text.lines()
+                        .filter_map(|l| l.trim().parse::<age::x25519::Identity>().ok())
+                        .map(|i| i.to_public().to_string()),
+                );
                 keys.identities.extend(parsed);
             }
             keys.files.push(file.clone());
@@ -466,15 +479,25 @@ impl Keys {
                 CHUNK_SIZE,
                 reader.compat(),
             )))),
-            Err(age::DecryptError::NoMatchingKeys) => Err(self.no_match(info, what)),
+            Err(age::DecryptError::NoMatchingKeys) => match self.recorded_recipient(info) {
+                // The age library says "no matching keys" for a damaged stanza too; an identity
+                // of a recipient the manifest records that cannot open it means damage.
+                Some(public) => Ok(Unsealed::Damaged(format!(
+                    "its age header cannot be opened with the identity of {public}, one of the recipients the manifest records: the header is damaged"
+                ))),
+                None => Err(self.no_match(info, what)),
+            },
             Err(age::DecryptError::DecryptionFailed | age::DecryptError::KeyDecryptionFailed)
                 if passphrase.is_some() =>
             {
-                Err(Error::new(
+                Ok(Unsealed::WrongKeyOrDamaged(Error::new(
                     ErrorKind::Crypto,
-                    format!("{what}: the passphrase from {} does not decrypt it", self.passphrase.as_ref().map(Passphrase::describe).unwrap_or_default()),
+                    format!(
+                        "{what}: the passphrase from {} does not decrypt it (its stored digest matches the manifest, so the object is intact and the passphrase is not the one it was made with)",
+                        self.passphrase.as_ref().map(Passphrase::describe).unwrap_or_default()
+                    ),
                 )
-                .with_hint("use the passphrase the snapshot was made with; a changed passphrase applies to new snapshots only"))
+                .with_hint("use the passphrase the snapshot was made with; a changed passphrase applies to new snapshots only")))
             }
             Err(age::DecryptError::ExcessiveWork { required, .. }) => Err(Error::new(
                 ErrorKind::Crypto,
@@ -486,6 +509,17 @@ impl Keys {
             .with_hint("Lifeboat never writes such a header; treat the object as tampered with")),
             Err(e) => Ok(Unsealed::Damaged(format!("its age header: {e}"))),
         }
+    }
+
+    /// The public key of an identity given that is one of the recipients `info` records.
+    fn recorded_recipient(&self, info: &EncryptionInfo) -> Option<&str> {
+        let EncryptionInfo::Age { recipients } = info else {
+            return None;
+        };
+        self.publics
+            .iter()
+            .find(|p| recipients.iter().any(|r| r.trim() == p.as_str()))
+            .map(String::as_str)
     }
 
     fn no_match(&self, info: &EncryptionInfo, what: &str) -> Error {
@@ -595,6 +629,7 @@ mod tests {
                 Ok(out)
             }
             Unsealed::Damaged(m) => Err(Error::integrity(m)),
+            Unsealed::WrongKeyOrDamaged(e) => Err(e),
         }
     }
 

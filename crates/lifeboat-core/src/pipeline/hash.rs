@@ -221,6 +221,10 @@ impl Hasher {
 pub struct HashingReader<R> {
     inner: R,
     hasher: Hasher,
+    /// The first error of `inner` (a transport failure of the store), returned again by every
+    /// later read: a reader that failed must never look like one that ended, or an outage
+    /// would read as a short, damaged object.
+    failed: Option<(std::io::ErrorKind, String)>,
 }
 
 impl<R> HashingReader<R> {
@@ -229,7 +233,14 @@ impl<R> HashingReader<R> {
         HashingReader {
             inner,
             hasher: Hasher::default(),
+            failed: None,
         }
+    }
+
+    /// The error reading `inner` failed with, if it did: the bytes read are then not the
+    /// whole object, and nothing can be said about its digest.
+    pub fn failure(&self) -> Option<(std::io::ErrorKind, &str)> {
+        self.failed.as_ref().map(|(kind, e)| (*kind, e.as_str()))
     }
 
     /// Bytes read so far.
@@ -256,10 +267,17 @@ impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let this = &mut *self;
+        if let Some((kind, e)) = &this.failed {
+            return Poll::Ready(Err(std::io::Error::new(*kind, e.clone())));
+        }
         let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = poll {
-            this.hasher.update(&buf.filled()[before..]);
-            super::meter::meter().add_stored(buf.filled().len() - before);
+        match &poll {
+            Poll::Ready(Ok(())) => {
+                this.hasher.update(&buf.filled()[before..]);
+                super::meter::meter().add_stored(buf.filled().len() - before);
+            }
+            Poll::Ready(Err(e)) => this.failed = Some((e.kind(), e.to_string())),
+            Poll::Pending => {}
         }
         poll
     }

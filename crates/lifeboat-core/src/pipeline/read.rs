@@ -77,6 +77,7 @@ pub async fn read_snapshot<S: Store, K: RawSink>(
     let mut decode_error = None;
     let mut sink_error = None;
     let mut store_error = None;
+    let mut wrong_key = None;
     'read: {
         let buffered = BufReader::with_capacity(CHUNK_SIZE, &mut stored);
         let plain: Box<dyn tokio::io::AsyncBufRead + Unpin + Send + '_> = match &manifest.encryption
@@ -86,6 +87,10 @@ pub async fn read_snapshot<S: Store, K: RawSink>(
                 Unsealed::Open(plain) => plain,
                 Unsealed::Damaged(e) => {
                     decode_error = Some(e);
+                    break 'read;
+                }
+                Unsealed::WrongKeyOrDamaged(e) => {
+                    wrong_key = Some(e);
                     break 'read;
                 }
             },
@@ -121,6 +126,26 @@ pub async fn read_snapshot<S: Store, K: RawSink>(
             }
         }
     }
+    // A transport failure (reset, refused, timed out, a resume that failed) says nothing about
+    // the data: exit 1 with the store's error, never "damaged". Damage is judged only on an
+    // object read to its end.
+    if let Some((kind, e)) = stored.failure() {
+        if kind == std::io::ErrorKind::NotFound {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "{what}: its data object {key} disappeared from {} while it was read: the snapshot was forgotten meanwhile (a prune or forget ran)",
+                    store.describe()
+                ),
+            )
+            .with_hint("nothing was found wrong with the data read so far; list the snapshots again and pick one that is still there"));
+        }
+        return Err(Error::store(format!(
+            "{what}: reading {key} from {} failed: {e}",
+            store.describe()
+        ))
+        .with_hint("the store stopped answering; this says nothing about the snapshot's data: run again when the store is reachable"));
+    }
     if let Some(e) = store_error {
         return Err(Error::store(format!(
             "snapshot {}: reading {key} from {} failed: {e}",
@@ -139,6 +164,10 @@ pub async fn read_snapshot<S: Store, K: RawSink>(
             &RawDigest::Sha256(stored_digest),
             stored_bytes,
         ));
+    }
+    // The stored digest matches: the object is intact, so the key was wrong.
+    if let Some(e) = wrong_key {
+        return Err(e);
     }
     if let Some(e) = decode_error {
         let how = if manifest.encryption.is_some() {
@@ -252,9 +281,38 @@ pub async fn unlock<S: Store>(store: &S, manifest: &Manifest, keys: &Keys) -> Re
     keys.require(info, &what)?;
     let key = ObjectKey::new(manifest.object.key.clone())?;
     let object = store.open(&key, 0).await?;
-    keys.open(info, &what, BufReader::with_capacity(64 * 1024, object))
-        .await
-        .map(|_| ())
+    let mut stored = HashingReader::new(object);
+    let doubt = {
+        let buffered = BufReader::with_capacity(64 * 1024, &mut stored);
+        match keys.open(info, &what, buffered).await? {
+            Unsealed::Open(_) => return Ok(()),
+            Unsealed::Damaged(e) => {
+                return Err(Error::integrity(format!("{what}: {e}")).with_hint(
+                    "do not restore this snapshot; pick an older one with --snapshot or --at",
+                ))
+            }
+            Unsealed::WrongKeyOrDamaged(e) => e,
+        }
+    };
+    // A wrong key or a damaged header: the stored digest decides, so the whole object is read.
+    let mut rest = vec![0u8; CHUNK_SIZE];
+    while stored.read(&mut rest).await.map_err(|e| {
+        Error::store(format!("reading {key} from {} failed: {e}", store.describe()))
+    })? > 0
+    {}
+    let (digest, size) = stored.finish();
+    let object = &manifest.object;
+    if digest != object.stored_sha256 || size != object.stored_size {
+        return Err(mismatch(
+            manifest,
+            "stored",
+            &RawDigest::Sha256(object.stored_sha256),
+            object.stored_size,
+            &RawDigest::Sha256(digest),
+            size,
+        ));
+    }
+    Err(doubt)
 }
 
 /// The content check of an encrypted snapshot without its identity: the whole object is read,

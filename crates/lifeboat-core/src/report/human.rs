@@ -238,6 +238,9 @@ pub fn restore_plan(plan: &RestorePlan) -> String {
     for w in &m.warnings {
         let _ = writeln!(out, "  warning        {w}");
     }
+    if let Some(consent) = plan.needs_consent() {
+        let _ = writeln!(out, "  WARNING        {consent}");
+    }
     out
 }
 
@@ -323,6 +326,9 @@ pub fn copy(report: &crate::copy::CopyReport) -> String {
     );
     for d in &report.damaged {
         let _ = writeln!(out, "  not copied, DAMAGED {}: {}", d.key, d.error);
+    }
+    for n in &report.not_copied {
+        let _ = writeln!(out, "  not copied, DAMAGED snapshot {}: {}", n.id, n.error);
     }
     out
 }

@@ -88,5 +88,5 @@ pub fn error_text(e: &Error) -> String {
 
 /// An error as a job's entry of a `--json` report carries it.
 pub fn error_json(e: &Error) -> serde_json::Value {
-    serde_json::json!({"kind": e.kind().as_str(), "message": e.message(), "hint": e.hint()})
+    e.to_json()
 }

@@ -37,6 +37,27 @@ pub struct RestorePlan {
     pub sink: SinkPlan,
     /// `--clean`: the target's current content is replaced.
     pub clean: bool,
+    /// Snapshots newer than the one picked (by `--latest` or `--at`) whose manifests are
+    /// damaged: the operator must know that the restore is not of the newest snapshot.
+    pub passed_over: Vec<catalog::DamagedSnapshot>,
+}
+
+impl RestorePlan {
+    /// What the operator must accept before this plan is applied (a newer snapshot is
+    /// damaged, so an older one is restored), in one sentence; `None` when nothing is.
+    pub fn needs_consent(&self) -> Option<String> {
+        let newest = self.passed_over.last()?;
+        Some(format!(
+            "the newest snapshot {} of job {:?} is damaged ({}); the newest good one is {} from {}",
+            catalog::snapshot_id_of_key(&newest.key).unwrap_or(&newest.key),
+            self.job,
+            newest.error,
+            self.snapshot.id,
+            self.snapshot
+                .consistent_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ))
+    }
 }
 
 /// The plan as `--json` shows it: the snapshot by id, its size, the target and what is there.
@@ -62,6 +83,8 @@ impl Serialize for RestorePlan {
             "notes": self.sink.notes.iter().map(|(label, text)| serde_json::json!({"label": label, "text": text})).collect::<Vec<_>>(),
             "encryption": m.encryption,
             "warnings": m.warnings,
+            "passed_over_damaged": self.passed_over,
+            "needs_consent": self.needs_consent(),
         })
         .serialize(serializer)
     }
@@ -105,8 +128,11 @@ pub async fn plan<S: Store>(
 ) -> Result<RestorePlan> {
     let listing = catalog::list_snapshots(store, job).await?;
     let snapshot = catalog::select(&listing.snapshots, job, selector, now)?.clone();
+    let passed_over = catalog::damaged_newer_than(&listing, &snapshot, selector, now);
     crate::pipeline::read::unlock(store, &snapshot, keys).await?;
-    plan_snapshot(job, snapshot, to, options).await
+    let mut plan = plan_snapshot(job, snapshot, to, options).await?;
+    plan.passed_over = passed_over;
+    Ok(plan)
 }
 
 async fn plan_snapshot(
@@ -125,6 +151,7 @@ async fn plan_snapshot(
         snapshot,
         sink: planned,
         clean: options.clean,
+        passed_over: Vec::new(),
     })
 }
 

@@ -4,8 +4,9 @@
 //!
 //! The archive is read by the `tar` crate on a blocking thread, fed from the async read path
 //! through a bounded pipe. Every entry is checked before anything is written for it: absolute
-//! paths, `..` components, links that lead out of the target, and entries under a symlink are
-//! refused, so nothing is ever written outside the staging directory.
+//! paths, `..` components, and entries (or hard links) under a symlink are refused, so nothing
+//! is ever written outside the staging directory. Symlinks themselves are data: restored as
+//! they were, whatever they point at.
 
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
@@ -435,25 +436,9 @@ fn contained(path: &[u8]) -> std::result::Result<PathBuf, &'static str> {
     Ok(out)
 }
 
-/// Whether a symlink at `link` (relative to the root) pointing to `target` stays inside.
-fn link_stays_inside(link: &Path, target: &[u8]) -> bool {
-    let t = Path::new(std::ffi::OsStr::from_bytes(target));
-    if t.is_absolute() {
-        return false;
-    }
-    let mut depth: i64 = link.components().count() as i64 - 1;
-    for c in t.components() {
-        match c {
-            Component::ParentDir => depth -= 1,
-            Component::Normal(_) => depth += 1,
-            Component::CurDir => {}
-            _ => return false,
-        }
-        if depth < 0 {
-            return false;
-        }
-    }
-    true
+/// Whether `rel` passes through one of the archive's symlinks (one of its folders is one).
+fn under_symlink(rel: &Path, symlinks: &std::collections::HashSet<PathBuf>) -> bool {
+    rel.ancestors().skip(1).any(|a| symlinks.contains(a))
 }
 
 /// Walks the archive, building the fingerprint; with `into`, extracts each entry there.
@@ -511,29 +496,34 @@ fn walk_archive(input: &mut dyn Read, into: Option<&Path>) -> Result<Walked> {
                 contained(&l).map_err(|why| unsafe_entry(&l, why))?;
                 Some(l)
             }
-            (Kind::Symlink, Some(l)) => {
-                if !link_stays_inside(&rel, &l) {
-                    return Err(unsafe_entry(
-                        &raw_path,
-                        "is a symlink that points outside the target",
-                    ));
-                }
-                Some(l)
-            }
             (_, l) => l,
         };
         let mtime = mtime_of(&mut entry)?;
         // Checked from the archive alone, so a dry run (and `--from-file`'s survey) refuses
         // what extraction would: the target starts empty, so its only symlinks are the
         // archive's own.
-        if rel.ancestors().skip(1).any(|a| symlinks.contains(a)) {
+        // Symlinks are data and are restored as they are, whatever they point at (an absolute
+        // `current -> /srv/app/releases/1`, or above the tree); what is refused is writing
+        // through one: an entry under a symlink, or a hard link to a path under one.
+        if under_symlink(&rel, &symlinks) {
             return Err(unsafe_entry(
                 &raw_path,
                 "lies under a symlink of the archive",
             ));
         }
+        if let (Kind::HardLink, Some(l)) = (kind, &link) {
+            if under_symlink(&contained(l).unwrap_or_default(), &symlinks) {
+                return Err(unsafe_entry(
+                    &raw_path,
+                    "is a hard link to a path under a symlink of the archive",
+                ));
+            }
+        }
+        // A later entry of the same name replaces the symlink (`prepare` removes it first).
         if kind == Kind::Symlink {
             symlinks.insert(rel.clone());
+        } else {
+            symlinks.remove(&rel);
         }
         let destination = into.map(|root| root.join(&rel));
         let write_err = |p: &Path, e: std::io::Error| {
@@ -544,7 +534,10 @@ fn walk_archive(input: &mut dyn Read, into: Option<&Path>) -> Result<Walked> {
         match kind {
             Kind::Directory => {
                 if let Some(dest) = &destination {
-                    if !dest.is_dir() {
+                    // Never through a symlink (an earlier entry of this name): it is replaced.
+                    let is_dir = std::fs::symlink_metadata(dest).is_ok_and(|m| m.is_dir());
+                    if !is_dir {
+                        prepare(dest).map_err(|e| write_err(dest, e))?;
                         std::fs::create_dir_all(dest).map_err(|e| write_err(dest, e))?;
                     }
                     dirs.push((dest.clone(), mode, mtime));
@@ -610,6 +603,11 @@ fn walk_archive(input: &mut dyn Read, into: Option<&Path>) -> Result<Walked> {
     // writing an entry changes its folder's time.
     for (dir, mode, mtime) in dirs.iter().rev() {
         use std::os::unix::fs::PermissionsExt;
+        // A folder a later entry replaced with a symlink is not a folder any more: changing
+        // its mode would change whatever the symlink points at.
+        if !std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
+            continue;
+        }
         let done = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(*mode))
             .and_then(|_| set_mtime(dir, *mtime));
         done.map_err(|e| {
@@ -715,15 +713,6 @@ mod tests {
         assert!(contained(b"../escape").is_err());
         assert!(contained(b"a/../../b").is_err());
         assert!(contained(b"/etc/x").is_err());
-    }
-
-    #[test]
-    fn symlinks_may_point_anywhere_inside_but_not_out() {
-        assert!(link_stays_inside(Path::new("a/link"), b"../b"));
-        assert!(link_stays_inside(Path::new("a/link"), b"c/d"));
-        assert!(!link_stays_inside(Path::new("a/link"), b"../../b"));
-        assert!(!link_stays_inside(Path::new("link"), b"../x"));
-        assert!(!link_stays_inside(Path::new("link"), b"/etc/passwd"));
     }
 
     #[test]

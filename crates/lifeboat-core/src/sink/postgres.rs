@@ -1111,7 +1111,18 @@ impl Sink for PgSink {
         keys: &Keys,
         snapshot: &Manifest,
     ) -> Result<Vec<String>> {
-        Ok(self.structure(store, keys, snapshot).await?.0)
+        let (mut findings, listing) = self.structure(store, keys, snapshot).await?;
+        // The archive's tables against the ones the fingerprint recorded at backup time.
+        if let (Some(listing), Fingerprint::Postgres(recorded)) = (listing, &snapshot.fingerprint)
+        {
+            let tables: Vec<(String, String)> = recorded
+                .tables
+                .keys()
+                .filter_map(|name| split_qualified(name))
+                .collect();
+            findings.extend(toc::Toc::parse(&listing).table_differences(&tables));
+        }
+        Ok(findings)
     }
 
     fn check_scratch(&self, scratch: &Scratch) -> Result<()> {

@@ -31,7 +31,24 @@ impl LocalStore {
     /// Opens (creating if needed) a directory store.
     pub fn open(root: impl AsRef<Path>) -> Result<Self> {
         let root = root.as_ref().to_path_buf();
+        // A path that is (or passes through) a file is a mistake in the configuration, not a
+        // failure of the store (exit 2, not 1).
+        let not_a_directory = |what: String| {
+            Error::config(format!(
+                "the store {} cannot be a directory: {what}",
+                root.display()
+            ))
+            .with_hint("--repo (or [store] url) names a directory for the repository, or s3://bucket/prefix; pass another path")
+        };
+        if root.exists() && !root.is_dir() {
+            return Err(not_a_directory("a file of that name exists".into()));
+        }
         std::fs::create_dir_all(&root).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotADirectory
+                || e.kind() == std::io::ErrorKind::AlreadyExists
+            {
+                return not_a_directory(format!("a part of the path is a file ({e})"));
+            }
             Error::store(format!(
                 "cannot create the store directory {}: {e}",
                 root.display()

@@ -153,6 +153,28 @@ where
     )
 }
 
+/// An endpoint is an `http://` or `https://` URL with a host and nothing after its path: the
+/// SDK would otherwise fail on the first request with a transport error (exit 1) for what is a
+/// mistake in the configuration (exit 2).
+fn check_endpoint(endpoint: &str) -> Result<()> {
+    let bad = |why: &str| {
+        Error::config(format!("the S3 endpoint {endpoint:?} {why}")).with_hint(
+            "write it as a URL, e.g. --s3-endpoint https://ACCOUNT.r2.cloudflarestorage.com or http://127.0.0.1:9000",
+        )
+    };
+    let url = url::Url::parse(endpoint).map_err(|e| bad(&format!("is not a URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad("must start with http:// or https://"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("names no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("must not have a query or fragment"));
+    }
+    Ok(())
+}
+
 impl S3Store {
     /// Opens `s3://bucket/prefix` with the standard AWS credential chain.
     pub async fn open(url: &str, options: S3Options) -> Result<Self> {
@@ -164,6 +186,9 @@ impl S3Store {
             return Err(Error::config(format!(
                 "{url:?} names no bucket; use s3://bucket/prefix"
             )));
+        }
+        if let Some(endpoint) = &options.endpoint {
+            check_endpoint(endpoint)?;
         }
         if options.part_size < MIN_PART_SIZE {
             return Err(Error::config(format!(
@@ -710,6 +735,17 @@ struct ResumingReader {
     resumes_left: u32,
 }
 
+/// A resume whose ranged GET failed: the object was deleted meanwhile (`NotFound`, so the
+/// reader can say "forgotten while it was read"), or the store is unreachable.
+fn resume_failed(e: &Error) -> std::io::Error {
+    let kind = if matches!(e.kind(), ErrorKind::Integrity | ErrorKind::NotFound) {
+        std::io::ErrorKind::NotFound
+    } else {
+        std::io::ErrorKind::Other
+    };
+    std::io::Error::new(kind, e.to_string())
+}
+
 impl ResumingReader {
     fn resume(&mut self, why: &str) -> std::io::Result<()> {
         if self.resumes_left == 0 {
@@ -748,7 +784,7 @@ impl tokio::io::AsyncRead for ResumingReader {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(Err(e)) => {
                         this.reopening = None;
-                        return Poll::Ready(Err(std::io::Error::other(e.to_string())));
+                        return Poll::Ready(Err(resume_failed(&e)));
                     }
                     Poll::Ready(Ok((body, _))) => {
                         this.reopening = None;
@@ -757,6 +793,13 @@ impl tokio::io::AsyncRead for ResumingReader {
                 }
             }
             let Some(body) = this.body.as_mut() else {
+                // After a failed resume there is no body: that is not the end of the object.
+                if this.offset < this.total {
+                    return Poll::Ready(Err(std::io::Error::other(format!(
+                        "reading s3://{}/{} stopped at byte {} of {}",
+                        this.store.bucket, this.key, this.offset, this.total
+                    ))));
+                }
                 return Poll::Ready(Ok(()));
             };
             let before = buf.filled().len();

@@ -122,6 +122,10 @@ pub struct SnapshotCheck {
     /// not. It does not count as verified for retention.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub keyless: bool,
+    /// The snapshot was forgotten (a concurrent prune) while it was checked: nothing is
+    /// recorded for a snapshot that no longer exists.
+    #[serde(skip)]
+    pub gone: bool,
 }
 
 /// How old the newest good snapshot is, against the job's `max-age`.
@@ -306,7 +310,7 @@ pub async fn verify<S: Store>(
     let mut checks = Vec::new();
     for manifest in chosen {
         let check = check_snapshot(store, manifest, options).await;
-        if options.record {
+        if options.record && !check.gone {
             record(store, &check, job).await?;
         }
         checks.push(check);
@@ -432,6 +436,7 @@ async fn check_snapshot<S: Store>(
         }
         other => other,
     };
+    let gone = matches!(&result, Err(e) if e.kind() == ErrorKind::NotFound);
     let (findings, damaged) = match result {
         Ok(findings) => {
             let damaged = !findings.is_empty();
@@ -450,6 +455,7 @@ async fn check_snapshot<S: Store>(
         restore_secs,
         checked_at: options.now,
         keyless,
+        gone,
     }
 }
 

@@ -96,8 +96,13 @@ pub fn no_time_series(namespace: &Namespace, mongo: &Mongo) -> Error {
 
 /// Drops a collection of Lifeboat's own (a staging or probe collection, or one a failed copy
 /// created), or one `--clean` replaces; one that is not there is not an error.
-async fn drop_quietly(mongo: &Mongo, db: &str, name: &str) {
-    let _ = mongo.command(db, doc! { "drop": name }).await;
+/// Drops a collection; `false` if the server did not do it (a collection that is already
+/// gone counts as dropped).
+async fn drop_quietly(mongo: &Mongo, db: &str, name: &str) -> bool {
+    match mongo.command(db, doc! { "drop": name }).await {
+        Ok(_) => true,
+        Err(e) => e.to_string().contains("ns not found") || e.to_string().contains("NamespaceNotFound"),
+    }
 }
 
 /// The `listCollections` entry of one collection, if it exists.
@@ -987,10 +992,16 @@ impl Staging {
     }
 
     /// Drops every staging collection (after a failure); the target is as it was.
-    pub async fn discard(&self) {
+    /// Drops the staging collections; returns those that could not be dropped (`db.name`),
+    /// for the failing run to name.
+    pub async fn discard(&self) -> Vec<String> {
+        let mut left = Vec::new();
         for staged in self.staged.values() {
-            drop_quietly(&self.mongo, &staged.target.db, staged.staging.as_str()).await;
+            if !drop_quietly(&self.mongo, &staged.target.db, staged.staging.as_str()).await {
+                left.push(format!("{}.{}", staged.target.db, staged.staging.as_str()));
+            }
         }
+        left
     }
 
     /// Where each of the archive's namespaces went: archive name -> restored name.

@@ -239,12 +239,26 @@ async fn stage<S: Store>(
     match checked {
         Ok((summary, oplog)) => Ok((load, summary, oplog)),
         Err(e) => {
-            if let Some(staging) = load.staging() {
-                staging.discard().await;
-            }
+            let e = match load.staging() {
+                Some(staging) => discard(staging, e).await,
+                None => e,
+            };
             Err(e)
         }
     }
+}
+
+/// Drops a failed restore's staging collections; the error names those that could not be
+/// dropped (the server went away), so the operator knows what is left and what removes it.
+async fn discard(staging: &load::Staging, e: Error) -> Error {
+    let left = staging.discard().await;
+    if left.is_empty() {
+        return e;
+    }
+    e.with_note(format!(
+        "the staging collections {} could not be dropped; the next restore into this server (or one with --clean) removes them, or drop them by hand",
+        left.join(", ")
+    ))
 }
 
 impl Sink for MongoSink {
@@ -392,10 +406,7 @@ impl Sink for MongoSink {
         let placed = staging.put_in_place(options.clean).await;
         let placed = match placed {
             Ok(p) => p,
-            Err(e) => {
-                staging.discard().await;
-                return Err(e);
-            }
+            Err(e) => return Err(discard(staging, e).await),
         };
         let documents: u64 = summary
             .ends

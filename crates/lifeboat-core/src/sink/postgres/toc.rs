@@ -179,6 +179,44 @@ impl Toc {
         }
     }
 
+    /// How the tables and their data entries in the listing differ from the tables a
+    /// fingerprint records (`(schema, name)`, unquoted): a table recorded that the archive
+    /// lacks, or table data in the archive for a table not recorded. What a data object that
+    /// is not this snapshot's (another job's, a careless edit) shows; a forger who edits the
+    /// fingerprint too is not caught here.
+    pub fn table_differences(&self, recorded: &[(String, String)]) -> Vec<String> {
+        let starts = |about: &str, (schema, name): &(String, String)| {
+            about
+                .strip_prefix(schema.as_str())
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|rest| rest.strip_prefix(name.as_str()))
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(' '))
+        };
+        let defined = |kinds: &[&str], table: &(String, String)| {
+            self.entries
+                .iter()
+                .any(|e| kinds.contains(&e.kind.as_str()) && starts(&e.about, table))
+        };
+        let mut out = Vec::new();
+        for table in recorded {
+            if !defined(&["TABLE", "MATERIALIZED VIEW"], table) {
+                out.push(format!(
+                    "the manifest records table {}.{}, which the dump's table of contents does not have",
+                    table.0, table.1
+                ));
+            }
+        }
+        for e in &self.entries {
+            if e.kind == "TABLE DATA" && !recorded.iter().any(|t| starts(&e.about, t)) {
+                let about = e.about.rsplit_once(' ').map_or(e.about.as_str(), |(t, _owner)| t);
+                out.push(format!(
+                    "the dump holds the rows of table {about}, which the manifest does not record"
+                ));
+            }
+        }
+        out
+    }
+
     /// The functions in the listing, as `to_regprocedure` reads them (`"public"."f"(integer)`),
     /// by entry id: the caller asks the target which of them it lacks.
     pub fn functions(&self) -> Vec<(u32, String)> {
@@ -287,6 +325,28 @@ fn select(entries: &[Entry], schema: &str, names: &[String], absent: &BTreeSet<u
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression (Trust III, 7): content verify did not compare what a dump holds with what
+    /// the manifest says it holds, so another job's data object passed.
+    #[test]
+    fn another_dumps_tables_differ_from_the_fingerprint() {
+        let listing = "\
+214; 1259 97641 TABLE public orders app
+;\tdepends on: 5
+215; 1259 97642 TABLE public odd name app
+3300; 0 97641 TABLE DATA public orders app
+3301; 0 97642 TABLE DATA public odd name app
+";
+        let toc = Toc::parse(listing);
+        let t = |s: &str, n: &str| (s.to_string(), n.to_string());
+        assert!(toc
+            .table_differences(&[t("public", "orders"), t("public", "odd name")])
+            .is_empty());
+        let other = toc.table_differences(&[t("public", "customers")]);
+        assert_eq!(other.len(), 3, "{other:?}");
+        assert!(other[0].contains("public.customers"), "{other:?}");
+        assert!(other[1].contains("public orders"), "{other:?}");
+    }
 
     /// `pg_restore --list --verbose` of a dump of two tables, `a` and `b` (b references a), made
     /// by pg_dump 15 (header lines shortened).
