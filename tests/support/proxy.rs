@@ -22,6 +22,9 @@ pub struct Faults {
     pub connections: AtomicU32,
     /// Requests that carried a `Range` header.
     pub ranged: AtomicU32,
+    /// The first response (on any connection) longer than this is cut after this many bytes
+    /// (one-shot, spent only when it cuts; 0 = off).
+    pub cut_first_long: AtomicU64,
     /// Once a response has been cut, every later connection is closed at once, unanswered:
     /// the store went away mid-read (a reset, then nothing).
     pub refuse_after_cut: AtomicBool,
@@ -164,6 +167,16 @@ async fn handle(mut client: TcpStream, upstream: String, faults: Arc<Faults>) {
         if n == 0 {
             break;
         }
+        let long = faults.cut_first_long.load(Ordering::SeqCst);
+        let cut = if cut == 0 && long > 0 && sent + n as u64 >= long {
+            // Spent by this response only if no other took it meanwhile.
+            match faults.cut_first_long.compare_exchange(long, 0, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => long,
+                Err(_) => 0,
+            }
+        } else {
+            cut
+        };
         let n = if cut > 0 {
             n.min((cut - sent) as usize)
         } else {
