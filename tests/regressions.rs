@@ -1992,3 +1992,59 @@ fn content_verify_does_not_check_the_dump_against_the_manifest() {
         .assert_contains("public.orders")
         .assert_contains("posts");
 }
+
+/// Trust III, 20: an RDB holding a quicklist whose nodes are all empty failed the restore
+/// ("RESTORE ... Bad data format") although redis-server loads the file, skipping the key; and
+/// a key already expired in the snapshot was counted as loaded. The fixture is loaded by
+/// redis-server itself first, to prove what it keeps.
+#[test]
+fn an_rdb_with_all_empty_quicklist_nodes_fails_the_restore() {
+    let mut rdb = b"REDIS0011".to_vec();
+    rdb.extend([0xfe, 0x00]); // SELECTDB 0
+    // Quicklist (1): two nodes, each an empty ziplist (zlbytes 11, tail 10, count 0, end).
+    let empty_ziplist = [11u8, 0, 0, 0, 10, 0, 0, 0, 0, 0, 0xff];
+    rdb.extend([14, 3]);
+    rdb.extend(b"ql1");
+    rdb.push(2);
+    for _ in 0..2 {
+        rdb.push(empty_ziplist.len() as u8);
+        rdb.extend(empty_ziplist);
+    }
+    // Quicklist 2: one packed node holding an empty listpack (bytes 7, count 0, end).
+    let empty_listpack = [7u8, 0, 0, 0, 0, 0, 0xff];
+    rdb.extend([18, 3]);
+    rdb.extend(b"ql2");
+    rdb.extend([1, 2, empty_listpack.len() as u8]);
+    rdb.extend(empty_listpack);
+    // A key that expired long ago (EXPIRETIME_MS 1000), and one kept.
+    rdb.push(0xfc);
+    rdb.extend(1000u64.to_le_bytes());
+    rdb.extend([0, 4]);
+    rdb.extend(b"gone");
+    rdb.extend([1, b'x']);
+    rdb.extend([0, 4]);
+    rdb.extend(b"kept");
+    rdb.extend([5]);
+    rdb.extend(b"value");
+    rdb.push(0xff);
+    let crc = lifeboat_rdb::crc64(&rdb);
+    rdb.extend(crc.to_le_bytes());
+
+    // What redis-server makes of the file: one key.
+    let loaded = OwnRedis::start_loading("trust3-quicklist-server", Some(&rdb));
+    assert_eq!(loaded.client().cmd(&[b"DBSIZE"]).text(), "1");
+    assert_eq!(loaded.client().cmd(&[b"GET", b"kept"]).text(), "value");
+
+    let dir = TempDir::new("trust3-quicklist");
+    let file = dir.join("dump.rdb");
+    std::fs::write(&file, &rdb).unwrap();
+    let target = OwnRedis::start("trust3-quicklist-target");
+    let r = run(
+        "lifeboat-restore",
+        &["--from-file", file.to_str().unwrap(), "--to", &target.url, "--yes"],
+    );
+    r.assert_code(0).assert_contains("Loaded 1 key from");
+    let mut client = target.client();
+    assert_eq!(client.cmd(&[b"DBSIZE"]).text(), "1");
+    assert_eq!(client.cmd(&[b"GET", b"kept"]).text(), "value");
+}

@@ -788,7 +788,16 @@ pub struct OwnRedis {
 
 impl OwnRedis {
     pub fn start(label: &str) -> OwnRedis {
+        OwnRedis::start_loading(label, None)
+    }
+
+    /// A server that loads `rdb` (as its `dump.rdb`) when it starts: what redis-server itself
+    /// makes of a file.
+    pub fn start_loading(label: &str, rdb: Option<&[u8]>) -> OwnRedis {
         let dir = TempDir::new(label);
+        if let Some(rdb) = rdb {
+            std::fs::write(dir.join("dump.rdb"), rdb).unwrap();
+        }
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -812,7 +821,14 @@ impl OwnRedis {
             .expect("redis-server (scripts/services.sh installs it)");
         let url = format!("redis://127.0.0.1:{port}");
         for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            let answering = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok_and(|mut s| {
+                use std::io::{Read, Write};
+                let mut reply = [0u8; 5];
+                s.write_all(b"PING\r\n").is_ok()
+                    && s.read_exact(&mut reply).is_ok()
+                    && &reply == b"+PONG"
+            });
+            if answering {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));

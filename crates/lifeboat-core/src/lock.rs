@@ -250,6 +250,29 @@ async fn store_clock_offset<S: Store>(store: &S, job: &str) -> Result<chrono::Du
     }
 }
 
+/// A probe lives for the few milliseconds of one [`store_clock_offset`]; one older than this
+/// belongs to a run that was killed between writing and deleting it.
+const PROBE_GRACE: chrono::Duration = chrono::Duration::minutes(2);
+
+/// Removes the probe objects killed runs left (`jobs/<job>/lock-probe-*`), once this run holds
+/// the lock; best effort, since a leftover probe harms nothing but the repository's tidiness.
+async fn remove_dead_probes<S: Store>(store: &S, job: &str, now: DateTime<Utc>) {
+    let Ok(probe_prefix) = crate::catalog::lock_probe_key(job, "") else {
+        return;
+    };
+    let Ok(objects) = store.list(&crate::catalog::job_prefix(job)).await else {
+        return;
+    };
+    let cutoff = std::time::SystemTime::from(now - PROBE_GRACE);
+    for object in objects {
+        if object.key.as_str().starts_with(probe_prefix.as_str()) && object.modified < cutoff {
+            if store.delete(&object.key).await.is_ok() {
+                tracing::info!("Removed {}, left by a run that was killed.", object.key);
+            }
+        }
+    }
+}
+
 /// A held lock. Renewed in the background until [`LockGuard::release`].
 pub struct LockGuard<S: Store + Clone + 'static> {
     lease: HeldLease<S>,
@@ -455,6 +478,7 @@ pub async fn acquire<S: Store + Clone + 'static>(
         Some((l, current)) if l.token == info.token => current,
         other => return Err(locked_by(other.map(|(l, _)| l))),
     };
+    remove_dead_probes(store, job, now).await;
     let stop = Arc::new(Notify::new());
     let held = HeldLease {
         store: store.clone(),

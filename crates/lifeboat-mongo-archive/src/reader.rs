@@ -151,6 +151,21 @@ impl ArchiveReader {
                 ),
             ));
         }
+        // mongodump builds of mid-2021 (the first to dump MongoDB 5.0's time-series collections)
+        // put a time-series collection's metadata in the prelude under `<db>.<name>` but its
+        // data and end-of-file block under `<db>.system.buckets.<name>`: that end is the
+        // collection's, read as the newer shape (everything under `<db>.<name>`) is.
+        for collection in &self.summary.collections {
+            let own = &collection.namespace;
+            if collection.kind != "timeseries" || self.summary.ends.contains_key(own) {
+                continue;
+            }
+            let buckets = Namespace::new(own.db.clone(), format!("system.buckets.{}", own.collection));
+            if let Some(mut end) = self.summary.ends.remove(&buckets) {
+                end.namespace = own.clone();
+                self.summary.ends.insert(own.clone(), end);
+            }
+        }
         let mut unfinished: Vec<String> = self.open.keys().map(|ns| ns.to_string()).collect();
         for collection in &self.summary.collections {
             if collection.has_documents() && !self.summary.ends.contains_key(&collection.namespace)

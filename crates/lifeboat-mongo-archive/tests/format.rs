@@ -258,3 +258,33 @@ proptest! {
         }
     }
 }
+
+/// Regression (Trust III, 21): archives of the mid-2021 mongodump builds that first dumped
+/// time-series collections (tool 100.3.1, server 5.0.0-rc0) hold the collection's metadata
+/// under `<db>.<name>` but its data and end-of-file block under `<db>.system.buckets.<name>`;
+/// they were read as "truncated". They read as the newer shape does.
+#[test]
+fn an_old_time_series_archive_is_read_as_truncated() {
+    let old_header = Header {
+        concurrent_collections: 4,
+        version: "0.1".into(),
+        server_version: "5.0.0-rc0".into(),
+        tool_version: "100.3.1-11-g5f5a0b8a".into(),
+    };
+    let weather = collection("metrics", "weather", "timeseries");
+    let mut out = Vec::new();
+    let mut writer = ArchiveWriter::new(&mut out, &old_header, std::slice::from_ref(&weather));
+    let buckets = Namespace::new("metrics", "system.buckets.weather");
+    let doc = bson(&[el("_id", int32(1))]);
+    writer.segment(&mut out, &buckets, [doc.as_slice()]);
+    let crc = writer.end(&mut out, &buckets);
+    for chunk in [1, 5, out.len()] {
+        let (summary, docs) = read_all(&out, chunk).unwrap();
+        assert_eq!(docs.len(), 1);
+        let end = &summary.ends[&weather.namespace];
+        assert_eq!((end.documents, end.crc), (1, crc));
+    }
+    // Without its buckets' end it is still truncated.
+    let cut = &out[..out.len() - 20];
+    assert!(read_all(cut, 7).unwrap_err().contains("truncated"));
+}

@@ -100,8 +100,26 @@ impl KeyEntry {
             base: self.offset,
         };
         let empty = match self.type_byte {
-            // Element counts first: list, set, zset, hash, zset2, quicklist (nodes).
-            1..=5 | 14 | 18 | 22 => c.length().map(|n| n == 0),
+            // Quicklists: a node count, then the nodes; redis-server drops empty nodes as it
+            // loads (rdbLoadObject), so a list whose nodes are all empty is an empty key too.
+            // Quicklist 1: each node a ziplist. Quicklist 2: each node a container (1 plain,
+            // 2 packed) and a blob; a plain node holds one element.
+            14 | 18 => c.length().and_then(|nodes| {
+                for _ in 0..nodes {
+                    let plain = self.type_byte == 18 && c.length()? == 1;
+                    let node = c.string()?;
+                    let node_empty = match self.type_byte {
+                        14 => node.get(10) == Some(&0xff),
+                        _ => !plain && node.get(6) == Some(&0xff),
+                    };
+                    if !node_empty {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            }),
+            // Element counts first: list, set, zset, hash, zset2, hash with metadata.
+            1..=5 | 22 => c.length().map(|n| n == 0),
             // Hash with field expiry (GA form): the smallest expiry, then the count.
             24 => c.take(8).and_then(|_| c.length()).map(|n| n == 0),
             // Compact encodings, one string blob each; its header holds the element count.
@@ -963,6 +981,9 @@ mod tests {
             (2, &[0]),                                         // set, linked
             (4, &[0]),                                         // hash, linked
             (18, &[0]),                                        // quicklist 2, no nodes
+            // Quicklists whose nodes are all empty (Trust III, 20): redis-server drops them.
+            (14, &[2, 11, 11, 0, 0, 0, 10, 0, 0, 0, 0, 0, 0xff, 11, 11, 0, 0, 0, 10, 0, 0, 0, 0, 0, 0xff]),
+            (18, &[1, 2, 7, 7, 0, 0, 0, 0, 0, 0xff]),
             (11, &[8, 2, 0, 0, 0, 0, 0, 0, 0]),                // intset
             (10, &[11, 11, 0, 0, 0, 10, 0, 0, 0, 0, 0, 0xff]), // ziplist
             (16, &[7, 7, 0, 0, 0, 0, 0, 0xff]),                // listpack hash
@@ -977,6 +998,8 @@ mod tests {
             (2, &[1, 1, b'a']),                                // set of one
             (20, &[9, 9, 0, 0, 0, 1, 0, 0x81, b'a', 2, 0xff]), // listpack of one
             (11, &[10, 2, 0, 0, 0, 1, 0, 0, 0, 7, 0]),         // intset of one
+            // A quicklist 2 with an empty node and a plain node of one element.
+            (18, &[2, 2, 7, 7, 0, 0, 0, 0, 0, 0xff, 1, 1, b'a']),
         ];
         for (t, v) in full {
             assert!(!entry(*t, v).is_empty_collection(), "type {t}");

@@ -287,6 +287,10 @@ pub struct RedisFingerprint {
     /// same before and after the capture, so it describes exactly the captured data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub debug_digest: Option<String>,
+    /// The source's `used_memory_dataset` (INFO memory) at the capture: what a restore target
+    /// needs room for (absent in older manifests and in files made elsewhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_memory_dataset: Option<u64>,
 }
 
 impl RedisFingerprint {

@@ -106,6 +106,82 @@ pub async fn inspect_target(url: &SecretUrl, dbs: &[u64]) -> Result<TargetState>
     })
 }
 
+/// Refuses a live target that cannot take the snapshot whole, before anything is written: a
+/// read-only replica, a `maxmemory` below the snapshot's memory use (recorded at backup time,
+/// or estimated from the raw size for older snapshots), or a `maxmemory-policy` that evicts
+/// (the restore would "succeed" while the server silently drops keys). Returns the plan's note.
+pub async fn check_room(url: &SecretUrl, snapshot: &Manifest, clean: bool) -> Result<String> {
+    let mut conn = Connection::open(url, ErrorKind::Sink).await?;
+    let info = |conn: &Connection, text: std::result::Result<Vec<u8>, String>, what: &str| {
+        text.map(|t| String::from_utf8_lossy(&t).into_owned())
+            .map_err(|e| conn.error(format!("INFO {what} failed: {e}")))
+    };
+    let reply = conn.command(&[b"INFO", b"replication"]).await?;
+    let replication = info(&conn, reply, "replication")?;
+    let reply = conn.command(&[b"INFO", b"memory"]).await?;
+    let memory = info(&conn, reply, "memory")?;
+    let field = |text: &str, name: &str| -> Option<String> {
+        text.lines()
+            .find_map(|l| Some(l.strip_prefix(name)?.strip_prefix(':')?.trim().to_string()))
+    };
+    let number = |text: &str, name: &str| field(text, name).and_then(|v| v.parse::<u64>().ok());
+    if field(&replication, "role").as_deref() == Some("slave")
+        && field(&replication, "slave_read_only").as_deref() != Some("0")
+    {
+        return Err(Error::new(
+            ErrorKind::Refused,
+            format!("the target {url} is a read-only replica: it refuses every write"),
+        )
+        .with_hint("restore into the primary, or into a server that is not a replica"));
+    }
+    let max = number(&memory, "maxmemory").unwrap_or(0);
+    if max == 0 {
+        return Ok("the target has no maxmemory limit".to_string());
+    }
+    let policy = field(&memory, "maxmemory_policy").unwrap_or_default();
+    if policy != "noeviction" {
+        return Err(Error::new(
+            ErrorKind::Refused,
+            format!(
+                "the target {url} has maxmemory {} with maxmemory-policy {policy}: it would evict keys to make room, so a restore could report success while keys are silently dropped",
+                format!("{:.1} MiB", max as f64 / (1024.0 * 1024.0))
+            ),
+        )
+        .with_hint("set maxmemory-policy noeviction on the target for the restore (CONFIG SET maxmemory-policy noeviction), or raise maxmemory to 0"));
+    }
+    let recorded = match &snapshot.fingerprint {
+        Fingerprint::Redis(f) => f.used_memory_dataset,
+        _ => None,
+    };
+    let (needed, how) = match recorded {
+        Some(n) => (n, "the source's dataset memory at the backup"),
+        // An RDB is compact: in memory the same data usually takes more than its raw size.
+        None => (snapshot.object.raw_size, "estimated from the snapshot's raw size (older snapshots record no memory use)"),
+    };
+    let used = number(&memory, "used_memory").unwrap_or(0);
+    let free = if clean { max } else { max.saturating_sub(used) };
+    let human = |n: u64| format!("{:.1} MiB", n as f64 / (1024.0 * 1024.0));
+    if needed > free {
+        return Err(Error::new(
+            ErrorKind::Refused,
+            format!(
+                "the target {url} has room for {} under its maxmemory of {} ({} in use), but the snapshot needs about {} ({how})",
+                human(free),
+                human(max),
+                human(used),
+                human(needed)
+            ),
+        )
+        .with_hint("raise the target's maxmemory (CONFIG SET maxmemory ...), or restore into a larger server"));
+    }
+    Ok(format!(
+        "needs about {} ({how}); the target has {} free under maxmemory {} (noeviction)",
+        human(needed),
+        human(free),
+        human(max)
+    ))
+}
+
 /// Empties the given databases of the target (`--clean`).
 pub async fn flush(url: &SecretUrl, dbs: &[u64]) -> Result<()> {
     let mut conn = Connection::open(url, ErrorKind::Sink).await?;
@@ -208,12 +284,15 @@ impl RedisLoader {
                 .expires_at_ms
                 .is_some_and(|at| at <= chrono::Utc::now().timestamp_millis())
             {
+                // Already expired: redis-server drops such a key when it loads a file, and a
+                // RESTORE of it creates nothing. Counted as skipped, never as loaded.
                 *self
                     .expired
                     .entry(db)
                     .or_default()
                     .entry(key.value_type.name().to_string())
                     .or_default() += 1;
+                continue;
             }
             let payload = key.dump_payload(version);
             let ttl = key.expires_at_ms.unwrap_or(0).to_string();
@@ -616,7 +695,12 @@ async fn load<S: Store>(
                 let _ = flush(target, &used).await;
                 return Err(e.with_hint("--mode swap: the target databases were not touched"));
             }
-            return Err(e);
+            // A live load is not undone: say what the target holds now.
+            return Err(e.with_note(format!(
+                "the keys written before the failure stay in database(s) {} of {target}: a live restore is not rolled back",
+                targets.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+            ))
+            .or_hint("fix the cause, then restore again with --clean (or --replace); --mode swap loads into spare databases and is all-or-nothing"));
         }
     };
     if let Some(spares) = &spares {
@@ -671,6 +755,7 @@ impl Sink for RedisSink {
         }
         let dbs = target_dbs(redis_fingerprint(snapshot)?, &options.db_map);
         let target_state = inspect_target(&target, &dbs).await?;
+        let room = check_room(&target, snapshot, options.clean).await?;
         let swap = options.mode == RestoreMode::Swap;
         if target_state.objects > 0 && !options.clean && !options.replace {
             return Err(Error::new(
@@ -709,6 +794,15 @@ impl Sink for RedisSink {
                     "the whole snapshot is checked (digests, RDB CRC64) before any key is written"
                         .to_string(),
                 ),
+                ("memory", room),
+                (
+                    "on failure",
+                    if swap {
+                        "--mode swap: the target databases are untouched until the swap".to_string()
+                    } else {
+                        "keys are written as they come: a failure part-way leaves the keys written so far in the target (the error says which databases); --mode swap is all-or-nothing".to_string()
+                    },
+                ),
             ],
         })
     }
@@ -736,6 +830,12 @@ impl Sink for RedisSink {
                 if skipped > 0 {
                     notes.push(format!(
                         "Skipped {skipped} empty collection key(s), as redis-server does when it loads such a file"
+                    ));
+                }
+                let expired: u64 = load.expired.values().flat_map(|t| t.values()).sum();
+                if expired > 0 {
+                    notes.push(format!(
+                        "Skipped {expired} key(s) that had already expired, as redis-server does when it loads such a file"
                     ));
                 }
                 Ok(Applied {

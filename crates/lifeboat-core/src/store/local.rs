@@ -385,6 +385,7 @@ impl Store for LocalStore {
                         .or_kind(ErrorKind::Store, || {
                             format!("cannot remove the leftover {}", entry.path().display())
                         })?;
+                    remove_empty_item_folder(&self.root, &entry.path());
                     removed.push(entry.path().display().to_string());
                 } else if is_temp {
                     super::report_young_leftover(&entry.path().display().to_string(), age);

@@ -309,6 +309,7 @@ impl crate::source::Source for crate::config::RedisJob {
                 kind: capture.kind,
                 server_version: capture.server_version,
                 url: self.url.clone(),
+                used_memory: capture.size_estimate,
             }),
         })
     }
@@ -322,6 +323,8 @@ pub struct RedisEnd {
     kind: CaptureKind,
     server_version: String,
     url: SecretUrl,
+    /// The source's dataset memory when the capture started.
+    used_memory: Option<u64>,
 }
 
 impl crate::source::CaptureEnd for RedisEnd {
@@ -357,6 +360,7 @@ impl RedisEnd {
             functions: summary.functions,
             rdb_crc64: summary.crc64.unwrap_or(0),
             debug_digest,
+            used_memory_dataset: self.used_memory,
         };
         let source = crate::catalog::SourceInfo {
             url: self.url.to_string(),
