@@ -1999,7 +1999,8 @@ fn content_verify_does_not_check_the_dump_against_the_manifest() {
 /// redis-server itself first, to prove what it keeps.
 #[test]
 fn an_rdb_with_all_empty_quicklist_nodes_fails_the_restore() {
-    let mut rdb = b"REDIS0011".to_vec();
+    // RDB version 10, which the Debian redis-server (7.0) loads.
+    let mut rdb = b"REDIS0010".to_vec();
     rdb.extend([0xfe, 0x00]); // SELECTDB 0
     // Quicklist (1): two nodes, each an empty ziplist (zlbytes 11, tail 10, count 0, end).
     let empty_ziplist = [11u8, 0, 0, 0, 10, 0, 0, 0, 0, 0, 0xff];
@@ -2047,4 +2048,111 @@ fn an_rdb_with_all_empty_quicklist_nodes_fails_the_restore() {
     let mut client = target.client();
     assert_eq!(client.cmd(&[b"DBSIZE"]).text(), "1");
     assert_eq!(client.cmd(&[b"GET", b"kept"]).text(), "value");
+}
+
+/// Trust III, 8: a live Redis restore into a target whose `maxmemory` was too small failed
+/// half-way (OOM) and left the keys it had written, while the exit-code table said nothing
+/// changed. The plan (and the dry run) now refuses a target that cannot take the snapshot: a
+/// read-only replica, too little memory, or a policy that would evict keys silently.
+#[test]
+fn a_live_redis_restore_that_fails_half_way_says_rolled_back() {
+    let source = OwnRedis::start("trust3-oom-source");
+    fill_incompressible(&source); // 256 values of 8 KiB: about 2 MiB
+    let repo = TempDir::new("trust3-oom-repo");
+    run(
+        "lifeboat-backup",
+        &["--engine", "redis", "--url", &source.url, "--repo", repo.as_str(), "--job", "cache"],
+    )
+    .assert_code(0);
+    let manifest = manifests(repo.path(), "cache").remove(0);
+    assert!(
+        manifest["fingerprint"]["used_memory_dataset"].as_u64().unwrap() > 1 << 20,
+        "{manifest}"
+    );
+    let target = OwnRedis::start("trust3-oom-target");
+    let mut client = target.client();
+    let restore = |dry: bool| {
+        let mut args = vec!["--repo", repo.as_str(), "--job", "cache", "--latest", "--to", &target.url, "--yes"];
+        if dry {
+            args.push("--dry-run");
+        }
+        run("lifeboat-restore", &args)
+    };
+    client.cmd(&[b"CONFIG", b"SET", b"maxmemory-policy", b"noeviction"]);
+    client.cmd(&[b"CONFIG", b"SET", b"maxmemory", b"1500000"]);
+    for dry in [true, false] {
+        restore(dry).assert_code(2).assert_contains("needs about");
+    }
+    assert_eq!(client.cmd(&[b"DBSIZE"]).text(), "0", "keys were written");
+    client.cmd(&[b"CONFIG", b"SET", b"maxmemory", b"100000000"]);
+    client.cmd(&[b"CONFIG", b"SET", b"maxmemory-policy", b"allkeys-lru"]);
+    restore(true).assert_code(2).assert_contains("evict");
+    client.cmd(&[b"CONFIG", b"SET", b"maxmemory-policy", b"noeviction"]);
+    restore(true)
+        .assert_code(0)
+        .assert_contains("a failure part-way leaves the keys written so far");
+    // A read-only replica (of the source) refuses every write.
+    let port = source.url.rsplit(':').next().unwrap().to_string();
+    client.cmd(&[b"REPLICAOF", b"127.0.0.1", port.as_bytes()]);
+    restore(true).assert_code(2).assert_contains("read-only replica");
+    // A target with room takes it whole.
+    let roomy = OwnRedis::start("trust3-oom-roomy");
+    run(
+        "lifeboat-restore",
+        &["--repo", repo.as_str(), "--job", "cache", "--latest", "--to", &roomy.url, "--yes"],
+    )
+    .assert_code(0);
+    assert_eq!(roomy.client().cmd(&[b"DBSIZE"]).text(), "256");
+}
+
+/// Trust III, 13 (and 10, the probes): after a `kill -9`, the next run said "Taking over the
+/// lock ... that process has ended" and then "Left the unfinished upload ... may belong to a run
+/// in progress". Once the lock shows its owner is gone, its unfinished uploads (and the lock
+/// probe it left) are the new run's to remove.
+#[test]
+fn a_run_after_kill_9_leaves_the_dead_runs_upload_as_possibly_live() {
+    let dir = TempDir::new("trust3-kill9");
+    let src = dir.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a.txt"), b"data").unwrap();
+    let repo = TempDir::new("trust3-kill9-repo");
+    files_backup(repo.as_str(), &[], &src, "app", &[], None).assert_code(0);
+    // What a run killed with -9 leaves: its lock (naming a process on this machine that has
+    // ended), its unfinished upload and a lock probe.
+    let mut ended = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = ended.id();
+    ended.wait().unwrap();
+    let here = lifeboat_core::lock::ProcessStamp::of_this_process().unwrap();
+    let now = Utc::now();
+    let lock = serde_json::json!({
+        "owner": "lifeboat-backup",
+        "host": "this-host",
+        "pid": dead_pid,
+        "token": "0123456789abcdef01234567",
+        "started_at": now - ChronoDuration::minutes(1),
+        "expires_at": now + ChronoDuration::minutes(9),
+        "process": {"scope": here.scope, "started": 1},
+    });
+    plant_lock(repo.as_str(), &[], &lock.to_string());
+    let folder = repo.join("jobs/app/snapshots/20261207T000000Z-abcdef");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join(".lifeboat-tmp-0011aabb-data.tar.zst"), b"half").unwrap();
+    let probe = repo.join("jobs/app/lock-probe-00112233445566778899aabb");
+    std::fs::write(&probe, b"probe").unwrap();
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(600);
+    std::fs::File::options()
+        .write(true)
+        .open(&probe)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let r = files_backup(repo.as_str(), &[], &src, "app", &[], None);
+    r.assert_code(0).assert_contains("that process has ended");
+    assert!(
+        !r.output().contains("may belong to a run in progress"),
+        "{}",
+        r.output()
+    );
+    assert!(!folder.exists(), "the dead run's upload (and its folder) is still there");
+    assert!(!probe.exists(), "the dead run's lock probe is still there");
 }

@@ -57,20 +57,27 @@ pub struct NotCopied {
 impl CopyReport {
     /// The copy's verdict on what it found damaged (exit 3), once everything else was copied.
     pub fn damage(&self) -> Option<Error> {
-        let mut named: Vec<String> = self.not_copied.iter().map(|n| n.id.to_string()).collect();
-        named.extend(self.damaged.iter().map(|d| d.key.clone()));
+        let mut named: Vec<String> = self
+            .not_copied
+            .iter()
+            .map(|n| format!("snapshot {} ({})", n.id, n.error))
+            .collect();
+        named.extend(
+            self.damaged
+                .iter()
+                .map(|d| format!("{} ({})", d.key, d.error)),
+        );
         if named.is_empty() {
             return None;
         }
         Some(
             Error::integrity(format!(
-                "job {:?}: {} damaged in the source and not copied to {}: {}",
+                "job {:?}: damaged in the source, so it was not copied to {}: {}",
                 self.job,
-                if named.len() == 1 { "1 snapshot is" } else { "snapshots are" },
                 self.to,
-                named.join(", ")
+                named.join("; ")
             ))
-            .with_hint("every other snapshot was copied; run lifeboat-verify on the source to see what is wrong"),
+            .with_hint("every other snapshot was copied; run lifeboat-verify on the source to see what is wrong, and copy again from a good copy"),
         )
     }
 }
