@@ -658,3 +658,34 @@ fn a_user_without_a_role_is_told_which_role_it_lacks() {
         .assert_contains("may not list the databases")
         .assert_contains("databases = [");
 }
+
+/// Trust III, 12: when the target server died in the middle of a restore, the staging
+/// collections were left behind without a word (the next restore removes them). The failing
+/// run names the ones it could not drop and says what removes them.
+#[test]
+fn mongodb_staging_left_behind_after_the_target_died_is_not_named() {
+    let db = fresh_db("staging_left");
+    tool_run(&["fill", &source_url(), &db, "1", "2000"]);
+    let s = setup("mongo-staging-left", &source_url(), &db, "");
+    s.backup(&[]).assert_code(0);
+    let mut own = OwnMongo::start();
+    // The inserts reach the target at 50 kB/s: the load takes seconds.
+    let proxy = ThrottleProxy::start(&host_port(&own.url), 50_000);
+    let slow = via(&own.url, proxy.endpoint.trim_start_matches("http://"));
+    let config = s.config.clone();
+    let restore = std::thread::spawn(move || {
+        run(
+            "lifeboat-restore",
+            &[
+                "--config", &config, "--job", "mongo", "--latest", "--to", &slow, "--yes",
+            ],
+        )
+    });
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    own.kill();
+    let r = restore.join().unwrap();
+    r.assert_code(1)
+        .assert_contains("could not be dropped")
+        .assert_contains("lifeboat.staging.")
+        .assert_contains("the next restore into this server");
+}

@@ -1576,7 +1576,12 @@ fn a_snapshot_dated_far_past_the_previous_newest_prunes_the_history() {
     let first = ids(&repo, "jumpy").remove(0);
     let folder = repo.join(&format!("jobs/jumpy/snapshots/{first}"));
     for days in [31, 30] {
-        clone_snapshot(&repo, &folder, "jumpy", Utc::now() - ChronoDuration::days(days));
+        clone_snapshot(
+            &repo,
+            &folder,
+            "jumpy",
+            Utc::now() - ChronoDuration::days(days),
+        );
     }
     std::fs::remove_dir_all(&folder).unwrap();
     let r = files_backup(
@@ -1669,13 +1674,23 @@ fn the_newest_snapshot_damaged_and_restore_latest_silently_restores_an_older_one
     let out = dir.join("restored");
     let target = out.to_str().unwrap();
     let restore = |extra: &[&str]| {
-        let mut args = vec!["--repo", repo.as_str(), "--job", "uploads", "--latest", "--to", target];
+        let mut args = vec![
+            "--repo",
+            repo.as_str(),
+            "--job",
+            "uploads",
+            "--latest",
+            "--to",
+            target,
+        ];
         args.extend_from_slice(extra);
         run("lifeboat-restore", &args)
     };
     restore(&["--dry-run"])
         .assert_code(0)
-        .assert_contains(&format!("the newest snapshot {newest} of job \"uploads\" is damaged"))
+        .assert_contains(&format!(
+            "the newest snapshot {newest} of job \"uploads\" is damaged"
+        ))
         .assert_contains(&format!("the newest good one is {older}"));
     restore(&[])
         .assert_code(2)
@@ -1685,7 +1700,10 @@ fn the_newest_snapshot_damaged_and_restore_latest_silently_restores_an_older_one
     let r = restore(&["--yes", "--json"]);
     r.assert_code(0);
     let notes = r.json()["report"]["notes"].to_string();
-    assert!(notes.contains(newest) && notes.contains("damaged"), "{notes}");
+    assert!(
+        notes.contains(newest) && notes.contains("damaged"),
+        "{notes}"
+    );
     assert_eq!(std::fs::read(out.join("a.txt")).unwrap(), b"older");
 }
 
@@ -1724,7 +1742,11 @@ fn json_error_lines_carry_rust_debug_strings() {
     assert_eq!(fields["exit_code"], 1, "{error_line}");
     let out = r.json();
     let error = &out["jobs"][0]["error"];
-    let error = if error.is_null() { &out["error"] } else { error };
+    let error = if error.is_null() {
+        &out["error"]
+    } else {
+        error
+    };
     assert_eq!(error["exit_code"], 1, "{out}");
     assert!(error["causes"].is_array(), "{out}");
     assert_eq!(error["context"]["job"], "nc_shop", "{out}");
@@ -1764,8 +1786,15 @@ fn configuration_mistakes_exit_1_instead_of_2() {
     std::fs::create_dir_all(&src).unwrap();
     let src = src.to_str().unwrap();
     let empty_repo = dir.join("repo-for-verify");
-    files_backup(empty_repo.to_str().unwrap(), &[], std::path::Path::new(src), "j", &[], None)
-        .assert_code(0);
+    files_backup(
+        empty_repo.to_str().unwrap(),
+        &[],
+        std::path::Path::new(src),
+        "j",
+        &[],
+        None,
+    )
+    .assert_code(0);
     run(
         "lifeboat-verify",
         &[
@@ -1839,7 +1868,11 @@ fn a_store_that_goes_away_mid_read_is_reported_as_damage() {
             .store(2 << 20, std::sync::atomic::Ordering::SeqCst);
     };
     let records = || {
-        s3_keys(&bucket, &format!("outage-{}/jobs/uploads/verifications/", std::process::id())).len()
+        s3_keys(
+            &bucket,
+            &format!("outage-{}/jobs/uploads/verifications/", std::process::id()),
+        )
+        .len()
     };
     // The store goes away mid-read: verify content and restore say so, exit 1.
     for command in ["lifeboat-verify", "lifeboat-restore"] {
@@ -1853,7 +1886,11 @@ fn a_store_that_goes_away_mid_read_is_reported_as_damage() {
         let r = if command == "lifeboat-verify" {
             through(&proxy, command, &["--level", "content"])
         } else {
-            through(&proxy, command, &["--to", target.to_str().unwrap(), "--yes"])
+            through(
+                &proxy,
+                command,
+                &["--to", target.to_str().unwrap(), "--yes"],
+            )
         };
         r.assert_code(1);
         assert!(
@@ -1874,7 +1911,11 @@ fn a_store_that_goes_away_mid_read_is_reported_as_damage() {
     through(&proxy, "lifeboat-verify", &["--level", "content"])
         .assert_code(1)
         .assert_contains("forgotten");
-    assert_eq!(records(), before, "a verification record for a forgotten snapshot");
+    assert_eq!(
+        records(),
+        before,
+        "a verification record for a forgotten snapshot"
+    );
     // And the snapshot is intact.
     run(
         "lifeboat-verify",
@@ -1949,7 +1990,13 @@ fn a_copy_stops_at_the_first_damaged_snapshot() {
     let offsite = TempDir::new("trust3-copy-offsite");
     run(
         "lifeboat-backup",
-        &["--repo", repo.as_str(), "copy", "--to-repo", offsite.as_str()],
+        &[
+            "--repo",
+            repo.as_str(),
+            "copy",
+            "--to-repo",
+            offsite.as_str(),
+        ],
     )
     .assert_code(3)
     .assert_contains(&all[0])
@@ -1963,16 +2010,29 @@ fn a_copy_stops_at_the_first_damaged_snapshot() {
 #[test]
 fn content_verify_does_not_check_the_dump_against_the_manifest() {
     let shop = TestDb::create("trust3_shop");
-    sql(&shop.url(), "CREATE TABLE orders (id int); INSERT INTO orders VALUES (1)");
+    sql(
+        &shop.url(),
+        "CREATE TABLE orders (id int); INSERT INTO orders VALUES (1)",
+    );
     let blog = TestDb::create("trust3_blog");
-    sql(&blog.url(), "CREATE TABLE posts (id int); INSERT INTO posts VALUES (1), (2)");
+    sql(
+        &blog.url(),
+        "CREATE TABLE posts (id int); INSERT INTO posts VALUES (1), (2)",
+    );
     let repo = TempDir::new("trust3-mixup");
     backup_pg(&shop.url(), repo.as_str(), "shop", &[]).assert_code(0);
     backup_pg(&blog.url(), repo.as_str(), "blog", &[]).assert_code(0);
     let verify = || {
         run(
             "lifeboat-verify",
-            &["--repo", repo.as_str(), "--job", "shop", "--level", "content"],
+            &[
+                "--repo",
+                repo.as_str(),
+                "--job",
+                "shop",
+                "--level",
+                "content",
+            ],
         )
     };
     verify().assert_code(0);
@@ -1981,7 +2041,13 @@ fn content_verify_does_not_check_the_dump_against_the_manifest() {
     let object = |m: &serde_json::Value| repo.join(m["object"]["key"].as_str().unwrap());
     std::fs::copy(object(&blog_manifest), object(&shop_manifest)).unwrap();
     edit_manifest(repo.path(), "shop", |m| {
-        for field in ["stored_sha256", "stored_size", "raw_size", "raw_blake3", "raw_sha256"] {
+        for field in [
+            "stored_sha256",
+            "stored_size",
+            "raw_size",
+            "raw_blake3",
+            "raw_sha256",
+        ] {
             if let Some(v) = blog_manifest["object"].get(field) {
                 m["object"][field] = v.clone();
             }
@@ -2002,7 +2068,7 @@ fn an_rdb_with_all_empty_quicklist_nodes_fails_the_restore() {
     // RDB version 10, which the Debian redis-server (7.0) loads.
     let mut rdb = b"REDIS0010".to_vec();
     rdb.extend([0xfe, 0x00]); // SELECTDB 0
-    // Quicklist (1): two nodes, each an empty ziplist (zlbytes 11, tail 10, count 0, end).
+                              // Quicklist (1): two nodes, each an empty ziplist (zlbytes 11, tail 10, count 0, end).
     let empty_ziplist = [11u8, 0, 0, 0, 10, 0, 0, 0, 0, 0, 0xff];
     rdb.extend([14, 3]);
     rdb.extend(b"ql1");
@@ -2042,7 +2108,13 @@ fn an_rdb_with_all_empty_quicklist_nodes_fails_the_restore() {
     let target = OwnRedis::start("trust3-quicklist-target");
     let r = run(
         "lifeboat-restore",
-        &["--from-file", file.to_str().unwrap(), "--to", &target.url, "--yes"],
+        &[
+            "--from-file",
+            file.to_str().unwrap(),
+            "--to",
+            &target.url,
+            "--yes",
+        ],
     );
     r.assert_code(0).assert_contains("Loaded 1 key from");
     let mut client = target.client();
@@ -2061,18 +2133,39 @@ fn a_live_redis_restore_that_fails_half_way_says_rolled_back() {
     let repo = TempDir::new("trust3-oom-repo");
     run(
         "lifeboat-backup",
-        &["--engine", "redis", "--url", &source.url, "--repo", repo.as_str(), "--job", "cache"],
+        &[
+            "--engine",
+            "redis",
+            "--url",
+            &source.url,
+            "--repo",
+            repo.as_str(),
+            "--job",
+            "cache",
+        ],
     )
     .assert_code(0);
     let manifest = manifests(repo.path(), "cache").remove(0);
     assert!(
-        manifest["fingerprint"]["used_memory_dataset"].as_u64().unwrap() > 1 << 20,
+        manifest["fingerprint"]["used_memory_dataset"]
+            .as_u64()
+            .unwrap()
+            > 1 << 20,
         "{manifest}"
     );
     let target = OwnRedis::start("trust3-oom-target");
     let mut client = target.client();
     let restore = |dry: bool| {
-        let mut args = vec!["--repo", repo.as_str(), "--job", "cache", "--latest", "--to", &target.url, "--yes"];
+        let mut args = vec![
+            "--repo",
+            repo.as_str(),
+            "--job",
+            "cache",
+            "--latest",
+            "--to",
+            &target.url,
+            "--yes",
+        ];
         if dry {
             args.push("--dry-run");
         }
@@ -2094,12 +2187,23 @@ fn a_live_redis_restore_that_fails_half_way_says_rolled_back() {
     // A read-only replica (of the source) refuses every write.
     let port = source.url.rsplit(':').next().unwrap().to_string();
     client.cmd(&[b"REPLICAOF", b"127.0.0.1", port.as_bytes()]);
-    restore(true).assert_code(2).assert_contains("read-only replica");
+    restore(true)
+        .assert_code(2)
+        .assert_contains("read-only replica");
     // A target with room takes it whole.
     let roomy = OwnRedis::start("trust3-oom-roomy");
     run(
         "lifeboat-restore",
-        &["--repo", repo.as_str(), "--job", "cache", "--latest", "--to", &roomy.url, "--yes"],
+        &[
+            "--repo",
+            repo.as_str(),
+            "--job",
+            "cache",
+            "--latest",
+            "--to",
+            &roomy.url,
+            "--yes",
+        ],
     )
     .assert_code(0);
     assert_eq!(roomy.client().cmd(&[b"DBSIZE"]).text(), "256");
@@ -2153,6 +2257,9 @@ fn a_run_after_kill_9_leaves_the_dead_runs_upload_as_possibly_live() {
         "{}",
         r.output()
     );
-    assert!(!folder.exists(), "the dead run's upload (and its folder) is still there");
+    assert!(
+        !folder.exists(),
+        "the dead run's upload (and its folder) is still there"
+    );
     assert!(!probe.exists(), "the dead run's lock probe is still there");
 }

@@ -170,7 +170,12 @@ async fn handle(mut client: TcpStream, upstream: String, faults: Arc<Faults>) {
         let long = faults.cut_first_long.load(Ordering::SeqCst);
         let cut = if cut == 0 && long > 0 && sent + n as u64 >= long {
             // Spent by this response only if no other took it meanwhile.
-            match faults.cut_first_long.compare_exchange(long, 0, Ordering::SeqCst, Ordering::SeqCst) {
+            match faults.cut_first_long.compare_exchange(
+                long,
+                0,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
                 Ok(_) => long,
                 Err(_) => 0,
             }

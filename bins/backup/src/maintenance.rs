@@ -130,9 +130,9 @@ pub async fn prune(args: &BackupArgs, prune_args: &PruneArgs) -> Result<i32> {
     let (targets, without_policy) =
         prune::targets(&configured, &prune_args.jobs, override_policy.as_ref())?;
     if !json {
-        without_policy
-            .iter()
-            .for_each(|n| lifeboat_cli::outln!("Job {n:?} has no retention policy: nothing to prune."));
+        without_policy.iter().for_each(|n| {
+            lifeboat_cli::outln!("Job {n:?} has no retention policy: nothing to prune.")
+        });
     }
     let store = lifeboat_cli::open_repository(&args.common, config.as_ref()).await?;
     for (job, _) in &targets {
@@ -180,7 +180,9 @@ pub async fn unlock(args: &BackupArgs, unlock: &UnlockArgs) -> Result<i32> {
             lifeboat_cli::outln!("Job {:?} is not locked.", unlock.job);
             return Ok(0);
         }
-        Some(Ok(held)) => lifeboat_cli::outln!("Job {:?} is locked by {}.", unlock.job, held.describe()),
+        Some(Ok(held)) => {
+            lifeboat_cli::outln!("Job {:?} is locked by {}.", unlock.job, held.describe())
+        }
         Some(Err(unreadable)) => lifeboat_cli::outln!(
             "Job {:?} has a lock nobody can read: {unreadable}.",
             unlock.job
@@ -371,7 +373,9 @@ pub async fn copy(args: &BackupArgs, copy: &CopyArgs) -> Result<i32> {
         }
     }
     // Damaged snapshots were left out and every other one copied; the run still fails with 3.
-    let damage = reports.iter().find_map(lifeboat_core::copy::CopyReport::damage);
+    let damage = reports
+        .iter()
+        .find_map(lifeboat_core::copy::CopyReport::damage);
     if args.common.json {
         print_json(&serde_json::json!({
             "ok": damage.is_none(),

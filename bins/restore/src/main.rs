@@ -151,7 +151,9 @@ async fn run_restore(common: &CommonArgs, flags: &RestoreFlags) -> Result<()> {
         restore::apply(&store, &plan, &options, &keys),
     )
     .await?;
-    report.notes.extend(consent.map(|c| format!("warning: {c}")));
+    report
+        .notes
+        .extend(consent.map(|c| format!("warning: {c}")));
     if common.json {
         print_json(&serde_json::json!({"ok": true, "report": report}));
     } else {

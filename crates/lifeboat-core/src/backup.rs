@@ -373,7 +373,14 @@ async fn commit_snapshot<S: Store>(
         warnings: captured.finished.warnings,
         companions: captured.companions,
     };
-    commit(store, key, reported_size, &manifest, options.lease.as_deref()).await?;
+    commit(
+        store,
+        key,
+        reported_size,
+        &manifest,
+        options.lease.as_deref(),
+    )
+    .await?;
     let contents = manifest.fingerprint.contents();
     Ok(BackupReport {
         job: job.name.clone(),
@@ -577,7 +584,10 @@ mod tests {
             .unwrap();
         // Another host takes the lock over while this run dumps.
         store
-            .put(&lock_key("app").unwrap(), &serde_json::to_vec(&other).unwrap())
+            .put(
+                &lock_key("app").unwrap(),
+                &serde_json::to_vec(&other).unwrap(),
+            )
             .await
             .unwrap();
         let (result, store, root) = run_in(store, root, capture, Some(guard.lease())).await;

@@ -286,7 +286,13 @@ pub fn cannot_run(
     match dir {
         Some(dir) if e.kind() == std::io::ErrorKind::NotFound => {
             let what = if dir.is_dir() {
-                format!("{} is not in {}", program.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()), dir.display())
+                format!(
+                    "{} is not in {}",
+                    program
+                        .file_name()
+                        .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+                    dir.display()
+                )
             } else {
                 format!("the directory {} does not exist", dir.display())
             };
@@ -430,6 +436,9 @@ mod tests {
         .err()
         .unwrap();
         assert_eq!(err.kind(), ErrorKind::Config);
-        assert!(err.message().contains("/nonexistent/bin does not exist"), "{err}");
+        assert!(
+            err.message().contains("/nonexistent/bin does not exist"),
+            "{err}"
+        );
     }
 }

@@ -106,7 +106,10 @@ pub async fn copy_job<S: Store, D: Store + Clone + 'static>(
         LEFTOVER_GRACE
     };
     let copied = async {
-        for leftover in to.remove_incomplete(&catalog::job_prefix(job), grace).await? {
+        for leftover in to
+            .remove_incomplete(&catalog::job_prefix(job), grace)
+            .await?
+        {
             tracing::warn!("Removed the unfinished upload {leftover} left by an earlier copy.");
         }
         copy_unlocked(from, to, job, false).await
@@ -166,7 +169,10 @@ async fn copy_unlocked<S: Store, D: Store>(
             match copy_snapshot(from, to, manifest).await {
                 Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::Integrity => {
-                    tracing::error!("Snapshot {} of job {job:?} was not copied: {e}", manifest.id);
+                    tracing::error!(
+                        "Snapshot {} of job {job:?} was not copied: {e}",
+                        manifest.id
+                    );
                     report.not_copied.push(NotCopied {
                         id: manifest.id.clone(),
                         error: e.to_string(),

@@ -153,7 +153,11 @@ pub async fn run<S: Store + Clone + 'static>(
         compression_threads: options.compression_threads,
         same_source_only: options.same_source_only,
         lease: Some(guard.lease()),
-        clock_offset: if skewed { offset } else { chrono::Duration::zero() },
+        clock_offset: if skewed {
+            offset
+        } else {
+            chrono::Duration::zero()
+        },
     };
     let report = match cancel.run(backup(store, job, &backup_options)).await {
         Ok(report) => report,

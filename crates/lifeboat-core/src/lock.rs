@@ -265,10 +265,11 @@ async fn remove_dead_probes<S: Store>(store: &S, job: &str, now: DateTime<Utc>) 
     };
     let cutoff = std::time::SystemTime::from(now - PROBE_GRACE);
     for object in objects {
-        if object.key.as_str().starts_with(probe_prefix.as_str()) && object.modified < cutoff {
-            if store.delete(&object.key).await.is_ok() {
-                tracing::info!("Removed {}, left by a run that was killed.", object.key);
-            }
+        if object.key.as_str().starts_with(probe_prefix.as_str())
+            && object.modified < cutoff
+            && store.delete(&object.key).await.is_ok()
+        {
+            tracing::info!("Removed {}, left by a run that was killed.", object.key);
         }
     }
 }
@@ -289,7 +290,9 @@ pub trait Lease: Send + Sync {
     /// Renews the lease conditionally on the version this run last wrote (S3 `If-Match`, a
     /// compare-and-swap in a directory): `Ok` proves the lock is still this run's; an
     /// [`ErrorKind::Lock`] error names whoever holds it now.
-    fn confirm(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + '_>>;
+    fn confirm(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + '_>>;
 }
 
 /// The lock as this run holds it: what it wrote, and the version tag every renewal is
@@ -340,7 +343,13 @@ impl<S: Store + Clone + 'static> HeldLease<S> {
         if self.renew_once().await? {
             return Ok(());
         }
-        let job = self.key.as_str().split('/').nth(1).unwrap_or("JOB").to_string();
+        let job = self
+            .key
+            .as_str()
+            .split('/')
+            .nth(1)
+            .unwrap_or("JOB")
+            .to_string();
         let now_held = read_lock(&self.store, &self.key).await.ok().flatten();
         Err(Error::new(
             ErrorKind::Lock,
@@ -362,7 +371,9 @@ impl<S: Store + Clone + 'static> HeldLease<S> {
 }
 
 impl<S: Store + Clone + 'static> Lease for HeldLease<S> {
-    fn confirm(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + '_>> {
+    fn confirm(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + '_>> {
         Box::pin(self.confirm_held())
     }
 }

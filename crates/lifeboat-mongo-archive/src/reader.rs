@@ -160,7 +160,8 @@ impl ArchiveReader {
             if collection.kind != "timeseries" || self.summary.ends.contains_key(own) {
                 continue;
             }
-            let buckets = Namespace::new(own.db.clone(), format!("system.buckets.{}", own.collection));
+            let buckets =
+                Namespace::new(own.db.clone(), format!("system.buckets.{}", own.collection));
             if let Some(mut end) = self.summary.ends.remove(&buckets) {
                 end.namespace = own.clone();
                 self.summary.ends.insert(own.clone(), end);

@@ -978,17 +978,23 @@ mod tests {
             offset: 0,
         };
         let empty: &[(u8, &[u8])] = &[
-            (2, &[0]),                                         // set, linked
-            (4, &[0]),                                         // hash, linked
-            (18, &[0]),                                        // quicklist 2, no nodes
+            (2, &[0]),  // set, linked
+            (4, &[0]),  // hash, linked
+            (18, &[0]), // quicklist 2, no nodes
             // Quicklists whose nodes are all empty (Trust III, 20): redis-server drops them.
-            (14, &[2, 11, 11, 0, 0, 0, 10, 0, 0, 0, 0, 0, 0xff, 11, 11, 0, 0, 0, 10, 0, 0, 0, 0, 0, 0xff]),
+            (
+                14,
+                &[
+                    2, 11, 11, 0, 0, 0, 10, 0, 0, 0, 0, 0, 0xff, 11, 11, 0, 0, 0, 10, 0, 0, 0, 0,
+                    0, 0xff,
+                ],
+            ),
             (18, &[1, 2, 7, 7, 0, 0, 0, 0, 0, 0xff]),
-            (11, &[8, 2, 0, 0, 0, 0, 0, 0, 0]),                // intset
+            (11, &[8, 2, 0, 0, 0, 0, 0, 0, 0]), // intset
             (10, &[11, 11, 0, 0, 0, 10, 0, 0, 0, 0, 0, 0xff]), // ziplist
-            (16, &[7, 7, 0, 0, 0, 0, 0, 0xff]),                // listpack hash
-            (20, &[7, 7, 0, 0, 0, 0, 0, 0xff]),                // listpack set
-            (9, &[2, 0, 0xff]),                                // zipmap
+            (16, &[7, 7, 0, 0, 0, 0, 0, 0xff]), // listpack hash
+            (20, &[7, 7, 0, 0, 0, 0, 0, 0xff]), // listpack set
+            (9, &[2, 0, 0xff]),                 // zipmap
         ];
         for (t, v) in empty {
             assert!(entry(*t, v).is_empty_collection(), "type {t}");

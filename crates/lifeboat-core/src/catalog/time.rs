@@ -137,15 +137,35 @@ mod tests {
     #[test]
     fn a_time_means_the_end_of_the_unit_it_is_written_to() {
         let stored = utc(2026, 12, 7, 2, 29, 20) + chrono::Duration::nanoseconds(347_920_657);
-        for to_the_second in ["2026-12-07 02:29:20Z", "2026-12-07 02:29:20", "2026-12-07T02:29:20Z", "20261207_022920", "2026-12-07 02:29:20+00:00"] {
+        for to_the_second in [
+            "2026-12-07 02:29:20Z",
+            "2026-12-07 02:29:20",
+            "2026-12-07T02:29:20Z",
+            "20261207_022920",
+            "2026-12-07 02:29:20+00:00",
+        ] {
             let at = parse_time(to_the_second).unwrap();
             assert!(at >= stored, "{to_the_second}");
-            assert_eq!(at, utc(2026, 12, 7, 2, 29, 21) - chrono::Duration::nanoseconds(1), "{to_the_second}");
+            assert_eq!(
+                at,
+                utc(2026, 12, 7, 2, 29, 21) - chrono::Duration::nanoseconds(1),
+                "{to_the_second}"
+            );
         }
-        assert_eq!(parse_time("2026-12-07 02:29").unwrap(), utc(2026, 12, 7, 2, 30, 0) - chrono::Duration::nanoseconds(1));
-        assert_eq!(parse_time("2026-12-07").unwrap(), utc(2026, 12, 8, 0, 0, 0) - chrono::Duration::nanoseconds(1));
+        assert_eq!(
+            parse_time("2026-12-07 02:29").unwrap(),
+            utc(2026, 12, 7, 2, 30, 0) - chrono::Duration::nanoseconds(1)
+        );
+        assert_eq!(
+            parse_time("2026-12-07").unwrap(),
+            utc(2026, 12, 8, 0, 0, 0) - chrono::Duration::nanoseconds(1)
+        );
         // A fraction is a precision too: .3 is the tenth of a second that starts there.
-        assert_eq!(parse_time("2026-12-07T02:29:20.3Z").unwrap(), utc(2026, 12, 7, 2, 29, 20) + chrono::Duration::milliseconds(400) - chrono::Duration::nanoseconds(1));
+        assert_eq!(
+            parse_time("2026-12-07T02:29:20.3Z").unwrap(),
+            utc(2026, 12, 7, 2, 29, 20) + chrono::Duration::milliseconds(400)
+                - chrono::Duration::nanoseconds(1)
+        );
         assert_eq!(parse_time("2026-12-07 02:29:20.347920657").unwrap(), stored);
         // The second before is before the stored time.
         assert!(parse_time("2026-12-07 02:29:19Z").unwrap() < stored);

@@ -1175,11 +1175,19 @@ mod tests {
     /// duration ("max -106751991167300d").
     #[test]
     fn a_duration_too_long_for_dates_is_refused() {
-        for too_long in ["9223372036854775808s", "9223372036854775807s", "36501d", "5300w"] {
+        for too_long in [
+            "9223372036854775808s",
+            "9223372036854775807s",
+            "36501d",
+            "5300w",
+        ] {
             let e = parse_duration(too_long).unwrap_err();
             assert!(e.contains("longer than Lifeboat takes"), "{too_long}: {e}");
         }
-        assert_eq!(parse_duration("36500d").unwrap().as_secs(), MAX_DURATION_SECS);
+        assert_eq!(
+            parse_duration("36500d").unwrap().as_secs(),
+            MAX_DURATION_SECS
+        );
         assert!(parse_duration("18446744073709551616s").is_err());
     }
 

@@ -297,7 +297,10 @@ pub async fn unlock<S: Store>(store: &S, manifest: &Manifest, keys: &Keys) -> Re
     // A wrong key or a damaged header: the stored digest decides, so the whole object is read.
     let mut rest = vec![0u8; CHUNK_SIZE];
     while stored.read(&mut rest).await.map_err(|e| {
-        Error::store(format!("reading {key} from {} failed: {e}", store.describe()))
+        Error::store(format!(
+            "reading {key} from {} failed: {e}",
+            store.describe()
+        ))
     })? > 0
     {}
     let (digest, size) = stored.finish();

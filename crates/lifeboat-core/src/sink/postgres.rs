@@ -1113,8 +1113,7 @@ impl Sink for PgSink {
     ) -> Result<Vec<String>> {
         let (mut findings, listing) = self.structure(store, keys, snapshot).await?;
         // The archive's tables against the ones the fingerprint recorded at backup time.
-        if let (Some(listing), Fingerprint::Postgres(recorded)) = (listing, &snapshot.fingerprint)
-        {
+        if let (Some(listing), Fingerprint::Postgres(recorded)) = (listing, &snapshot.fingerprint) {
             let tables: Vec<(String, String)> = recorded
                 .tables
                 .keys()

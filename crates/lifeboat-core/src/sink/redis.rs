@@ -134,6 +134,7 @@ pub async fn check_room(url: &SecretUrl, snapshot: &Manifest, clean: bool) -> Re
         )
         .with_hint("restore into the primary, or into a server that is not a replica"));
     }
+    let mib = |n: u64| format!("{:.1} MiB", n as f64 / (1024.0 * 1024.0));
     let max = number(&memory, "maxmemory").unwrap_or(0);
     if max == 0 {
         return Ok("the target has no maxmemory limit".to_string());
@@ -144,7 +145,7 @@ pub async fn check_room(url: &SecretUrl, snapshot: &Manifest, clean: bool) -> Re
             ErrorKind::Refused,
             format!(
                 "the target {url} has maxmemory {} with maxmemory-policy {policy}: it would evict keys to make room, so a restore could report success while keys are silently dropped",
-                format!("{:.1} MiB", max as f64 / (1024.0 * 1024.0))
+                mib(max)
             ),
         )
         .with_hint("set maxmemory-policy noeviction on the target for the restore (CONFIG SET maxmemory-policy noeviction), or raise maxmemory to 0"));
@@ -156,11 +157,14 @@ pub async fn check_room(url: &SecretUrl, snapshot: &Manifest, clean: bool) -> Re
     let (needed, how) = match recorded {
         Some(n) => (n, "the source's dataset memory at the backup"),
         // An RDB is compact: in memory the same data usually takes more than its raw size.
-        None => (snapshot.object.raw_size, "estimated from the snapshot's raw size (older snapshots record no memory use)"),
+        None => (
+            snapshot.object.raw_size,
+            "estimated from the snapshot's raw size (older snapshots record no memory use)",
+        ),
     };
     let used = number(&memory, "used_memory").unwrap_or(0);
     let free = if clean { max } else { max.saturating_sub(used) };
-    let human = |n: u64| format!("{:.1} MiB", n as f64 / (1024.0 * 1024.0));
+    let human = mib;
     if needed > free {
         return Err(Error::new(
             ErrorKind::Refused,

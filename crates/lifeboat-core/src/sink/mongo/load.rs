@@ -101,7 +101,9 @@ pub fn no_time_series(namespace: &Namespace, mongo: &Mongo) -> Error {
 async fn drop_quietly(mongo: &Mongo, db: &str, name: &str) -> bool {
     match mongo.command(db, doc! { "drop": name }).await {
         Ok(_) => true,
-        Err(e) => e.to_string().contains("ns not found") || e.to_string().contains("NamespaceNotFound"),
+        Err(e) => {
+            e.to_string().contains("ns not found") || e.to_string().contains("NamespaceNotFound")
+        }
     }
 }
 

@@ -208,7 +208,10 @@ impl Toc {
         }
         for e in &self.entries {
             if e.kind == "TABLE DATA" && !recorded.iter().any(|t| starts(&e.about, t)) {
-                let about = e.about.rsplit_once(' ').map_or(e.about.as_str(), |(t, _owner)| t);
+                let about = e
+                    .about
+                    .rsplit_once(' ')
+                    .map_or(e.about.as_str(), |(t, _owner)| t);
                 out.push(format!(
                     "the dump holds the rows of table {about}, which the manifest does not record"
                 ));
