@@ -155,15 +155,8 @@ pub async fn read_snapshot<S: Store, K: RawSink>(
     }
     let (stored_digest, stored_bytes) = stored.finish();
     let object = &manifest.object;
-    if stored_digest != object.stored_sha256 || stored_bytes != object.stored_size {
-        return Err(mismatch(
-            manifest,
-            "stored",
-            &RawDigest::Sha256(object.stored_sha256),
-            object.stored_size,
-            &RawDigest::Sha256(stored_digest),
-            stored_bytes,
-        ));
+    if let Some(e) = stored_mismatch(manifest, stored_digest, stored_bytes) {
+        return Err(e);
     }
     // The stored digest matches: the object is intact, so the key was wrong.
     if let Some(e) = wrong_key {
@@ -304,18 +297,22 @@ pub async fn unlock<S: Store>(store: &S, manifest: &Manifest, keys: &Keys) -> Re
     })? > 0
     {}
     let (digest, size) = stored.finish();
+    Err(stored_mismatch(manifest, digest, size).unwrap_or(doubt))
+}
+
+/// The stored object's damage, if its digest or size differs from the manifest's.
+fn stored_mismatch(manifest: &Manifest, digest: Digest, size: u64) -> Option<Error> {
     let object = &manifest.object;
-    if digest != object.stored_sha256 || size != object.stored_size {
-        return Err(mismatch(
+    (digest != object.stored_sha256 || size != object.stored_size).then(|| {
+        mismatch(
             manifest,
             "stored",
             &RawDigest::Sha256(object.stored_sha256),
             object.stored_size,
             &RawDigest::Sha256(digest),
             size,
-        ));
-    }
-    Err(doubt)
+        )
+    })
 }
 
 /// The content check of an encrypted snapshot without its identity: the whole object is read,
@@ -340,21 +337,10 @@ pub async fn check_ciphertext<S: Store>(store: &S, manifest: &Manifest) -> Resul
         header
     };
     let (digest, size) = stored.finish();
-    let object = &manifest.object;
-    let mut findings = Vec::new();
-    if digest != object.stored_sha256 || size != object.stored_size {
-        findings.push(
-            mismatch(
-                manifest,
-                "stored",
-                &RawDigest::Sha256(object.stored_sha256),
-                object.stored_size,
-                &RawDigest::Sha256(digest),
-                size,
-            )
-            .to_string(),
-        );
-    }
+    let mut findings: Vec<String> = stored_mismatch(manifest, digest, size)
+        .map(|e| e.to_string())
+        .into_iter()
+        .collect();
     let passphrase = matches!(
         manifest.encryption,
         Some(super::EncryptionInfo::AgePassphrase { .. })
