@@ -111,7 +111,7 @@ async fn run_restore(common: &CommonArgs, flags: &RestoreFlags) -> Result<()> {
         }
         None => {
             let (store, config, job, selector) = repository_and_selection(common, flags).await?;
-            let options = options.with_job_settings(config.as_ref(), &job);
+            let options = restore::with_job_settings(options, config.as_ref(), &job);
             let keys = flags.keys.keys(config.as_ref(), Some(&job))?;
             let plan = restore::plan(&store, &job, &selector, &to, &options, &keys, now).await?;
             (store, plan, keys, options)

@@ -101,7 +101,7 @@ pub async fn backup<S: Store>(
             format!(
                 "the backup of job {:?} took longer than its timeout of {}; it was stopped and nothing was committed",
                 job.name,
-                crate::retention::format_duration(limit)
+                crate::text::format_duration(limit)
             ),
         )
         .with_hint("raise the job's timeout (or --timeout), or find out why the dump is slower than usual")),

@@ -1,14 +1,14 @@
-//! The engine kinds, and the one place that dispatches on them: a backup starts any
-//! [`Source`] through [`capture`], and restore and verify work on any [`Sink`] through
-//! [`AnySink`] (the same pattern as `store/any.rs`). Every other part of the operations works
-//! whatever the engine.
+//! The one place that dispatches on the engine kinds ([`Engine`], a leaf of its own in
+//! `engine_kind.rs`): a backup starts any [`Source`] through [`capture`], and restore and
+//! verify work on any [`Sink`] through [`AnySink`] (the same pattern as `store/any.rs`). Every
+//! other part of the operations works whatever the engine.
 
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+pub use crate::engine_kind::Engine;
 
 use crate::catalog::Manifest;
-use crate::config::{self, DefaultsSpec, EngineJob, JobSpec};
+use crate::config::EngineJob;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pipeline::Keys;
 use crate::sink::files::FilesSink;
@@ -19,71 +19,7 @@ use crate::sink::{Applied, Drilled, RestoreOptions, Scratch, Sink, SinkPlan, Sur
 use crate::source::{Capture, Source};
 use crate::store::Store;
 
-/// An engine: what a job backs up, and what a snapshot's `engine` names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Engine {
-    /// The default of a job spec built in code (a configuration always names its engine).
-    #[default]
-    Postgres,
-    /// Redis, as an RDB file: taken over the replication stream, or built from SCAN.
-    Redis,
-    /// Directory trees, as a POSIX (PAX) tar.
-    Files,
-    /// MongoDB, as a mongodump archive with the oplog of the dump's duration.
-    #[serde(rename = "mongodb")]
-    Mongo,
-}
-
 impl Engine {
-    /// Every engine, in the order help text lists them.
-    pub const ALL: [Engine; 4] = [
-        Engine::Postgres,
-        Engine::Mongo,
-        Engine::Redis,
-        Engine::Files,
-    ];
-
-    /// The name in configurations, manifests and flags.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Engine::Postgres => "postgres",
-            Engine::Redis => "redis",
-            Engine::Files => "files",
-            Engine::Mongo => "mongodb",
-        }
-    }
-
-    /// Where a whole-system restore puts this engine's jobs: databases first, then files, so
-    /// that the rows which name uploads are back before the uploads are.
-    pub fn restore_order(self) -> u8 {
-        match self {
-            Engine::Postgres | Engine::Mongo => 0,
-            Engine::Redis => 1,
-            Engine::Files => 2,
-        }
-    }
-
-    /// The job keys this engine takes besides the common ones (its own settings).
-    pub fn job_keys(self) -> &'static [&'static str] {
-        match self {
-            Engine::Postgres => config::postgres::KEYS,
-            Engine::Redis => config::redis::KEYS,
-            Engine::Files => config::files::KEYS,
-            Engine::Mongo => config::mongo::KEYS,
-        }
-    }
-
-    /// Validates this engine's part of a job; each engine checks its own keys.
-    pub fn job(self, spec: &JobSpec, defaults: &DefaultsSpec) -> Result<EngineJob> {
-        Ok(match self {
-            Engine::Postgres => EngineJob::Postgres(config::postgres::job(spec, defaults)?),
-            Engine::Redis => EngineJob::Redis(config::redis::job(spec)?),
-            Engine::Files => EngineJob::Files(config::files::job(spec)?),
-            Engine::Mongo => EngineJob::Mongo(config::mongo::job(spec)?),
-        })
-    }
-
     /// The engine of a snapshot; one written by a newer Lifeboat's engine is refused by name.
     pub fn of(snapshot: &Manifest) -> Result<Engine> {
         snapshot.engine.parse().map_err(|_| {
@@ -98,57 +34,6 @@ impl Engine {
                 "use the Lifeboat version that wrote it (its manifest's tool_version) or newer",
             )
         })
-    }
-
-    /// The engine whose dump starts with these (decompressed) bytes: an RDB file, a pg_dump
-    /// custom archive or plain SQL dump (its header comment), a mongodump archive (its magic
-    /// number), or a tar archive. Other SQL has
-    /// no signature (`--engine postgres`, or a postgres:// target, see [`Engine::for_target`]).
-    pub fn detect(head: &[u8]) -> Option<Engine> {
-        if head.starts_with(b"REDIS") {
-            Some(Engine::Redis)
-        } else if head.starts_with(b"PGDMP") || head.starts_with(b"--\n-- PostgreSQL database dump")
-        {
-            Some(Engine::Postgres)
-        } else if head.starts_with(&lifeboat_mongo_archive::MAGIC.to_le_bytes()) {
-            Some(Engine::Mongo)
-        } else if head.len() >= 263 && &head[257..262] == b"ustar" {
-            Some(Engine::Files)
-        } else {
-            None
-        }
-    }
-}
-
-impl Engine {
-    /// The engine whose servers a restore target's URL names (`postgres://`, `redis://`...):
-    /// what a dump made elsewhere without a signature must be when restored there.
-    pub fn for_target(to: &str) -> Option<Engine> {
-        let scheme = to.split_once("://")?.0;
-        match scheme {
-            "postgres" | "postgresql" => Some(Engine::Postgres),
-            "redis" | "rediss" => Some(Engine::Redis),
-            "mongodb" | "mongodb+srv" => Some(Engine::Mongo),
-            _ => None,
-        }
-    }
-}
-
-impl std::fmt::Display for Engine {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for Engine {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        Engine::ALL
-            .into_iter()
-            .find(|e| e.as_str() == s)
-            .ok_or_else(|| {
-                format!("unknown engine {s:?}; expected postgres, mongodb, redis or files")
-            })
     }
 }
 

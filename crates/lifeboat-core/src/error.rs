@@ -39,7 +39,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    /// The process exit code documented in DESIGN.md and RUNBOOK.md.
+    /// The process exit code documented in README.md and RUNBOOK.md.
     pub fn exit_code(self) -> i32 {
         match self {
             ErrorKind::Config | ErrorKind::Refused | ErrorKind::Crypto => 2,
@@ -194,7 +194,7 @@ impl Error {
         self.hint.as_deref()
     }
 
-    /// The process exit code for this error (DESIGN.md's table).
+    /// The process exit code for this error (README.md's table).
     pub fn exit_code(&self) -> i32 {
         self.kind.exit_code()
     }

@@ -237,7 +237,7 @@ fn clock_skew_error(offset: chrono::Duration, store: &impl Store) -> Error {
         ErrorKind::Clock,
         format!(
             "this host's clock is about {} {} the clock of {}; the snapshot was dated by the store's clock, and nothing was pruned",
-            crate::retention::format_duration(Duration::from_secs(minutes * 60)),
+            crate::text::format_duration(Duration::from_secs(minutes * 60)),
             if offset > chrono::Duration::zero() { "behind" } else { "ahead of" },
             store.describe()
         ),
@@ -276,9 +276,9 @@ async fn check_date_jump<S: Store>(store: &S, job: &Job, report: &BackupReport) 
         format!(
             "the new snapshot {} is dated {} after the previous newest ({}), more than the {} this job's runs are apart at most; nothing was pruned, in case this host's clock jumped ahead",
             report.snapshot,
-            crate::retention::format_duration(Duration::from_secs(gap.as_secs())),
+            crate::text::format_duration(Duration::from_secs(gap.as_secs())),
             previous.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            crate::retention::format_duration(allowed.to_std().unwrap_or_default()),
+            crate::text::format_duration(allowed.to_std().unwrap_or_default()),
         ),
     )
     .with_hint(format!(

@@ -1,8 +1,9 @@
 //! Lifeboat's library: everything but argument parsing.
 //!
-//! The modules follow the data as it flows (DESIGN.md):
+//! The modules follow the data as it flows (docs/ARCHITECTURE.md):
 //! - [`config`]: file + env + flags -> validated [`config::Job`] values;
-//! - [`engine`]: the engine kinds and the one place that dispatches on them;
+//! - [`engine_kind`]: the engine kinds (a leaf); [`engine`]: the one place that dispatches
+//!   on them; [`text`]: durations, counts and sizes as text;
 //! - [`source`]: `trait Source`, one module per engine (PostgreSQL via `pg_dump`, Redis via the
 //!   replication stream, files as a PAX tar);
 //! - [`client`]: connections shared by sources and sinks (PostgreSQL, Redis' RESP);
@@ -20,8 +21,10 @@
 //! A run of a backup job ([`job::run`]) takes the job's lock, backs up, prunes only after a
 //! committed snapshot and releases the lock. The operations wire the stages together in order:
 //! [`backup::backup`], [`prune::prune`], [`restore::plan`] then [`restore::apply`], and
-//! [`verify::verify`]; none of them names an engine. Nothing here reads the clock or the
-//! environment on its own: callers pass the time and a variable lookup in.
+//! [`verify::verify`]; none of them names an engine. Nothing here reads the environment on its
+//! own (callers pass a variable lookup in), and the operations take the time from their
+//! callers; the lock and the deployment files read the clock themselves (a lease is timed by
+//! the store's clock, measured against this host's).
 
 // Every public item says what it is: the library is the product the binaries only wrap.
 #![deny(missing_docs)]
@@ -34,6 +37,7 @@ pub mod config;
 pub mod copy;
 pub mod deploy;
 pub mod engine;
+pub mod engine_kind;
 pub mod error;
 pub mod job;
 pub mod lock;
@@ -48,6 +52,7 @@ pub mod secret;
 pub mod sink;
 pub mod source;
 pub mod store;
+pub mod text;
 pub mod tree;
 pub mod verify;
 

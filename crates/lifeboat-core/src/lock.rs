@@ -232,7 +232,7 @@ async fn store_clock_offset<S: Store>(store: &S, job: &str) -> Result<chrono::Du
                 let minutes = (offset.abs().num_seconds() as u64 + 30) / 60;
                 tracing::warn!(
                     "This host's clock is about {} {} the clock of {}; the job's lock is timed by the store's clock. Fix this host's clock (NTP): snapshot times and retention use it.",
-                    crate::retention::format_duration(std::time::Duration::from_secs(minutes * 60)),
+                    crate::text::format_duration(std::time::Duration::from_secs(minutes * 60)),
                     if offset > chrono::Duration::zero() { "behind" } else { "ahead of" },
                     store.describe()
                 );
@@ -458,7 +458,7 @@ pub async fn acquire<S: Store + Clone + 'static>(
                         tracing::warn!(
                             "Taking over the unreadable lock {key} in {} ({e}), written more than {} ago.",
                             store.describe(),
-                            crate::retention::format_duration(lease)
+                            crate::text::format_duration(lease)
                         );
                         None
                     }

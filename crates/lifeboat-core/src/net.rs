@@ -91,7 +91,7 @@ pub fn no_answer(after: Duration, to_what: &str) -> std::io::Error {
         std::io::ErrorKind::TimedOut,
         format!(
             "no answer {to_what} within {} (idle-timeout)",
-            crate::retention::format_duration(after)
+            crate::text::format_duration(after)
         ),
     )
 }

@@ -223,7 +223,7 @@ async fn prune_reports<S: Store>(
         return Ok(Vec::new());
     };
     let mut removed = Vec::new();
-    for report in store.list(&crate::report::dr::reports_prefix(job)).await? {
+    for report in store.list(&catalog::reports_prefix(job)).await? {
         if report.modified >= cutoff {
             continue;
         }

@@ -204,6 +204,25 @@ pub fn fingerprint_dir(root: &Path) -> std::io::Result<FilesFingerprint> {
     Ok(builder.finish())
 }
 
+/// Checks `exclude` patterns (gitignore syntax); the error names the bad pattern.
+pub fn exclusions(patterns: &[String]) -> std::result::Result<(), String> {
+    matcher(Path::new("/"), patterns).map(|_| ())
+}
+
+/// The gitignore matcher of `patterns` under `root` (the files source walks with it).
+pub fn matcher(
+    root: &Path,
+    patterns: &[String],
+) -> std::result::Result<ignore::gitignore::Gitignore, String> {
+    let mut builder = ignore::gitignore::GitignoreBuilder::new(root);
+    for pattern in patterns {
+        builder
+            .add_line(None, pattern)
+            .map_err(|e| format!("{pattern:?}: {e}"))?;
+    }
+    builder.build().map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -396,6 +396,9 @@ impl PgFingerprint {
 /// The job name a dump made elsewhere carries (`--from-file`) instead of a job's.
 pub const FROM_FILE: &str = "--from-file";
 
+/// The companion object that holds the cluster's roles.
+pub const GLOBALS: &str = "globals";
+
 /// What a snapshot holds, in words and in the counts its engine has.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Contents {
@@ -425,7 +428,7 @@ impl std::fmt::Display for Contents {
     }
 }
 
-use crate::report::human::counted;
+use crate::text::counted;
 
 impl Fingerprint {
     /// What the snapshot holds.

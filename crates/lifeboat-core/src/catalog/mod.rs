@@ -1,9 +1,10 @@
 //! Snapshots in a repository: ids, manifests, listing, and picking one by id or by time.
 //!
-//! Layout (DESIGN.md): `lifeboat.json` at the root, then
+//! Layout (README.md, "The repository"): `lifeboat.json` at the root, then
 //! `jobs/<job>/snapshots/<id>/data.<ext>` and `jobs/<job>/snapshots/<id>/manifest.json`.
 
 mod id;
+mod level;
 mod manifest;
 mod pin;
 mod time;
@@ -12,10 +13,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use id::SnapshotId;
+pub use level::Level;
 pub use manifest::{
     Contents, FilesFingerprint, Fingerprint, Manifest, MongoCollectionPrint, MongoFingerprint,
     ObjectInfo, OplogPrint, PgFingerprint, RedisFingerprint, SourceInfo, CLOCK_SKEW_RECORDED,
-    FROM_FILE, MANIFEST_FORMAT,
+    FROM_FILE, GLOBALS, MANIFEST_FORMAT,
 };
 pub use pin::{is_pin, pin, pin_key, unpin, Pin, PIN_FILE};
 pub use time::parse_time;
@@ -62,6 +64,11 @@ pub fn lock_key(job: &str) -> Result<ObjectKey> {
 /// A throwaway object beside the lock, to test the store's conditional create.
 pub fn lock_probe_key(job: &str, token: &str) -> Result<ObjectKey> {
     ObjectKey::new(format!("{}lock-probe-{token}", job_prefix(job)))
+}
+
+/// `reports/<job>/`: where a job's DR reports are kept.
+pub fn reports_prefix(job: &str) -> String {
+    format!("reports/{job}/")
 }
 
 /// Where verify records its results: `jobs/<job>/verifications/`.

@@ -69,7 +69,7 @@ pub(crate) fn job(spec: &JobSpec) -> Result<FilesJob> {
         }
     }
     let exclude = spec.exclude.clone().unwrap_or_default();
-    crate::source::files::exclusions(&exclude)
+    crate::tree::exclusions(&exclude)
         .map_err(|e| Error::config(format!("job {name:?}: exclude: {e}")))?;
     Ok(FilesJob {
         paths,

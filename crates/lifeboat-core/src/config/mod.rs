@@ -19,8 +19,10 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+pub use crate::pipeline::compress::CompressionName;
 use crate::pipeline::Compression;
 use crate::secret::SecretUrl;
+pub use crate::text::{parse_duration, MAX_DURATION_SECS};
 
 pub use encryption::EncryptionSpec;
 pub use files::FilesJob;
@@ -223,7 +225,7 @@ pub struct ScheduledRunSpec {
     /// The time zone it is read in (default UTC).
     pub timezone: Option<String>,
     /// `[verify]`: `stored` or `content` (default content); `[drill]` is always a drill.
-    pub level: Option<crate::verify::Level>,
+    pub level: Option<crate::catalog::Level>,
     /// `[drill]`: the scratch server drills restore into (`${SCRATCH_URL}`); `lifeboat-verify
     /// --level drill` uses it when no `--scratch-url` is given.
     pub scratch_url: Option<String>,
@@ -235,7 +237,7 @@ pub struct ScheduledRun {
     /// When.
     pub schedule: crate::schedule::Schedule,
     /// How deep.
-    pub level: crate::verify::Level,
+    pub level: crate::catalog::Level,
     /// Drills: where they restore to.
     pub scratch_url: Option<SecretUrl>,
 }
@@ -338,33 +340,7 @@ pub struct JobSpec {
 }
 
 /// The engine a job names (`engine = "postgres"`).
-pub type EngineName = crate::engine::Engine;
-
-/// The `compression` setting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum CompressionName {
-    /// zstd: fast, the default.
-    Zstd,
-    /// gzip: readable by any tool.
-    Gzip,
-    /// Stored as produced.
-    None,
-}
-
-impl std::str::FromStr for CompressionName {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "zstd" => Ok(CompressionName::Zstd),
-            "gzip" => Ok(CompressionName::Gzip),
-            "none" => Ok(CompressionName::None),
-            _ => Err(format!(
-                "unknown compression {s:?}; expected zstd, gzip or none"
-            )),
-        }
-    }
-}
+pub type EngineName = crate::engine_kind::Engine;
 
 /// A validated job, ready to run.
 #[derive(Debug, Clone)]
@@ -415,8 +391,8 @@ impl EngineJob {
     }
 
     /// The engine kind.
-    pub fn engine(&self) -> crate::engine::Engine {
-        use crate::engine::Engine;
+    pub fn engine(&self) -> crate::engine_kind::Engine {
+        use crate::engine_kind::Engine;
         match self {
             EngineJob::Postgres(_) => Engine::Postgres,
             EngineJob::Redis(_) => Engine::Redis,
@@ -926,7 +902,7 @@ fn scheduled_run(
     locate: &dyn Fn(&str) -> String,
     expand: &dyn Fn(&str) -> String,
 ) -> Result<Option<ScheduledRun>> {
-    use crate::verify::Level;
+    use crate::catalog::Level;
     let Some(spec) = spec else { return Ok(None) };
     let place = locate(table);
     let schedule =
@@ -976,7 +952,7 @@ pub fn validate_job(
 ) -> Result<Job> {
     validate_job_name(&spec.name)?;
     refuse_other_engines_keys(spec)?;
-    let engine = spec.engine.job(spec, defaults)?;
+    let engine = engine_settings(spec.engine, spec, defaults)?;
     let compression = Compression::from_spec(
         spec.compression
             .or(defaults.compression)
@@ -1050,7 +1026,7 @@ fn engine_keys_given(spec: &JobSpec) -> Vec<&'static str> {
 /// Refuses a key of another engine (`format` in a redis job): each engine names its own keys.
 fn refuse_other_engines_keys(spec: &JobSpec) -> Result<()> {
     let engine = spec.engine;
-    let own = engine.job_keys();
+    let own = engine_keys(engine);
     let Some(key) = engine_keys_given(spec)
         .into_iter()
         .find(|key| !own.contains(key))
@@ -1059,7 +1035,7 @@ fn refuse_other_engines_keys(spec: &JobSpec) -> Result<()> {
     };
     let owners: Vec<&str> = EngineName::ALL
         .iter()
-        .filter(|e| e.job_keys().contains(&key))
+        .filter(|e| engine_keys(**e).contains(&key))
         .map(|e| e.as_str())
         .collect();
     let owners = match owners.split_last() {
@@ -1119,49 +1095,30 @@ pub fn validate_job_name(name: &str) -> Result<()> {
     }
 }
 
-/// Parses durations like `26h`, `90m`, `7d`, `1h30m`, `45s`.
-pub fn parse_duration(input: &str) -> std::result::Result<Duration, String> {
-    let s = input.trim();
-    let bad = || format!("{input:?} is not a duration; use e.g. 26h, 90m, 7d or 1h30m");
-    if s.is_empty() {
-        return Err(bad());
+/// The job keys `engine` takes besides the common ones (its own settings, each engine's file
+/// of this module lists them).
+fn engine_keys(engine: EngineName) -> &'static [&'static str] {
+    match engine {
+        EngineName::Postgres => postgres::KEYS,
+        EngineName::Redis => redis::KEYS,
+        EngineName::Files => files::KEYS,
+        EngineName::Mongo => mongo::KEYS,
     }
-    let mut total: u64 = 0;
-    let mut number = String::new();
-    for c in s.chars() {
-        if c.is_ascii_digit() {
-            number.push(c);
-            continue;
-        }
-        let n: u64 = number.parse().map_err(|_| bad())?;
-        number.clear();
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            'w' => 7 * 86_400,
-            _ => return Err(bad()),
-        };
-        total = total
-            .checked_add(n.checked_mul(unit).ok_or_else(bad)?)
-            .ok_or_else(bad)?;
-    }
-    if !number.is_empty() {
-        return Err(bad());
-    }
-    if total > MAX_DURATION_SECS {
-        return Err(format!(
-            "{input:?} is longer than Lifeboat takes ({}d, about 100 years): every duration is also compared with dates, which it must not overflow",
-            MAX_DURATION_SECS / 86_400
-        ));
-    }
-    Ok(Duration::from_secs(total))
 }
 
-/// The longest duration any setting or flag takes (100 years of 365 days): far beyond any
-/// sensible lease, age or retention, and far inside what dates (`chrono`) can add.
-pub const MAX_DURATION_SECS: u64 = 36_500 * 86_400;
+/// Validates `engine`'s part of a job; each engine's file checks its own keys.
+fn engine_settings(
+    engine: EngineName,
+    spec: &JobSpec,
+    defaults: &DefaultsSpec,
+) -> Result<EngineJob> {
+    Ok(match engine {
+        EngineName::Postgres => EngineJob::Postgres(postgres::job(spec, defaults)?),
+        EngineName::Redis => EngineJob::Redis(redis::job(spec)?),
+        EngineName::Files => EngineJob::Files(files::job(spec)?),
+        EngineName::Mongo => EngineJob::Mongo(mongo::job(spec)?),
+    })
+}
 
 #[cfg(test)]
 mod tests {

@@ -9,7 +9,32 @@ use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite};
 use std::sync::Arc;
 
 use super::adaptive_zstd::{AdaptiveZstdWriter, Pressure};
-use crate::config::CompressionName;
+
+/// The `compression` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CompressionName {
+    /// zstd: fast, the default.
+    Zstd,
+    /// gzip: readable by any tool.
+    Gzip,
+    /// Stored as produced.
+    None,
+}
+
+impl std::str::FromStr for CompressionName {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "zstd" => Ok(CompressionName::Zstd),
+            "gzip" => Ok(CompressionName::Gzip),
+            "none" => Ok(CompressionName::None),
+            _ => Err(format!(
+                "unknown compression {s:?}; expected zstd, gzip or none"
+            )),
+        }
+    }
+}
 
 /// How a data object is compressed, as the manifest records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,7 +7,7 @@
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-/// Bytes kept back from the sink until the stream is proven intact (DESIGN.md: at least 1 MiB).
+/// Bytes kept back from the sink until the stream is proven intact (at least 1 MiB; docs/ARCHITECTURE.md, "Restore").
 pub const DEFAULT_HOLD_BACK: usize = 1024 * 1024;
 
 /// Writes through to `inner` all but the last `hold` bytes, which reach it only when

@@ -191,7 +191,7 @@ impl WritePipeline {
                     ErrorKind::Source,
                     format!(
                         "the source sent nothing for {} (idle-timeout); the run was stopped",
-                        crate::retention::format_duration(idle_timeout)
+                        crate::text::format_duration(idle_timeout)
                     ),
                 )
                 .with_hint("check that the source server is healthy; raise idle-timeout for a source that pauses longer on purpose")

@@ -396,10 +396,7 @@ pub async fn write<S: Store>(
     keep(store, &report, format).await
 }
 
-/// `reports/<job>/`: where a job's DR reports are kept.
-pub fn reports_prefix(job: &str) -> String {
-    format!("reports/{job}/")
-}
+pub use crate::catalog::reports_prefix;
 
 /// Keeps each job's section in the repository: `reports/<job>/<time>.<ext>`.
 pub async fn keep<S: Store>(store: &S, report: &DrReport, format: Format) -> Result<Vec<String>> {

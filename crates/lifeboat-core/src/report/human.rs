@@ -3,6 +3,8 @@
 
 use std::fmt::Write as _;
 
+pub use crate::text::{bytes, counted};
+
 use super::JobStatus;
 use crate::backup::BackupReport;
 use crate::pipeline::Compression;
@@ -10,37 +12,6 @@ use crate::prune::PruneReport;
 use crate::restore::system::{Missing, Outcome, SystemPlan, SystemReport};
 use crate::restore::{RestorePlan, RestoreReport, FROM_FILE};
 use crate::verify::VerifyReport;
-
-/// "1 table", "2 tables", "3 directories".
-pub fn counted(n: u64, noun: &str) -> String {
-    if n == 1 {
-        return format!("1 {noun}");
-    }
-    let consonant_y = noun.len() > 1
-        && noun.ends_with('y')
-        && !noun[..noun.len() - 1].ends_with(['a', 'e', 'i', 'o', 'u']);
-    if consonant_y {
-        format!("{n} {}ies", &noun[..noun.len() - 1])
-    } else {
-        format!("{n} {noun}s")
-    }
-}
-
-/// `1.5 GiB`, `512 B`.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
 
 /// `45s`, `12m`, `3h05m`, `2d04h`.
 pub fn duration(secs: i64) -> String {

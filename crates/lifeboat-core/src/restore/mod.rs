@@ -115,6 +115,20 @@ pub struct RestoreReport {
     pub notes: Vec<String>,
 }
 
+/// `options` with the job's own settings where the flags left them unset: its `pg-bin-dir`.
+pub fn with_job_settings(
+    mut options: RestoreOptions,
+    config: Option<&crate::config::Config>,
+    job: &str,
+) -> RestoreOptions {
+    if options.pg_bin_dir.is_none() {
+        options.pg_bin_dir = config
+            .and_then(|c| c.job(job).ok())
+            .and_then(|j| j.engine.pg_bin_dir());
+    }
+    options
+}
+
 /// Picks the snapshot, checks that `keys` open it if it is encrypted (its header only), and
 /// inspects the target; changes nothing.
 pub async fn plan<S: Store>(

@@ -134,7 +134,7 @@ pub fn requests(
                         "pass --to {job}=URL, or set restore-to in its [[job]] table (and the variable it names, if it names one)"
                     ))
                 })?;
-            let options = options.clone().with_job_settings(config, job);
+            let options = super::with_job_settings(options.clone(), config, job);
             Ok(JobRequest {
                 job: job.clone(),
                 to,

@@ -19,7 +19,8 @@ use serde::Deserialize;
 
 pub use plan::{plan, Decision, Guards, RetentionPlan, SnapshotFacts, Verified};
 
-use crate::config::parse_duration;
+pub use crate::text::format_duration;
+use crate::text::parse_duration;
 
 /// What a policy file or inline table says.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -154,7 +155,7 @@ impl Policy {
 pub fn parse_policy_text(text: &str, source: &str) -> Result<Policy, String> {
     let spec: PolicySpec = toml::from_str(text).map_err(|e| {
         let place = e.span().map_or_else(String::new, |s| {
-            let (line, col) = crate::config::interpolate::line_col(text, s.start);
+            let (line, col) = crate::text::line_col(text, s.start);
             format!(":{line}:{col}")
         });
         format!("{source}{place}: {}", e.message().trim_end())
@@ -201,17 +202,6 @@ pub fn resolve(value: &toml::Value, config_dir: Option<&Path>) -> Result<Policy,
 /// Resolves a policy named on the command line (a preset or a path).
 pub fn resolve_name(name: &str, dir: Option<&Path>) -> Result<Policy, String> {
     resolve(&toml::Value::String(name.to_string()), dir)
-}
-
-/// A duration the way policies write it (`14d`, `36h`, `90m`).
-pub fn format_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
-        s if s % 3600 == 0 => format!("{}h", s / 3600),
-        s if s % 60 == 0 => format!("{}m", s / 60),
-        s => format!("{s}s"),
-    }
 }
 
 #[cfg(test)]

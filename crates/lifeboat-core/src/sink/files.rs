@@ -107,7 +107,7 @@ impl Sink for FilesSink {
                 format!(
                     "the target directory {} is not empty: it holds {}",
                     target.display(),
-                    crate::report::human::counted(entries as u64, "entry")
+                    crate::text::counted(entries as u64, "entry")
                 ),
             )
             .with_hint("restore into a new or empty directory, or add --clean to replace it (the old one is moved aside and removed only after the restore succeeded)"));

@@ -70,21 +70,6 @@ pub struct RestoreOptions {
 
 /// The restore flags and whether each was given, for [`refuse_flags`].
 impl RestoreOptions {
-    /// These options with the job's own settings where the flags left them unset: its
-    /// `pg-bin-dir`.
-    pub fn with_job_settings(
-        mut self,
-        config: Option<&crate::config::Config>,
-        job: &str,
-    ) -> RestoreOptions {
-        if self.pg_bin_dir.is_none() {
-            self.pg_bin_dir = config
-                .and_then(|c| c.job(job).ok())
-                .and_then(|j| j.engine.pg_bin_dir());
-        }
-        self
-    }
-
     /// The flags among these that were given, by name (`--db-map`, `--no-owner`...).
     pub fn given_flags(&self) -> Vec<&'static str> {
         let mut given = Vec::new();
@@ -279,7 +264,7 @@ pub struct Surveyed {
 
 /// "snapshot ID", or the file a `--from-file` dump came from.
 pub(crate) fn described(snapshot: &Manifest) -> String {
-    if snapshot.job == crate::restore::FROM_FILE {
+    if snapshot.job == crate::catalog::FROM_FILE {
         snapshot.source.url.clone()
     } else {
         format!("snapshot {}", snapshot.id)

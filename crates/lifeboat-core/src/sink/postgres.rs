@@ -14,6 +14,7 @@ use super::{
     Applied, Drilled, RestoreMode, RestoreOptions, Scratch, Sink, SinkPlan, Surveyed, Target,
     TargetState,
 };
+use crate::catalog::GLOBALS;
 use crate::catalog::{Fingerprint, Manifest};
 use crate::child::ChildProcess;
 use crate::client::postgres::{
@@ -23,7 +24,6 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::pipeline::{read_snapshot, Keys};
 use crate::pipeline::{HoldBackWriter, RawSink};
 use crate::secret::SecretUrl;
-use crate::source::postgres::GLOBALS;
 use crate::store::Store;
 
 mod toc;
@@ -921,7 +921,7 @@ impl Sink for PgSink {
                     ErrorKind::Refused,
                     format!(
                         "the target database {target} already has {} of {}",
-                        crate::report::human::counted(target_state.objects as u64, "relation"),
+                        crate::text::counted(target_state.objects as u64, "relation"),
                         part.describe()
                     ),
                 )
@@ -979,7 +979,7 @@ impl Sink for PgSink {
                 format!(
                     "the target database {} is not empty: it holds {} (tables, views, sequences, functions or large objects)",
                     target,
-                    crate::report::human::counted(target_state.objects as u64, "object")
+                    crate::text::counted(target_state.objects as u64, "object")
                 ),
             )
             .with_hint("restore into a new empty database (createdb NAME), or add --clean to drop and replace the objects in the dump"));

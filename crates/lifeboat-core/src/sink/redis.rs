@@ -767,7 +767,7 @@ impl Sink for RedisSink {
                 format!(
                     "the target {} already holds {} in the databases this snapshot restores into ({})",
                     target,
-                    crate::report::human::counted(target_state.objects as u64, "key"),
+                    crate::text::counted(target_state.objects as u64, "key"),
                     dbs.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
                 ),
             )
@@ -828,7 +828,7 @@ impl Sink for RedisSink {
                 let load = load(store, keys, snapshot, target, options).await?;
                 let mut notes = vec![format!(
                     "Loaded {} from the RDB (checksum verified)",
-                    crate::report::human::counted(load.restored, "key")
+                    crate::text::counted(load.restored, "key")
                 )];
                 let skipped: u64 = load.skipped_empty.values().flat_map(|t| t.values()).sum();
                 if skipped > 0 {

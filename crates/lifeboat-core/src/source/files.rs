@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use ignore::gitignore::{Gitignore, GitignoreBuilder};
+use ignore::gitignore::Gitignore;
 use sha2::{Digest as _, Sha256};
 use tokio_util::io::SyncIoBridge;
 
@@ -29,21 +29,6 @@ use crate::tree::{self, Entry, FingerprintBuilder, Kind};
 const PIPE_BYTES: usize = 1024 * 1024;
 /// Warnings kept in the manifest; the rest are counted.
 const MAX_WARNINGS: usize = 100;
-
-/// Checks `exclude` patterns (gitignore syntax); the error names the bad pattern.
-pub fn exclusions(patterns: &[String]) -> std::result::Result<(), String> {
-    matcher(Path::new("/"), patterns).map(|_| ())
-}
-
-fn matcher(root: &Path, patterns: &[String]) -> std::result::Result<Gitignore, String> {
-    let mut builder = GitignoreBuilder::new(root);
-    for pattern in patterns {
-        builder
-            .add_line(None, pattern)
-            .map_err(|e| format!("{pattern:?}: {e}"))?;
-    }
-    builder.build().map_err(|e| e.to_string())
-}
 
 impl Source for FilesJob {
     async fn start(&self) -> Result<Capture> {
@@ -190,7 +175,7 @@ fn estimate_size(job: &FilesJob) -> Option<u64> {
     let started = std::time::Instant::now();
     let mut total = 1024u64;
     for root in &job.paths {
-        let excluded = matcher(root, &job.exclude).ok()?;
+        let excluded = crate::tree::matcher(root, &job.exclude).ok()?;
         for entry in walk(root, &excluded) {
             if started.elapsed() > ESTIMATE_WALK_LIMIT {
                 return None;
@@ -236,7 +221,7 @@ fn write_archive(job: &FilesJob, out: &mut dyn Write, stop: &AtomicBool) -> Resu
         key(&a.1).cmp(&key(&b.1))
     });
     for (root, prefix) in roots {
-        let excluded = matcher(root, &job.exclude).map_err(Error::config)?;
+        let excluded = crate::tree::matcher(root, &job.exclude).map_err(Error::config)?;
         for entry in walk(root, &excluded) {
             if stop.load(Ordering::Relaxed) {
                 return Err(Error::new(ErrorKind::Cancelled, "the archive was stopped"));

@@ -41,8 +41,7 @@ struct PgDump {
     globals: Option<Vec<u8>>,
 }
 
-/// The companion object that holds the cluster's roles.
-pub const GLOBALS: &str = "globals";
+pub use crate::catalog::GLOBALS;
 
 /// Pre-flight checks, snapshot export and pg_dump start.
 async fn start_dump(job: &PgJob) -> Result<PgDump> {

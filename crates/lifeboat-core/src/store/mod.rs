@@ -194,7 +194,7 @@ pub trait Store: Send + Sync {
 pub(crate) fn report_young_leftover(what: &str, age: Duration) {
     tracing::info!(
         "Left the unfinished upload {what} in place: it is {} old, younger than the grace period, so it may belong to a run in progress.",
-        crate::retention::format_duration(Duration::from_secs(age.as_secs()))
+        crate::text::format_duration(Duration::from_secs(age.as_secs()))
     );
 }
 

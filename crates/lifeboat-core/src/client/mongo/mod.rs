@@ -138,7 +138,7 @@ pub fn describe(kind: ErrorKind, url: &SecretUrl, doing: &str, e: mongodb::error
         K::ServerSelection { message, .. } => (
             format!(
                 "no answer from the server within {}: {}",
-                crate::retention::format_duration(crate::net::connect_timeout()),
+                crate::text::format_duration(crate::net::connect_timeout()),
                 message.lines().next().unwrap_or("")
             ),
             "check that the server is running and reachable from here (host, port, firewall, TLS)"

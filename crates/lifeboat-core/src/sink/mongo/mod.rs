@@ -306,7 +306,7 @@ impl Sink for MongoSink {
                 ErrorKind::Refused,
                 format!(
                     "the target {url} already has {} of the same name: {}",
-                    crate::report::human::counted(clashes.len() as u64, "collection"),
+                    crate::text::counted(clashes.len() as u64, "collection"),
                     names.join(", ")
                 ),
             )
@@ -328,8 +328,8 @@ impl Sink for MongoSink {
                 "restores",
                 format!(
                     "{} and {} into {}{}",
-                    crate::report::human::counted(fingerprint.collections.len() as u64, "collection"),
-                    crate::report::human::counted(fingerprint.views.len() as u64, "view"),
+                    crate::text::counted(fingerprint.collections.len() as u64, "collection"),
+                    crate::text::counted(fingerprint.views.len() as u64, "view"),
                     if databases.len() == 1 { "database " } else { "databases " },
                     databases.into_iter().collect::<Vec<_>>().join(", ")
                 ),
@@ -341,7 +341,7 @@ impl Sink for MongoSink {
                 } else {
                     format!(
                         "{} of the same name are replaced (--clean); other collections are left alone",
-                        crate::report::human::counted(clashes.len() as u64, "collection")
+                        crate::text::counted(clashes.len() as u64, "collection")
                     )
                 },
             ),
@@ -358,7 +358,7 @@ impl Sink for MongoSink {
                 "oplog",
                 format!(
                     "{} replayed, to {} (one instant)",
-                    crate::report::human::counted(oplog.entries, "entry"),
+                    crate::text::counted(oplog.entries, "entry"),
                     oplog.end
                 ),
             )),
@@ -417,14 +417,14 @@ impl Sink for MongoSink {
         let (collections, views) = placed;
         let mut notes = vec![format!(
             "Put {} ({} from the archive; every namespace's CRC checked) and {} in place",
-            crate::report::human::counted(collections.len() as u64, "collection"),
-            crate::report::human::counted(documents, "document"),
-            crate::report::human::counted(views.len() as u64, "view"),
+            crate::text::counted(collections.len() as u64, "collection"),
+            crate::text::counted(documents, "document"),
+            crate::text::counted(views.len() as u64, "view"),
         )];
         if let Some(oplog) = oplog {
             notes.push(format!(
                 "Replayed {} of the oplog to {}{}",
-                crate::report::human::counted(staging.replayed, "entry"),
+                crate::text::counted(staging.replayed, "entry"),
                 oplog.end,
                 if staging.skipped > 0 {
                     format!(" ({} about other databases left out)", staging.skipped)
