@@ -9,7 +9,8 @@
 //! - [`client`]: connections shared by sources and sinks (PostgreSQL, Redis' RESP);
 //!   [`child`]: child processes read or fed as streams; [`net`]: connect and idle timeouts;
 //! - [`pipeline`]: the write path ([`pipeline::WritePipeline`]: hash, compress, hash) and the
-//!   read path ([`pipeline::read_snapshot`]: the inverse, both digests checked);
+//!   read path's stages; [`readback`]: a snapshot read back through them
+//!   ([`readback::read_snapshot`]: the inverse, both digests checked against the manifest);
 //! - [`store`]: where bytes live ([`store::Store`]: a directory, S3-compatible buckets);
 //! - [`catalog`]: the repository layout (every key), snapshot ids, manifests, listing, selection;
 //! - [`retention`]: policies, a pure function from snapshots to keep/forget with reasons;
@@ -44,6 +45,7 @@ pub mod lock;
 pub mod net;
 pub mod pipeline;
 pub mod prune;
+pub mod readback;
 pub mod report;
 pub mod restore;
 pub mod retention;

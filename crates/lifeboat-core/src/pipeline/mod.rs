@@ -13,16 +13,14 @@ pub mod encrypt;
 pub mod hash;
 pub mod holdback;
 pub mod meter;
-pub mod read;
+pub mod raw_sink;
 pub mod write;
 
 pub use compress::Compression;
 pub use encrypt::{Encryption, EncryptionInfo, Keys, Passphrase, Sealing};
 pub use hash::{Algorithm, Digest, HashingReader, HashingWriter, RawDigest};
 pub use holdback::HoldBackWriter;
-pub use read::{
-    check_ciphertext, read_snapshot, survey_object, Discard, RawSink, ReadReport, Survey,
-};
+pub use raw_sink::{Discard, RawSink};
 pub use write::{Streamed, WritePipeline};
 
 /// Size of the chunks read from a dump and handed between stages.

@@ -15,7 +15,8 @@ use serde::Serialize;
 use crate::catalog::{self, Manifest, ObjectInfo, Selector};
 use crate::engine::{AnySink, Engine};
 use crate::error::{Error, ErrorKind, Result};
-use crate::pipeline::{survey_object, Compression, Keys};
+use crate::pipeline::{Compression, Keys};
+use crate::readback::survey_object;
 pub use crate::sink::{RestoreMode, RestoreOptions};
 use crate::sink::{Sink, SinkPlan};
 use crate::store::{LocalStore, ObjectKey, Store};
@@ -143,7 +144,7 @@ pub async fn plan<S: Store>(
     let listing = catalog::list_snapshots(store, job).await?;
     let snapshot = catalog::select(&listing.snapshots, job, selector, now)?.clone();
     let passed_over = catalog::damaged_newer_than(&listing, &snapshot, selector, now);
-    crate::pipeline::read::unlock(store, &snapshot, keys).await?;
+    crate::readback::unlock(store, &snapshot, keys).await?;
     let mut plan = plan_snapshot(job, snapshot, to, options).await?;
     plan.passed_over = passed_over;
     Ok(plan)

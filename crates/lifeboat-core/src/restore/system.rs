@@ -223,7 +223,7 @@ pub async fn plan<S: Store>(
     picked.sort_by_key(|(_, snapshot)| Engine::of(snapshot).map_or(u8::MAX, Engine::restore_order));
     let mut steps = Vec::new();
     for (request, snapshot) in picked {
-        crate::pipeline::read::unlock(store, &snapshot, &request.keys)
+        crate::readback::unlock(store, &snapshot, &request.keys)
             .await
             .map_err(|e| e.with_context("job", &request.job))?;
         let plan = plan_snapshot(&request.job, snapshot, &request.to, &request.options)

@@ -22,7 +22,8 @@ use super::{
 };
 use crate::catalog::{FilesFingerprint, Fingerprint, Manifest};
 use crate::error::{Error, ErrorKind, Result};
-use crate::pipeline::{read_snapshot, Keys, RawSink};
+use crate::pipeline::{Keys, RawSink};
+use crate::readback::read_snapshot;
 use crate::store::Store;
 use crate::tree::{self, Entry, FingerprintBuilder, Kind};
 

@@ -21,8 +21,9 @@ use crate::client::postgres::{
     connect, fingerprint, query_error, set_password_env, CLIENT_INSTALL_HINT,
 };
 use crate::error::{Error, ErrorKind, Result};
-use crate::pipeline::{read_snapshot, Keys};
+use crate::pipeline::Keys;
 use crate::pipeline::{HoldBackWriter, RawSink};
+use crate::readback::read_snapshot;
 use crate::secret::SecretUrl;
 use crate::store::Store;
 

@@ -23,7 +23,8 @@ use super::{
     TargetState,
 };
 use crate::catalog::{Fingerprint, Manifest};
-use crate::pipeline::{read_snapshot, Keys};
+use crate::pipeline::Keys;
+use crate::readback::read_snapshot;
 use crate::store::Store;
 
 /// Keys per pipelined batch, and the payload bytes that end a batch early.

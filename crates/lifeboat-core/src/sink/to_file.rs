@@ -10,7 +10,8 @@ use tokio::io::AsyncWriteExt;
 use super::{Applied, RestoreOptions, SinkPlan, Target, TargetState};
 use crate::catalog::Manifest;
 use crate::error::{Error, ErrorKind, Result};
-use crate::pipeline::{read_snapshot, Keys, RawSink};
+use crate::pipeline::{Keys, RawSink};
+use crate::readback::read_snapshot;
 use crate::store::Store;
 
 /// The plan of every engine's `--mode file`: no other flag, a path that may be written; `what`

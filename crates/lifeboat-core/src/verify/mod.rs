@@ -266,7 +266,7 @@ pub async fn verify<S: Store>(
                 continue;
             };
             if options.level == Level::Drill || options.keys.require(info, "").is_ok() {
-                crate::pipeline::read::unlock(store, manifest, &options.keys).await?;
+                crate::readback::unlock(store, manifest, &options.keys).await?;
             }
         }
     }
@@ -470,13 +470,13 @@ async fn check_companions<S: Store>(
             continue;
         }
         let read = if keyless {
-            crate::pipeline::check_ciphertext(store, &view).await
+            crate::readback::check_ciphertext(store, &view).await
         } else {
-            crate::pipeline::read_snapshot(
+            crate::readback::read_snapshot(
                 store,
                 &view,
                 &options.keys,
-                &mut crate::pipeline::read::Discard,
+                &mut crate::pipeline::Discard,
             )
             .await
             .map(|_| Vec::new())
@@ -497,7 +497,7 @@ async fn check_keyless<S: Store>(store: &S, manifest: &Manifest) -> Result<Vec<S
     if !findings.is_empty() {
         return Ok(findings);
     }
-    crate::pipeline::check_ciphertext(store, manifest).await
+    crate::readback::check_ciphertext(store, manifest).await
 }
 
 async fn drill<S: Store>(

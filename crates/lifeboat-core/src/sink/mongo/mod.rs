@@ -24,8 +24,8 @@ use crate::catalog::{Fingerprint, Manifest, MongoCollectionPrint, MongoFingerpri
 use crate::client::mongo::metadata::index_fingerprints;
 use crate::client::mongo::{Mongo, Topology};
 use crate::error::{Error, ErrorKind, Result};
-use crate::pipeline::read::read_snapshot;
 use crate::pipeline::Keys;
+use crate::readback::read_snapshot;
 use crate::secret::SecretUrl;
 use crate::sink::{
     Applied, Drilled, RestoreMode, RestoreOptions, Scratch, Sink, SinkPlan, Surveyed, Target,

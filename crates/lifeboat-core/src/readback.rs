@@ -1,4 +1,5 @@
-//! The restore read path, shared by restore, verify and drills: store reader -> SHA-256 of the
+//! The restore read path, shared by restore, verify and drills (a snapshot read back as its
+//! manifest describes it; above `catalog`, whose manifest it takes, and below the sinks): store reader -> SHA-256 of the
 //! stored bytes -> decrypt (when the manifest says so) -> decompress -> digest of the raw dump
 //! (BLAKE3, or SHA-256 as the manifest says) -> a [`RawSink`].
 //!
@@ -6,31 +7,15 @@
 //! up early, the rest of the stored object is still read and digested, so the caller can tell a
 //! damaged object (an integrity error, exit 3) from a failing sink.
 
-use std::future::Future;
-
 use tokio::io::{AsyncReadExt, BufReader};
 
-use super::encrypt::{Keys, Unsealed};
-use super::hash::{Algorithm, Digest, HashingReader, RawDigest};
-use super::CHUNK_SIZE;
 use crate::catalog::Manifest;
 use crate::error::{Error, ErrorKind, Result};
+use crate::pipeline::encrypt::{Keys, Unsealed};
+use crate::pipeline::hash::{Algorithm, Digest, HashingReader, RawDigest};
+use crate::pipeline::RawSink;
+use crate::pipeline::CHUNK_SIZE;
 use crate::store::{ObjectKey, Store};
-
-/// Where the raw (decompressed) dump goes.
-pub trait RawSink: Send {
-    /// Takes the next chunk of the raw stream.
-    fn write(&mut self, chunk: &[u8]) -> impl Future<Output = std::io::Result<()>> + Send;
-}
-
-/// Discards the raw stream (digests only).
-pub struct Discard;
-
-impl RawSink for Discard {
-    async fn write(&mut self, _chunk: &[u8]) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// What a read found when the digests matched.
 #[derive(Debug)]
@@ -70,8 +55,8 @@ pub async fn read_snapshot<S: Store, K: RawSink>(
         }
     })?;
     // A new stream for the progress line: its total is the stored size.
-    super::meter::meter().reset();
-    super::meter::meter().expect(manifest.object.stored_size, true);
+    crate::pipeline::meter::meter().reset();
+    crate::pipeline::meter::meter().expect(manifest.object.stored_size, true);
     let mut stored = HashingReader::new(object);
     let mut raw_hasher = manifest.object.raw_digest.hasher();
     let mut decode_error = None;
@@ -107,7 +92,7 @@ pub async fn read_snapshot<S: Store, K: RawSink>(
                 }
             };
             raw_hasher.update(&buf[..n]);
-            super::meter::meter().add_raw(n);
+            crate::pipeline::meter::meter().add_raw(n);
             if let Err(e) = sink.write(&buf[..n]).await {
                 sink_error = Some(e);
                 break;
@@ -218,11 +203,11 @@ pub struct Survey {
 pub async fn survey_object<S: Store>(
     store: &S,
     key: &ObjectKey,
-    compression: super::Compression,
+    compression: crate::pipeline::Compression,
 ) -> Result<Survey> {
     let object = store.open(key, 0).await?;
     let mut stored = HashingReader::new(object);
-    let mut raw = super::hash::Hasher::new(Algorithm::Blake3);
+    let mut raw = crate::pipeline::hash::Hasher::new(Algorithm::Blake3);
     let mut head = Vec::new();
     {
         let buffered = BufReader::with_capacity(CHUNK_SIZE, &mut stored);
@@ -325,7 +310,7 @@ pub async fn check_ciphertext<S: Store>(store: &S, manifest: &Manifest) -> Resul
     let mut stored = HashingReader::new(object);
     let header = {
         let mut buffered = BufReader::with_capacity(CHUNK_SIZE, &mut stored);
-        let header = super::encrypt::check_header(&mut buffered).await;
+        let header = crate::pipeline::encrypt::check_header(&mut buffered).await;
         let mut rest = vec![0u8; CHUNK_SIZE];
         while buffered.read(&mut rest).await.map_err(|e| {
             Error::store(format!(
@@ -343,7 +328,7 @@ pub async fn check_ciphertext<S: Store>(store: &S, manifest: &Manifest) -> Resul
         .collect();
     let passphrase = matches!(
         manifest.encryption,
-        Some(super::EncryptionInfo::AgePassphrase { .. })
+        Some(crate::pipeline::EncryptionInfo::AgePassphrase { .. })
     );
     match header {
         Err(e) => findings.push(format!(
@@ -382,6 +367,7 @@ fn mismatch(
 mod tests {
     use super::*;
     use crate::catalog::{Fingerprint, ObjectInfo, SnapshotId, SourceInfo, MANIFEST_FORMAT};
+    use crate::pipeline::Discard;
     use crate::pipeline::{Compression, HoldBackWriter};
     use crate::store::LocalStore;
 
