@@ -689,3 +689,39 @@ fn mongodb_staging_left_behind_after_the_target_died_is_not_named() {
         .assert_contains("lifeboat.staging.")
         .assert_contains("the next restore into this server");
 }
+
+/// Trust III, 21: archives of the mid-2021 mongodump builds that first dumped time-series
+/// collections (tool 100.3.1, server 5.0.0-rc0) hold the collection's metadata under
+/// `<db>.<name>` but its data and end-of-file block under `<db>.system.buckets.<name>`; they
+/// were read as "truncated" (exit 3). The outcome is now the newer shape's: refused by a server
+/// without time-series collections (exit 2), passed through by `--mode file`.
+#[test]
+fn an_old_time_series_archive_is_read_as_truncated() {
+    let target = target_url();
+    let db = fresh_db("buckets_2021");
+    let dir = TempDir::new("mongo-buckets-2021");
+    let path = dir.join("metrics-2021.archive");
+    tool_run(&["buckets-archive", &db, path.to_str().unwrap(), "2021"]);
+    let restored = format!("{db}_restored");
+    let refusal = format!("{db}.weather is a time-series collection dumped as MongoDB's buckets");
+    for extra in [&["--dry-run"][..], &[]] {
+        restore_file(&path, &target, &db, &restored, extra)
+            .assert_code(2)
+            .assert_contains(&refusal);
+    }
+    let out = dir.join("checked.archive");
+    run(
+        "lifeboat-restore",
+        &[
+            "--from-file",
+            path.to_str().unwrap(),
+            "--mode",
+            "file",
+            "--to",
+            out.to_str().unwrap(),
+            "--yes",
+        ],
+    )
+    .assert_code(0);
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&path).unwrap());
+}
