@@ -6,7 +6,8 @@
 //! place that picks the engine.
 
 #[cfg(test)]
-pub mod fake;
+#[cfg(test)]
+pub(crate) mod fake;
 pub mod files;
 pub mod mongo;
 pub mod postgres;

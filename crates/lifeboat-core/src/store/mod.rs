@@ -4,6 +4,8 @@
 //! [`ObjectWriter::finish`] succeeds; dropping or aborting a writer leaves nothing behind.
 
 pub mod any;
+/// A fault-injecting wrapper: a test double, built for tests and with the `testing` feature.
+#[cfg(any(test, feature = "testing"))]
 pub mod faulty;
 pub mod local;
 pub mod s3;
