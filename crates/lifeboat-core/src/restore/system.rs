@@ -98,9 +98,10 @@ pub async fn every_job<S: Store>(
 /// Refuses the flags of one engine's restore (`--db-map`, `--mode`, `--table`...): they belong
 /// to a single job.
 pub fn refuse_single_job_flags(options: &RestoreOptions) -> Result<()> {
-    match options.given_flags().first() {
-        Some(flag) => Err(Error::config(format!(
-            "{flag} applies to one job's restore, not to a whole-system restore"
+    match options.choices().first() {
+        Some(choice) => Err(Error::config(format!(
+            "{} applies to one job's restore, not to a whole-system restore",
+            choice.flag()
         ))
         .with_hint("restore that job on its own with --job NAME, or leave the flag out")),
         None => Ok(()),

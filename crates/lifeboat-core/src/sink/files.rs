@@ -74,7 +74,7 @@ impl Sink for FilesSink {
         to: &str,
         options: &RestoreOptions,
     ) -> Result<SinkPlan> {
-        super::refuse_flags(snapshot, options, &[])?;
+        super::refuse_choices(snapshot, options, &[])?;
         if to.contains("://") {
             return Err(Error::config(format!(
                 "snapshot {} is a files backup; --to must be a directory, got {to}",

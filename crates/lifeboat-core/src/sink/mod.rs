@@ -40,7 +40,7 @@ pub enum RestoreMode {
 }
 
 /// The choices of a restore (flags), shared by every engine; each sink refuses the ones that
-/// do not apply to it ([`refuse_flags`]).
+/// do not apply to it ([`refuse_choices`]).
 #[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {
     /// How the data reaches the target (`--mode`).
@@ -68,59 +68,87 @@ pub struct RestoreOptions {
     pub hold_back: usize,
 }
 
-/// The restore flags and whether each was given, for [`refuse_flags`].
-impl RestoreOptions {
-    /// The flags among these that were given, by name (`--db-map`, `--no-owner`...).
-    pub fn given_flags(&self) -> Vec<&'static str> {
-        let mut given = Vec::new();
-        if !self.db_map.is_empty() {
-            given.push("--db-map");
+/// A choice of a restore that only some engines take: what a sink accepts or refuses, by
+/// type. Its name, for messages, is the flag that makes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    /// Redis: source database -> target database.
+    DbMap,
+    /// Redis: overwrite keys that exist.
+    Replace,
+    /// Redis: load into spare databases, swap them in.
+    Swap,
+    /// The verified dump written as a file.
+    File,
+    /// PostgreSQL: no `ALTER ... OWNER TO`.
+    NoOwner,
+    /// PostgreSQL: some tables only.
+    Tables,
+    /// PostgreSQL: some schemas only.
+    Schemas,
+    /// PostgreSQL: the snapshot's roles first.
+    Globals,
+    /// MongoDB: namespaces renamed.
+    Rename,
+}
+
+impl Choice {
+    /// The flag that makes this choice, as messages name it.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Choice::DbMap => "--db-map",
+            Choice::Replace => "--replace",
+            Choice::Swap => "--mode swap",
+            Choice::File => "--mode file",
+            Choice::NoOwner => "--no-owner",
+            Choice::Tables => "--table",
+            Choice::Schemas => "--schema",
+            Choice::Globals => "--globals",
+            Choice::Rename => "--rename",
         }
-        if self.replace {
-            given.push("--replace");
-        }
-        if self.mode == RestoreMode::Swap {
-            given.push("--mode swap");
-        }
-        if self.mode == RestoreMode::File {
-            given.push("--mode file");
-        }
-        if self.no_owner {
-            given.push("--no-owner");
-        }
-        if !self.tables.is_empty() {
-            given.push("--table");
-        }
-        if !self.schemas.is_empty() {
-            given.push("--schema");
-        }
-        if self.globals {
-            given.push("--globals");
-        }
-        if !self.rename.is_empty() {
-            given.push("--rename");
-        }
-        given
     }
 }
 
-/// Refuses the flags a sink does not take: the same check for a dry run and a real one,
+impl RestoreOptions {
+    /// The engine-specific choices these options make.
+    pub fn choices(&self) -> Vec<Choice> {
+        [
+            (!self.db_map.is_empty(), Choice::DbMap),
+            (self.replace, Choice::Replace),
+            (self.mode == RestoreMode::Swap, Choice::Swap),
+            (self.mode == RestoreMode::File, Choice::File),
+            (self.no_owner, Choice::NoOwner),
+            (!self.tables.is_empty(), Choice::Tables),
+            (!self.schemas.is_empty(), Choice::Schemas),
+            (self.globals, Choice::Globals),
+            (!self.rename.is_empty(), Choice::Rename),
+        ]
+        .into_iter()
+        .filter_map(|(made, choice)| made.then_some(choice))
+        .collect()
+    }
+}
+
+/// Refuses the choices a sink does not take: the same check for a dry run and a real one,
 /// before anything is inspected.
-pub fn refuse_flags(
+pub fn refuse_choices(
     snapshot: &Manifest,
     options: &RestoreOptions,
-    accepted: &[&str],
+    accepted: &[Choice],
 ) -> Result<()> {
     match options
-        .given_flags()
+        .choices()
         .into_iter()
-        .find(|flag| !accepted.contains(flag))
+        .find(|choice| !accepted.contains(choice))
     {
-        Some(flag) => Err(Error::config(format!(
-            "{flag} does not apply to {} snapshots; snapshot {} is a {} backup",
-            snapshot.engine, snapshot.id, snapshot.engine
-        ))
-        .with_hint(format!("drop {flag}"))),
+        Some(choice) => {
+            let flag = choice.flag();
+            Err(Error::config(format!(
+                "{flag} does not apply to {} snapshots; snapshot {} is a {} backup",
+                snapshot.engine, snapshot.id, snapshot.engine
+            ))
+            .with_hint(format!("drop {flag}")))
+        }
         None => Ok(()),
     }
 }

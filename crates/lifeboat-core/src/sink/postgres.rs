@@ -11,8 +11,8 @@ use tokio::process::{ChildStdin, Command};
 use std::time::Instant;
 
 use super::{
-    Applied, Drilled, RestoreMode, RestoreOptions, Scratch, Sink, SinkPlan, Surveyed, Target,
-    TargetState,
+    Applied, Choice, Drilled, RestoreMode, RestoreOptions, Scratch, Sink, SinkPlan, Surveyed,
+    Target, TargetState,
 };
 use crate::catalog::GLOBALS;
 use crate::catalog::{Fingerprint, Manifest};
@@ -834,10 +834,15 @@ impl Sink for PgSink {
                 format!("written beside the path, synced and renamed into place only after both digests match (stored and raw); load it by hand with {then}"),
             );
         }
-        super::refuse_flags(
+        super::refuse_choices(
             snapshot,
             options,
-            &["--no-owner", "--table", "--schema", "--globals"],
+            &[
+                Choice::NoOwner,
+                Choice::Tables,
+                Choice::Schemas,
+                Choice::Globals,
+            ],
         )?;
         if options.globals && !snapshot.companions.contains_key(GLOBALS) {
             return Err(Error::new(

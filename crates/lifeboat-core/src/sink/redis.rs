@@ -19,8 +19,8 @@ use crate::secret::SecretUrl;
 use std::time::Instant;
 
 use super::{
-    Applied, Drilled, RestoreMode, RestoreOptions, Scratch, Sink, SinkPlan, Surveyed, Target,
-    TargetState,
+    Applied, Choice, Drilled, RestoreMode, RestoreOptions, Scratch, Sink, SinkPlan, Surveyed,
+    Target, TargetState,
 };
 use crate::catalog::{Fingerprint, Manifest};
 use crate::pipeline::Keys;
@@ -744,7 +744,11 @@ impl Sink for RedisSink {
                 "the whole snapshot is checked (digests, RDB CRC64) first; the file is written beside the path, synced and renamed into place".to_string(),
             );
         }
-        super::refuse_flags(snapshot, options, &["--db-map", "--replace", "--mode swap"])?;
+        super::refuse_choices(
+            snapshot,
+            options,
+            &[Choice::DbMap, Choice::Replace, Choice::Swap],
+        )?;
         let wrong = |got: &str| {
             Error::config(format!(
                 "{} is a Redis dump; --to must be a redis:// or rediss:// URL, got {got}",

@@ -23,7 +23,7 @@ pub fn plan(
     what: &str,
     safety: String,
 ) -> Result<SinkPlan> {
-    super::refuse_flags(snapshot, options, &["--mode file"])?;
+    super::refuse_choices(snapshot, options, &[super::Choice::File])?;
     let path = std::path::PathBuf::from(to);
     check_target(&path, options.clean)?;
     Ok(SinkPlan {

@@ -281,7 +281,7 @@ impl Sink for MongoSink {
                 "the whole snapshot is checked (digests, every namespace's CRC, counts) first; the file is written beside the path, synced and renamed into place; restore it with mongorestore --archive=FILE --oplogReplay".to_string(),
             );
         }
-        super::refuse_flags(snapshot, options, &["--rename"])?;
+        super::refuse_choices(snapshot, options, &[super::Choice::Rename])?;
         let url = target_url(snapshot, to)?;
         let fingerprint = mongo_fingerprint(snapshot)?;
         let sources = restored_namespaces(fingerprint);
