@@ -1562,9 +1562,11 @@ fn a_clock_days_ahead_prunes_the_real_history_away() {
 }
 
 /// Trust III, 1, the guard that needs no store clock: a snapshot dated further past the
-/// previous newest than the job's runs are apart (a day without a schedule) is taken for a
-/// clock that jumped ahead, and nothing is pruned because of it; here the previous newest is
-/// 30 days old, as after a host clock jumped a month ahead.
+/// previous newest than the job's runs are apart (a day without a schedule) may come from a
+/// clock that jumped ahead: retention is judged as of the previous newest, so the new snapshot
+/// forgets nothing, and the run ends with exit 1 so the clock is looked at. Here the previous
+/// newest is 30 days old, as after a host clock jumped a month ahead; the one 40 days old is
+/// still forgotten, as keep-7-days says as of the previous newest.
 #[test]
 fn a_snapshot_dated_far_past_the_previous_newest_prunes_the_history() {
     let dir = TempDir::new("trust3-jump");
@@ -1575,15 +1577,17 @@ fn a_snapshot_dated_far_past_the_previous_newest_prunes_the_history() {
     files_backup(repo.as_str(), &[], &src, "jumpy", &[], None).assert_code(0);
     let first = ids(&repo, "jumpy").remove(0);
     let folder = repo.join(&format!("jobs/jumpy/snapshots/{first}"));
-    for days in [31, 30] {
-        clone_snapshot(
+    let mut kept = Vec::new();
+    for days in [40, 31, 30] {
+        kept.push(clone_snapshot(
             &repo,
             &folder,
             "jumpy",
             Utc::now() - ChronoDuration::days(days),
-        );
+        ));
     }
     std::fs::remove_dir_all(&folder).unwrap();
+    let forgotten = kept.remove(0);
     let r = files_backup(
         repo.as_str(),
         &[],
@@ -1593,8 +1597,10 @@ fn a_snapshot_dated_far_past_the_previous_newest_prunes_the_history() {
         None,
     );
     r.assert_code(1)
-        .assert_contains("nothing was pruned, in case this host's clock jumped ahead");
-    assert_eq!(ids(&repo, "jumpy").len(), 3, "{}", r.output());
+        .assert_contains("in case this host's clock jumped ahead");
+    let left = ids(&repo, "jumpy");
+    assert_eq!(left.len(), 3, "{left:?}\n{}", r.output());
+    assert!(!left.contains(&forgotten) && kept.iter().all(|k| left.contains(k)));
 }
 
 /// Trust III, 3: a tree holding an absolute symlink, or one pointing above the tree, backed up

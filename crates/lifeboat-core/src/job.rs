@@ -183,29 +183,42 @@ pub async fn run<S: Store + Clone + 'static>(
     let mut pruned = None;
     let mut prune_error = None;
     if let (Some(policy), true) = (&job.retention, options.prune) {
-        let prune_options = PruneOptions {
-            now: clock() + offset,
-            dry_run: false,
-            orphan_grace: options.orphan_grace,
-            committed: Some(report.snapshot.clone()),
-            report_keep: options.report_keep,
-        };
-        let may_prune = async {
+        let pruning = async {
             if skewed {
                 return Err(clock_skew_error(offset, store));
             }
-            check_date_jump(store, job, &report).await?;
+            // A snapshot dated far past the previous newest (a clock that jumped ahead, which a
+            // directory store cannot measure) is not the reference of retention: the plan is
+            // judged as of the previous newest, where the new snapshot is one dated in the
+            // future (kept, and not counted), so the jump forgets nothing.
+            let jump = date_jump(store, job, &report).await?;
+            let prune_options = PruneOptions {
+                now: jump
+                    .as_ref()
+                    .map_or_else(|| clock() + offset, |(previous, _)| *previous),
+                dry_run: false,
+                orphan_grace: options.orphan_grace,
+                committed: Some(report.snapshot.clone()),
+                report_keep: options.report_keep,
+            };
             // A run that lost its lock prunes nothing (its snapshot is committed already).
-            guard.confirm().await
-        };
-        let pruning = async {
-            may_prune.await?;
-            prune(store, &job.name, policy, &prune_options).await
+            guard.confirm().await?;
+            let p = prune(store, &job.name, policy, &prune_options).await?;
+            Ok((p, jump.map(|(_, alarm)| alarm)))
         };
         match cancel.run(pruning).await {
-            Ok(p) => {
+            Ok((p, alarm)) => {
                 observers.emit(Event::Pruned { report: &p });
                 pruned = Some(p);
+                // The run still fails (exit 1), so that a clock that jumped is noticed before
+                // the next run takes this snapshot for the newest.
+                if let Some(e) = alarm {
+                    observers.emit(Event::Failed {
+                        job: &job.name,
+                        error: &e,
+                    });
+                    prune_error = Some(e);
+                }
             }
             Err(e) => {
                 let e = e
@@ -247,9 +260,14 @@ fn clock_skew_error(offset: chrono::Duration, store: &impl Store) -> Error {
 
 /// The guard that does not need the store's clock (a directory's clock is this host's own):
 /// a snapshot dated further past the previous newest than the job's runs are apart (twice the
-/// schedule's longest interval, or a day without a schedule) is taken for a clock that jumped
-/// ahead, and nothing is pruned because of it.
-async fn check_date_jump<S: Store>(store: &S, job: &Job, report: &BackupReport) -> Result<()> {
+/// schedule's longest interval, or a day without a schedule) may come from a clock that jumped
+/// ahead. Returns the previous newest's time, as of which retention is then judged (so the new
+/// snapshot forgets nothing), and the error the run ends with, so that it is noticed.
+async fn date_jump<S: Store>(
+    store: &S,
+    job: &Job,
+    report: &BackupReport,
+) -> Result<Option<(DateTime<Utc>, Error)>> {
     let listing = catalog::list_snapshots(store, &job.name).await?;
     let this = report.consistent_at;
     let Some(previous) = listing
@@ -259,7 +277,7 @@ async fn check_date_jump<S: Store>(store: &S, job: &Job, report: &BackupReport) 
         .map(|m| m.consistent_at)
         .max()
     else {
-        return Ok(());
+        return Ok(None);
     };
     let allowed = job
         .schedule
@@ -268,23 +286,28 @@ async fn check_date_jump<S: Store>(store: &S, job: &Job, report: &BackupReport) 
             (s.longest_interval(previous) * 2).max(chrono::Duration::days(1))
         });
     if this - previous <= allowed {
-        return Ok(());
+        return Ok(None);
     }
     let gap = (this - previous).to_std().unwrap_or_default();
-    Err(Error::new(
+    let alarm = Error::new(
         ErrorKind::Clock,
         format!(
-            "the new snapshot {} is dated {} after the previous newest ({}), more than the {} this job's runs are apart at most; nothing was pruned, in case this host's clock jumped ahead",
+            "the new snapshot {} is dated {} after the previous newest ({}), more than the {} this job's runs are apart at most{}; retention was judged as of the previous newest, in case this host's clock jumped ahead, so nothing was pruned because of it",
             report.snapshot,
             crate::text::format_duration(Duration::from_secs(gap.as_secs())),
             previous.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             crate::text::format_duration(allowed.to_std().unwrap_or_default()),
+            if job.schedule.is_none() {
+                " (a day: the job has no schedule)"
+            } else {
+                ""
+            },
         ),
     )
-    .with_hint(format!(
-        "check this host's clock (`date -u`); if the gap is real (backups were paused), run `lifeboat-backup prune {} --dry-run`, then without --dry-run",
-        job.name
-    )))
+    .with_hint(
+        "check this host's clock (`date -u`) before the next run: a clock that stays ahead would make the next run's retention count from the wrong date. If backups really were paused, nothing is wrong; a job that runs less often than daily should set its schedule",
+    );
+    Ok(Some((previous, alarm)))
 }
 
 async fn release<S: Store + Clone + 'static>(guard: LockGuard<S>, job: &Job) {
