@@ -1711,6 +1711,25 @@ fn the_newest_snapshot_damaged_and_restore_latest_silently_restores_an_older_one
         "{notes}"
     );
     assert_eq!(std::fs::read(out.join("a.txt")).unwrap(), b"older");
+    // The same for a whole-system restore.
+    let all = dir.join("all-jobs");
+    let to = format!("uploads={}", all.display());
+    let system = |extra: &[&str]| {
+        let mut args = vec![
+            "--repo",
+            repo.as_str(),
+            "--all-jobs",
+            "--latest",
+            "--to",
+            &to,
+        ];
+        args.extend_from_slice(extra);
+        run("lifeboat-restore", &args)
+    };
+    system(&[]).assert_code(2).assert_contains(newest);
+    assert!(!all.exists(), "restored without consent");
+    system(&["--yes"]).assert_code(0);
+    assert_eq!(std::fs::read(all.join("a.txt")).unwrap(), b"older");
 }
 
 /// Trust III, 17: `--log-format json` error lines carried `"causes":"[]"` and

@@ -187,7 +187,10 @@ pub async fn plan<S: Store>(
     for request in requests {
         let listing = catalog::list_snapshots(store, &request.job).await?;
         match catalog::select(&listing.snapshots, &request.job, selector, now) {
-            Ok(snapshot) => picked.push((request, snapshot.clone())),
+            Ok(snapshot) => {
+                let passed_over = catalog::damaged_newer_than(&listing, snapshot, selector, now);
+                picked.push((request, snapshot.clone(), passed_over));
+            }
             Err(e) if e.kind() == ErrorKind::NotFound => missing.push(Missing {
                 job: request.job.clone(),
                 reason: match e.hint() {
@@ -221,15 +224,18 @@ pub async fn plan<S: Store>(
         ));
     }
     // Databases first, then files; jobs of one engine keep the order they were named in.
-    picked.sort_by_key(|(_, snapshot)| Engine::of(snapshot).map_or(u8::MAX, Engine::restore_order));
+    picked.sort_by_key(|(_, snapshot, _)| {
+        Engine::of(snapshot).map_or(u8::MAX, Engine::restore_order)
+    });
     let mut steps = Vec::new();
-    for (request, snapshot) in picked {
+    for (request, snapshot, passed_over) in picked {
         crate::readback::unlock(store, &snapshot, &request.keys)
             .await
             .map_err(|e| e.with_context("job", &request.job))?;
-        let plan = plan_snapshot(&request.job, snapshot, &request.to, &request.options)
+        let mut plan = plan_snapshot(&request.job, snapshot, &request.to, &request.options)
             .await
             .map_err(|e| e.with_context("job", &request.job))?;
+        plan.passed_over = passed_over;
         steps.push(Step {
             plan,
             options: request.options,
