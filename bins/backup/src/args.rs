@@ -126,8 +126,9 @@ pub struct BackupArgs {
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub compression_threads: u32,
 
-    /// Unfinished uploads (and data without a manifest) of crashed runs older than this many
-    /// minutes are removed at the start of a run; reported either way
+    /// Unfinished uploads of crashed runs outside the snapshot folders (verification records)
+    /// older than this many minutes are removed at the start of a run (in the snapshot
+    /// folders, which only the job's lock-holder writes, at once); reported either way
     #[arg(long, value_name = "MINUTES", default_value_t = 24 * 60,
           value_parser = clap::value_parser!(u64).range(0..=MAX_GRACE_HOURS * 60))]
     pub leftover_grace_mins: u64,

@@ -116,18 +116,34 @@ async fn backup_unbounded<S: Store>(
     let started = std::time::Instant::now();
     // Usually done already by the job run; a backup called on its own needs it too.
     catalog::ensure_repository(store, options.now).await?;
-    let leftovers_removed = store
-        .remove_incomplete(&catalog::job_prefix(&job.name), options.leftover_grace)
+    // Snapshot folders are written only under the job's lock (backup, copy into the
+    // repository, pin, prune, forget): a run that holds it (`lease`) knows that whatever is
+    // unfinished there belongs to no live run, however young. Elsewhere (verification records,
+    // written without the lock) and without the lock, the grace period decides.
+    let in_snapshots = if options.lease.is_some() {
+        Duration::ZERO
+    } else {
+        options.leftover_grace
+    };
+    let mut leftovers_removed = store
+        .remove_incomplete(&catalog::snapshots_prefix(&job.name), in_snapshots)
         .await?;
+    leftovers_removed.extend(
+        store
+            .remove_incomplete(
+                &catalog::verifications_prefix(&job.name),
+                options.leftover_grace,
+            )
+            .await?,
+    );
     for path in &leftovers_removed {
         tracing::warn!("Removed the unfinished upload {path} left by an earlier run.");
     }
     // Committed data objects without a manifest are leftovers too (a crash between the two).
-    let mut leftovers_removed = leftovers_removed;
     let orphan_options = crate::prune::PruneOptions {
         now: options.now,
         dry_run: false,
-        orphan_grace: options.leftover_grace,
+        orphan_grace: in_snapshots,
         committed: None,
         report_keep: Duration::MAX,
     };

@@ -112,6 +112,17 @@ pub async fn copy_job<S: Store, D: Store + Clone + 'static>(
         {
             tracing::warn!("Removed the unfinished upload {leftover} left by an earlier copy.");
         }
+        // Data a killed copy stored before its manifest, by the same rule.
+        let orphans = crate::prune::PruneOptions {
+            now,
+            dry_run: false,
+            orphan_grace: grace,
+            committed: None,
+            report_keep: std::time::Duration::MAX,
+        };
+        for orphan in crate::prune::remove_orphans(to, job, &orphans).await? {
+            tracing::warn!("Removed {orphan}, data without a manifest left by an earlier copy.");
+        }
         copy_unlocked(from, to, job, false).await
     }
     .await;
