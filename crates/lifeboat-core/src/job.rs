@@ -185,7 +185,7 @@ pub async fn run<S: Store + Clone + 'static>(
     if let (Some(policy), true) = (&job.retention, options.prune) {
         let pruning = async {
             if skewed {
-                return Err(clock_skew_error(offset, store));
+                return Err(clock_skew_error(offset, store).with_context("job", &job.name));
             }
             // A snapshot dated far past the previous newest (a clock that jumped ahead, which a
             // directory store cannot measure) is not the reference of retention: the plan is
@@ -307,7 +307,7 @@ async fn date_jump<S: Store>(
     .with_hint(
         "check this host's clock (`date -u`) before the next run: a clock that stays ahead would make the next run's retention count from the wrong date. If backups really were paused, nothing is wrong; a job that runs less often than daily should set its schedule",
     );
-    Ok(Some((previous, alarm)))
+    Ok(Some((previous, alarm.with_context("job", &job.name))))
 }
 
 async fn release<S: Store + Clone + 'static>(guard: LockGuard<S>, job: &Job) {
