@@ -1498,7 +1498,7 @@ fn a_clock_days_ahead_prunes_the_real_history_away() {
     let src = dir.join("src");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("a.txt"), b"the data").unwrap();
-    let keep = ["--retention", "keep-7-days"];
+    let keep = ["--retention", "keep-7-days", "--json"];
     for (repo, flags) in lock_repos("trust3-clock", &dir) {
         let job = "skewed";
         for _ in 0..2 {
@@ -1519,6 +1519,13 @@ fn a_clock_days_ahead_prunes_the_real_history_away() {
                 r.output()
             );
             r.assert_code(1).assert_contains(why);
+            // The report says it too.
+            assert_eq!(
+                r.json()["jobs"][0]["prune_error"]["kind"],
+                "clock",
+                "{}",
+                r.output()
+            );
             // The store's clock dated it (a directory's clock is the kernel's file times,
             // which libfaketime does not move): the newest, and not in the future.
             let (_, newest_at) = after

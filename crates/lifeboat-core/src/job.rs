@@ -423,6 +423,7 @@ pub async fn run_jobs(
                     "prune": run.prune,
                     "copies": copied,
                     "copy_error": copy_error.as_ref().map(news::error_json),
+                    "prune_error": run.prune_error.as_ref().map(news::error_json),
                 });
                 (job_exit, text, report, true)
             }
