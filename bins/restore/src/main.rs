@@ -117,10 +117,8 @@ async fn run_restore(common: &CommonArgs, flags: &RestoreFlags) -> Result<()> {
             (store, plan, keys, options)
         }
     };
-    // The newest snapshot is damaged and an older one was picked: on a terminal the prompt
-    // asks (the plan says why); off a terminal only --yes restores the older one.
     let consent = plan.needs_consent();
-    refuse_without_consent(consent.iter(), flags)?;
+    lifeboat_cli::refuse_without_consent(consent.iter(), flags.dry_run, flags.yes)?;
     let question = if consent.is_some() {
         "Restore this older snapshot into the target now?"
     } else {
@@ -168,27 +166,6 @@ async fn repository_and_selection(
     )
     .await?;
     Ok((store, config, job, selector))
-}
-
-/// Refuses, off a terminal and without --yes, a restore whose plan needs consent (a newer
-/// snapshot is damaged, so an older one was picked); on a terminal the question asks.
-fn refuse_without_consent<'a>(
-    consents: impl Iterator<Item = &'a String>,
-    flags: &RestoreFlags,
-) -> Result<()> {
-    use std::io::IsTerminal as _;
-    let consents: Vec<&String> = consents.collect();
-    if consents.is_empty() || flags.dry_run || flags.yes || std::io::stdin().is_terminal() {
-        return Ok(());
-    }
-    Err(lifeboat_core::Error::new(
-        lifeboat_core::ErrorKind::Refused,
-        format!(
-            "{}; nothing was restored",
-            consents.iter().map(|c| c.as_str()).collect::<Vec<_>>().join("; ")
-        ),
-    )
-    .with_hint("to restore the older snapshot anyway, run again with --yes; or check the damaged one with `lifeboat-verify --snapshot ID`"))
 }
 
 /// Runs `work` with a progress line for `what` on a terminal.
@@ -260,7 +237,7 @@ async fn run_system(common: &CommonArgs, flags: &RestoreFlags) -> Result<i32> {
         .iter()
         .filter_map(|s| s.plan.needs_consent())
         .collect();
-    refuse_without_consent(consents.iter(), flags)?;
+    lifeboat_cli::refuse_without_consent(consents.iter(), flags.dry_run, flags.yes)?;
     if !lifeboat_cli::show_plan_and_confirm(
         common,
         &plan,

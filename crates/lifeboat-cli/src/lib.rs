@@ -529,6 +529,26 @@ pub fn show_plan_and_confirm(
     Ok(true)
 }
 
+/// Refuses, off a terminal and without `--yes`, a restore whose plan needs consent (a newer
+/// snapshot is damaged, so an older one was picked); on a terminal the plan's question asks,
+/// and a dry run only shows the plan.
+pub fn refuse_without_consent<'a>(
+    consents: impl Iterator<Item = &'a String>,
+    dry_run: bool,
+    yes: bool,
+) -> Result<()> {
+    use std::io::IsTerminal as _;
+    let consents: Vec<&str> = consents.map(String::as_str).collect();
+    if consents.is_empty() || dry_run || yes || std::io::stdin().is_terminal() {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::Refused,
+        format!("{}; nothing was restored", consents.join("; ")),
+    )
+    .with_hint("to restore the older snapshot anyway, run again with --yes; or check the damaged one with `lifeboat-verify --snapshot ID`"))
+}
+
 /// Exit code for a usage error found after parsing.
 pub fn usage(message: impl Into<String>) -> Error {
     Error::new(ErrorKind::Config, message)

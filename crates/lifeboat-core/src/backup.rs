@@ -125,9 +125,8 @@ async fn backup_unbounded<S: Store>(
     } else {
         options.leftover_grace
     };
-    let mut leftovers_removed = store
-        .remove_incomplete(&catalog::snapshots_prefix(&job.name), in_snapshots)
-        .await?;
+    let mut leftovers_removed =
+        crate::prune::remove_leftovers(store, &job.name, options.now, in_snapshots).await?;
     leftovers_removed.extend(
         store
             .remove_incomplete(
@@ -136,19 +135,6 @@ async fn backup_unbounded<S: Store>(
             )
             .await?,
     );
-    for path in &leftovers_removed {
-        tracing::warn!("Removed the unfinished upload {path} left by an earlier run.");
-    }
-    // Committed data objects without a manifest are leftovers too (a crash between the two).
-    let orphan_options = crate::prune::PruneOptions {
-        now: options.now,
-        dry_run: false,
-        orphan_grace: in_snapshots,
-        committed: None,
-        report_keep: Duration::MAX,
-    };
-    leftovers_removed
-        .extend(crate::prune::remove_orphans(store, &job.name, &orphan_options).await?);
 
     let history = catalog::list_snapshots(store, &job.name).await?.snapshots;
     if options.same_source_only {

@@ -96,43 +96,15 @@ pub async fn copy_job<S: Store, D: Store + Clone + 'static>(
         return copy_unlocked(from, to, job, true).await;
     }
     catalog::ensure_repository(to, now).await?;
-    let guard = crate::lock::acquire(to, job, holder, crate::lock::DEFAULT_LEASE, now).await?;
-    // Unfinished uploads of the job in the destination are a killed copy's (every writer of a
-    // job holds its lock): at once when its lock was taken over from a run that ended, else
-    // after the grace a backup gives them.
-    let grace = if guard.took_over.is_some() {
-        std::time::Duration::ZERO
-    } else {
-        LEFTOVER_GRACE
-    };
-    let copied = async {
-        for leftover in to
-            .remove_incomplete(&catalog::job_prefix(job), grace)
-            .await?
-        {
-            tracing::warn!("Removed the unfinished upload {leftover} left by an earlier copy.");
-        }
-        // Data a killed copy stored before its manifest, by the same rule.
-        let orphans = crate::prune::PruneOptions {
-            now,
-            dry_run: false,
-            orphan_grace: grace,
-            committed: None,
-            report_keep: std::time::Duration::MAX,
-        };
-        for orphan in crate::prune::remove_orphans(to, job, &orphans).await? {
-            tracing::warn!("Removed {orphan}, data without a manifest left by an earlier copy.");
-        }
+    let work = async {
+        // The destination's snapshot folders are written only under the job's lock, which this
+        // copy holds: what a killed copy left there (unfinished uploads, data without a
+        // manifest) belongs to no live run, as a backup treats its own repository.
+        crate::prune::remove_leftovers(to, job, now, std::time::Duration::ZERO).await?;
         copy_unlocked(from, to, job, false).await
-    }
-    .await;
-    let _ = guard.release().await;
-    copied
+    };
+    crate::lock::holding(to, job, holder, now, work).await
 }
-
-/// How old an unfinished upload in a copy's destination must be before a copy that did not
-/// take the lock over removes it (as a backup's default `--leftover-grace-mins`).
-const LEFTOVER_GRACE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 async fn copy_unlocked<S: Store, D: Store>(
     from: &S,

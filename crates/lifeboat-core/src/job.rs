@@ -140,16 +140,9 @@ pub async fn run<S: Store + Clone + 'static>(
     // was), and the run prunes nothing: retention must not act on a clock known to be wrong.
     let offset = guard.clock_offset();
     let skewed = offset.abs() > catalog::FUTURE_TOLERANCE;
-    // A lock taken over from a run that ended (killed, crashed) or whose lease ran out: its
-    // unfinished uploads are nobody's now, and no run is in progress to own them.
-    let leftover_grace = if guard.took_over.is_some() {
-        Duration::ZERO
-    } else {
-        options.leftover_grace
-    };
     let backup_options = BackupOptions {
         now: clock() + offset,
-        leftover_grace,
+        leftover_grace: options.leftover_grace,
         compression_threads: options.compression_threads,
         same_source_only: options.same_source_only,
         lease: Some(guard.lease()),

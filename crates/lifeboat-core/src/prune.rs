@@ -396,6 +396,32 @@ async fn delete_all<S: Store>(store: &S, prefix: &str) -> Result<()> {
     Ok(())
 }
 
+/// Removes what runs that ended left in the job's snapshot folders, older than `grace`:
+/// unfinished uploads and data without a manifest, each said in the log. A run that holds the
+/// job's lock passes zero: only lock-holders write there.
+pub async fn remove_leftovers<S: Store>(
+    store: &S,
+    job: &str,
+    now: DateTime<Utc>,
+    grace: Duration,
+) -> Result<Vec<String>> {
+    let mut removed = store
+        .remove_incomplete(&catalog::snapshots_prefix(job), grace)
+        .await?;
+    for path in &removed {
+        tracing::warn!("Removed the unfinished upload {path} left by an earlier run.");
+    }
+    let orphans = PruneOptions {
+        now,
+        dry_run: false,
+        orphan_grace: grace,
+        committed: None,
+        report_keep: Duration::MAX,
+    };
+    removed.extend(remove_orphans(store, job, &orphans).await?);
+    Ok(removed)
+}
+
 /// Removes data objects that have no manifest and are older than the grace period, and
 /// verification records of snapshots that no longer exist.
 pub async fn remove_orphans<S: Store>(
